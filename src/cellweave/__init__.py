@@ -1,0 +1,10 @@
+"""cellweave: weave single-cell and spatial multi-omics data together."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from . import errors, graph, io, metrics, sim, validate
+from . import plotting as pl
+
+__all__ = ["__version__", "errors", "graph", "io", "metrics", "pl", "sim", "validate"]

@@ -1,0 +1,33 @@
+"""Small helpers shared across cellweave: random state and device resolution."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["RandomState", "check_random_state", "resolve_device"]
+
+RandomState = int | np.random.Generator | None
+
+
+def check_random_state(random_state: RandomState) -> np.random.Generator:
+    """Return a :class:`numpy.random.Generator` for ``random_state``.
+
+    Parameters
+    ----------
+    random_state
+        ``None`` (fresh entropy), an ``int`` seed, or a ``Generator`` (returned as is).
+    """
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    if random_state is None or isinstance(random_state, int | np.integer):
+        return np.random.default_rng(random_state)
+    raise TypeError(f"random_state must be None, an int or a numpy Generator, got {random_state!r}")
+
+
+def resolve_device(device: str = "auto") -> str:
+    """Resolve ``"auto"`` to ``"cuda"`` when a GPU is visible, else ``"cpu"``."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

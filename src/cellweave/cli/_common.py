@@ -1,0 +1,59 @@
+"""Pieces every subcommand shares: output paths, summary tables, figures."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import FileFormatError
+
+console = Console()
+
+
+def use_agg_backend() -> None:
+    """Draw figures off-screen (the CLI only writes PNG files)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+
+
+def check_output(out: Path, *, inputs: Iterable[Path] = (), overwrite: bool = False) -> Path:
+    """Refuse an output path that is an input (inputs are never modified) or already exists."""
+    out = Path(out)
+    for path in inputs:
+        if Path(path).exists() and out.exists() and out.resolve() == Path(path).resolve():
+            raise FileFormatError(
+                f"output {out} is the input file: cellweave never modifies its input; "
+                "choose another --out path"
+            )
+    if out.exists() and not overwrite:
+        raise FileFormatError(f"output {out} already exists; pass --overwrite or another --out")
+    return out
+
+
+def print_table(title: str, rows: Iterable[tuple], *, columns: tuple[str, ...]) -> None:
+    """Print a rich table of rows to stdout."""
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(_fmt(v) for v in row))
+    console.print(table)
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 1e4 else f"{value:.3g}"
+    return str(value)
+
+
+overwrite_option = click.option(
+    "--overwrite", is_flag=True, help="Replace an existing output file."
+)
+seed_option = click.option(
+    "--seed", "random_state", type=int, default=0, show_default=True, help="Random seed."
+)

@@ -1,0 +1,25 @@
+"""The click group; each subcommand lives in its own module."""
+
+from __future__ import annotations
+
+import click
+
+from .. import __version__
+from .demo import demo
+from .inspect import inspect
+from .neighbors import neighbors
+from .simulate import simulate
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="cellweave")
+def cli() -> None:
+    """cellweave: weave single-cell and spatial multi-omics data together.
+
+    Start with `cellweave demo` (simulated data, no input needed), then run a subcommand on
+    your own .h5ad/.h5mu files. Errors are one line on stderr with exit code 2.
+    """
+
+
+for command in (demo, inspect, neighbors, simulate):
+    cli.add_command(command)

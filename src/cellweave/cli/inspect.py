@@ -1,0 +1,77 @@
+"""``cellweave inspect``: read a file, report what is in it, and run the input checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import numpy as np
+from anndata import AnnData
+from scipy import sparse
+
+from .. import io, validate
+from ._common import print_table
+
+
+@click.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option(
+    "--counts",
+    "require_counts",
+    is_flag=True,
+    help="Fail (exit 2) unless the matrix holds raw counts.",
+)
+@click.option(
+    "--spatial",
+    "require_spatial",
+    is_flag=True,
+    help="Fail (exit 2) unless spatial coordinates are present.",
+)
+@click.option("--spatial-key", default="spatial", show_default=True)
+@click.option("--layer", default=None, help="Check this layer instead of X.")
+def inspect(
+    path: Path, require_counts: bool, require_spatial: bool, spatial_key: str, layer: str | None
+) -> None:
+    """Summarise an .h5ad/.h5mu/10x/CSV file and check it (NaN/inf, empty genes or cells,
+    duplicate names, counts, spatial coordinates)."""
+    data = io.read(path)
+    tables = data.mod.items() if hasattr(data, "mod") else [("data", data)]
+    for name, adata in tables:
+        rows = _summary(adata, layer=layer, spatial_key=spatial_key)
+        print_table(f"{path.name}: {name}", rows, columns=("check", "result"))
+        validate.check_adata(
+            adata,
+            layer=layer,
+            require_counts=require_counts,
+            spatial_key=spatial_key if require_spatial else None,
+            name=f"{path.name}:{name}",
+        )
+
+
+def _summary(adata: AnnData, *, layer: str | None, spatial_key: str) -> list[tuple[str, str]]:
+    X = validate.get_matrix(adata, layer=layer)
+    values = X.data if sparse.issparse(X) else np.asarray(X)
+    n_bad = int(np.size(values) - np.isfinite(values).sum()) if values.dtype.kind == "f" else 0
+    nnz_genes = _nonzero_per_axis(X, axis=0)
+    nnz_cells = _nonzero_per_axis(X, axis=1)
+    has_spatial = spatial_key in adata.obsm
+    return [
+        ("shape", f"{adata.n_obs} obs x {adata.n_vars} vars"),
+        ("matrix", f"{'sparse' if sparse.issparse(X) else 'dense'} {X.dtype}"),
+        ("raw counts", "yes" if n_bad == 0 and validate.is_counts(X) else "no"),
+        ("NaN/inf values", str(n_bad)),
+        ("all-zero genes", str(int((nnz_genes == 0).sum()))),
+        ("all-zero cells", str(int((nnz_cells == 0).sum()))),
+        ("unique obs names", str(adata.obs_names.is_unique)),
+        ("unique var names", str(adata.var_names.is_unique)),
+        (
+            f"obsm['{spatial_key}']",
+            f"{adata.obsm[spatial_key].shape[1]}-D" if has_spatial else "absent",
+        ),
+    ]
+
+
+def _nonzero_per_axis(X, *, axis: int) -> np.ndarray:
+    if sparse.issparse(X):
+        return np.asarray((X != 0).sum(axis=axis)).ravel()
+    return np.count_nonzero(np.nan_to_num(np.asarray(X)), axis=axis)

@@ -1,0 +1,98 @@
+"""``cellweave neighbors``: build the spatial neighbour graph of a file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .. import io
+from ..graph import spatial_neighbors
+from ..io import read_spatial
+from ._common import check_output, console, overwrite_option, print_table, use_agg_backend
+
+
+@click.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Output .h5ad (the input is never modified).",
+)
+@click.option(
+    "--method",
+    type=click.Choice(["auto", "grid", "knn", "radius"]),
+    default="auto",
+    show_default=True,
+    help="auto: grid rings on ST/Visium arrays, else kNN.",
+)
+@click.option(
+    "--max-order",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Rings of neighbours to keep on grids (1: adjacent spots, 2: next ring).",
+)
+@click.option("--n-neighbors", type=click.IntRange(min=1), default=6, show_default=True)
+@click.option("--radius", type=float, default=None, help="Radius for --method radius.")
+@click.option("--spatial-key", default="spatial", show_default=True)
+@click.option(
+    "--coords",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="CSV of coordinates (for CSV/10x inputs without obsm['spatial']).",
+)
+@click.option(
+    "--plot",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also save a PNG of the spots coloured by their number of neighbours.",
+)
+@overwrite_option
+def neighbors(
+    path: Path,
+    out: Path,
+    method: str,
+    max_order: int,
+    n_neighbors: int,
+    radius: float | None,
+    spatial_key: str,
+    coords: Path | None,
+    plot: Path | None,
+    overwrite: bool,
+) -> None:
+    """Spatial neighbour graph (kNN, radius, or grid rings with neighbour order) written to
+    obsp['spatial_connectivities'|'spatial_distances'|'spatial_order']."""
+    check_output(out, inputs=[path], overwrite=overwrite)
+    adata = read_spatial(path, coords=coords, spatial_key=spatial_key)
+    spatial_neighbors(
+        adata,
+        method=method,
+        max_order=max_order,
+        n_neighbors=n_neighbors,
+        radius=radius,
+        spatial_key=spatial_key,
+    )
+    params = adata.uns["spatial_neighbors"]["params"]
+    order = adata.obsp["spatial_order"]
+    rows = [(k, v) for k, v in params.items()]
+    for k in range(1, int(order.max()) + 1 if order.nnz else 1):
+        per_spot = (order == k).sum(axis=1).A1
+        rows.append((f"order-{k} neighbours per spot (median)", float(_median(per_spot))))
+    print_table(f"spatial graph of {path.name}", rows, columns=("parameter", "value"))
+    io.write(adata, out, overwrite=overwrite)
+    console.print(f"wrote {out}")
+    if plot is not None:
+        use_agg_backend()
+        from ..plotting import spatial
+
+        adata.obs["n_neighbors"] = (adata.obsp["spatial_connectivities"] != 0).sum(axis=1).A1
+        spatial(adata, color="n_neighbors", spatial_key=spatial_key, save=plot)
+        console.print(f"wrote {plot}")
+
+
+def _median(values) -> float:
+    import numpy as np
+
+    return float(np.median(values)) if len(values) else 0.0

@@ -1,0 +1,67 @@
+"""Metrics: gene-level prediction scores, distribution scores and integration scores.
+
+* :mod:`~cellweave.metrics.spatial` - SpatialBenchmarking (Li et al. 2022) per-gene PCC,
+  SSIM, RMSE and JS, the accuracy score (AS) ranking methods, held-out entry scores for
+  imputation and cell-type fraction scores for deconvolution.
+* :mod:`~cellweave.metrics.distributions` - Jensen-Shannon divergence (nats).
+* :mod:`~cellweave.metrics.integration` - scib clustering / integration scores, FOSCTTM
+  and label-transfer scores.
+"""
+
+from __future__ import annotations
+
+from .distributions import js_divergence
+from .integration import (
+    ari,
+    clisi,
+    foscttm,
+    graph_connectivity,
+    ilisi,
+    integration_scores,
+    isolated_label_score,
+    knn_graph,
+    label_transfer_scores,
+    lisi,
+    nmi,
+    silhouette_batch,
+    silhouette_label,
+    silhouette_samples,
+)
+from .spatial import (
+    METRICS,
+    accuracy_score,
+    fraction_scores,
+    gene_scores,
+    js,
+    masked_entry_scores,
+    pcc,
+    rmse,
+    ssim,
+)
+
+__all__ = [
+    "METRICS",
+    "accuracy_score",
+    "ari",
+    "clisi",
+    "foscttm",
+    "fraction_scores",
+    "gene_scores",
+    "graph_connectivity",
+    "ilisi",
+    "integration_scores",
+    "isolated_label_score",
+    "js",
+    "js_divergence",
+    "knn_graph",
+    "label_transfer_scores",
+    "lisi",
+    "masked_entry_scores",
+    "nmi",
+    "pcc",
+    "rmse",
+    "silhouette_batch",
+    "silhouette_label",
+    "silhouette_samples",
+    "ssim",
+]

@@ -1,0 +1,8 @@
+"""Plots users would rather look at: spatial maps, embeddings, metric bars (``cellweave.pl``)."""
+
+from ._save import save_figure
+from .embedding import embedding
+from .metrics import metric_bars
+from .spatial import spatial
+
+__all__ = ["embedding", "metric_bars", "save_figure", "spatial"]

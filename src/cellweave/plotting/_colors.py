@@ -1,0 +1,41 @@
+"""Shared colouring: categorical palettes and value arrays from AnnData keys."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scipy import sparse
+
+from ..errors import MissingKeyError
+
+__all__ = ["category_colors", "values_for"]
+
+
+def category_colors(categories: pd.Index | list[str]) -> dict[str, tuple]:
+    """A distinct colour per category (tab10/tab20, cycling beyond 20)."""
+    import matplotlib as mpl
+
+    cmap = mpl.colormaps["tab10" if len(categories) <= 10 else "tab20"]
+    return {c: cmap(i % cmap.N) for i, c in enumerate(categories)}
+
+
+def values_for(adata: AnnData, key: str, *, layer: str | None = None) -> pd.Series | np.ndarray:
+    """Values to colour by: an ``obs`` column, a gene (from ``layer`` or ``X``), or a column of
+    an ``obsm`` DataFrame given as ``"obsm_key:column"``."""
+    if key in adata.obs:
+        return adata.obs[key]
+    if ":" in key:
+        obsm_key, column = key.split(":", 1)
+        table = adata.obsm.get(obsm_key)
+        if isinstance(table, pd.DataFrame) and column in table:
+            return table[column].to_numpy()
+    if key in adata.var_names:
+        matrix = adata.X if layer is None else adata.layers[layer]
+        column = matrix[:, adata.var_names.get_loc(key)]
+        column = column.toarray() if sparse.issparse(column) else np.asarray(column)
+        return column.ravel()
+    raise MissingKeyError(
+        f"cannot colour by {key!r}: it is neither an obs column, a gene, nor 'obsm_key:column'; "
+        "pass one of those"
+    )

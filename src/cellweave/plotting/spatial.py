@@ -1,0 +1,97 @@
+"""Spatial maps: spots or cells at their coordinates, coloured by a category or a value."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from ..validate import check_spatial
+from ._colors import category_colors, values_for
+from ._save import finish
+
+__all__ = ["spatial"]
+
+
+def spatial(
+    adata: AnnData,
+    *,
+    color: str | Sequence[str],
+    layer: str | None = None,
+    spatial_key: str = "spatial",
+    size: float | None = None,
+    cmap: str = "viridis",
+    ncols: int = 4,
+    title: str | Sequence[str] | None = None,
+    save: str | Path | None = None,
+):
+    """Plot spots/cells at ``obsm[spatial_key]`` coloured by one or more keys.
+
+    Parameters
+    ----------
+    adata
+        Annotated data with spatial coordinates.
+    color
+        ``obs`` column(s), gene name(s), or ``"obsm_key:column"`` (e.g. a cell-type fraction).
+    layer
+        Layer to read gene values from (``X`` when ``None``).
+    spatial_key
+        Key of the coordinates in ``obsm`` (only the first two axes are drawn).
+    size
+        Marker size; chosen from the number of points when ``None``.
+    cmap
+        Colour map for continuous values.
+    ncols
+        Panels per row.
+    title
+        Panel title(s); the keys when ``None``.
+    save
+        Write the figure to this path (PNG/PDF/SVG by suffix) and close it.
+
+    Returns
+    -------
+    The matplotlib figure.
+    """
+    import matplotlib.pyplot as plt
+
+    coords = check_spatial(adata, spatial_key=spatial_key)
+    keys = [color] if isinstance(color, str) else list(color)
+    titles = keys if title is None else ([title] if isinstance(title, str) else list(title))
+    ncols = min(ncols, len(keys))
+    nrows = int(np.ceil(len(keys) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 4 * nrows), squeeze=False)
+    size = size if size is not None else float(np.clip(30000 / max(len(coords), 1), 0.5, 60))
+    for ax, key, panel_title in zip(axes.flat, keys, titles, strict=False):
+        values = values_for(adata, key, layer=layer)
+        _draw(ax, coords, values, size=size, cmap=cmap)
+        ax.set_title(panel_title)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in list(axes.flat)[len(keys) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    return finish(fig, save)
+
+
+def _draw(ax, coords: np.ndarray, values, *, size: float, cmap: str) -> None:
+    x, y = coords[:, 0], coords[:, 1]
+    if isinstance(values, pd.Series) and not pd.api.types.is_numeric_dtype(values):
+        cats = values.astype("category")
+        colors = category_colors(cats.cat.categories)
+        for cat in cats.cat.categories:
+            sel = (cats == cat).to_numpy()
+            ax.scatter(x[sel], y[sel], s=size, color=colors[cat], label=str(cat), linewidths=0)
+        ax.legend(
+            loc="center left",
+            bbox_to_anchor=(1, 0.5),
+            frameon=False,
+            markerscale=2,
+            fontsize="small",
+        )
+        return
+    mappable = ax.scatter(x, y, c=np.asarray(values, dtype=float), s=size, cmap=cmap, linewidths=0)
+    ax.figure.colorbar(mappable, ax=ax, fraction=0.046, pad=0.02)
