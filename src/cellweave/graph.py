@@ -30,7 +30,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.spatial import KDTree
 
-from .errors import EmptyDataError, InputError, NonFiniteError
+from .errors import InputError
+from .validate import check_coordinates, check_spatial
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -94,24 +95,7 @@ class GridInfo:
 
 def _as_coords(coords, *, name: str = "coords") -> np.ndarray:
     """Return ``coords`` as a finite float64 ``(n_obs, n_dims)`` array or raise."""
-    try:
-        array = np.asarray(coords, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise InputError(
-            f"{name} is not numeric ({exc}); pass an (n_obs, n_dims) array of coordinates"
-        ) from exc
-    if array.ndim != 2 or array.shape[1] < 1:
-        raise InputError(
-            f"{name} has shape {array.shape}; pass an (n_obs, n_dims) array of coordinates"
-        )
-    if array.shape[0] == 0:
-        raise EmptyDataError(f"{name} has no observations; pass at least one coordinate row")
-    if not np.isfinite(array).all():
-        bad = int((~np.isfinite(array)).any(axis=1).sum())
-        raise NonFiniteError(
-            f"{name} has {bad} rows with NaN or infinite values; drop or fix those observations"
-        )
-    return array
+    return check_coordinates(coords, name=name, allow_nonfinite=False)
 
 
 def _check_int(value, *, name: str, low: int, high: int | None = None) -> int:
@@ -596,7 +580,6 @@ def spatial_neighbors(
       ``order_key`` and ``params`` (``method`` used, ``spatial_key``, ``max_order``, and
       ``grid``/``spacing``/``tol``, ``n_neighbors`` or ``radius``).
     """
-    from .validate import check_spatial
 
     method = _check_choice(method, name="method", choices=_METHODS)
     grid = _check_choice(grid, name="grid", choices=_GRIDS)

@@ -29,6 +29,7 @@ from .errors import (
 
 __all__ = [
     "check_adata",
+    "check_coordinates",
     "check_counts",
     "check_finite",
     "check_layer",
@@ -399,7 +400,42 @@ def check_spatial(
             f"(n_obs, 2) array in {where} or pass spatial_key=... "
             f"({_keys_hint(adata.obsm.keys())})"
         )
-    coords = adata.obsm[spatial_key]
+    coords = check_coordinates(adata.obsm[spatial_key], name=where, ndim=allowed)
+    bad = ~np.isfinite(coords).all(axis=1)
+    if bad.any():
+        raise NonFiniteError(
+            f"{where} has NaN or infinite coordinates for {int(bad.sum())} of {adata.n_obs} "
+            f"cells (e.g. {_shown(adata.obs_names[bad])}): drop those cells, e.g. "
+            f"adata = adata[np.isfinite(adata.obsm[{spatial_key!r}]).all(axis=1)].copy()"
+        )
+    return coords
+
+
+def check_coordinates(
+    coords: Any,
+    *,
+    name: str = "coords",
+    ndim: int | Sequence[int] | None = None,
+    allow_nonfinite: bool = True,
+) -> np.ndarray:
+    """Return ``coords`` (array, DataFrame or sparse) as a float64 ``(n_obs, d)`` array.
+
+    Parameters
+    ----------
+    coords
+        Coordinates, one row per observation.
+    name
+        How to call them in the message.
+    ndim
+        Accepted number(s) of columns (any when ``None``).
+    allow_nonfinite
+        When ``False``, NaN/inf rows raise :class:`NonFiniteError`.
+
+    Raises
+    ------
+    InputError
+        Not numeric, not 2-D, the wrong number of columns, or no rows.
+    """
     if isinstance(coords, pd.DataFrame):
         coords = coords.to_numpy()
     if sp.issparse(coords):
@@ -408,21 +444,23 @@ def check_spatial(
         coords = np.asarray(coords, dtype=np.float64)
     except (TypeError, ValueError) as err:
         raise InputError(
-            f"{where} is not numeric ({err}): store the coordinates as a float array"
+            f"{name} is not numeric ({err}): store the coordinates as a float array"
         ) from None
-    if coords.ndim != 2 or coords.shape[1] not in allowed:
-        expected = " or ".join(str(d) for d in allowed)
+    allowed = None if ndim is None else ((ndim,) if isinstance(ndim, int | np.integer) else ndim)
+    if coords.ndim != 2 or coords.shape[1] < 1 or (allowed and coords.shape[1] not in allowed):
+        expected = "d" if not allowed else " or ".join(str(d) for d in allowed)
         raise InputError(
-            f"{where} has shape {coords.shape}, but {expected} coordinate columns are required: "
+            f"{name} has shape {coords.shape}, but {expected} coordinate columns are required: "
             f"store an (n_obs, {expected}) array of x, y[, z] coordinates"
         )
-    bad = ~np.isfinite(coords).all(axis=1)
-    if bad.any():
-        raise InputError(
-            f"{where} has NaN or infinite coordinates for {int(bad.sum())} of {adata.n_obs} "
-            f"cells (e.g. {_shown(adata.obs_names[bad])}): drop those cells, e.g. "
-            f"adata = adata[np.isfinite(adata.obsm[{spatial_key!r}]).all(axis=1)].copy()"
-        )
+    if coords.shape[0] == 0:
+        raise EmptyDataError(f"{name} has no observations; pass at least one coordinate row")
+    if not allow_nonfinite:
+        bad = int((~np.isfinite(coords)).any(axis=1).sum())
+        if bad:
+            raise NonFiniteError(
+                f"{name} has {bad} rows with NaN or infinite values; drop or fix those observations"
+            )
     return coords
 
 
