@@ -14,20 +14,14 @@ machine, the library versions and the command line.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import shlex
-import sys
 import time
 from collections.abc import Callable
-from importlib.metadata import version
 from pathlib import Path
 
 import anndata as ad
 import numpy as np
-import scipy
-import sklearn
 
+from _report import header
 from cellweave.graph import (
     detect_grid,
     grid_rings,
@@ -102,15 +96,7 @@ def cases(n: int) -> list[tuple[str, Callable[[], object]]]:
 
 def report(rows: list[tuple[str, float, float, str]], args: argparse.Namespace) -> str:
     lines = [
-        "# cellweave.graph benchmark",
-        "",
-        f"- command: `{shlex.join([Path(sys.executable).name, *sys.argv])}`",
-        f"- machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end (other "
-        "processes on the machine slow the timings down)",
-        f"- versions: Python {platform.python_version()}, numpy {np.__version__}, "
-        f"scipy {scipy.__version__}, scikit-learn {sklearn.__version__}, "
-        f"anndata {version('anndata')}",
+        *header("cellweave.graph benchmark", ("numpy", "scipy", "scikit-learn", "anndata")),
         f"- n = {args.n} points per case, {args.repeats} repeats (best and median wall time); "
         "lattices jittered by 3 % of the spacing",
         "",

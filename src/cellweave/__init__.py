@@ -4,7 +4,19 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import errors, graph, io, metrics, sim, validate
+from . import errors, graph, impute, io, metrics, pp, sim, tl, validate
 from . import plotting as pl
 
-__all__ = ["__version__", "errors", "graph", "io", "metrics", "pl", "sim", "validate"]
+__all__ = [
+    "__version__",
+    "errors",
+    "graph",
+    "impute",
+    "io",
+    "metrics",
+    "pl",
+    "pp",
+    "sim",
+    "tl",
+    "validate",
+]

@@ -44,6 +44,7 @@ __all__ = [
     "graph_rings",
     "grid_rings",
     "knn_graph",
+    "neighbor_rings",
     "radius_graph",
     "ring_weights",
     "spatial_neighbors",
@@ -596,14 +597,18 @@ def spatial_neighbors(
     coords = _as_coords(
         check_spatial(adata, spatial_key=spatial_key), name=f"adata.obsm[{spatial_key!r}]"
     )
-
-    base, params = _base_graph(
-        coords, method=method, n_neighbors=n_neighbors, radius=radius, grid=grid, tol=tol
+    order, params = neighbor_rings(
+        coords,
+        method=method,
+        max_order=max_order,
+        n_neighbors=n_neighbors,
+        radius=radius,
+        grid=grid,
+        tol=tol,
     )
-    order = graph_rings(base, max_order=max_order)
     conn = _binary(order)
     dist = _edge_distances(conn, coords)
-    params.update(spatial_key=spatial_key, max_order=max_order)
+    params.update(spatial_key=spatial_key)
 
     adata = adata.copy() if copy else adata
     keys = {
@@ -616,6 +621,30 @@ def spatial_neighbors(
     adata.obsp[keys["order_key"]] = order
     adata.uns[f"{key_added}_neighbors"] = {**keys, "params": params}
     return adata if copy else None
+
+
+def neighbor_rings(
+    coords,
+    *,
+    method: str = "auto",
+    max_order: int = 2,
+    n_neighbors: int = 6,
+    radius: float | None = None,
+    grid: str = "auto",
+    tol: float = 0.25,
+) -> tuple[sp.csr_matrix, dict]:
+    """Neighbour rings of points without an AnnData: lattice rings on ST/Visium grids,
+    hop rings of a kNN (or radius) graph elsewhere.
+
+    Returns the CSR int8 ring-order matrix (as ``obsp['spatial_order']``) and the parameters
+    that describe the graph (as ``uns['spatial_neighbors']['params']``).
+    """
+    coords = _as_coords(coords)
+    base, params = _base_graph(
+        coords, method=method, n_neighbors=n_neighbors, radius=radius, grid=grid, tol=tol
+    )
+    params["max_order"] = max_order
+    return graph_rings(base, max_order=max_order), params
 
 
 def _base_graph(

@@ -57,3 +57,27 @@ overwrite_option = click.option(
 seed_option = click.option(
     "--seed", "random_state", type=int, default=0, show_default=True, help="Random seed."
 )
+
+
+def parse_params(items: tuple[str, ...]) -> dict[str, object]:
+    """``("a=1", "b=0.5", "c=x")`` -> ``{"a": 1, "b": 0.5, "c": "x"}`` (numbers and booleans
+    parsed)."""
+    params: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--param")
+        params[key.strip()] = _parse_value(value.strip())
+    return params
+
+
+def _parse_value(text: str) -> object:
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text

@@ -6,6 +6,7 @@ import click
 
 from .. import __version__
 from .demo import demo
+from .impute import impute
 from .inspect import inspect
 from .neighbors import neighbors
 from .simulate import simulate
@@ -21,5 +22,5 @@ def cli() -> None:
     """
 
 
-for command in (demo, inspect, neighbors, simulate):
+for command in (demo, simulate, inspect, neighbors, impute):
     cli.add_command(command)

@@ -1,0 +1,242 @@
+"""``cellweave impute``: denoise a spatial data set, or evaluate methods on it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .. import io
+from .._progress import status
+from ._common import (
+    check_output,
+    console,
+    overwrite_option,
+    parse_params,
+    print_table,
+    seed_option,
+    use_agg_backend,
+)
+
+
+@click.command()
+@click.argument("path", type=click.Path(path_type=Path), required=False)
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Output .h5ad with layers['imputed'] (required unless --evaluate).",
+)
+@click.option(
+    "--method", default="auto", show_default=True, help="Imputation method (see --list-methods)."
+)
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Method option, e.g. --param spatial_weight=0.5 (repeatable).",
+)
+@click.option("--layer", default=None, help="Layer with raw counts (default: X).")
+@click.option("--spatial-key", default="spatial", show_default=True)
+@click.option(
+    "--coords",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="CSV of coordinates (for CSV/10x inputs).",
+)
+@click.option(
+    "--plot",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Save a PNG: a gene raw vs imputed on the tissue.",
+)
+@click.option("--gene", default=None, help="Gene for --plot (default: the most variable).")
+@click.option(
+    "--evaluate",
+    is_flag=True,
+    help="Run the molecular cross-validation protocol instead of imputing.",
+)
+@click.option(
+    "--methods",
+    default="all",
+    show_default=True,
+    help="With --evaluate: 'all' or a comma-separated list.",
+)
+@click.option(
+    "--seeds",
+    default="0,1,2",
+    show_default=True,
+    help="With --evaluate: comma-separated molecular-split seeds.",
+)
+@click.option(
+    "--metrics-json",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="With --evaluate: write the scores as JSON.",
+)
+@click.option("--list-methods", is_flag=True, help="List the methods and exit.")
+@seed_option
+@overwrite_option
+def impute(
+    path: Path | None,
+    out: Path | None,
+    method: str,
+    params: tuple[str, ...],
+    layer: str | None,
+    spatial_key: str,
+    coords: Path | None,
+    plot: Path | None,
+    gene: str | None,
+    evaluate: bool,
+    methods: str,
+    seeds: str,
+    metrics_json: Path | None,
+    list_methods: bool,
+    random_state: int,
+    overwrite: bool,
+) -> None:
+    """Denoise spatial transcriptomics counts (writes layers['imputed'], log1p-normalized),
+    or with --evaluate score methods on held-out molecules (Poisson deviance, lower is
+    better)."""
+    from ..impute import METHODS, get_method
+
+    if list_methods:
+        rows = [
+            (m.name, m.kind, "yes" if m.spatial else "no", m.description) for m in METHODS.values()
+        ]
+        print_table("imputation methods", rows, columns=("method", "kind", "spatial", "what"))
+        return
+    if path is None:
+        raise click.UsageError("missing the input file PATH (.h5ad with counts and coordinates)")
+    method_params = parse_params(params)
+    get_method(method)
+    if evaluate:
+        _evaluate(
+            path,
+            coords=coords,
+            layer=layer,
+            spatial_key=spatial_key,
+            methods=methods,
+            seeds=seeds,
+            metrics_json=metrics_json,
+            method_params=method_params,
+            default=method,
+            overwrite=overwrite,
+        )
+        return
+    if out is None:
+        raise click.UsageError("missing -o/--out (or pass --evaluate)")
+    check_output(out, inputs=[path], overwrite=overwrite)
+    if plot is not None:
+        check_output(plot, overwrite=overwrite)
+    from ..impute import impute as run_impute
+
+    adata = io.read_anndata(path, coords=coords, spatial_key=spatial_key)
+    with status(f"imputing with {method}"):
+        run_impute(
+            adata,
+            method=method,
+            layer=layer,
+            spatial_key=spatial_key,
+            random_state=random_state,
+            **method_params,
+        )
+    io.write(adata, out, overwrite=overwrite)
+    info = adata.uns["impute"]
+    console.print(
+        f"wrote {out}: layers['imputed'] ({adata.n_obs} spots x {adata.n_vars} genes, "
+        f"method {method}, {info['seconds']:.1f} s)"
+    )
+    if plot is not None:
+        _plot(adata, plot, gene=gene, layer=layer, spatial_key=spatial_key)
+        console.print(f"wrote {plot}")
+
+
+def _evaluate(
+    path: Path,
+    *,
+    coords,
+    layer,
+    spatial_key,
+    methods,
+    seeds,
+    metrics_json,
+    method_params,
+    default,
+    overwrite,
+) -> None:
+    from ..impute import evaluate
+
+    if metrics_json is not None:
+        check_output(metrics_json, overwrite=overwrite)
+    adata = io.read_anndata(path, coords=coords, spatial_key=spatial_key)
+    chosen = "all" if methods == "all" else [m.strip() for m in methods.split(",") if m.strip()]
+    seed_list = _parse_seeds(seeds)
+    params = {default: method_params} if method_params else None
+    result = evaluate(
+        adata,
+        methods=chosen,
+        seeds=seed_list,
+        layer=layer,
+        spatial_key=spatial_key,
+        method_params=params,
+    )
+    table = result.table
+    columns = [
+        c
+        for c in ("kind", "deviance", "log_mse", "gene_pearson_median", "seconds")
+        if c in table.columns
+    ]
+    rows = [(name, *(table.loc[name, c] for c in columns)) for name in table.index]
+    print_table(
+        f"molecular cross-validation on {path.name} (seeds {seeds}; lower deviance is better)",
+        rows,
+        columns=("method", *columns),
+    )
+    if metrics_json is not None:
+        result.write_json(metrics_json, default_name=default)
+        console.print(f"wrote {metrics_json}")
+
+
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is not a comma-separated list of integers", param_hint="--seeds"
+        ) from None
+    if not seeds:
+        raise click.BadParameter("give at least one seed", param_hint="--seeds")
+    return seeds
+
+
+def _plot(adata, path: Path, *, gene: str | None, layer: str | None, spatial_key: str) -> None:
+    import numpy as np
+
+    from ..plotting import spatial
+    from ..pp import log_normalize
+
+    use_agg_backend()
+    imputed = adata.layers["imputed"]
+    if gene is None:
+        gene = str(adata.var_names[int(np.argmax(imputed.var(axis=0)))])
+    elif gene not in adata.var_names:
+        from ..errors import MissingKeyError
+
+        raise MissingKeyError(f"gene {gene!r} is not in the data; pass --gene with a var name")
+    column = adata.var_names.get_loc(gene)
+    counts = adata.X if layer is None else adata.layers[layer]
+    raw = log_normalize(counts)[:, column]
+    raw = raw.toarray().ravel() if hasattr(raw, "toarray") else np.asarray(raw).ravel()
+    view = adata.copy()
+    view.obs[f"{gene} raw"] = raw
+    view.obs[f"{gene} imputed"] = imputed[:, column]
+    spatial(
+        view,
+        color=[f"{gene} raw", f"{gene} imputed"],
+        spatial_key=spatial_key,
+        title=[f"{gene}: raw (log-normalized)", f"{gene}: imputed"],
+        save=path,
+    )

@@ -1,0 +1,407 @@
+"""Neural matrix factorisation with a spatial loss.
+
+Spot embeddings ``U`` (n_spots x d), gene embeddings ``V`` (n_genes x d) and a gene bias
+``b`` (initialised at the log pooled gene profile, so that the untrained model *is* the gene
+mean predictor) give proportions ``P = softmax_genes(b + U V^T)``. The objective is the count
+likelihood of the training counts given each spot's library size, plus
+``alpha / 2 (||U||^2 + ||V||^2)`` (a nuclear-norm-like shrinkage towards the gene mean) plus
+``spatial_weight / 2`` times the spatial loss of :mod:`.spatial_loss` (by default the
+squared difference of the spots' centred log proportions from their ring-weighted
+neighbours, summed over genes).
+
+The penalty strengths are chosen by an inner molecular split of the training counts
+(:mod:`.selection`): they differ between data sets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from scipy import sparse
+from torch import nn
+
+from ..train import fit
+from .models import CountData, ProportionModule, check_counts, gene_log_profile
+from .registry import register
+from .selection import select_by_inner_split
+from .spatial_loss import SpatialLoss, require_coords, spatial_graph, spatial_penalty
+
+__all__ = ["MFSettings", "fit_mf", "mf", "mf_nospatial"]
+
+Space = Literal["genes", "latent"]
+
+
+class MFModule(ProportionModule):
+    """``logits = b + U V^T`` with L2 and spatial penalties (see the module docstring)."""
+
+    def __init__(
+        self,
+        data: CountData,
+        *,
+        n_latent: int,
+        alpha: float,
+        spatial: SpatialLoss | None,
+        spatial_weight: float,
+        space: Space,
+        bias: np.ndarray,
+        likelihood: str,
+        val_data: CountData | None,
+        lr: float,
+        seed: int,
+        init_scale: float = 0.1,
+    ) -> None:
+        super().__init__(data, likelihood=likelihood, val_data=val_data, lr=lr)
+        n, g = data.shape
+        generator = torch.Generator().manual_seed(int(seed))
+        self.U = nn.Parameter(init_scale * torch.randn(n, n_latent, generator=generator))
+        self.V = nn.Parameter(init_scale * torch.randn(g, n_latent, generator=generator))
+        self.b = nn.Parameter(torch.as_tensor(bias, dtype=torch.float32).clone())
+        self.alpha = float(alpha)
+        self.spatial = spatial if spatial_weight > 0 else None
+        self.spatial_weight = float(spatial_weight)
+        self.space = space
+
+    def logits(self, index: torch.Tensor | None) -> torch.Tensor:
+        U = self.U if index is None else self.U.index_select(0, index)
+        return self.b + U @ self.V.T
+
+    def spot_penalty(self, index: torch.Tensor | None) -> torch.Tensor:
+        U = self.U if index is None else self.U.index_select(0, index)
+        value = 0.5 * self.alpha * (U * U).sum()
+        if self.spatial is not None:
+            src, dst, w = self.spatial.edges(index)
+            gram = None
+            if self.space == "genes":
+                Vc = self.V - self.V.mean(0)
+                gram = Vc.T @ Vc
+            value = value + 0.5 * self.spatial_weight * spatial_penalty(
+                self.U.index_select(0, src), self.U.index_select(0, dst), w, gram=gram
+            )
+        return value
+
+    def global_penalty(self) -> torch.Tensor:
+        return 0.5 * self.alpha * (self.V * self.V).sum()
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """Parameters to warm-start another fit on the same spots and genes."""
+        return {k: v.detach().clone() for k, v in self.state_dict().items()}
+
+
+@dataclass(frozen=True)
+class MFSettings:
+    """Options of :func:`fit_mf` (see :func:`mf` for their meaning)."""
+
+    n_latent: int = 64
+    alpha: float = 1.0
+    spatial_weight: float = 0.0
+    space: Space = "genes"
+    likelihood: str = "poisson"
+    max_epochs: int = 15
+    steps_per_epoch: int = 10
+    lr: float = 0.05
+    batch_size: int | None = None
+    device: str = "auto"
+
+
+def fit_mf(
+    X: sparse.csr_matrix,
+    settings: MFSettings,
+    *,
+    spatial: SpatialLoss | None,
+    X_val: sparse.csr_matrix | None = None,
+    warm: dict[str, torch.Tensor] | None = None,
+    max_epochs: int | None = None,
+    seed: int = 0,
+) -> MFModule:
+    """Fit :class:`MFModule` to ``X`` (optionally warm-started from ``warm``).
+
+    With ``X_val`` (held-out counts of the same spots) the validation deviance is tracked,
+    training stops early when it no longer improves and the best epoch's weights are kept.
+    """
+    module = MFModule(
+        CountData(X),
+        n_latent=settings.n_latent,
+        alpha=settings.alpha,
+        spatial=spatial,
+        spatial_weight=settings.spatial_weight,
+        space=settings.space,
+        bias=gene_log_profile(X),
+        likelihood=settings.likelihood,
+        val_data=None if X_val is None else CountData(X_val),
+        lr=settings.lr,
+        seed=seed,
+    )
+    if warm is not None:
+        module.load_state_dict(warm)
+    batch = settings.batch_size
+    steps = settings.steps_per_epoch if batch is None or batch >= X.shape[0] else None
+    fit(
+        module,
+        n_train=X.shape[0],
+        n_val=None if X_val is None else X.shape[0],
+        batch_size=batch,
+        val_batch_size=batch,
+        steps_per_epoch=steps,
+        max_epochs=settings.max_epochs if max_epochs is None else max_epochs,
+        patience=3,
+        device=settings.device,
+        seed=seed,
+    )
+    return module
+
+
+# ----------------------------------------------------------------------------- methods
+
+
+def _settings(
+    *,
+    n_latent: int,
+    alpha: float,
+    spatial_weight: float,
+    space: Space,
+    likelihood: str,
+    max_epochs: int,
+    lr: float,
+    batch_size: int | None,
+    device: str,
+) -> MFSettings:
+    return MFSettings(
+        n_latent=int(n_latent),
+        alpha=float(alpha),
+        spatial_weight=float(spatial_weight),
+        space=space,
+        likelihood=likelihood,
+        max_epochs=int(max_epochs),
+        lr=float(lr),
+        batch_size=batch_size,
+        device=device,
+    )
+
+
+def _spatial_loss(
+    X1, coords, *, spatial_weight, weights, similarity, n_neighbors, random_state, method: str
+) -> SpatialLoss | None:
+    if isinstance(spatial_weight, int | float) and spatial_weight == 0:
+        return None
+    coords = require_coords(coords, n_obs=X1.shape[0], method=method)
+    graph = spatial_graph(
+        coords,
+        weights=weights,
+        n_neighbors=n_neighbors,
+        similarity=similarity,
+        X=X1,
+        random_state=random_state,
+    )
+    return SpatialLoss(graph) if graph.n_edges else None
+
+
+def _grid(value, default: Sequence[float]) -> list[float]:
+    if value == "auto":
+        return [float(v) for v in default]
+    if isinstance(value, int | float):
+        return [float(value)]
+    return [float(v) for v in value]
+
+
+#: Candidate penalty strengths searched by the inner split (per molecule of a typical spot,
+#: see :func:`_scale`): L2 on the embeddings and the spatial loss.
+ALPHA_GRID = (0.05, 0.1, 0.3)
+SPATIAL_GRID = (0.0, 0.01)
+
+
+#: Full-batch training up to this many matrix entries; above it minibatches of spots of
+#: about this many entries (so 50k spots x 5k genes trains in bounded memory).
+FULL_BATCH_ENTRIES = 2**25
+
+
+def _auto_batch_size(n_spots: int, n_genes: int) -> int | None:
+    if n_spots * n_genes <= FULL_BATCH_ENTRIES:
+        return None
+    return max(256, FULL_BATCH_ENTRIES // n_genes)
+
+
+def _scale(X: sparse.csr_matrix) -> float:
+    """Mean library size: penalties are given per molecule of a typical spot, so the same
+    candidate values fit data sets of any depth (the absolute strength chosen on the inner
+    split is kept for the refit on all of ``X1``)."""
+    return max(float(X.sum()) / X.shape[0], 1.0)
+
+
+def mf_predict(
+    X1,
+    *,
+    coords=None,
+    random_state: int = 0,
+    n_latent: int = 64,
+    alpha: float | Sequence[float] | str = "auto",
+    spatial_weight: float | Sequence[float] | str = "auto",
+    space: Space = "latent",
+    weights: Sequence[float] = (1.0, 0.5),
+    similarity: str | None = None,
+    n_neighbors: int = 6,
+    likelihood: str = "poisson",
+    max_epochs: int = 15,
+    lr: float = 0.05,
+    batch_size: int | str | None = "auto",
+    device: str = "auto",
+    method: str = "mf",
+    return_info: bool = False,
+):
+    """Proportions from neural matrix factorisation (see :func:`mf`)."""
+    X1 = check_counts(X1)
+    spatial = _spatial_loss(
+        X1,
+        coords,
+        spatial_weight=spatial_weight,
+        weights=weights,
+        similarity=similarity,
+        n_neighbors=n_neighbors,
+        random_state=random_state,
+        method=method,
+    )
+    if batch_size == "auto":
+        batch_size = _auto_batch_size(*X1.shape)
+    alphas = _grid(alpha, ALPHA_GRID)
+    lams = [0.0] if spatial is None else _grid(spatial_weight, SPATIAL_GRID)
+    base = dict(
+        n_latent=n_latent,
+        space=space,
+        likelihood=likelihood,
+        max_epochs=max_epochs,
+        lr=lr,
+        batch_size=batch_size,
+        device=device,
+    )
+    info: dict[str, Any] = {}
+    warm_epochs = max(5, max_epochs // 3)
+
+    def fit_candidate(Xa, Xb, params, warm):
+        scale = _scale(Xa)
+        settings = _settings(
+            alpha=params["alpha"] * scale, spatial_weight=params["spatial_weight"] * scale, **base
+        )
+        epochs = None if warm is None else warm_epochs
+        module = fit_mf(
+            Xa, settings, spatial=spatial, warm=warm, max_epochs=epochs, seed=random_state
+        )
+        return module.predict(), module.state()
+
+    chosen, scale, warm = {"alpha": alphas[0], "spatial_weight": lams[0]}, _scale(X1), None
+    if len(alphas) > 1 or len(lams) > 1:
+        # coordinate search on the inner split, every fit warm-started from the previous:
+        # (1) L2 strength, strongest first, with the first spatial weight; (2) the spatial
+        # weights at the chosen L2 strength
+        first = select_by_inner_split(
+            X1,
+            [{"alpha": a, "spatial_weight": lams[0]} for a in sorted(alphas, reverse=True)],
+            fit_candidate,
+            random_state=random_state,
+        )
+        selection = first
+        if len(lams) > 1:
+            second = select_by_inner_split(
+                X1,
+                [{"alpha": first.best["alpha"], "spatial_weight": w} for w in lams[1:]],
+                fit_candidate,
+                random_state=random_state,
+                warm=first.best_state,
+            )
+            best_second = min(score for _, score in second.scores)
+            if best_second < min(score for _, score in first.scores):
+                selection = second
+            info["scores"] = first.scores + second.scores
+        else:
+            info["scores"] = first.scores
+        chosen, scale, warm = selection.best, selection.scale, selection.best_state
+    info["chosen"] = chosen
+    settings = _settings(
+        alpha=chosen["alpha"] * scale, spatial_weight=chosen["spatial_weight"] * scale, **base
+    )
+    # refit on all of X1 with the chosen absolute strengths (warm: the inner fit's solution)
+    module = fit_mf(
+        X1,
+        settings,
+        spatial=spatial,
+        warm=warm,
+        max_epochs=None if warm is None else warm_epochs,
+        seed=random_state,
+    )
+    P = module.predict()
+    return (P, info) if return_info else P
+
+
+@register(
+    "mf",
+    kind="model",
+    spatial=True,
+    description="neural matrix factorisation (Poisson) with the spatial loss; penalties "
+    "chosen by an inner molecular split",
+)
+def mf(X1, *, coords=None, random_state: int = 0, **params):
+    """Neural matrix factorisation with the spatial loss.
+
+    Parameters
+    ----------
+    X1
+        Counts, spots x genes (CSR).
+    coords
+        ``(n_spots, 2)`` coordinates (required unless ``spatial_weight=0``).
+    random_state
+        Seed of the initialisation, the inner split and the batches.
+    n_latent
+        Embedding dimension ``d`` (default 64; the L2 penalty decides how much of it is used).
+    alpha
+        L2 strength on the embeddings per molecule of a typical spot; ``"auto"`` (default)
+        picks it from ``ALPHA_GRID`` by the inner split, a list restricts the search.
+    spatial_weight
+        Spatial loss strength per molecule of a typical spot; ``"auto"`` picks it from
+        ``SPATIAL_GRID`` (which includes 0) by the inner split; ``0`` switches the loss off.
+    space
+        ``"genes"`` (differences of centred log proportions summed over genes) or
+        ``"latent"`` (differences of spot embeddings).
+    weights
+        Ring weights (order 1, order 2).
+    similarity
+        ``None`` or ``"gaussian"``/``"correlation"``: gate the spatial edges by expression
+        similarity so that the loss does not smooth across tissue boundaries.
+    likelihood
+        ``"poisson"`` (= multinomial), ``"nb"`` or ``"mse"``.
+    max_epochs, lr, batch_size, device
+        Training: epochs of 10 full-batch steps (or one pass of ``batch_size`` spots), Adam
+        learning rate, spots per minibatch (``None``: full batch; ``"auto"``: full batch
+        up to ``FULL_BATCH_ENTRIES`` matrix entries, minibatches above), ``"auto"``/
+        ``"cpu"``/``"cuda"``.
+    """
+    return mf_predict(X1, coords=coords, random_state=random_state, **params)
+
+
+@register(
+    "mf_nospatial",
+    kind="model",
+    spatial=False,
+    description="neural matrix factorisation without the spatial loss (mf, spatial_weight=0)",
+)
+def mf_nospatial(X1, *, coords=None, random_state: int = 0, **params):
+    """:func:`mf` with the spatial loss switched off (``spatial_weight=0``)."""
+    params["spatial_weight"] = 0.0
+    return mf_predict(X1, coords=None, random_state=random_state, method="mf_nospatial", **params)
+
+
+@register(
+    "auto",
+    kind="model",
+    spatial=False,
+    description="the measured best default: Poisson MF with L2 and spatial-loss strengths "
+    "chosen by an inner molecular split",
+)
+def auto(X1, *, coords=None, random_state: int = 0, **params):
+    """The best default measured on the shared data (see ``benchmarks/results/impute.md``):
+    :func:`mf` with its penalties chosen by the inner molecular split of ``X1``. Without
+    coordinates the spatial loss is left out (it is one of the candidates anyway)."""
+    if coords is None:
+        params.setdefault("spatial_weight", 0.0)
+    return mf_predict(X1, coords=coords, random_state=random_state, method="auto", **params)

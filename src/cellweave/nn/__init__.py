@@ -1,0 +1,23 @@
+"""Torch building blocks shared by every cellweave model: MLPs and count likelihoods."""
+
+from __future__ import annotations
+
+from .layers import MLP, GradientReversal, grad_reverse
+from .likelihoods import (
+    LIKELIHOODS,
+    multinomial_log_prob,
+    nb_log_prob,
+    poisson_log_prob,
+    zinb_log_prob,
+)
+
+__all__ = [
+    "LIKELIHOODS",
+    "MLP",
+    "GradientReversal",
+    "grad_reverse",
+    "multinomial_log_prob",
+    "nb_log_prob",
+    "poisson_log_prob",
+    "zinb_log_prob",
+]
