@@ -77,7 +77,10 @@ def impute(
     copy
         Return a modified copy instead of writing into ``adata``.
     **params
-        Options of the method (e.g. ``spatial_weight``, ``n_latent``).
+        Options of the method (e.g. ``spatial_weight``, ``n_latent``). For the spatial
+        methods, ``similarity="gaussian"``/``"correlation"`` restricts smoothing to
+        neighbours with similar expression (``similarity_features=`` an ``(n_spots, k)``
+        array gates by other features instead).
 
     Returns
     -------
@@ -109,7 +112,7 @@ def impute(
             "key_added": key_added,
             "target_sum": float(target_sum),
             "random_state": int(random_state),
-            **{k: _plain(v) for k, v in params.items()},
+            **{k: _plain(v) for k, v in params.items() if k != "similarity_features"},
         },
         "seconds": float(time.perf_counter() - start),
     }

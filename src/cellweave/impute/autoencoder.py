@@ -28,7 +28,7 @@ from ..train import fit
 from .models import CountData, ProportionModule, check_counts, gene_log_profile
 from .registry import register
 from .selection import inner_split
-from .spatial_loss import SpatialLoss, require_coords, spatial_graph, spatial_penalty
+from .spatial_loss import SpatialLoss, build_spatial_loss, spatial_penalty
 
 __all__ = ["AEModule", "ae", "ae_predict"]
 
@@ -118,6 +118,7 @@ def ae_predict(
     space: Space = "latent",
     weights: Sequence[float] = (1.0, 0.5),
     similarity: str | None = None,
+    similarity_features: np.ndarray | None = None,
     n_neighbors: int = 6,
     likelihood: str = "poisson",
     max_epochs: int = 100,
@@ -131,16 +132,16 @@ def ae_predict(
     X1 = check_counts(X1)
     spatial = None
     if spatial_weight > 0:
-        coords = require_coords(coords, n_obs=X1.shape[0], method=method)
-        graph = spatial_graph(
+        spatial = build_spatial_loss(
+            X1,
             coords,
             weights=weights,
-            n_neighbors=n_neighbors,
             similarity=similarity,
-            X=X1,
+            similarity_features=similarity_features,
+            n_neighbors=n_neighbors,
             random_state=random_state,
+            method=method,
         )
-        spatial = SpatialLoss(graph) if graph.n_edges else None
     X1a, X1b = inner_split(X1, random_state=random_state)
     torch.manual_seed(int(random_state))
     module = AEModule(

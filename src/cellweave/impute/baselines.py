@@ -53,7 +53,7 @@ from .. import graph as _graph
 from ..errors import InputError, MissingKeyError
 from ..metrics.denoising import molecular_split
 from .registry import register, to_proportions
-from .similarity import Metric, expression_features, similarity_weights
+from .similarity import Metric, expression_features, gate_by_similarity
 
 __all__ = [
     "RAW_PSEUDOCOUNT",
@@ -212,22 +212,22 @@ def _with_similarity(
     similarity: Metric | None,
     similarity_scale: float,
     similarity_threshold: float,
+    similarity_features: np.ndarray | None,
     n_comps: int,
     random_state: int,
 ) -> sparse.csr_matrix:
-    """``W`` with every edge multiplied by the expression similarity of its two spots."""
-    if similarity is None or W.shape[0] < 2:
-        return W
-    features = expression_features(X1, n_comps=n_comps, random_state=random_state)
-    S = similarity_weights(
+    """``W`` with every edge multiplied by the similarity of its two spots (expression, or
+    the given features such as histology)."""
+    return gate_by_similarity(
         W,
-        features,
+        X1,
         metric=similarity,
         scale=similarity_scale,
         threshold=similarity_threshold,
-        valid=_library(X1) > 0,
+        n_comps=n_comps,
+        random_state=random_state,
+        features=similarity_features,
     )
-    return sparse.csr_matrix(W.multiply(S))
 
 
 # ----------------------------------------------------------------------------- references
@@ -461,11 +461,14 @@ def diffusion(
 # ----------------------------------------------------------------------------- spatial
 
 
-def _similarity_options(similarity, similarity_scale, similarity_threshold, n_comps, seed):
+def _similarity_options(
+    similarity, similarity_scale, similarity_threshold, similarity_features, n_comps, seed
+):
     return {
         "similarity": similarity,
         "similarity_scale": similarity_scale,
         "similarity_threshold": similarity_threshold,
+        "similarity_features": similarity_features,
         "n_comps": n_comps,
         "random_state": seed,
     }
@@ -488,6 +491,7 @@ def spatial_knn(
     similarity: Metric | None = None,
     similarity_scale: float = 1.0,
     similarity_threshold: float = 0.0,
+    similarity_features: np.ndarray | None = None,
     n_comps: int = 30,
 ):
     """Average over the ``n_neighbors`` spatially nearest spots, the spot itself included.
@@ -504,7 +508,12 @@ def spatial_knn(
         W,
         X1,
         **_similarity_options(
-            similarity, similarity_scale, similarity_threshold, n_comps, random_state
+            similarity,
+            similarity_scale,
+            similarity_threshold,
+            similarity_features,
+            n_comps,
+            random_state,
         ),
     )
     return smooth(W, X1, average=average, prior=prior)
@@ -548,6 +557,7 @@ def rings(
     similarity: Metric | None = None,
     similarity_scale: float = 1.0,
     similarity_threshold: float = 0.0,
+    similarity_features: np.ndarray | None = None,
     n_comps: int = 30,
 ):
     """Weighted mean of the spot (``self_weight``) and its neighbour rings (ring ``k``
@@ -568,7 +578,12 @@ def rings(
         W,
         X1,
         **_similarity_options(
-            similarity, similarity_scale, similarity_threshold, n_comps, random_state
+            similarity,
+            similarity_scale,
+            similarity_threshold,
+            similarity_features,
+            n_comps,
+            random_state,
         ),
     )
     return smooth(W, X1, average=average, prior=prior)

@@ -28,7 +28,7 @@ from ..train import fit
 from .models import CountData, ProportionModule, check_counts, gene_log_profile
 from .registry import register
 from .selection import select_by_inner_split
-from .spatial_loss import SpatialLoss, require_coords, spatial_graph, spatial_penalty
+from .spatial_loss import SpatialLoss, build_spatial_loss, spatial_penalty
 
 __all__ = ["MFSettings", "fit_mf", "mf", "mf_nospatial"]
 
@@ -183,20 +183,29 @@ def _settings(
 
 
 def _spatial_loss(
-    X1, coords, *, spatial_weight, weights, similarity, n_neighbors, random_state, method: str
+    X1,
+    coords,
+    *,
+    spatial_weight,
+    weights,
+    similarity,
+    similarity_features,
+    n_neighbors,
+    random_state,
+    method: str,
 ) -> SpatialLoss | None:
     if isinstance(spatial_weight, int | float) and spatial_weight == 0:
         return None
-    coords = require_coords(coords, n_obs=X1.shape[0], method=method)
-    graph = spatial_graph(
+    return build_spatial_loss(
+        X1,
         coords,
         weights=weights,
-        n_neighbors=n_neighbors,
         similarity=similarity,
-        X=X1,
+        similarity_features=similarity_features,
+        n_neighbors=n_neighbors,
         random_state=random_state,
+        method=method,
     )
-    return SpatialLoss(graph) if graph.n_edges else None
 
 
 def _grid(value, default: Sequence[float]) -> list[float]:
@@ -242,6 +251,7 @@ def mf_predict(
     space: Space = "latent",
     weights: Sequence[float] = (1.0, 0.5),
     similarity: str | None = None,
+    similarity_features: np.ndarray | None = None,
     n_neighbors: int = 6,
     likelihood: str = "poisson",
     max_epochs: int = 15,
@@ -259,6 +269,7 @@ def mf_predict(
         spatial_weight=spatial_weight,
         weights=weights,
         similarity=similarity,
+        similarity_features=similarity_features,
         n_neighbors=n_neighbors,
         random_state=random_state,
         method=method,
@@ -368,6 +379,8 @@ def mf(X1, *, coords=None, random_state: int = 0, **params):
     similarity
         ``None`` or ``"gaussian"``/``"correlation"``: gate the spatial edges by expression
         similarity so that the loss does not smooth across tissue boundaries.
+    similarity_features
+        Features for that similarity instead of the expression, one row per spot.
     likelihood
         ``"poisson"`` (= multinomial), ``"nb"`` or ``"mse"``.
     max_epochs, lr, batch_size, device

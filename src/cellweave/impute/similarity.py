@@ -41,9 +41,15 @@ def _edge_similarity(
     a: np.ndarray, b: np.ndarray, *, metric: Metric, scale: float, threshold: float
 ) -> np.ndarray:
     if metric == "gaussian":
+        # bandwidth: the typical (median) distance between neighbours, rounding noise counted
+        # as 0; when the typical neighbour is identical (flat regions), any real difference
+        # is atypical and its edge is cut
+        tol = 1e-6 * max(float(np.sqrt(np.mean(a**2 + b**2))), 1e-12)
         dist = np.linalg.norm(a - b, axis=1)
-        positive = dist[dist > 0]
-        bandwidth = scale * (float(np.median(positive)) if positive.size else 1.0)
+        dist = np.where(dist > tol, dist, 0.0)
+        bandwidth = scale * float(np.median(dist)) if dist.size else 0.0
+        if bandwidth <= tol:
+            return (dist == 0).astype(np.float64)
         return np.exp(-((dist / bandwidth) ** 2))
     ac = a - a.mean(axis=1, keepdims=True)
     bc = b - b.mean(axis=1, keepdims=True)
@@ -122,3 +128,41 @@ def similarity_weights(
     out = sparse.csr_matrix((sim, (rows, cols)), shape=coo.shape)
     out.sort_indices()
     return out
+
+
+def gate_by_similarity(
+    W,
+    X,
+    *,
+    metric: Metric | None,
+    scale: float = 1.0,
+    threshold: float = 0.0,
+    n_comps: int = 30,
+    random_state: int = 0,
+    features: np.ndarray | None = None,
+) -> sparse.csr_matrix:
+    """``W`` with every edge multiplied by the similarity of its two spots.
+
+    The similarity is computed from ``features`` when given (one row per spot, e.g.
+    histology features), else from the expression of the counts ``X``
+    (:func:`expression_features`; spots without counts are not gated). ``metric=None``
+    returns ``W`` unchanged.
+    """
+    W = sparse.csr_matrix(W)
+    if metric is None or W.shape[0] < 2:
+        return W
+    if features is None:
+        features = expression_features(X, n_comps=n_comps, random_state=random_state)
+        valid = np.asarray(sparse.csr_matrix(X).sum(axis=1)).ravel() > 0
+    else:
+        features = np.asarray(features, dtype=np.float64)
+        if features.ndim != 2 or features.shape[0] != W.shape[0]:
+            raise InputError(
+                f"similarity features have shape {features.shape} for {W.shape[0]} spots; "
+                "pass one row of features per spot"
+            )
+        valid = None
+    S = similarity_weights(
+        W, features, metric=metric, scale=scale, threshold=threshold, valid=valid
+    )
+    return sparse.csr_matrix(W.multiply(S))

@@ -32,7 +32,7 @@ from torch import nn
 
 from .. import graph as _graph
 from ..errors import InputError, MissingKeyError
-from .similarity import Metric, expression_features, similarity_weights
+from .similarity import Metric, gate_by_similarity
 
 __all__ = ["SpatialGraph", "SpatialLoss", "require_coords", "spatial_graph", "spatial_penalty"]
 
@@ -105,6 +105,7 @@ def spatial_graph(
     normalize: str | None = "row",
     similarity: Metric | None = None,
     similarity_scale: float = 1.0,
+    similarity_features: np.ndarray | None = None,
     X=None,
     random_state: int = 0,
 ) -> SpatialGraph:
@@ -130,8 +131,12 @@ def spatial_graph(
         ``"correlation"``): edges between spots that look unalike get less weight.
     similarity_scale
         Bandwidth factor of the ``"gaussian"`` similarity.
+    similarity_features
+        Features to compute the similarity from instead of the expression (one row per
+        spot, e.g. histology).
     X
-        Counts (spots x genes) to compute the similarity from (required with ``similarity``).
+        Counts (spots x genes) to compute the similarity from (required with ``similarity``
+        unless ``similarity_features`` are given).
     random_state
         Seed of the PCA behind the similarity features.
     """
@@ -146,14 +151,16 @@ def spatial_graph(
     )
     W = _graph.ring_weights(order, weights=weights, normalize=None)
     if similarity is not None:
-        if X is None:
+        if X is None and similarity_features is None:
             raise InputError("similarity gating needs the counts; pass X=<spots x genes counts>")
-        features = expression_features(X, random_state=random_state)
-        library = np.asarray(sparse.csr_matrix(X).sum(axis=1)).ravel()
-        S = similarity_weights(
-            W, features, metric=similarity, scale=similarity_scale, valid=library > 0
+        W = gate_by_similarity(
+            W,
+            X,
+            metric=similarity,
+            scale=similarity_scale,
+            random_state=random_state,
+            features=similarity_features,
         )
-        W = sparse.csr_matrix(W.multiply(S))
     if normalize == "row":
         degree = np.asarray(W.sum(axis=1)).ravel()
         inv = np.divide(1.0, degree, out=np.zeros_like(degree), where=degree > 0)
@@ -208,3 +215,29 @@ class SpatialLoss(nn.Module):
         member[index] = True
         keep = member[self.src]
         return self.src[keep], self.dst[keep], self.weight[keep]
+
+
+def build_spatial_loss(
+    X1,
+    coords,
+    *,
+    weights: Sequence[float],
+    similarity: Metric | None,
+    similarity_features: np.ndarray | None,
+    n_neighbors: int,
+    random_state: int,
+    method: str,
+) -> SpatialLoss | None:
+    """The spatial loss of a model over the spots of ``X1`` (``None`` when no spot has a
+    neighbour); raises the one-line coordinates error when ``coords`` is missing."""
+    coords = require_coords(coords, n_obs=X1.shape[0], method=method)
+    graph = spatial_graph(
+        coords,
+        weights=weights,
+        n_neighbors=n_neighbors,
+        similarity=similarity,
+        similarity_features=similarity_features,
+        X=X1,
+        random_state=random_state,
+    )
+    return SpatialLoss(graph) if graph.n_edges else None
