@@ -52,16 +52,15 @@ def _summary(adata: AnnData, *, layer: str | None, spatial_key: str) -> list[tup
     X = validate.get_matrix(adata, layer=layer)
     values = X.data if sparse.issparse(X) else np.asarray(X)
     n_bad = int(np.size(values) - np.isfinite(values).sum()) if values.dtype.kind == "f" else 0
-    nnz_genes = _nonzero_per_axis(X, axis=0)
-    nnz_cells = _nonzero_per_axis(X, axis=1)
+    cells_with_counts, genes_with_counts = validate.nonzero_mask(X)
     has_spatial = spatial_key in adata.obsm
     return [
         ("shape", f"{adata.n_obs} obs x {adata.n_vars} vars"),
         ("matrix", f"{'sparse' if sparse.issparse(X) else 'dense'} {X.dtype}"),
         ("raw counts", "yes" if n_bad == 0 and validate.is_counts(X) else "no"),
         ("NaN/inf values", str(n_bad)),
-        ("all-zero genes", str(int((nnz_genes == 0).sum()))),
-        ("all-zero cells", str(int((nnz_cells == 0).sum()))),
+        ("all-zero genes", str(int((~genes_with_counts).sum()))),
+        ("all-zero cells", str(int((~cells_with_counts).sum()))),
         ("unique obs names", str(adata.obs_names.is_unique)),
         ("unique var names", str(adata.var_names.is_unique)),
         (
@@ -69,9 +68,3 @@ def _summary(adata: AnnData, *, layer: str | None, spatial_key: str) -> list[tup
             f"{adata.obsm[spatial_key].shape[1]}-D" if has_spatial else "absent",
         ),
     ]
-
-
-def _nonzero_per_axis(X, *, axis: int) -> np.ndarray:
-    if sparse.issparse(X):
-        return np.asarray((X != 0).sum(axis=axis)).ravel()
-    return np.count_nonzero(np.nan_to_num(np.asarray(X)), axis=axis)

@@ -50,10 +50,11 @@ from sklearn.neighbors import NearestNeighbors
 from threadpoolctl import threadpool_limits
 
 from .. import graph as _graph
-from ..errors import InputError, MissingKeyError
+from ..errors import InputError
 from ..metrics.denoising import molecular_split
-from .registry import register, to_proportions
+from .registry import check_counts, register, require_coords, to_proportions
 from .similarity import Metric, expression_features, gate_by_similarity
+from .spatial_loss import ring_orders
 
 __all__ = [
     "RAW_PSEUDOCOUNT",
@@ -80,16 +81,11 @@ Average = Literal["proportions", "counts"]
 # Defaults measured with the molecular cross-validation protocol on the shared data
 # (breast slices 1-4 and MERFISH, mean deviance over seeds; see the method docstrings).
 _PRIOR = 30.0
+#: How to do without coordinates (the end of the missing-coordinates message).
+_NON_SPATIAL = "use a non-spatial method such as 'knn', 'diffusion', 'nmf' or 'gene_mean'"
 
 
 # ----------------------------------------------------------------------------- shared pieces
-
-
-def _counts(X1) -> sparse.csr_matrix:
-    X1 = sparse.csr_matrix(X1, dtype=np.float64)
-    if X1.shape[0] == 0 or X1.shape[1] == 0:
-        raise InputError(f"the count matrix has shape {X1.shape}; pass at least one spot and gene")
-    return X1
 
 
 def _library(X1: sparse.csr_matrix) -> np.ndarray:
@@ -104,7 +100,7 @@ def pooled_profile(X1, *, pseudocount: float = RAW_PSEUDOCOUNT) -> np.ndarray:
     that a gene never observed gets a small positive proportion; with one spot this is the
     ``raw`` prediction of that spot.
     """
-    X1 = _counts(X1)
+    X1 = check_counts(X1)
     totals = np.asarray(X1.sum(axis=0)).ravel() + pseudocount * X1.shape[0]
     if totals.sum() <= 0:
         return np.full(X1.shape[1], 1.0 / X1.shape[1])
@@ -155,7 +151,7 @@ def smooth(
     -------
     ``P``, ``(n, G)`` proportions.
     """
-    X1 = _counts(X1)
+    X1 = check_counts(X1)
     W = sparse.csr_matrix(W, dtype=np.float64)
     if average not in ("proportions", "counts"):
         raise InputError(f"average={average!r} is unknown; choose 'proportions' or 'counts'")
@@ -189,47 +185,6 @@ def _check_k(k, *, name: str = "n_neighbors") -> int:
     return int(k)
 
 
-def _require_coords(coords, method: str) -> np.ndarray:
-    if coords is None:
-        raise MissingKeyError(
-            f"method {method!r} needs spot coordinates in obsm['spatial']; store them there "
-            "(or pass spatial_key=...) or use a non-spatial method such as 'knn', "
-            "'diffusion', 'nmf' or 'gene_mean'"
-        )
-    coords = np.asarray(coords, dtype=np.float64)
-    if coords.ndim != 2 or not np.isfinite(coords).all():
-        raise InputError(
-            f"coordinates have shape {coords.shape} or non-finite values; pass a finite "
-            "(n_obs, 2) array"
-        )
-    return coords
-
-
-def _with_similarity(
-    W: sparse.csr_matrix,
-    X1: sparse.csr_matrix,
-    *,
-    similarity: Metric | None,
-    similarity_scale: float,
-    similarity_threshold: float,
-    similarity_features: np.ndarray | None,
-    n_comps: int,
-    random_state: int,
-) -> sparse.csr_matrix:
-    """``W`` with every edge multiplied by the similarity of its two spots (expression, or
-    the given features such as histology)."""
-    return gate_by_similarity(
-        W,
-        X1,
-        metric=similarity,
-        scale=similarity_scale,
-        threshold=similarity_threshold,
-        n_comps=n_comps,
-        random_state=random_state,
-        features=similarity_features,
-    )
-
-
 # ----------------------------------------------------------------------------- references
 
 
@@ -242,7 +197,7 @@ def _with_similarity(
 def raw(X1, *, coords=None, random_state: int = 0, pseudocount: float = RAW_PSEUDOCOUNT):
     """Each spot's own proportions, ``(X1 + c) / (s + c G)`` with ``c = 1e-3`` molecules per
     entry; spots without counts get the pooled profile."""
-    X1 = _counts(X1)
+    X1 = check_counts(X1)
     if not (np.isfinite(pseudocount) and pseudocount > 0):
         raise InputError(f"pseudocount={pseudocount!r} must be positive; pass e.g. 1e-3")
     s = _library(X1)
@@ -259,7 +214,7 @@ def raw(X1, *, coords=None, random_state: int = 0, pseudocount: float = RAW_PSEU
 )
 def gene_mean(X1, *, coords=None, random_state: int = 0, pseudocount: float = RAW_PSEUDOCOUNT):
     """The pooled profile (:func:`pooled_profile`) for every spot."""
-    X1 = _counts(X1)
+    X1 = check_counts(X1)
     profile = pooled_profile(X1, pseudocount=pseudocount)
     return to_proportions(np.broadcast_to(profile, X1.shape))
 
@@ -272,7 +227,7 @@ def shrinkage_prior(X1, *, grid: Sequence[float] | None = None, random_state: in
     In a Dirichlet-multinomial model the best ``a`` does not depend on the depth, so the
     value found on the half transfers to ``X1``.
     """
-    X1 = _counts(X1)
+    X1 = check_counts(X1)
     grid = _SHRINK_GRID if grid is None else tuple(float(a) for a in grid)
     if not grid or any(not a > 0 for a in grid):
         raise InputError(f"grid={grid!r} must hold positive prior strengths; pass e.g. (10, 100)")
@@ -324,7 +279,7 @@ _SHRINK_GRID = (*np.geomspace(3.0, 3000.0, 13).round(1).tolist(), np.inf)
 def shrinkage(X1, *, coords=None, random_state: int = 0, prior: float | None = None):
     """Empirical-Bayes blend of ``raw`` and ``gene_mean``: ``P_i = (x_i + a g) / (s_i + a)``
     with ``a`` from :func:`shrinkage_prior` (or ``prior``); no neighbours at all."""
-    X1 = _counts(X1)
+    X1 = check_counts(X1)
     a = shrinkage_prior(X1, random_state=random_state) if prior is None else float(prior)
     if np.isinf(a):
         return gene_mean(X1)
@@ -361,7 +316,7 @@ def _self_included(idx: np.ndarray, weights: np.ndarray, n: int) -> sparse.csr_m
 
 
 def _expression_space(X1, n_comps, random_state):
-    X1 = _counts(X1)
+    X1 = check_counts(X1)
     has = _library(X1) > 0
     features = np.zeros((X1.shape[0], 1))
     if has.sum() >= 1:
@@ -461,19 +416,6 @@ def diffusion(
 # ----------------------------------------------------------------------------- spatial
 
 
-def _similarity_options(
-    similarity, similarity_scale, similarity_threshold, similarity_features, n_comps, seed
-):
-    return {
-        "similarity": similarity,
-        "similarity_scale": similarity_scale,
-        "similarity_threshold": similarity_threshold,
-        "similarity_features": similarity_features,
-        "n_comps": n_comps,
-        "random_state": seed,
-    }
-
-
 @register(
     "spatial_knn",
     kind="baseline",
@@ -498,43 +440,22 @@ def spatial_knn(
     ``similarity`` (``"gaussian"`` or ``"correlation"``)
     down-weights neighbours whose expression differs (see
     :func:`~cellweave.impute.similarity.similarity_weights`)."""
-    coords = _require_coords(coords, "spatial_knn")
+    X1 = check_counts(X1)
+    coords = require_coords(coords, n_obs=X1.shape[0], method="spatial_knn", fix=_NON_SPATIAL)
     k = _check_k(n_neighbors)
-    X1 = _counts(X1)
-    _check_rows(X1, coords)
     _, idx = _knn_indices(coords, k)
     W = _self_included(idx, np.ones(idx.shape), X1.shape[0])
-    W = _with_similarity(
+    W = gate_by_similarity(
         W,
         X1,
-        **_similarity_options(
-            similarity,
-            similarity_scale,
-            similarity_threshold,
-            similarity_features,
-            n_comps,
-            random_state,
-        ),
+        metric=similarity,
+        scale=similarity_scale,
+        threshold=similarity_threshold,
+        n_comps=n_comps,
+        random_state=random_state,
+        features=similarity_features,
     )
     return smooth(W, X1, average=average, prior=prior)
-
-
-def _check_rows(X1: sparse.csr_matrix, coords: np.ndarray) -> None:
-    if coords.shape[0] != X1.shape[0]:
-        raise InputError(
-            f"{coords.shape[0]} coordinates for {X1.shape[0]} spots; pass one row per spot"
-        )
-
-
-def _ring_orders(coords: np.ndarray, *, max_order: int, n_neighbors: int, method: str):
-    """Ring-order matrix of the spots; a single spot has no rings."""
-    n = coords.shape[0]
-    if n < 2:
-        return sparse.csr_matrix((n, n), dtype=np.int8)
-    order, _ = _graph.neighbor_rings(
-        coords, method=method, max_order=max_order, n_neighbors=min(n_neighbors, n - 1)
-    )
-    return order
 
 
 @register(
@@ -564,27 +485,24 @@ def rings(
     weighs ``weights[k-1]``), rings from :func:`cellweave.graph.neighbor_rings` (lattice
     rings on ST/Visium grids, hop rings of a ``n_neighbors``-NN graph elsewhere; ``graph``
     is its ``method``). ``similarity`` as in :func:`spatial_knn`."""
-    coords = _require_coords(coords, "rings")
-    X1 = _counts(X1)
-    _check_rows(X1, coords)
+    X1 = check_counts(X1)
+    coords = require_coords(coords, n_obs=X1.shape[0], method="rings", fix=_NON_SPATIAL)
     if not (np.isfinite(self_weight) and self_weight >= 0):
         raise InputError(f"self_weight={self_weight!r} must be non-negative; pass e.g. 1.0")
-    order = _ring_orders(
+    order = ring_orders(
         coords, max_order=len(weights), n_neighbors=_check_k(n_neighbors), method=graph
     )
     W = _graph.ring_weights(order, weights=weights, normalize=None)
     W = sparse.csr_matrix(W + self_weight * sparse.eye(X1.shape[0], format="csr"))
-    W = _with_similarity(
+    W = gate_by_similarity(
         W,
         X1,
-        **_similarity_options(
-            similarity,
-            similarity_scale,
-            similarity_threshold,
-            similarity_features,
-            n_comps,
-            random_state,
-        ),
+        metric=similarity,
+        scale=similarity_scale,
+        threshold=similarity_threshold,
+        n_comps=n_comps,
+        random_state=random_state,
+        features=similarity_features,
     )
     return smooth(W, X1, average=average, prior=prior)
 
@@ -620,7 +538,7 @@ def kl_nmf(
     (empty unless ``track_loss``).
     """
     rng = np.random.default_rng(random_state)
-    X = _counts(X)
+    X = check_counts(X)
     n, G = X.shape
     rank = _check_k(rank, name="rank")
     s = _library(X)
@@ -697,7 +615,7 @@ def nmf(
     """Rank-``rank`` KL-NMF of ``X1`` (:func:`kl_nmf`); the reconstruction ``W H`` (on the
     count scale of each spot) is shrunk by ``prior`` as the smoothers are and turned into
     proportions. Spots without counts get the pooled profile."""
-    X1 = _counts(X1)
+    X1 = check_counts(X1)
     W, H, _ = kl_nmf(
         X1, rank=rank, max_iter=_check_k(max_iter, name="max_iter"), random_state=random_state
     )

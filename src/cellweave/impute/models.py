@@ -24,7 +24,7 @@ from scipy import sparse
 from ..errors import InputError
 from ..nn import nb_log_prob
 from ..train import CellweaveModule
-from .registry import to_proportions
+from .registry import check_counts, to_proportions
 
 __all__ = [
     "CountData",
@@ -40,14 +40,6 @@ _LIKELIHOODS = ("poisson", "multinomial", "nb", "mse")
 #: per batch from the sparse matrix.
 DENSE_LIMIT = 2**28
 _TARGET_SUM = 1e4
-
-
-def check_counts(X1) -> sparse.csr_matrix:
-    """``X1`` as CSR float64 with at least one spot and gene."""
-    X1 = sparse.csr_matrix(X1, dtype=np.float64)
-    if X1.shape[0] == 0 or X1.shape[1] == 0:
-        raise InputError(f"the count matrix has shape {X1.shape}; pass at least one spot and gene")
-    return X1
 
 
 def check_likelihood(likelihood: str) -> str:

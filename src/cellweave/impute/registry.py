@@ -12,10 +12,20 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from scipy import sparse
 
-from ..errors import InputError
+from ..errors import InputError, MissingKeyError
+from ..validate import check_coordinates
 
-__all__ = ["METHODS", "ImputeMethod", "get_method", "register", "to_proportions"]
+__all__ = [
+    "METHODS",
+    "ImputeMethod",
+    "check_counts",
+    "get_method",
+    "register",
+    "require_coords",
+    "to_proportions",
+]
 
 Kind = Literal["reference", "baseline", "model"]
 
@@ -82,3 +92,28 @@ def to_proportions(M: np.ndarray, *, floor: float = 1e-8) -> np.ndarray:
     P = np.divide(M, totals, out=uniform.copy(), where=totals > 0)
     P = np.maximum(P, floor / M.shape[1])
     return P / P.sum(axis=1, keepdims=True)
+
+
+def check_counts(X1) -> sparse.csr_matrix:
+    """``X1`` as CSR float64 with at least one spot and gene (every method's first step)."""
+    X1 = sparse.csr_matrix(X1, dtype=np.float64)
+    if X1.shape[0] == 0 or X1.shape[1] == 0:
+        raise InputError(f"the count matrix has shape {X1.shape}; pass at least one spot and gene")
+    return X1
+
+
+def require_coords(coords, *, n_obs: int, method: str, fix: str) -> np.ndarray:
+    """Finite ``(n_obs, d)`` coordinates of a spatial method, or a one-line error.
+
+    ``fix`` completes the message when coordinates are missing (e.g. which non-spatial
+    method to use instead, or how to switch a spatial loss off).
+    """
+    if coords is None:
+        raise MissingKeyError(
+            f"method {method!r} needs spot coordinates in obsm['spatial']; store them there "
+            f"(or pass spatial_key=...) or {fix}"
+        )
+    coords = check_coordinates(coords, name="coordinates", allow_nonfinite=False)
+    if coords.shape[0] != n_obs:
+        raise InputError(f"{coords.shape[0]} coordinates for {n_obs} spots; pass one row per spot")
+    return coords

@@ -31,27 +31,32 @@ from scipy import sparse
 from torch import nn
 
 from .. import graph as _graph
-from ..errors import InputError, MissingKeyError
+from ..errors import InputError
+from .registry import require_coords
 from .similarity import Metric, gate_by_similarity
 
-__all__ = ["SpatialGraph", "SpatialLoss", "require_coords", "spatial_graph", "spatial_penalty"]
+__all__ = [
+    "SpatialGraph",
+    "SpatialLoss",
+    "build_spatial_loss",
+    "ring_orders",
+    "spatial_graph",
+    "spatial_penalty",
+]
 
 
-def require_coords(coords, *, n_obs: int, method: str) -> np.ndarray:
-    """Coordinates as a finite ``(n_obs, k)`` float array, or a one-line error naming the fix."""
-    if coords is None:
-        raise MissingKeyError(
-            f"method {method!r} uses a spatial loss and needs spot coordinates in "
-            "obsm['spatial']; store them there (or pass spatial_key=...) or switch the loss "
-            "off with spatial_weight=0"
-        )
-    coords = np.asarray(coords, dtype=np.float64)
-    if coords.ndim != 2 or coords.shape[0] != n_obs or not np.isfinite(coords).all():
-        raise InputError(
-            f"coordinates have shape {coords.shape} (or non-finite values) for {n_obs} spots; "
-            "pass a finite (n_obs, 2) array"
-        )
-    return coords
+def ring_orders(
+    coords: np.ndarray, *, max_order: int, n_neighbors: int, method: str = "auto"
+) -> sparse.csr_matrix:
+    """Ring-order matrix of the spots (:func:`cellweave.graph.neighbor_rings`), with
+    ``n_neighbors`` capped by the number of other spots; a single spot has no rings."""
+    n = coords.shape[0]
+    if n < 2:
+        return sparse.csr_matrix((n, n), dtype=np.int8)
+    order, _ = _graph.neighbor_rings(
+        coords, method=method, max_order=max_order, n_neighbors=min(n_neighbors, n - 1)
+    )
+    return order
 
 
 @dataclass(frozen=True)
@@ -141,14 +146,7 @@ def spatial_graph(
         Seed of the PCA behind the similarity features.
     """
     coords = np.asarray(coords, dtype=np.float64)
-    n = coords.shape[0]
-    if n < 2:
-        return SpatialGraph(
-            np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32), n
-        )
-    order, _ = _graph.neighbor_rings(
-        coords, method=graph, max_order=len(weights), n_neighbors=min(n_neighbors, n - 1)
-    )
+    order = ring_orders(coords, max_order=len(weights), n_neighbors=n_neighbors, method=graph)
     W = _graph.ring_weights(order, weights=weights, normalize=None)
     if similarity is not None:
         if X is None and similarity_features is None:
@@ -230,7 +228,12 @@ def build_spatial_loss(
 ) -> SpatialLoss | None:
     """The spatial loss of a model over the spots of ``X1`` (``None`` when no spot has a
     neighbour); raises the one-line coordinates error when ``coords`` is missing."""
-    coords = require_coords(coords, n_obs=X1.shape[0], method=method)
+    coords = require_coords(
+        coords,
+        n_obs=X1.shape[0],
+        method=method,
+        fix="switch the spatial loss off with spatial_weight=0",
+    )
     graph = spatial_graph(
         coords,
         weights=weights,
