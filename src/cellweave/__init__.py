@@ -4,13 +4,14 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import errors, graph, impute, io, metrics, pp, sim, tl, validate
+from . import errors, graph, image, impute, io, metrics, pp, sim, tl, validate
 from . import plotting as pl
 
 __all__ = [
     "__version__",
     "errors",
     "graph",
+    "image",
     "impute",
     "io",
     "metrics",

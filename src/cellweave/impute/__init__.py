@@ -2,11 +2,12 @@
 
 Methods live in one registry (:data:`METHODS`): references (``raw``, ``gene_mean``),
 baselines (kNN, spatial smoothing, rings, MAGIC-like diffusion, NMF) and the models (neural
-matrix factorization and autoencoder with a spatial loss; ``auto``). ``evaluate`` runs the
+matrix factorization and autoencoder with a spatial loss, the mixture of programs;
+``auto``). ``evaluate`` runs the
 molecular cross-validation protocol.
 """
 
-from . import autoencoder, baselines, mf  # noqa: F401  (register the methods)
+from . import auto, autoencoder, baselines, mf, mixture  # noqa: F401  (register the methods)
 from .api import impute, predict_proportions
 from .evaluate import evaluate
 from .registry import METHODS, get_method

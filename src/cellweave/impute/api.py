@@ -9,6 +9,8 @@ import numpy as np
 from anndata import AnnData
 from scipy import sparse
 
+from ..errors import InputError
+from ..image import spot_image_features
 from ..validate import check_adata, check_spatial
 from .registry import get_method
 
@@ -30,6 +32,8 @@ def predict_proportions(
     """
     spec = get_method(method)
     X = check_adata(adata, layer=layer, require_counts=True, allow_zero_cells=True)
+    if isinstance(params.get("similarity_features"), str):
+        params = _image_similarity(adata, spatial_key=spatial_key, **params)
     coords = None
     if spec.spatial or spatial_key in adata.obsm:
         coords = (
@@ -39,6 +43,19 @@ def predict_proportions(
         )
     X1 = sparse.csr_matrix(X, dtype=np.float64)
     return spec.fn(X1, coords=coords, random_state=random_state, **params)
+
+
+def _image_similarity(adata: AnnData, *, spatial_key: str, **params: Any) -> dict[str, Any]:
+    """``similarity_features="image"``: gate by the histology under each spot."""
+    source = params["similarity_features"]
+    if source != "image":
+        raise InputError(
+            f"similarity_features={source!r} is unknown; pass 'image' (the histology in "
+            "uns['spatial']) or an (n_spots, k) array"
+        )
+    params["similarity_features"] = spot_image_features(adata, spatial_key=spatial_key)
+    params.setdefault("similarity", "gaussian")
+    return params
 
 
 def impute(
@@ -79,8 +96,10 @@ def impute(
     **params
         Options of the method (e.g. ``spatial_weight``, ``n_latent``). For the spatial
         methods, ``similarity="gaussian"``/``"correlation"`` restricts smoothing to
-        neighbours with similar expression (``similarity_features=`` an ``(n_spots, k)``
-        array gates by other features instead).
+        neighbours with similar expression; ``similarity_features="image"`` gates by the
+        histology image in ``uns["spatial"]`` instead (colour under each spot, see
+        :func:`cellweave.image.spot_image_features`; ``similarity`` then defaults to
+        ``"gaussian"``), or pass an ``(n_spots, k)`` array of any features.
 
     Returns
     -------
@@ -94,6 +113,8 @@ def impute(
         unknown method — each with a one-line message naming the fix.
     """
     start = time.perf_counter()
+    if isinstance(params.get("similarity_features"), str):
+        params.setdefault("similarity", "gaussian")
     P = predict_proportions(
         adata,
         method=method,
@@ -113,6 +134,11 @@ def impute(
             "target_sum": float(target_sum),
             "random_state": int(random_state),
             **{k: _plain(v) for k, v in params.items() if k != "similarity_features"},
+            **(
+                {"similarity_features": params["similarity_features"]}
+                if isinstance(params.get("similarity_features"), str)
+                else {}
+            ),
         },
         "seconds": float(time.perf_counter() - start),
     }

@@ -30,7 +30,7 @@ from .registry import register
 from .selection import select_by_inner_split
 from .spatial_loss import SpatialLoss, build_spatial_loss, spatial_penalty
 
-__all__ = ["MFSettings", "fit_mf", "mf", "mf_nospatial"]
+__all__ = ["MFSelection", "MFSettings", "fit_mf", "mf", "mf_nospatial", "mf_refit", "mf_select"]
 
 Space = Literal["genes", "latent"]
 
@@ -240,7 +240,25 @@ def _scale(X: sparse.csr_matrix) -> float:
     return max(float(X.sum()) / X.shape[0], 1.0)
 
 
-def mf_predict(
+@dataclass
+class MFSelection:
+    """What :func:`mf_select` chose on the inner split, ready for :func:`mf_refit`."""
+
+    chosen: dict[str, float]
+    scale: float
+    warm: dict[str, torch.Tensor] | None
+    scores: list[tuple[dict[str, Any], float]]
+    base: dict[str, Any]
+    spatial: SpatialLoss | None
+    heldout: np.ndarray | None = None
+
+    @property
+    def best_score(self) -> float:
+        """Inner-split deviance of the chosen candidate (``inf`` when nothing was searched)."""
+        return min((score for _, score in self.scores), default=float("inf"))
+
+
+def mf_select(
     X1,
     *,
     coords=None,
@@ -259,9 +277,13 @@ def mf_predict(
     batch_size: int | str | None = "auto",
     device: str = "auto",
     method: str = "mf",
-    return_info: bool = False,
-):
-    """Proportions from neural matrix factorisation (see :func:`mf`)."""
+    score_single: bool = False,
+) -> MFSelection:
+    """Choose the penalty strengths of :func:`mf` on the inner split of ``X1`` (no refit).
+
+    With a single candidate nothing is fitted here (its inner deviance is ``inf``) unless
+    ``score_single``, which scores it on the inner split too (to compare model families).
+    """
     X1 = check_counts(X1)
     spatial = _spatial_loss(
         X1,
@@ -287,7 +309,6 @@ def mf_predict(
         batch_size=batch_size,
         device=device,
     )
-    info: dict[str, Any] = {}
     warm_epochs = max(5, max_epochs // 3)
 
     def fit_candidate(Xa, Xb, params, warm):
@@ -301,48 +322,72 @@ def mf_predict(
         )
         return module.predict(), module.state()
 
-    chosen, scale, warm = {"alpha": alphas[0], "spatial_weight": lams[0]}, _scale(X1), None
-    if len(alphas) > 1 or len(lams) > 1:
-        # coordinate search on the inner split, every fit warm-started from the previous:
-        # (1) L2 strength, strongest first, with the first spatial weight; (2) the spatial
-        # weights at the chosen L2 strength
-        first = select_by_inner_split(
+    result = MFSelection(
+        chosen={"alpha": alphas[0], "spatial_weight": lams[0]},
+        scale=_scale(X1),
+        warm=None,
+        scores=[],
+        base=base,
+        spatial=spatial,
+    )
+    if len(alphas) == 1 and len(lams) == 1 and not score_single:
+        return result
+    # coordinate search on the inner split, every fit warm-started from the previous:
+    # (1) L2 strength, strongest first, with the first spatial weight, stopping once the
+    # score gets worse; (2) the spatial weights at the chosen L2 strength
+    first = select_by_inner_split(
+        X1,
+        [{"alpha": a, "spatial_weight": lams[0]} for a in sorted(alphas, reverse=True)],
+        fit_candidate,
+        random_state=random_state,
+        stop_when_worse=True,
+    )
+    selection, scores = first, list(first.scores)
+    if len(lams) > 1:
+        second = select_by_inner_split(
             X1,
-            [{"alpha": a, "spatial_weight": lams[0]} for a in sorted(alphas, reverse=True)],
+            [{"alpha": first.best["alpha"], "spatial_weight": w} for w in lams[1:]],
             fit_candidate,
             random_state=random_state,
+            warm=first.best_state,
         )
-        selection = first
-        if len(lams) > 1:
-            second = select_by_inner_split(
-                X1,
-                [{"alpha": first.best["alpha"], "spatial_weight": w} for w in lams[1:]],
-                fit_candidate,
-                random_state=random_state,
-                warm=first.best_state,
-            )
-            best_second = min(score for _, score in second.scores)
-            if best_second < min(score for _, score in first.scores):
-                selection = second
-            info["scores"] = first.scores + second.scores
-        else:
-            info["scores"] = first.scores
-        chosen, scale, warm = selection.best, selection.scale, selection.best_state
-    info["chosen"] = chosen
+        if min(score for _, score in second.scores) < min(score for _, score in first.scores):
+            selection = second
+        scores += second.scores
+    result.chosen, result.scale, result.warm = selection.best, selection.scale, selection.best_state
+    result.scores, result.heldout = scores, selection.best_heldout
+    return result
+
+
+def mf_refit(X1, selection: MFSelection, *, random_state: int = 0) -> np.ndarray:
+    """Refit on all of ``X1`` with the chosen absolute strengths (warm: the inner fit)."""
+    X1 = check_counts(X1)
+    chosen, scale = selection.chosen, selection.scale
     settings = _settings(
-        alpha=chosen["alpha"] * scale, spatial_weight=chosen["spatial_weight"] * scale, **base
+        alpha=chosen["alpha"] * scale,
+        spatial_weight=chosen["spatial_weight"] * scale,
+        **selection.base,
     )
-    # refit on all of X1 with the chosen absolute strengths (warm: the inner fit's solution)
+    warm_epochs = max(5, settings.max_epochs // 3)
     module = fit_mf(
         X1,
         settings,
-        spatial=spatial,
-        warm=warm,
-        max_epochs=None if warm is None else warm_epochs,
+        spatial=selection.spatial,
+        warm=selection.warm,
+        max_epochs=None if selection.warm is None else warm_epochs,
         seed=random_state,
     )
-    P = module.predict()
-    return (P, info) if return_info else P
+    return module.predict()
+
+
+def mf_predict(X1, *, random_state: int = 0, return_info: bool = False, **params):
+    """Proportions from neural matrix factorisation (see :func:`mf`): :func:`mf_select`
+    then :func:`mf_refit`."""
+    selection = mf_select(X1, random_state=random_state, **params)
+    P = mf_refit(X1, selection, random_state=random_state)
+    if return_info:
+        return P, {"chosen": selection.chosen, "scores": selection.scores}
+    return P
 
 
 @register(
@@ -402,19 +447,3 @@ def mf_nospatial(X1, *, coords=None, random_state: int = 0, **params):
     """:func:`mf` with the spatial loss switched off (``spatial_weight=0``)."""
     params["spatial_weight"] = 0.0
     return mf_predict(X1, coords=None, random_state=random_state, method="mf_nospatial", **params)
-
-
-@register(
-    "auto",
-    kind="model",
-    spatial=False,
-    description="the measured best default: Poisson MF with L2 and spatial-loss strengths "
-    "chosen by an inner molecular split",
-)
-def auto(X1, *, coords=None, random_state: int = 0, **params):
-    """The best default measured on the shared data (see ``benchmarks/results/impute.md``):
-    :func:`mf` with its penalties chosen by the inner molecular split of ``X1``. Without
-    coordinates the spatial loss is left out (it is one of the candidates anyway)."""
-    if coords is None:
-        params.setdefault("spatial_weight", 0.0)
-    return mf_predict(X1, coords=coords, random_state=random_state, method="auto", **params)
