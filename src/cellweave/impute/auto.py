@@ -53,6 +53,7 @@ def auto_predict(
     if coords is None:
         params.setdefault("spatial_weight", 0.0)
     mf_sel = mixture_sel = None
+    split = inner_split(X1, random_state=random_state)  # one inner split serves both families
     if any(w > 0 for w in grid):
         mf_sel = mf_select(
             X1,
@@ -60,16 +61,16 @@ def auto_predict(
             random_state=random_state,
             method="auto",
             score_single=True,
+            split=split,
             **params,
         )
     if any(w < 1 for w in grid):
-        mixture_sel = mixture_select(X1, random_state=random_state, **mixture_params)
+        mixture_sel = mixture_select(X1, random_state=random_state, split=split, **mixture_params)
     if mf_sel is None or mixture_sel is None:
         w, scores = grid[0], {}
     else:
-        _, X1b = inner_split(X1, random_state=random_state)
         values = [mf_sel.heldout, mixture_sel.heldout]
-        scores = {w: blend_deviance(values, [w, 1.0 - w], X1b) for w in grid}
+        scores = {w: blend_deviance(values, [w, 1.0 - w], split[1]) for w in grid}
         w = min(grid, key=lambda v: (scores[v], -v))
     # both parts are proportions (rows sum to 1), so is their convex blend; in place, as
     # each is a dense spots x genes matrix

@@ -93,6 +93,7 @@ def select_by_inner_split(
     p: float = 0.5,
     warm: Any = None,
     stop_when_worse: bool = False,
+    split: tuple[sparse.csr_matrix, sparse.csr_matrix] | None = None,
 ) -> Selection:
     """Choose among ``candidates`` by their Poisson deviance on an inner held-out split.
 
@@ -115,6 +116,9 @@ def select_by_inner_split(
     stop_when_worse
         Stop at the first candidate that scores worse than the one before (for candidates
         ordered along one penalty axis, whose score is unimodal along it).
+    split
+        ``inner_split(X1, p=p, random_state=random_state)`` when already computed (callers
+        that select several things on the same split compute it once).
 
     Returns
     -------
@@ -122,7 +126,7 @@ def select_by_inner_split(
     """
     if not candidates:
         raise InputError("no candidates to select from; pass at least one parameter set")
-    X1a, X1b = inner_split(X1, p=p, random_state=random_state)
+    X1a, X1b = inner_split(X1, p=p, random_state=random_state) if split is None else split
     scores: list[tuple[dict[str, Any], float]] = []
     best, best_state, best_heldout = 0, None, None
     for i, params in enumerate(candidates):
