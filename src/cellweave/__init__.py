@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import errors, graph, image, impute, io, metrics, pp, sim, tl, validate
+from . import errors, graph, image, impute, io, mapping, metrics, mosaic, pp, sim, tl, validate
 from . import plotting as pl
 
 __all__ = [
@@ -14,7 +14,9 @@ __all__ = [
     "image",
     "impute",
     "io",
+    "mapping",
     "metrics",
+    "mosaic",
     "pl",
     "pp",
     "sim",

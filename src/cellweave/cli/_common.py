@@ -57,6 +57,31 @@ overwrite_option = click.option(
 seed_option = click.option(
     "--seed", "random_state", type=int, default=0, show_default=True, help="Random seed."
 )
+device_option = click.option(
+    "--device", default="auto", show_default=True, help="auto (CUDA when present), cpu or cuda."
+)
+evaluate_methods_option = click.option(
+    "--methods",
+    default="all",
+    show_default=True,
+    help="With --evaluate: 'all' or a comma-separated list.",
+)
+
+
+def params_option(example: str):
+    """``--param KEY=VALUE`` (repeatable), parsed by :func:`parse_params`."""
+    return click.option(
+        "--param",
+        "params",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help=f"Option of the method, e.g. --param {example} (repeatable).",
+    )
+
+
+def metrics_json_option(help: str = "With --evaluate: write the scores as JSON."):
+    """``--metrics-json PATH``."""
+    return click.option("--metrics-json", type=click.Path(path_type=Path), default=None, help=help)
 
 
 def parse_params(items: tuple[str, ...]) -> dict[str, object]:

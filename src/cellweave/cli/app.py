@@ -5,9 +5,12 @@ from __future__ import annotations
 import click
 
 from .. import __version__
+from .align import align
 from .demo import demo
 from .impute import impute
 from .inspect import inspect
+from .integrate import integrate
+from .map import map_cmd
 from .neighbors import neighbors
 from .simulate import simulate
 
@@ -22,5 +25,5 @@ def cli() -> None:
     """
 
 
-for command in (demo, simulate, inspect, neighbors, impute):
+for command in (demo, simulate, inspect, neighbors, impute, map_cmd, align, integrate):
     cli.add_command(command)

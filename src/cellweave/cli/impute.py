@@ -11,7 +11,10 @@ from .._progress import status
 from ._common import (
     check_output,
     console,
+    evaluate_methods_option,
+    metrics_json_option,
     overwrite_option,
+    params_option,
     parse_params,
     print_table,
     seed_option,
@@ -31,13 +34,7 @@ from ._common import (
 @click.option(
     "--method", default="auto", show_default=True, help="Imputation method (see --list-methods)."
 )
-@click.option(
-    "--param",
-    "params",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Method option, e.g. --param spatial_weight=0.5 (repeatable).",
-)
+@params_option("spatial_weight=0.5")
 @click.option("--layer", default=None, help="Layer with raw counts (default: X).")
 @click.option("--spatial-key", default="spatial", show_default=True)
 @click.option(
@@ -58,24 +55,14 @@ from ._common import (
     is_flag=True,
     help="Run the molecular cross-validation protocol instead of imputing.",
 )
-@click.option(
-    "--methods",
-    default="all",
-    show_default=True,
-    help="With --evaluate: 'all' or a comma-separated list.",
-)
+@evaluate_methods_option
 @click.option(
     "--seeds",
     default="0,1,2",
     show_default=True,
     help="With --evaluate: comma-separated molecular-split seeds.",
 )
-@click.option(
-    "--metrics-json",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="With --evaluate: write the scores as JSON.",
-)
+@metrics_json_option()
 @click.option("--list-methods", is_flag=True, help="List the methods and exit.")
 @seed_option
 @overwrite_option

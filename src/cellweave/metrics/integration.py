@@ -93,6 +93,20 @@ def _codes(labels: Any, name: str, n: int) -> tuple[np.ndarray, int]:
     return codes.astype(np.intp), len(uniques)
 
 
+def _scored_inputs(
+    embedding: Any, labels: Any, batches: Any, what: str
+) -> tuple[np.ndarray, np.ndarray, int, np.ndarray, int]:
+    """Embedding, label codes and count, batch codes and count for the score bundle
+    ``what``; labels and batches must each have 2 or more values, fewer than the cells."""
+    x = _embedding(embedding)
+    n = x.shape[0]
+    lab, n_lab = _codes(labels, "labels", n)
+    bat, n_bat = _codes(batches, "batches", n)
+    _need_groups(n_lab, n, "labels", what)
+    _need_groups(n_bat, n, "batches", what)
+    return x, lab, n_lab, bat, n_bat
+
+
 def _need_groups(k: int, n: int, name: str, what: str) -> None:
     if k < 2:
         raise InputError(
@@ -581,12 +595,7 @@ def integration_scores(
     ``batch_correction``; and ``overall = 0.6 * bio_conservation + 0.4 * batch_correction``
     as in scib. All in [0, 1], higher is better.
     """
-    x = _embedding(embedding)
-    n = x.shape[0]
-    lab, n_lab = _codes(labels, "labels", n)
-    bat, n_bat = _codes(batches, "batches", n)
-    _need_groups(n_lab, n, "labels", "integration_scores")
-    _need_groups(n_bat, n, "batches", "integration_scores")
+    x, lab, n_lab, bat, n_bat = _scored_inputs(embedding, labels, batches, "integration_scores")
     rng = check_random_state(random_state)
 
     clusters = KMeans(

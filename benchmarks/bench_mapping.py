@@ -1,0 +1,459 @@
+"""Mapping benchmark: leave-gene-out gene prediction on the shared real data (cellweave's
+methods vs peers and baselines, both schemes), deconvolution of simulated spots, and the
+100k cells x 50k spots scale run.
+
+    OMP_NUM_THREADS=2 python benchmarks/bench_mapping.py                  # accuracy + speed
+    OMP_NUM_THREADS=2 python benchmarks/bench_mapping.py --deconv --scale # + the other parts
+
+Writes benchmarks/results/mapping.md (machine, versions, command, tables). cellweave's
+sections are skipped with a note while ``cellweave.mapping.api`` lacks the function they use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import resource
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from _report import header, markdown_table
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = {
+    "merfish": ("merfish_hypothalamus_scrna.h5ad", "merfish_hypothalamus_spatial.h5ad"),
+    "bdtnp": ("bdtnp_drosophila_scrna_binarized.h5ad", "bdtnp_drosophila_insitu.h5ad"),
+}
+PACKAGES = (
+    "cellweave",
+    "numpy",
+    "scipy",
+    "scikit-learn",
+    "torch",
+    "anndata",
+    "POT",
+    "tangram-sc",
+    "scvi-tools",
+    "novosparc",
+)
+SCHEMES = ("normalized", "raw")
+
+
+def _api(name: str):
+    """``cellweave.mapping.api.<name>`` or None (mapping-core's API may not exist yet)."""
+    try:
+        from cellweave.mapping import api
+    except ImportError:
+        return None
+    return getattr(api, name, None)
+
+
+# ----------------------------------------------------------------------------- accuracy
+
+
+def extra_methods(peers: list[str]) -> tuple[dict, list[str]]:
+    """Peers (registered when importable) and SpaGE as SpatialBenchmarking calls it."""
+    from cellweave.mapping.baselines import spage
+    from cellweave.mapping.evaluate import MappingMethod
+    from peers_mapping import register_peers
+
+    found = register_peers(peers)
+    # SpatialBenchmarking's SpaGE_impute passes raw values (no log-normalisation) to SpaGE
+    sb = MappingMethod("spage_raw", "baseline", functools.partial(spage, normalize=False))
+    return {"spage_raw": sb}, found
+
+
+def _logged(label: str, predict):
+    """The predictor, printing its wall / CPU seconds per fold to stderr (progress)."""
+
+    @functools.wraps(predict)
+    def run(*args, **kwargs):
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = predict(*args, **kwargs)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        print(f"{label}: {wall:.1f} s, {cpu:.1f} CPU s", file=sys.stderr, flush=True)
+        return out
+
+    return run
+
+
+def run_accuracy(
+    names,
+    data_dir: Path,
+    folds: int,
+    methods: str,
+    peers: list[str],
+    cache: Path | None,
+    update: bool = False,
+) -> dict:
+    """Evaluate every data set (each one in a single run, so its ratios are same-run); each
+    result is pickled into ``cache`` as soon as it is done (``--methods cached`` re-renders;
+    ``update``: the methods evaluated now replace theirs in the cached result, the others
+    are kept).  The cache is this script's own output in a local folder."""
+    import pickle
+
+    import anndata as ad
+
+    from cellweave.mapping.evaluate import available_methods, evaluate
+
+    extra, found = extra_methods(peers)
+    known = available_methods()
+    chosen = list(known) if methods == "all" else methods.split(",")
+    chosen = [m for m in chosen if m in known and (known[m].kind != "peer" or m in found)]
+    results = {}
+    for name in names:
+        if cache is not None and (cache / f"{name}.pkl").exists() and methods == "cached":
+            results[name] = pickle.loads((cache / f"{name}.pkl").read_bytes())
+            continue
+        sc_file, sp_file = DATASETS[name]
+        adata_sc = ad.read_h5ad(data_dir / sc_file)
+        adata_sp = ad.read_h5ad(data_dir / sp_file)
+        spec = {m: known[m] for m in chosen}
+        spec.update(extra)
+        spec = {m: replace(v, predict=_logged(f"{name}/{m}", v.predict)) for m, v in spec.items()}
+        t0 = time.perf_counter()
+        results[name] = evaluate(adata_sc, adata_sp, methods=spec, folds=folds, scheme="both")
+        print(f"{name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        results[name].protocol["command"] = shlex.join([Path(sys.executable).name, *sys.argv])
+        cached = None if cache is None else cache / f"{name}.pkl"
+        if update and cached is not None and cached.exists():
+            results[name] = pickle.loads(cached.read_bytes()).combine(results[name])
+        if cache is not None:
+            cache.mkdir(parents=True, exist_ok=True)
+            (cache / f"{name}.pkl").write_bytes(pickle.dumps(results[name]))
+    return results
+
+
+def _cell(table: pd.DataFrame, ranks: pd.Series, method: str) -> str:
+    if method not in table.index:
+        return "-"
+    row = table.loc[method]
+    return f"{row['pcc']:.3f} / {row['ssim']:.3f} ({ranks[method]})"
+
+
+def accuracy_report(results: dict, folds: int) -> list[str]:
+    md = [
+        f"- protocol: leave-gene-out, {folds} folds of the sorted shared genes shuffled with "
+        "numpy.random.default_rng(0); per held-out gene PCC, SSIM, RMSE, JS "
+        "(SpatialBenchmarking formulas); medians over genes; AS rank from the per-metric means "
+        "(the reference); normalized scheme: truth / spot total over the fold's training "
+        "genes, predictions scored as returned",
+        "- `spage` = SpaGE with its published preprocessing (log-normalised inputs); "
+        "`spage_raw` = SpaGE called on raw values as SpatialBenchmarking does",
+        "- seconds / cpu_seconds: the whole cross-validation (all folds), wall and process CPU",
+        *(_provenance(name, r) for name, r in results.items()),
+        "",
+        "## Median PCC / SSIM (AS rank) per data set and scheme",
+        "",
+    ]
+    methods = list(dict.fromkeys(m for r in results.values() for m in r.tables["normalized"].index))
+    columns = [(n, s) for n in results for s in SCHEMES]
+    md.append("| method | kind | " + " | ".join(f"{n} {s}" for n, s in columns) + " |")
+    md.append("|---|---|" + "---|" * len(columns))
+    for m in methods:
+        kind = next(
+            r.tables["normalized"].loc[m, "kind"]
+            for r in results.values()
+            if m in r.tables["normalized"].index
+        )
+        cells = [_cell(results[n].tables[s], results[n].ranking(s), m) for n, s in columns]
+        md.append(f"| {m} | {kind} | " + " | ".join(cells) + " |")
+    md.append("")
+    md += speed_report(results)
+    md += targets_report(results)
+    for name, r in results.items():
+        for s in SCHEMES:
+            table = r.tables[s].copy()
+            table.insert(table.columns.get_loc("AS") + 1, "rank", r.ranking(s))
+            table = table.sort_values(["rank", "pcc"], ascending=[True, False], kind="stable")
+            md += [f"## {name}, {s} scheme", "", *markdown_table(table, digits=3), ""]
+    return md
+
+
+def _provenance(name: str, r) -> str:
+    line = f"- {name} evaluated by `{r.protocol.get('command', '?')}`"
+    later = r.protocol.get("combined_with")
+    if later:
+        methods = sorted(set(r.per_gene["method"]) - set(_peer_rows(r)))
+        line += (
+            f"; then {', '.join(methods)} re-evaluated on the same folds by "
+            f"`{later.get('command', '?')}` (peers kept from the first run)"
+        )
+    return line
+
+
+def _peer_rows(r) -> list[str]:
+    t = r.tables["normalized"]
+    return list(t[t["kind"] == "peer"].index)
+
+
+def speed_report(results: dict) -> list[str]:
+    default = next(iter(results.values())).default
+    combined = any(r.protocol.get("combined_with") for r in results.values())
+    md = [
+        "## Speed: CPU seconds of the whole cross-validation",
+        "",
+        f"`{default}` and `spage` in the same run"
+        + ("; `tangram` from the first run on the same machine and folds" if combined else "")
+        + ".",
+        "",
+        f"| data | {default} | spage | tangram | {default} / spage | tangram / {default} |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in results.items():
+        cpu = r.tables["normalized"]["cpu_seconds"]
+        me, spage, tangram = (cpu.get(m, np.nan) for m in (default, "spage", "tangram"))
+        md.append(
+            f"| {name} | {me:.2f} | {spage:.2f} | {tangram:.1f} | {me / spage:.2f} | "
+            f"{tangram / me:.1f} |"
+        )
+    if any(default not in r.tables["normalized"].index for r in results.values()):
+        md.append("")
+        md.append(f"(cellweave's `{default}` not evaluated: `mapping.api.predict_genes` absent)")
+    md.append("")
+    return md
+
+
+def targets_report(results: dict) -> list[str]:
+    default = next(iter(results.values())).default
+    md = ["## Targets (cellweave's default method)", ""]
+    if any(default not in r.tables["normalized"].index for r in results.values()):
+        return [*md, f"- skipped: `{default}` was not evaluated", ""]
+    md += [
+        f"- AS rank vs peers and baselines: `{default}` ranked among itself and every peer and "
+        "baseline, AS recomputed on that set (the issue's target); AS rank among all: in the "
+        "full table above, other cellweave methods included",
+        "",
+        "| data | scheme | AS rank vs peers and baselines | AS rank among all | "
+        "PCC above every peer | SSIM above every peer |",
+        "|---|---|---:|---:|---|---|",
+    ]
+    for name, r in results.items():
+        for s in SCHEMES:
+            t = r.tables[s]
+            peers = t[t["kind"] == "peer"]
+            others = t[t["kind"].isin(["peer", "baseline"])].index
+            vs_peers = r.ranking(s, among=[default, *others])[default]
+            pcc_ok = bool((t.loc[default, "pcc"] > peers["pcc"]).all())
+            ssim_ok = bool((t.loc[default, "ssim"] > peers["ssim"]).all())
+            md.append(
+                f"| {name} | {s} | {vs_peers} | {r.ranking(s)[default]} | "
+                f"{'yes' if pcc_ok else 'NO'} | {'yes' if ssim_ok else 'NO'} |"
+            )
+    return [*md, ""]
+
+
+# ----------------------------------------------------------------------------- deconvolution
+
+
+#: cellweave methods scored on deconvolution: the default (gene prediction) and the one the
+#: docs recommend for spots that mix cells
+DECONV_METHODS = ("auto", "gradient")
+
+
+def _deconvolution_seed(n_spots: int, n_genes: int, seed: int) -> dict[str, dict]:
+    """Fractions of every method on one simulated data set, scored against the truth."""
+    import cellweave as cw
+    from cellweave.metrics import fraction_scores
+
+    spatial, reference = cw.sim.simulate_spatial(
+        n_spots=n_spots, n_genes=n_genes, random_state=seed
+    )
+    truth = spatial.obsm["true_fractions"]
+    counts = spatial.copy()
+    counts.obsm.pop("true_fractions")
+    map_cells = _api("map_cells")
+
+    def cellweave_fractions(method: str) -> pd.DataFrame:
+        target = counts.copy()
+        map_cells(
+            reference.copy(), target, method=method, cell_type_key="cell_type", random_state=seed
+        )
+        return target.obsm["cell_type_fractions"]
+
+    runners = {}
+    if map_cells is not None:
+        for method in DECONV_METHODS:
+            label = _api("DEFAULT_METHOD") if method == "auto" else method
+            runners[f"cellweave ({label})"] = functools.partial(cellweave_fractions, method)
+    try:
+        import tangram  # noqa: F401
+
+        from peers_mapping import tangram_fractions
+
+        runners["tangram"] = functools.partial(
+            tangram_fractions,
+            reference,
+            counts.copy(),
+            cell_type_key="cell_type",
+            random_state=seed,
+        )
+    except ImportError:
+        pass
+    rows = {}
+    for name, run in runners.items():
+        t0, c0 = time.perf_counter(), time.process_time()
+        pred = pd.DataFrame(run())
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        pred.index = truth.index
+        s = fraction_scores(truth, pred[truth.columns])
+        rows[name] = {
+            "rmse": s["rmse"],
+            "pcc_mean": s["pcc_mean"],
+            "js_mean": s["js_mean"],
+            "seconds": wall,
+            "cpu_seconds": cpu,
+        }
+        print(f"deconvolution seed {seed} {name}: rmse {s['rmse']:.3f}", flush=True)
+    return rows
+
+
+def run_deconvolution(n_spots: int, n_genes: int, seeds: tuple[int, ...]) -> list[str]:
+    per_seed: dict[str, list[dict]] = {}
+    for seed in seeds:
+        for name, row in _deconvolution_seed(n_spots, n_genes, seed).items():
+            per_seed.setdefault(name, []).append(row)
+    md = [
+        "## Deconvolution: simulated spots with known cell-type fractions",
+        "",
+        f"- `cw.sim.simulate_spatial(n_spots={n_spots}, n_genes={n_genes}, random_state=seed)`"
+        f" for seeds {', '.join(map(str, seeds))}: spots of about 8 cells, 6 types; RMSE over "
+        "spot x type entries, per-type Pearson r across spots (mean over types), mean JS per "
+        "spot; mean over seeds (and the worst seed's RMSE)",
+        "",
+    ]
+    if _api("map_cells") is None:
+        md += ["(cellweave skipped: `mapping.api.map_cells` absent)", ""]
+    if per_seed:
+        table = pd.DataFrame(
+            {
+                name: {
+                    **pd.DataFrame(rows).mean().to_dict(),
+                    "rmse_worst_seed": max(r["rmse"] for r in rows),
+                }
+                for name, rows in per_seed.items()
+            }
+        ).T
+        md += [*markdown_table(table, digits=3, index_name="method"), ""]
+    return md
+
+
+# ----------------------------------------------------------------------------- scale
+
+
+def scale_child(sc_path: Path, sp_path: Path) -> dict:
+    import anndata as ad
+
+    map_cells = _api("map_cells")
+    adata_sc, adata_sp = ad.read_h5ad(sc_path), ad.read_h5ad(sp_path)
+    t0, c0 = time.perf_counter(), time.process_time()
+    map_cells(adata_sc, adata_sp, random_state=0)
+    return {
+        "n_cells": adata_sc.n_obs,
+        "n_spots": adata_sp.n_obs,
+        "n_genes": adata_sp.n_vars,
+        "seconds": time.perf_counter() - t0,
+        "cpu_seconds": time.process_time() - c0,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
+    }
+
+
+def run_scale(n_cells: int, n_spots: int, n_genes: int) -> list[str]:
+    import anndata as ad
+
+    import cellweave as cw
+
+    md = [f"## Scale: {n_cells:,} cells onto {n_spots:,} spots (fresh process)", ""]
+    if _api("map_cells") is None:
+        return [*md, "(skipped: `mapping.api.map_cells` absent)", ""]
+    spatial, reference = cw.sim.simulate_spatial(
+        n_spots=n_spots, n_genes=n_genes, n_ref_cells=n_cells, random_state=0
+    )
+    sp = ad.AnnData(spatial.X, obsm={"spatial": spatial.obsm["spatial"]})
+    sp.var_names = spatial.var_names
+    sc = ad.AnnData(reference.X, obs=reference.obs[["cell_type"]])
+    sc.var_names = reference.var_names
+    del spatial, reference
+    with tempfile.TemporaryDirectory() as tmp:
+        sc_path, sp_path = Path(tmp) / "sc.h5ad", Path(tmp) / "sp.h5ad"
+        sc.write_h5ad(sc_path)
+        sp.write_h5ad(sp_path)
+        del sc, sp
+        proc = subprocess.run(
+            [sys.executable, __file__, "--child", str(sc_path), str(sp_path)],
+            capture_output=True,
+            text=True,
+        )
+    if proc.returncode != 0:
+        return [*md, f"FAILED (exit {proc.returncode}): `{proc.stderr.strip()[-300:]}`", ""]
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    return [
+        *md,
+        "| cells x spots x genes | seconds | CPU seconds | peak RSS (GB) | target |",
+        "|---|---:|---:|---:|---|",
+        f"| {r['n_cells']} x {r['n_spots']} x {r['n_genes']} | {r['seconds']:.1f} | "
+        f"{r['cpu_seconds']:.1f} | {r['peak_rss_gb']:.2f} | "
+        f"{'<= 8 GB: yes' if r['peak_rss_gb'] <= 8 else '<= 8 GB: NO'} |",
+        "",
+    ]
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", default=",".join(DATASETS))
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument(
+        "--methods",
+        default="all",
+        help="'all', names (peers included), or 'cached' (re-render the --cache results)",
+    )
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "bench_mapping")
+    parser.add_argument("--peers", default="tangram,gimvi,novosparc")
+    parser.add_argument(
+        "--update-cache",
+        action="store_true",
+        help="merge the methods evaluated now into the cached results (same folds)",
+    )
+    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--deconv", action="store_true", help="simulated deconvolution")
+    parser.add_argument("--scale", action="store_true", help="100k cells x 50k spots")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "mapping.md")
+    parser.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(scale_child(Path(args.child[0]), Path(args.child[1]))))
+        return
+
+    md = header("Mapping benchmark: scRNA-seq to space", PACKAGES)
+    md += [f"- threads: OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}", ""]
+    names = [n for n in args.datasets.split(",") if n]
+    if names:
+        peers = [p for p in args.peers.split(",") if p]
+        results = run_accuracy(
+            names, args.data_dir, args.folds, args.methods, peers, args.cache, args.update_cache
+        )
+        md += accuracy_report(results, args.folds)
+    if args.deconv:
+        md += run_deconvolution(n_spots=500, n_genes=200, seeds=(0, 1, 2))
+    if args.scale:
+        md += run_scale(n_cells=100_000, n_spots=50_000, n_genes=200)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,343 @@
+"""Peers of the mosaic benchmark: unintegrated PCA/LSI baseline, MultiVI, totalVI, cellweave.
+
+Every function takes a MuData laid out like ``mop_mosaic_rna_atac.h5mu`` (each modality holds
+only its measured cells, presence masks in ``mdata.obsm[mod]``) and returns an embedding (or an
+imputation) in the order of ``mdata.obs_names`` plus timing information. scvi-tools and
+cellweave.mosaic are imported inside the functions, so the baseline runs without them.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+
+import anndata as ad
+import mudata as md
+import numpy as np
+import pandas as pd
+from scipy import sparse
+from sklearn.decomposition import TruncatedSVD
+
+
+@dataclass
+class Result:
+    """An embedding (or imputation) of a peer with its cost."""
+
+    values: np.ndarray
+    seconds: float
+    epochs: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def seconds_per_epoch(self) -> float:
+        return self.seconds / self.epochs if self.epochs else float("nan")
+
+
+# --------------------------------------------------------------------------------------
+# Full-size modality matrices (zeros for unmeasured cells)
+# --------------------------------------------------------------------------------------
+
+
+def present(mdata: md.MuData, mod: str) -> np.ndarray:
+    """Boolean mask over ``mdata.obs_names`` of the cells that measured ``mod``."""
+    if mod in mdata.obsm:
+        return np.asarray(mdata.obsm[mod]).ravel().astype(bool)
+    return mdata.obs_names.isin(mdata[mod].obs_names)
+
+
+def full_matrix(mdata: md.MuData, mod: str) -> sparse.csr_matrix:
+    """``(n_obs, n_vars[mod])`` CSR counts with all-zero rows for cells lacking ``mod``."""
+    sub = mdata[mod]
+    rows = mdata.obs_names.get_indexer(sub.obs_names)
+    x = sparse.csr_matrix(sub.X, dtype=np.float32)
+    coo = x.tocoo()
+    return sparse.csr_matrix(
+        (coo.data, (rows[coo.row], coo.col)), shape=(mdata.n_obs, sub.n_vars), dtype=np.float32
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Unintegrated baseline
+# --------------------------------------------------------------------------------------
+
+
+def _tfidf(x: sparse.csr_matrix) -> sparse.csr_matrix:
+    """Signac-style TF-IDF: (x / cell total) * log(1 + n_cells / peak total)."""
+    x = sparse.csr_matrix(x, dtype=np.float64)
+    tf = sparse.diags(1.0 / np.maximum(np.asarray(x.sum(axis=1)).ravel(), 1.0)) @ x
+    idf = np.log1p(x.shape[0] / np.maximum(np.asarray(x.sum(axis=0)).ravel(), 1.0))
+    out = (tf @ sparse.diags(idf)).tocsr()
+    out.data = np.log1p(out.data * 1e4)
+    return out
+
+
+def lsi(x: sparse.csr_matrix, n_comps: int = 30, random_state: int = 0) -> np.ndarray:
+    """LSI of peak counts: TF-IDF, truncated SVD, first component (depth) dropped, each
+    component standardised."""
+    svd = TruncatedSVD(n_components=n_comps + 1, random_state=random_state)
+    emb = svd.fit_transform(_tfidf(x))[:, 1:]
+    return (emb - emb.mean(axis=0)) / emb.std(axis=0)
+
+
+def _unit_variance(emb: np.ndarray) -> np.ndarray:
+    """Scale a block so that its total variance is 1 (equal weight per modality)."""
+    return emb / np.sqrt(emb.var(axis=0).sum())
+
+
+def unintegrated(mdata: md.MuData, *, n_comps: int = 30, random_state: int = 0) -> Result:
+    """PCA of log-normalised RNA and LSI of ATAC (protein: PCA of CLR), each fitted on the
+    cells that measured the modality, scaled to unit total variance, zero-filled for the cells
+    that did not, concatenated."""
+    import cellweave as cw
+
+    t0 = time.perf_counter()
+    blocks = []
+    for mod in mdata.mod:
+        mask = present(mdata, mod)
+        x = full_matrix(mdata, mod)[mask]
+        if mod == "atac":
+            emb = lsi(x, n_comps, random_state)
+        elif mod == "protein":
+            logx = np.log1p(x.toarray())
+            emb = cw.pp.pca(logx - logx.mean(axis=1, keepdims=True), n_comps=n_comps)
+        else:
+            emb = cw.pp.pca(cw.pp.log_normalize(x), n_comps=n_comps, random_state=random_state)
+        block = np.zeros((mdata.n_obs, emb.shape[1]), dtype=np.float32)
+        block[mask] = _unit_variance(emb)
+        blocks.append(block)
+    return Result(np.hstack(blocks), time.perf_counter() - t0)
+
+
+# --------------------------------------------------------------------------------------
+# scvi-tools peers
+# --------------------------------------------------------------------------------------
+
+
+class _EpochClock:
+    """Lightning callback collecting the wall time of each training epoch."""
+
+    def __new__(cls):
+        from lightning.pytorch.callbacks import Callback
+
+        class Clock(Callback):
+            def __init__(self):
+                self.times: list[float] = []
+                self._t = 0.0
+
+            def on_train_epoch_start(self, trainer, pl_module):
+                self._t = time.perf_counter()
+
+            def on_train_epoch_end(self, trainer, pl_module):
+                self.times.append(time.perf_counter() - self._t)
+                n, last = len(self.times), self.times[-1]
+                print(f"  epoch {n}: {last:.1f} s", file=sys.stderr, flush=True)
+
+        return Clock()
+
+
+def _full_mudata(mdata: md.MuData, mods: tuple[str, ...], batch_key: str) -> md.MuData:
+    """Every modality with every cell (zeros where unmeasured): scvi-tools' mosaic layout."""
+    obs = pd.DataFrame({batch_key: mdata.obs[batch_key].astype(str).values}, index=mdata.obs_names)
+    out = {}
+    for mod in mods:
+        x = full_matrix(mdata, mod)
+        # scvi-tools' protein checks need a dense array (np.matrix from sparse sums breaks them)
+        a = ad.AnnData(x.toarray() if mod == "protein" else x, obs=obs.copy())
+        a.var_names = mdata[mod].var_names
+        out[mod] = a
+    full = md.MuData(out)
+    full.obs[batch_key] = obs[batch_key].values
+    return full
+
+
+def multivi(
+    mdata: md.MuData,
+    *,
+    batch_key: str = "batch",
+    max_epochs: int = 100,
+    seed: int = 0,
+) -> Result:
+    """MultiVI (scvi-tools 1.4.2, default model and training options except ``max_epochs``) on
+    RNA + ATAC; missing modalities are all-zero rows, which MultiVI treats as unmeasured."""
+    import scvi
+
+    scvi.settings.seed = seed
+    full = _full_mudata(mdata, ("rna", "atac"), batch_key)
+    scvi.model.MULTIVI.setup_mudata(
+        full, batch_key=batch_key, modalities={"rna_layer": "rna", "atac_layer": "atac"}
+    )
+    model = scvi.model.MULTIVI(full)
+    clock = _EpochClock()
+    t0 = time.perf_counter()
+    model.train(max_epochs=max_epochs, callbacks=[clock], enable_progress_bar=False)
+    seconds = time.perf_counter() - t0
+    z = model.get_latent_representation()
+    return Result(np.asarray(z), seconds, len(clock.times), {"epoch_seconds": clock.times})
+
+
+def totalvi_impute(
+    mdata: md.MuData,
+    hidden: np.ndarray,
+    *,
+    batch_key: str = "batch",
+    max_epochs: int | None = None,
+    seed: int = 0,
+) -> Result:
+    """totalVI (scvi-tools 1.4.2 defaults) with the protein of the ``hidden`` cells set to zero
+    (a batch whose proteins are all zero is treated as unmeasured); returns the denoised protein
+    of every cell, decoded in a batch that measured protein (the totalVI imputation recipe).
+
+    ``mdata`` must hold RNA and protein for every cell (the truth); only the ``hidden`` rows
+    of protein are removed before training.
+    """
+    import scvi
+
+    scvi.settings.seed = seed
+    full = _full_mudata(mdata, ("rna", "protein"), batch_key)
+    full["protein"].X[np.flatnonzero(hidden)] = 0
+    scvi.model.TOTALVI.setup_mudata(
+        full, batch_key=batch_key, modalities={"rna_layer": "rna", "protein_layer": "protein"}
+    )
+    model = scvi.model.TOTALVI(full)
+    clock = _EpochClock()
+    t0 = time.perf_counter()
+    kwargs = {} if max_epochs is None else {"max_epochs": max_epochs}
+    model.train(callbacks=[clock], enable_progress_bar=False, **kwargs)
+    seconds = time.perf_counter() - t0
+    observed = sorted(set(full.obs[batch_key][~hidden]))
+    _, protein = model.get_normalized_expression(
+        n_samples=25,
+        transform_batch=observed,
+        include_protein_background=True,
+        sample_protein_mixing=False,
+        return_mean=True,
+    )
+    return Result(np.asarray(protein), seconds, len(clock.times), {"epoch_seconds": clock.times})
+
+
+# --------------------------------------------------------------------------------------
+# cellweave
+# --------------------------------------------------------------------------------------
+
+
+def cellweave_available() -> str | None:
+    """None when ``cellweave.mosaic`` can be imported, else the reason."""
+    try:
+        from cellweave.mosaic import MosaicModel, integrate  # noqa: F401
+    except ImportError as err:
+        return f"cellweave.mosaic is not available ({err})"
+    return None
+
+
+def cellweave_integrate(
+    mdata: md.MuData,
+    *,
+    batch_key: str = "batch",
+    label_key: str | None = None,
+    max_epochs: int | None = None,
+    seed: int = 0,
+) -> Result:
+    """``cellweave.mosaic.integrate`` on a copy of ``mdata``; returns ``obsm["X_cellweave"]``
+    and, with ``label_key``, the model's predicted labels in ``extra["predicted"]``."""
+    from cellweave.mosaic import integrate
+
+    kwargs: dict = {"batch_key": batch_key, "label_key": label_key, "random_state": seed}
+    if max_epochs is not None:
+        kwargs["max_epochs"] = max_epochs
+    data = mdata.copy()
+    t0 = time.perf_counter()
+    integrate(data, **kwargs)
+    seconds = time.perf_counter() - t0
+    info = dict(data.uns.get("cellweave", {}))
+    extra = {"fit_seconds": info.get("seconds")}
+    if label_key is not None and "cellweave_label" in data.obs:
+        extra["predicted"] = data.obs["cellweave_label"].astype(str).to_numpy()
+    epochs = info.get("epochs") or None
+    return Result(np.asarray(data.obsm["X_cellweave"]), seconds, epochs, extra)
+
+
+def cellweave_impute(
+    mdata: md.MuData,
+    modality: str,
+    *,
+    batch_key: str = "batch",
+    max_epochs: int | None = None,
+    seed: int = 0,
+) -> Result:
+    """Train :class:`cellweave.mosaic.MosaicModel` on the mosaic ``mdata`` and generate
+    ``modality`` for the cells that lack it (rows in the order of those cells in
+    ``mdata.obs_names``)."""
+    from cellweave.mosaic import MosaicModel
+
+    model = MosaicModel(mdata, batch_key=batch_key, random_state=seed)
+    kwargs = {} if max_epochs is None else {"max_epochs": max_epochs}
+    t0 = time.perf_counter()
+    fit = model.train(random_state=seed, **kwargs)
+    seconds = time.perf_counter() - t0
+    imputed = model.impute_modality(modality, cells="missing")
+    missing = mdata.obs_names[~present(mdata, modality)]
+    values = np.asarray(imputed[missing].X)
+    epochs = getattr(fit, "epochs", None)
+    epochs = len(epochs) if isinstance(epochs, list) else model.train_params.get("epochs")
+    return Result(values, seconds, epochs)
+
+
+# --------------------------------------------------------------------------------------
+# Imputation baseline and the scib-metrics reference scorer
+# --------------------------------------------------------------------------------------
+
+
+def knn_impute(
+    mdata: md.MuData, modality: str, *, source: str = "rna", k: int = 15, n_comps: int = 30
+) -> Result:
+    """Mean log1p ``modality`` of the ``k`` nearest cells that measured it, in the PCA of the
+    log-normalised ``source`` (a non-model baseline); counts scale, rows = cells lacking it."""
+    from sklearn.neighbors import NearestNeighbors
+
+    import cellweave as cw
+
+    t0 = time.perf_counter()
+    has = present(mdata, modality)
+    if not present(mdata, source).all():
+        raise ValueError(f"knn_impute needs {source} measured in every cell")
+    pcs = cw.pp.pca(cw.pp.log_normalize(full_matrix(mdata, source)), n_comps=n_comps)
+    target = np.log1p(full_matrix(mdata, modality)[has].toarray())
+    _, idx = NearestNeighbors(n_neighbors=k).fit(pcs[has]).kneighbors(pcs[~has])
+    values = np.expm1(target[idx].mean(axis=1))
+    return Result(values, time.perf_counter() - t0)
+
+
+def scib_metrics_reference(
+    x: np.ndarray, labels: np.ndarray, batches: np.ndarray, *, neighbors=None
+) -> dict[str, float]:
+    """The same scores computed by scib-metrics 0.5.10 itself (pynndescent neighbours unless
+    ``neighbors = (distances, indices)`` with self first is given), same aggregation."""
+    import scib_metrics as sm
+    from scib_metrics.nearest_neighbors import NeighborsResults, pynndescent
+
+    from cellweave.metrics.scib import BATCH_KEYS, BIO_KEYS, SCIB_KEYS
+
+    x = np.asarray(x, dtype=np.float32)
+    labels, batches = np.asarray(labels).astype(str), np.asarray(batches).astype(str)
+    if neighbors is None:
+        nn = pynndescent(x, n_neighbors=90, random_state=0, n_jobs=1)
+    else:
+        nn = NeighborsResults(distances=neighbors[0], indices=neighbors[1])
+    leiden = sm.nmi_ari_cluster_labels_leiden(nn.subset_neighbors(15), labels, seed=42)
+    out = {
+        "nmi": leiden["nmi"],
+        "ari": leiden["ari"],
+        "asw_label": sm.silhouette_label(x, labels),
+        "clisi": sm.clisi_knn(nn, labels),
+        "isolated_labels": sm.isolated_labels(x, labels, batches),
+        "asw_batch": sm.silhouette_batch(x, labels, batches),
+        "ilisi": sm.ilisi_knn(nn, batches),
+        "kbet": sm.kbet_per_label(nn.subset_neighbors(50), batches, labels),
+        "graph_connectivity": sm.graph_connectivity(nn.subset_neighbors(15), labels),
+    }
+    out = {k: float(v) for k, v in out.items()}
+    out["bio"] = float(np.nanmean([out[k] for k in BIO_KEYS]))
+    out["batch"] = float(np.nanmean([out[k] for k in BATCH_KEYS]))
+    out["total"] = 0.6 * out["bio"] + 0.4 * out["batch"]
+    return {k: out[k] for k in SCIB_KEYS}

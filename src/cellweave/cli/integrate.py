@@ -1,0 +1,226 @@
+"""``cellweave integrate``: mosaic multi-omics integration (or one modality across batches)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+from .. import io
+from .._progress import status
+from ._common import (
+    check_output,
+    console,
+    device_option,
+    metrics_json_option,
+    overwrite_option,
+    params_option,
+    parse_params,
+    seed_option,
+)
+
+
+@click.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option(
+    "-o", "--out", type=click.Path(path_type=Path), required=True, help="Output .h5mu / .h5ad."
+)
+@click.option("--batch-key", default="batch", show_default=True, help="obs column of batches.")
+@click.option(
+    "--label-key",
+    default=None,
+    help="obs column of cell labels (NaN = unlabelled): semi-supervised.",
+)
+@click.option(
+    "--labelled-fraction",
+    type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+    default=None,
+    help="Keep the labels of a stratified fraction of cells only (e.g. 0.01); the others are "
+    "predicted and scored in --metrics-json.",
+)
+@click.option(
+    "--modality",
+    type=click.Choice(["rna", "atac", "protein"]),
+    default=None,
+    help="Kind of a .h5ad input (one modality measured in several batches).",
+)
+@click.option(
+    "--graph-key",
+    default="auto",
+    show_default=True,
+    help="mdata.varp guidance graph(s), comma-separated; 'auto' or 'none'.",
+)
+@click.option("--n-latent", type=int, default=20, show_default=True)
+@click.option("--n-clusters", type=int, default=None, help="Default: label classes or silhouette.")
+@click.option("--max-epochs", type=int, default=100, show_default=True)
+@device_option
+@params_option("mmd_weight=5 (see MosaicModel)")
+@metrics_json_option("Write scib scores and label transfer (needs --label-key) as JSON.")
+@click.option(
+    "--plot",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="UMAP PNG (default: OUT with suffix _umap.png).",
+)
+@click.option("--no-plot", is_flag=True, help="Do not draw the UMAP.")
+@click.option(
+    "--save-model", type=click.Path(path_type=Path), default=None, help="Folder for the model."
+)
+@seed_option
+@overwrite_option
+def integrate(
+    path: Path,
+    out: Path,
+    batch_key: str,
+    label_key: str | None,
+    labelled_fraction: float | None,
+    modality: str | None,
+    graph_key: str,
+    n_latent: int,
+    n_clusters: int | None,
+    max_epochs: int,
+    device: str,
+    params: tuple[str, ...],
+    metrics_json: Path | None,
+    plot: Path | None,
+    no_plot: bool,
+    save_model: Path | None,
+    random_state: int,
+    overwrite: bool,
+) -> None:
+    """Integrate a mosaic MuData (modalities holding only the cells they measured) into one
+    latent space: writes obsm['X_cellweave'], cluster probabilities, attention weights and
+    predicted labels, and a UMAP coloured by batch and label."""
+    import anndata as ad
+    import numpy as np
+
+    from ..errors import InputError, MissingKeyError
+    from ..mosaic import MosaicModel
+    from ..mosaic.api import write_results
+
+    model_params = parse_params(params)
+    check_output(out, inputs=[path], overwrite=overwrite)
+    plot_path = None if no_plot else (plot or out.with_name(out.name.split(".")[0] + "_umap.png"))
+    for extra in (metrics_json, plot_path):
+        if extra is not None:
+            check_output(extra, overwrite=overwrite)
+    if labelled_fraction is not None and label_key is None:
+        raise click.UsageError("--labelled-fraction needs --label-key")
+    if metrics_json is not None and label_key is None:
+        raise click.UsageError("--metrics-json needs --label-key (the true labels to score)")
+    with status(f"reading {path.name}"):
+        data = io.read(path)
+    if isinstance(data, ad.AnnData) and modality is None:
+        raise InputError(
+            f"{path.name} holds one modality (AnnData): pass --modality rna|atac|protein, or a "
+            ".h5mu mosaic"
+        )
+    if not isinstance(data, ad.AnnData) and modality is not None:
+        raise InputError("--modality is for .h5ad inputs; a .h5mu names its own modalities")
+    obs = data.obs
+    if batch_key not in obs.columns:
+        raise MissingKeyError(
+            f"{path.name} has no obs column {batch_key!r} (columns: "
+            f"{', '.join(map(str, obs.columns[:8])) or 'none'}): pass --batch-key"
+        )
+    truth = None
+    model_label_key = label_key
+    if label_key is not None:
+        if label_key not in obs.columns:
+            raise MissingKeyError(
+                f"{path.name} has no obs column {label_key!r}: pass an existing --label-key"
+            )
+        truth = obs[label_key].astype(object).where(obs[label_key].notna(), None)
+        if labelled_fraction is not None:
+            from ..metrics.scib import labelled_split
+
+            known = truth.notna().to_numpy()
+            keep = np.zeros(len(truth), dtype=bool)
+            keep[known] = labelled_split(
+                truth[known].astype(str).to_numpy(),
+                train_size=labelled_fraction,
+                random_state=random_state,
+            )
+            model_label_key = "_cellweave_labelled"
+            obs[model_label_key] = truth.where(keep, None).to_numpy()
+            console.print(f"kept the labels of {int(keep.sum())} of {len(truth)} cells")
+    graph: object = graph_key
+    if graph_key.lower() == "none":
+        graph = None
+    elif graph_key != "auto":
+        graph = [k.strip() for k in graph_key.split(",") if k.strip()]
+    model = MosaicModel(
+        data,
+        batch_key=batch_key,
+        label_key=model_label_key,
+        graph_key=graph,
+        modality=modality,
+        n_latent=n_latent,
+        n_clusters=n_clusters,
+        random_state=random_state,
+        **model_params,
+    )
+    console.print(str(model))
+    start = time.perf_counter()
+    model.train(max_epochs=max_epochs, device=device, random_state=random_state)
+    seconds = time.perf_counter() - start
+    write_results(data, model)
+    if model_label_key != label_key:
+        del obs[model_label_key]
+    io.write(data, out, overwrite=overwrite)
+    info = model.train_params
+    console.print(
+        f"wrote {out}: obsm['X_cellweave'] ({model.data.n_cells} cells x {n_latent}; "
+        f"{info['epochs']} epochs, {seconds:.1f} s on {info['device']})"
+    )
+    if save_model is not None:
+        model.save(save_model, overwrite=overwrite)
+        console.print(f"wrote {save_model}/ (MosaicModel.load('{save_model}', mdata))")
+    if metrics_json is not None:
+        _metrics(data, truth, batch_key, metrics_json, seconds, overwrite=overwrite)
+        console.print(f"wrote {metrics_json}")
+    if plot_path is not None:
+        _umap(data, truth, batch_key, plot_path, random_state)
+        console.print(f"wrote {plot_path}")
+
+
+def _metrics(data, truth, batch_key, path: Path, seconds: float, *, overwrite: bool) -> None:
+    import numpy as np
+
+    from ..metrics.scib import integration_report
+
+    known = truth.notna().to_numpy()
+    emb = np.asarray(data.obsm["X_cellweave"])[known]
+    with status("scoring (scib metrics, label transfer)"):
+        report = integration_report(
+            emb,
+            truth[known].astype(str).to_numpy(),
+            data.obs[batch_key].astype(str).to_numpy()[known],
+            seconds=seconds,
+            predictions=data.obs["cellweave_label"].astype(str).to_numpy()[known],
+        )
+    with io.atomic_path(path, overwrite=overwrite) as tmp:
+        tmp.write_text(json.dumps(report, indent=2))
+
+
+def _umap(data, truth, batch_key: str, path: Path, random_state: int) -> None:
+    import anndata as ad
+    import numpy as np
+    import scanpy as sc
+
+    from ..plotting import embedding
+    from ._common import use_agg_backend
+
+    use_agg_backend()
+    tmp = ad.AnnData(obsm={"X": np.asarray(data.obsm["X_cellweave"])})
+    tmp.obs_names = data.obs_names
+    with status("UMAP of the latent space"):
+        sc.pp.neighbors(tmp, use_rep="X", random_state=random_state)
+        sc.tl.umap(tmp, random_state=random_state)
+    color = {"batch": data.obs[batch_key].astype(str).to_numpy()}
+    if truth is not None:
+        color["label"] = truth.astype(str).to_numpy()
+    color["predicted"] = data.obs["cellweave_label"].astype(str).to_numpy()
+    embedding(tmp.obsm["X_umap"], color=color, title="cellweave mosaic integration", save=path)

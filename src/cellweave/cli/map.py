@@ -1,0 +1,199 @@
+"""``cellweave map``: map scRNA-seq cells onto spatial data, or evaluate mapping methods."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .. import io
+from .._progress import status
+from ._common import (
+    check_output,
+    console,
+    device_option,
+    evaluate_methods_option,
+    metrics_json_option,
+    overwrite_option,
+    params_option,
+    parse_params,
+    seed_option,
+)
+
+
+@click.command("map")
+@click.argument("sc_path", metavar="SC", type=click.Path(path_type=Path))
+@click.argument("sp_path", metavar="SP", type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Output .h5ad: SP with uns['mapping'], obsm['predicted_genes'] and, with "
+    "--cell-type-key, obsm['cell_type_fractions'] (required unless --evaluate).",
+)
+@click.option(
+    "--method",
+    default="auto",
+    show_default=True,
+    help="Mapping method: auto (= ot, best for genes), softmax, ot, fgw or gradient (best "
+    "for cell-type fractions of spots that mix cells).",
+)
+@click.option(
+    "--cell-type-key",
+    default=None,
+    help="Column of SC's obs with cell types: write per-spot fractions.",
+)
+@click.option(
+    "--genes",
+    "predict",
+    default="missing",
+    show_default=True,
+    help="Genes to predict at every spot: 'missing' (SC genes SP lacks), 'all', 'none' or a "
+    "comma-separated list.",
+)
+@params_option("perplexity=30 or a feature option such as n_pcs=50")
+@device_option
+@click.option(
+    "--evaluate",
+    is_flag=True,
+    help="Score methods by leave-gene-out cross-validation instead of mapping.",
+)
+@click.option("--folds", default=5, show_default=True, type=int, help="With --evaluate.")
+@evaluate_methods_option
+@click.option(
+    "--scheme",
+    type=click.Choice(["normalized", "raw", "both"]),
+    default="normalized",
+    show_default=True,
+    help="With --evaluate: truth divided by spot depth (normalized) or raw values.",
+)
+@metrics_json_option()
+@seed_option
+@overwrite_option
+def map_cmd(
+    sc_path: Path,
+    sp_path: Path,
+    out: Path | None,
+    method: str,
+    cell_type_key: str | None,
+    predict: str,
+    params: tuple[str, ...],
+    device: str,
+    evaluate: bool,
+    folds: int,
+    methods: str,
+    scheme: str,
+    metrics_json: Path | None,
+    random_state: int,
+    overwrite: bool,
+) -> None:
+    """Map the cells of a scRNA-seq reference SC onto spatial data SP (.h5ad files sharing
+    genes), predict genes at every spot and, with --cell-type-key, estimate cell-type
+    fractions; or, with --evaluate, score methods on held-out genes."""
+    from ..mapping.api import get_method
+
+    get_method(method)
+    method_params = parse_params(params)
+    if evaluate:
+        _evaluate(
+            sc_path,
+            sp_path,
+            folds=folds,
+            methods=methods,
+            scheme=scheme,
+            metrics_json=metrics_json,
+            method=method,
+            method_params=method_params,
+            random_state=random_state,
+            overwrite=overwrite,
+        )
+        return
+    if out is None:
+        raise click.UsageError("missing -o/--out (or pass --evaluate)")
+    check_output(out, inputs=[sc_path, sp_path], overwrite=overwrite)
+    from ..mapping.api import map_cells, project_genes
+
+    adata_sc = io.read_anndata(sc_path)
+    adata_sp = io.read_anndata(sp_path)
+    with status(f"mapping {adata_sc.n_obs} cells onto {adata_sp.n_obs} spots ({method})"):
+        mapping = map_cells(
+            adata_sc,
+            adata_sp,
+            method=method,
+            cell_type_key=cell_type_key,
+            random_state=random_state,
+            device=device,
+            **method_params,
+        )
+    genes = _genes_to_predict(predict, adata_sc, adata_sp)
+    if genes:
+        project_genes(mapping, adata_sc, genes=genes, adata_sp=adata_sp)
+    io.write(adata_sp, out, overwrite=overwrite)
+    parts = [f"uns['mapping'] ({mapping.plan.nnz} cell-spot pairs, method {mapping.method})"]
+    if genes:
+        parts.append(f"obsm['predicted_genes'] ({len(genes)} genes)")
+    if cell_type_key is not None:
+        parts.append("obsm['cell_type_fractions']")
+    console.print(f"wrote {out}: " + ", ".join(parts))
+
+
+def _genes_to_predict(spec: str, adata_sc, adata_sp) -> list[str]:
+    from ..errors import MissingKeyError
+
+    key = spec.strip().lower()
+    if key == "none":
+        return []
+    if key == "all":
+        return list(adata_sc.var_names)
+    if key == "missing":
+        return [g for g in adata_sc.var_names if g not in adata_sp.var_names]
+    genes = [g.strip() for g in spec.split(",") if g.strip()]
+    absent = [g for g in genes if g not in adata_sc.var_names]
+    if absent:
+        raise MissingKeyError(
+            f"--genes names {len(absent)} gene(s) absent from SC (e.g. {absent[:3]}): pass "
+            "genes of the reference, or 'missing'/'all'/'none'"
+        )
+    return genes
+
+
+def _evaluate(
+    sc_path: Path,
+    sp_path: Path,
+    *,
+    folds: int,
+    methods: str,
+    scheme: str,
+    metrics_json: Path | None,
+    method: str,
+    method_params: dict,
+    random_state: int,
+    overwrite: bool,
+) -> None:
+    from ..mapping.api import DEFAULT_METHOD
+    from ..mapping.evaluate import evaluate
+
+    if metrics_json is not None:
+        check_output(metrics_json, overwrite=overwrite)
+    adata_sc = io.read_anndata(sc_path)
+    adata_sp = io.read_anndata(sp_path)
+    chosen = "all" if methods == "all" else [m.strip() for m in methods.split(",") if m.strip()]
+    default = DEFAULT_METHOD if method == "auto" else method
+    params = {default: method_params} if method_params else None
+    result = evaluate(
+        adata_sc,
+        adata_sp,
+        methods=chosen,
+        folds=folds,
+        scheme=scheme,
+        random_state=random_state,
+        method_params=params,
+    )
+    for s in result.schemes:
+        console.print(f"[bold]{s} scheme[/bold] ({folds} folds; higher pcc/ssim is better)")
+        console.print(result.format(s))
+    if metrics_json is not None:
+        primary = None if scheme == "both" else scheme
+        result.write_json(metrics_json, primary, default_name=DEFAULT_METHOD)
+        console.print(f"wrote {metrics_json}")

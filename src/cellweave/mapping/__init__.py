@@ -1,0 +1,32 @@
+"""Map scRNA-seq cells onto spatial data (``cellweave.tl.map_cells``).
+
+From a mapping (:class:`Mapping`, a sparse cells x spots plan): predicted expression of any
+reference gene at every spot (:func:`project_genes`), cell-type fractions per spot and the
+most likely location of every cell (:func:`cell_type_fractions`). Methods: ``"softmax"``
+(default), ``"ot"``, ``"fgw"``, ``"gradient"`` (see :mod:`cellweave.mapping.api`).
+"""
+
+from .api import (
+    DEFAULT_METHOD,
+    METHODS,
+    cell_type_fractions,
+    get_method,
+    map_cells,
+    predict_genes,
+    project_genes,
+)
+from .features import prepare_features, shared_genes
+from .result import Mapping
+
+__all__ = [
+    "DEFAULT_METHOD",
+    "METHODS",
+    "Mapping",
+    "cell_type_fractions",
+    "get_method",
+    "map_cells",
+    "predict_genes",
+    "prepare_features",
+    "project_genes",
+    "shared_genes",
+]

@@ -1,0 +1,563 @@
+"""Integration scores computed the way scib-metrics 0.5.10 computes them (numpy/scipy/igraph).
+
+:func:`scib_scores` reproduces the per-metric values of ``scib_metrics`` (github.com/YosefLab/
+scib-metrics, v0.5.10) and the aggregation of its ``Benchmarker.get_results`` with min-max
+scaling off, Leiden NMI/ARI instead of k-means, silhouette batch included, BRAS and PCR
+comparison off: ``bio`` = mean of (isolated labels, Leiden NMI, Leiden ARI, silhouette
+label, cLISI), ``batch`` = mean of (silhouette batch, iLISI, kBET, graph connectivity),
+``total = 0.6 bio + 0.4 batch`` (NaN-aware means). No JAX and no scib-metrics are needed.
+
+Like scib-metrics, every graph comes from one 90-nearest-neighbour search whose lists
+**include the cell itself** (column 0), cut to 15 (Leiden, graph connectivity), 50 (kBET) and
+90 (LISI) neighbours. scib-metrics finds them with pynndescent (approximate); here they are
+exact (``sklearn``), the only intended difference. Per metric:
+
+``nmi`` / ``ari``
+    Leiden (igraph, modularity, seed 42) on the UMAP fuzzy connectivities of the 15-NN lists
+    at resolutions 0.2, 0.4, ..., 2.0; the resolution with the best NMI gives both values.
+``asw_label``, ``asw_batch``, ``isolated_labels``
+    Euclidean silhouettes, as :mod:`cellweave.metrics.integration` (same definitions).
+``clisi`` / ``ilisi``
+    LISI over the 89 non-self neighbours with perplexity 30, median, scaled to [0, 1].
+``kbet``
+    scib-metrics ``kbet_per_label``: per label, the UMAP connectivities of the 50-NN lists
+    restricted to the label are embedded by a diffusion map (100 components); each cell's
+    ``k0 + 1`` nearest neighbours there (itself included, ``k0 = clip(mean batch size / 4,
+    10, 70)``) are tested against the label's batch frequencies by a chi-square test; the
+    acceptance rate (p >= 0.05) is averaged over labels. Labels with < 10 cells or one batch
+    are skipped; a label split into small graph components scores 0.
+``graph_connectivity``
+    Directed 15-NN graph per label, largest strongly connected component / label size.
+
+Costs: the silhouettes are quadratic (~2 s for 10k cells); kBET solves one sparse
+eigenproblem per label (~10 s for 10k cells).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+from scipy.sparse.csgraph import connected_components
+from scipy.sparse.linalg import ArpackError, eigsh
+from scipy.special import gammainc
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+from sklearn.model_selection import train_test_split
+from sklearn.neighbors import KNeighborsClassifier
+
+from ..errors import InputError
+from .distributions import as_label_array
+from .integration import (
+    _codes,
+    _embedding,
+    _isolated_from_silhouette,
+    _knn,
+    _lisi_from_knn,
+    _scaled_clisi,
+    _scaled_ilisi,
+    _scored_inputs,
+    _silhouette_codes,
+    label_transfer_scores,
+    silhouette_batch,
+)
+
+__all__ = [
+    "BATCH_KEYS",
+    "BIO_KEYS",
+    "SCIB_KEYS",
+    "graph_connectivity_directed",
+    "integration_report",
+    "kbet",
+    "label_transfer_balanced_accuracy",
+    "labelled_split",
+    "leiden_nmi_ari",
+    "scib_neighbors",
+    "scib_scores",
+    "umap_connectivities",
+]
+
+BIO_KEYS = ("isolated_labels", "nmi", "ari", "asw_label", "clisi")
+BATCH_KEYS = ("asw_batch", "ilisi", "kbet", "graph_connectivity")
+#: Keys of :func:`scib_scores`, in the order of the ``--metrics-json`` schema.
+SCIB_KEYS = (
+    "nmi",
+    "ari",
+    "asw_label",
+    "clisi",
+    "isolated_labels",
+    "asw_batch",
+    "ilisi",
+    "kbet",
+    "graph_connectivity",
+    "bio",
+    "batch",
+    "total",
+)
+#: Leiden resolutions scanned by scib-metrics (``2 * i / 10`` for ``i = 1..10``).
+LEIDEN_RESOLUTIONS = tuple(2 * i / 10 for i in range(1, 11))
+
+_SMOOTH_K_TOLERANCE = 1e-5
+_MIN_K_DIST_SCALE = 1e-3
+_DIFFUSION_EPS = 1e-8
+
+
+# --------------------------------------------------------------------------------------
+# Neighbours and graphs
+# --------------------------------------------------------------------------------------
+
+
+def scib_neighbors(embedding: Any, *, n_neighbors: int = 90) -> tuple[np.ndarray, np.ndarray]:
+    """Exact kNN lists that include each cell itself first, as scib-metrics' neighbour results.
+
+    Returns ``(distances, indices)`` of shape ``(n_cells, min(n_neighbors, n_cells))``;
+    column 0 is the cell itself at distance 0.
+    """
+    x = _embedding(embedding)
+    n = x.shape[0]
+    dist, idx = _knn(x, max(1, n_neighbors - 1))
+    self_idx = np.arange(n)[:, None]
+    return (
+        np.hstack([np.zeros((n, 1)), dist]).astype(np.float32),
+        np.hstack([self_idx, idx]).astype(np.int64),
+    )
+
+
+def _smooth_knn_dist(dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row ``sigma`` and ``rho`` of UMAP's ``smooth_knn_dist`` (local connectivity 1).
+
+    ``rho`` is the distance to the nearest neighbour at nonzero distance; ``sigma`` is found by
+    bisection so that ``sum_j>=1 exp(-max(d_j - rho, 0) / sigma) = log2(k)``, all rows at once.
+    """
+    n, k = dist.shape
+    target = np.log2(k)
+    nonzero = dist > 0
+    has = nonzero.any(axis=1)
+    first = np.argmax(nonzero, axis=1)
+    rho = np.where(has, dist[np.arange(n), first], 0.0).astype(np.float32)
+    d = (dist[:, 1:] - rho[:, None]).astype(np.float64)
+    lo = np.zeros(n)
+    hi = np.full(n, np.inf)
+    mid = np.ones(n)
+    active = np.ones(n, dtype=bool)
+    for _ in range(64):
+        psum = np.where(d > 0, np.exp(-d / mid[:, None]), 1.0).sum(axis=1)
+        active &= np.abs(psum - target) >= _SMOOTH_K_TOLERANCE
+        if not active.any():
+            break
+        up = active & (psum > target)
+        down = active & ~(psum > target)
+        hi[up] = mid[up]
+        mid[up] = (lo[up] + hi[up]) / 2.0
+        lo[down] = mid[down]
+        mid[down] = np.where(np.isinf(hi[down]), mid[down] * 2.0, (lo[down] + hi[down]) / 2.0)
+    floor = _MIN_K_DIST_SCALE * np.where(rho > 0, dist.mean(axis=1), dist.mean())
+    sigma = np.maximum(mid, floor).astype(np.float32)
+    return sigma, rho
+
+
+def umap_connectivities(distances: np.ndarray, indices: np.ndarray) -> sparse.csr_matrix:
+    """UMAP fuzzy-union connectivities (scanpy's / scib-metrics' ``connectivities``).
+
+    Parameters
+    ----------
+    distances, indices
+        ``(n_cells, k)`` kNN lists that include each cell itself (as :func:`scib_neighbors`).
+
+    Returns
+    -------
+    Symmetric ``(n_cells, n_cells)`` CSR matrix (float32, sorted indices) with
+    ``w_ij = exp(-(d_ij - rho_i) / sigma_i)`` combined as ``W + W.T - W * W.T``.
+    """
+    dist = np.asarray(distances, dtype=np.float32)
+    idx = np.asarray(indices, dtype=np.int64)
+    n, k = idx.shape
+    sigma, rho = _smooth_knn_dist(dist)
+    gap = dist - rho[:, None]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        # float32 quotient, exp in float64 rounded once: the correctly rounded float32 exp
+        # of umap's numba code, so that the graphs (and Leiden's clusters) are identical
+        w = np.exp(-(gap / sigma[:, None]).astype(np.float64)).astype(np.float32)
+    w[(gap <= 0) | (sigma[:, None] == 0)] = 1.0
+    w[idx == np.arange(n)[:, None]] = 0.0
+    g = sparse.csr_matrix((w.ravel(), (np.repeat(np.arange(n), k), idx.ravel())), shape=(n, n))
+    g.eliminate_zeros()
+    gt = g.T.tocsr()
+    out = (g + gt - g.multiply(gt)).tocsr()
+    out.eliminate_zeros()
+    out.sort_indices()
+    return out
+
+
+def _connectivities(embedding_or_graph: Any, n_neighbors: int) -> sparse.csr_matrix:
+    """A precomputed sparse graph as CSR, or the UMAP connectivities of an embedding's
+    ``n_neighbors`` lists (self included)."""
+    if sparse.issparse(embedding_or_graph):
+        return sparse.csr_matrix(embedding_or_graph)
+    return umap_connectivities(*scib_neighbors(embedding_or_graph, n_neighbors=n_neighbors))
+
+
+def _directed_knn_graph(indices: np.ndarray) -> sparse.csr_matrix:
+    n, k = indices.shape
+    rows = np.repeat(np.arange(n), k)
+    return sparse.csr_matrix((np.ones(n * k), (rows, indices.ravel())), shape=(n, n))
+
+
+def graph_connectivity_directed(indices: np.ndarray, labels: Any) -> float:
+    """scib-metrics graph connectivity on a directed kNN graph given by its neighbour lists.
+
+    For each label, the fraction of its cells in the largest **strongly** connected component
+    of the kNN graph restricted to the label (an edge from each cell to each neighbour in
+    ``indices``); the mean over labels, in (0, 1].
+    """
+    idx = np.asarray(indices)
+    lab, n_lab = _codes(labels, "labels", idx.shape[0])
+    g = _directed_knn_graph(idx)
+    fractions = []
+    for c in range(n_lab):
+        members = np.flatnonzero(lab == c)
+        _, comp = connected_components(g[members][:, members], connection="strong")
+        fractions.append(np.bincount(comp).max() / members.size)
+    return float(np.mean(fractions))
+
+
+# --------------------------------------------------------------------------------------
+# Leiden NMI / ARI
+# --------------------------------------------------------------------------------------
+
+
+def _leiden(graph: sparse.csr_matrix, resolution: float, seed: int) -> np.ndarray:
+    """igraph Leiden (modularity) as scib-metrics: both edge directions kept, seeded RNG."""
+    try:
+        import igraph
+    except ImportError as err:  # a core dependency; only a broken install lacks it
+        raise ImportError("Leiden NMI/ARI need python-igraph: pip install igraph") from err
+
+    coo = graph.tocoo()
+    g = igraph.Graph(
+        n=graph.shape[0],
+        edges=np.column_stack([coo.row, coo.col]).tolist(),
+        directed=True,
+        edge_attrs={"weight": coo.data.tolist()},
+    )
+    g.to_undirected(mode="each")
+    igraph.set_random_number_generator(random.Random(seed))
+    try:
+        part = g.community_leiden(
+            objective_function="modularity", weights="weight", resolution=resolution
+        )
+    finally:
+        igraph.set_random_number_generator(random)
+    return np.asarray(part.membership)
+
+
+def leiden_nmi_ari(
+    embedding_or_graph: Any,
+    labels: Any,
+    *,
+    n_neighbors: int = 15,
+    resolutions: tuple[float, ...] = LEIDEN_RESOLUTIONS,
+    seed: int = 42,
+) -> dict[str, float]:
+    """NMI and ARI between labels and Leiden clusters at the resolution with the best NMI.
+
+    Parameters
+    ----------
+    embedding_or_graph
+        ``(n_cells, n_dims)`` embedding (its UMAP connectivities over ``n_neighbors`` neighbours,
+        self included, are clustered) or a precomputed sparse ``(n_cells, n_cells)`` graph.
+    labels
+        Cell-type label per cell.
+    resolutions
+        Leiden resolutions to scan (scib-metrics: 0.2, 0.4, ..., 2.0).
+    seed
+        Seed of igraph's random number generator for each clustering (scib-metrics: 42).
+
+    Returns
+    -------
+    ``{"nmi": ..., "ari": ..., "resolution": ...}``.
+    """
+    graph = _connectivities(embedding_or_graph, n_neighbors)
+    lab = as_label_array(labels, "labels", graph.shape[0]).astype(str)
+    best = {"nmi": -np.inf, "ari": np.nan, "resolution": np.nan}
+    for r in resolutions:
+        pred = _leiden(graph, r, seed)
+        score = normalized_mutual_info_score(lab, pred, average_method="arithmetic")
+        if score > best["nmi"]:
+            best = {
+                "nmi": float(score),
+                "ari": float(adjusted_rand_score(lab, pred)),
+                "resolution": r,
+            }
+    return best
+
+
+# --------------------------------------------------------------------------------------
+# kBET
+# --------------------------------------------------------------------------------------
+
+
+def _kbet_acceptance(nb_idx: np.ndarray, batch: np.ndarray, alpha: float) -> float:
+    """Acceptance rate of the kBET chi-square test (neighbour lists include the cell)."""
+    codes, uniques = pd.factorize(batch, sort=True)
+    n_b = len(uniques)
+    expected = np.bincount(codes, minlength=n_b) / codes.size * nb_idx.shape[1]
+    nb_codes = codes[nb_idx]
+    observed = np.zeros((nb_idx.shape[0], n_b))
+    for b in range(n_b):
+        observed[:, b] = (nb_codes == b).sum(axis=1)
+    stat = (np.square(observed - expected) / expected).sum(axis=1)
+    p = 1.0 - gammainc((n_b - 1) / 2.0, stat / 2.0)
+    return float((p >= alpha).mean())
+
+
+def _diffusion_embedding(conn: sparse.csr_matrix, n_comps: int) -> np.ndarray:
+    """Multiscale diffusion map of a connectivity graph (scanpy / scib-metrics)."""
+    n = conn.shape[0]
+    q = np.asarray(conn.sum(axis=0)).ravel()
+    k = sparse.diags(1.0 / q) @ conn @ sparse.diags(1.0 / q)
+    z = np.sqrt(np.asarray(k.sum(axis=0)).ravel())
+    sym = (sparse.diags(1.0 / z) @ k @ sparse.diags(1.0 / z)).astype(np.float64)
+    evals, evecs = eigsh(sym, k=min(n - 1, n_comps), which="LM")
+    evals = evals.astype(np.float32)[::-1] + np.float32(_DIFFUSION_EPS)
+    evecs = evecs.astype(np.float32)[:, ::-1]
+    scaled = np.array([e if e == 1 else e / (1 - e) for e in evals], dtype=np.float32)
+    return evecs * scaled
+
+
+def _kbet_diffusion(conn: sparse.csr_matrix, batch: np.ndarray, k0: int, n_comps: int, alpha):
+    try:
+        emb = _diffusion_embedding(conn, n_comps)
+    except (ValueError, ArpackError):
+        return 0.0  # scib-metrics: a failed diffusion map counts as 100% rejection
+    _, nb_idx = scib_neighbors(emb, n_neighbors=k0 + 1)
+    return _kbet_acceptance(nb_idx, batch, alpha)
+
+
+def kbet(
+    embedding_or_graph: Any,
+    batches: Any,
+    labels: Any,
+    *,
+    n_neighbors: int = 50,
+    alpha: float = 0.05,
+    diffusion_n_comps: int = 100,
+    per_label: bool = False,
+) -> float | pd.Series:
+    """kBET acceptance rate per cell-type label, averaged (scib-metrics ``kbet_per_label``).
+
+    Parameters
+    ----------
+    embedding_or_graph
+        ``(n_cells, n_dims)`` embedding (UMAP connectivities over ``n_neighbors`` neighbours,
+        self included, are built) or a precomputed symmetric sparse connectivity graph.
+    batches, labels
+        Batch and cell-type label per cell.
+    alpha
+        Significance level of the chi-square test; a cell is accepted when ``p >= alpha``.
+    diffusion_n_comps
+        Diffusion-map components used to compare cells within a label.
+    per_label
+        Return the score of each label (NaN where skipped) instead of their mean.
+
+    Returns
+    -------
+    Mean acceptance rate over labels in [0, 1]; 1 = every neighbourhood has the label's batch
+    composition.
+    """
+    conn = _connectivities(embedding_or_graph, n_neighbors)
+    n = conn.shape[0]
+    bat = as_label_array(batches, "batches", n).astype(str)
+    lab = as_label_array(labels, "labels", n).astype(str)
+    scores = {}
+    for label in np.unique(lab):
+        mask = lab == label
+        sub = conn[mask][:, mask].tocsr()
+        sub.sort_indices()
+        b = bat[mask]
+        n_obs = sub.shape[0]
+        if n_obs < 10 or np.unique(b).size == 1:
+            scores[label] = np.nan
+            continue
+        quarter_mean = int(np.floor(np.mean(pd.Series(b).value_counts()) / 4))
+        k0 = int(min(70, max(10, quarter_mean)))
+        n_comp, comp = connected_components(sub, connection="strong")
+        if n_comp == 1:
+            scores[label] = _kbet_diffusion(sub, b, k0, diffusion_n_comps, alpha)
+            continue
+        sizes = np.bincount(comp)
+        keep = np.flatnonzero(sizes[comp] >= 3 * k0)
+        if keep.size / n_obs >= 0.75:
+            subsub = sub[keep][:, keep].tocsr()
+            subsub.sort_indices()
+            scores[label] = _kbet_diffusion(subsub, b[keep], k0, diffusion_n_comps, alpha)
+        else:
+            scores[label] = 0.0  # too many small components: 100% rejection
+    out = pd.Series(scores, dtype=np.float64)
+    if per_label:
+        return out
+    return float(np.nanmean(out)) if out.notna().any() else float("nan")
+
+
+# --------------------------------------------------------------------------------------
+# All scores
+# --------------------------------------------------------------------------------------
+
+
+def _nanmean(values: list[float]) -> float:
+    arr = np.asarray(values, dtype=np.float64)
+    return float(np.nanmean(arr)) if np.isfinite(arr).any() else float("nan")
+
+
+def scib_scores(
+    embedding: Any,
+    labels: Any,
+    batches: Any,
+    *,
+    n_neighbors: int = 90,
+    leiden_seed: int = 42,
+) -> dict[str, float]:
+    """scib-metrics 0.5.10 scores of an integrated embedding, with their aggregates.
+
+    Parameters
+    ----------
+    embedding
+        ``(n_cells, n_dims)`` integrated embedding (e.g. ``mdata.obsm["X_cellweave"]``).
+    labels
+        Cell-type label per cell (no missing values).
+    batches
+        Batch per cell; at least 2 distinct values.
+    n_neighbors
+        Size of the neighbour lists (self included) used for LISI; Leiden and graph
+        connectivity use their first 15 columns, kBET the first 50 (scib-metrics: 90).
+    leiden_seed
+        igraph seed of each Leiden clustering (scib-metrics: 42).
+
+    Returns
+    -------
+    dict with exactly :data:`SCIB_KEYS`: the bio metrics ``nmi``, ``ari``, ``asw_label``,
+    ``clisi``, ``isolated_labels``; the batch metrics ``asw_batch``, ``ilisi``, ``kbet``,
+    ``graph_connectivity``; ``bio`` and ``batch`` (NaN-aware means) and
+    ``total = 0.6 * bio + 0.4 * batch``. All in [0, 1], higher is better.
+    """
+    x, lab, n_lab, bat, n_bat = _scored_inputs(embedding, labels, batches, "scib_scores")
+    if n_neighbors < 50:
+        raise InputError(
+            f"n_neighbors={n_neighbors} is too small: scib scores use lists of 15 and 50 "
+            "neighbours cut from it; pass n_neighbors >= 50 (scib-metrics uses 90)"
+        )
+    dist, idx = scib_neighbors(x, n_neighbors=n_neighbors)
+    k15, k50 = min(15, idx.shape[1]), min(50, idx.shape[1])
+    conn15 = umap_connectivities(dist[:, :k15], idx[:, :k15])
+    conn50 = umap_connectivities(dist[:, :k50], idx[:, :k50])
+    perplexity = float(idx.shape[1] // 3)
+    sil = _silhouette_codes(x, lab, n_lab)
+    leiden = leiden_nmi_ari(conn15, lab, seed=leiden_seed)
+    out = {
+        "nmi": leiden["nmi"],
+        "ari": leiden["ari"],
+        "asw_label": float((sil.mean() + 1.0) / 2.0),
+        "clisi": _scaled_clisi(
+            _lisi_from_knn(dist[:, 1:], idx[:, 1:], lab, n_lab, perplexity), n_lab, True
+        ),
+        "isolated_labels": _isolated_from_silhouette(sil, lab, bat, n_lab, None, True),
+        "asw_batch": silhouette_batch(x, lab, bat),
+        "ilisi": _scaled_ilisi(
+            _lisi_from_knn(dist[:, 1:], idx[:, 1:], bat, n_bat, perplexity), n_bat, True
+        ),
+        "kbet": kbet(conn50, bat, lab),
+        "graph_connectivity": graph_connectivity_directed(idx[:, :k15], lab),
+    }
+    out = {k: float(v) for k, v in out.items()}
+    out["bio"] = _nanmean([out[k] for k in BIO_KEYS])
+    out["batch"] = _nanmean([out[k] for k in BATCH_KEYS])
+    out["total"] = 0.6 * out["bio"] + 0.4 * out["batch"]
+    return {k: out[k] for k in SCIB_KEYS}
+
+
+# --------------------------------------------------------------------------------------
+# Label transfer
+# --------------------------------------------------------------------------------------
+
+
+def labelled_split(labels: Any, *, train_size: float = 0.01, random_state: int = 0) -> np.ndarray:
+    """Boolean mask of the cells kept labelled in the label-transfer protocol.
+
+    ``sklearn.model_selection.train_test_split(arange(n), train_size=train_size,
+    stratify=labels, random_state=random_state)``; a model trained semi-supervised should see
+    only these labels, and is scored on the others.
+    """
+    lab = as_label_array(labels, "labels").astype(str)
+    counts = pd.Series(lab).value_counts()
+    if (counts < 2).any():
+        raise InputError(
+            f"label(s) {list(counts.index[counts < 2])} have a single cell: a stratified split "
+            "needs >= 2 cells per label; merge or drop them first"
+        )
+    train, _ = train_test_split(
+        np.arange(lab.size), train_size=train_size, stratify=lab, random_state=random_state
+    )
+    mask = np.zeros(lab.size, dtype=bool)
+    mask[train] = True
+    return mask
+
+
+def label_transfer_balanced_accuracy(
+    embedding: Any,
+    labels: Any,
+    *,
+    train_size: float = 0.01,
+    k: int = 10,
+    random_state: int = 0,
+    predictions: Any = None,
+) -> float:
+    """Balanced accuracy of labels transferred from a stratified ``train_size`` fraction.
+
+    A ``k``-nearest-neighbour classifier (``sklearn``, uniform weights, Euclidean) is fitted on
+    the cells of :func:`labelled_split` and predicts the others; the score is the mean recall
+    over the true classes of those cells. With ``predictions`` (e.g. a semi-supervised
+    model's own predicted labels), those are scored on the same held-out cells instead and
+    ``embedding`` is not used.
+    """
+    lab = as_label_array(labels, "labels").astype(str)
+    train = labelled_split(lab, train_size=train_size, random_state=random_state)
+    if predictions is not None:
+        pred = as_label_array(predictions, "predictions", lab.size).astype(str)[~train]
+    else:
+        x = _embedding(embedding)
+        if x.shape[0] != lab.size:
+            raise InputError(
+                f"embedding has {x.shape[0]} rows but labels has {lab.size} entries: pass one "
+                "label per cell, in the same order"
+            )
+        clf = KNeighborsClassifier(n_neighbors=min(k, int(train.sum()))).fit(x[train], lab[train])
+        pred = clf.predict(x[~train])
+    return label_transfer_scores(lab[~train], pred)["balanced_accuracy"]
+
+
+def integration_report(
+    embedding: Any,
+    labels: Any,
+    batches: Any,
+    *,
+    seconds: float | None = None,
+    predictions: Any = None,
+) -> dict[str, Any]:
+    """The ``--metrics-json`` document of ``cellweave integrate``.
+
+    Returns ``{"metrics": scib_scores(...), "label_transfer": {"balanced_accuracy": kNN on
+    1%}, "seconds": seconds}``; with ``predictions`` (the model's own labels) the
+    ``label_transfer`` entry also holds ``model_balanced_accuracy`` on the same held-out cells.
+    """
+    transfer = {"balanced_accuracy": label_transfer_balanced_accuracy(embedding, labels)}
+    if predictions is not None:
+        transfer["model_balanced_accuracy"] = label_transfer_balanced_accuracy(
+            None, labels, predictions=predictions
+        )
+    return {
+        "metrics": scib_scores(embedding, labels, batches),
+        "label_transfer": transfer,
+        "seconds": None if seconds is None else float(seconds),
+    }

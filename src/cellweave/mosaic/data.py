@@ -1,0 +1,555 @@
+"""A mosaic MuData as arrays the model indexes by row: presence masks, batches, labels,
+per-modality counts (global cell order, empty rows for cells that lack the modality), library
+sizes and encoder inputs.
+
+Everything is built once from the MuData (no per-cell slicing): each modality's CSR is
+re-ordered to the global cell order by one row gather, and its encoder input computed by a
+fitted :class:`~.represent.Representation`. With backed modalities (``mudata.read_h5mu(...,
+backed=True)``) only the library sizes are read up front; rows are read from disk in blocks
+when a batch asks for them (:meth:`MosaicData.read_rows`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from .._utils import check_random_state
+from ..errors import EmptyDataError, InputError, MissingKeyError
+from ..validate import check_counts, check_finite, check_unique_names
+from .represent import Representation
+
+__all__ = [
+    "KINDS",
+    "LIKELIHOODS",
+    "ModalityData",
+    "MosaicData",
+    "UnknownLabelError",
+    "infer_kind",
+]
+
+KINDS = ("rna", "atac", "protein")
+LIKELIHOODS = ("nb", "zinb", "bernoulli")
+#: defaults per modality kind: likelihood, encoder input, features kept (None: all)
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "rna": {"likelihood": "nb", "representation": "pca", "max_features": 4000},
+    "atac": {"likelihood": "bernoulli", "representation": "lsi", "max_features": None},
+    "protein": {"likelihood": "nb", "representation": "clr", "max_features": None},
+}
+_KIND_WORDS = {
+    "rna": ("rna", "gex", "gene", "expression", "mrna"),
+    "atac": ("atac", "peak", "chrom", "access"),
+    "protein": ("prot", "adt", "antibod", "cite"),
+}
+_FIT_CELLS = 20_000
+_READ_BLOCK = 20_000
+
+
+class UnknownLabelError(InputError):
+    """Labels name classes the model does not know."""
+
+
+def infer_kind(name: str) -> str:
+    """Modality kind (``"rna"``, ``"atac"``, ``"protein"``) from a modality name."""
+    low = name.lower()
+    for kind, words in _KIND_WORDS.items():
+        if any(w in low for w in words):
+            return kind
+    raise InputError(
+        f"cannot tell the kind of modality {name!r}: pass modality_types={{{name!r}: 'rna'}} "
+        "(or 'atac' / 'protein')"
+    )
+
+
+def _pick(option: Any, name: str, kind: str, key: str) -> Any:
+    """A per-modality option given as a value or a mapping by modality name or kind."""
+    if isinstance(option, Mapping):
+        if name in option:
+            return option[name]
+        if kind in option:
+            return option[kind]
+        return DEFAULTS[kind][key]
+    return DEFAULTS[kind][key] if option is None else option
+
+
+def _top_variable(X: sparse.csr_matrix, n_top: int) -> np.ndarray:
+    """Indices (sorted) of the ``n_top`` features with the highest binned normalized dispersion
+    of log-normalized expression (scanpy's ``flavor="seurat"``)."""
+    import anndata as ad
+    import scanpy as sc
+
+    from .represent import _lognorm
+
+    tmp = ad.AnnData(_lognorm(X))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.pp.highly_variable_genes(tmp, n_top_genes=int(n_top), flavor="seurat")
+    return np.flatnonzero(tmp.var["highly_variable"].to_numpy())
+
+
+@dataclass
+class ModalityData:
+    """One modality of a mosaic, in the global cell order.
+
+    Attributes
+    ----------
+    name, kind, likelihood
+        Modality name in the MuData, its kind and its count likelihood.
+    features
+        Names of the features the model uses (a selection of the modality's ``var_names``).
+    feature_index
+        Their positions in the modality's ``var_names``.
+    present
+        ``(n_cells,)`` bool: the cell measured this modality.
+    rows
+        ``(n_cells,)`` int: the cell's row in ``mdata.mod[name]`` (``-1`` when absent).
+    library
+        ``(n_cells,)`` float32: total counts (Bernoulli: open features) of the used features.
+    representation
+        The fitted encoder-input transform.
+    counts
+        In-memory CSR ``(n_cells, n_features)`` (empty rows for absent cells), ``None`` when
+        the modality is read from a backed file.
+    inputs
+        In-memory encoder inputs ``(n_cells, n_dims)`` float32 (zeros when absent), ``None``
+        when backed.
+    """
+
+    name: str
+    kind: str
+    likelihood: str
+    features: pd.Index
+    feature_index: np.ndarray
+    present: np.ndarray
+    rows: np.ndarray
+    library: np.ndarray
+    representation: Representation
+    counts: sparse.csr_matrix | None = None
+    inputs: np.ndarray | None = None
+    source: Any = field(default=None, repr=False)
+
+    @property
+    def n_features(self) -> int:
+        return len(self.features)
+
+    @property
+    def n_inputs(self) -> int:
+        return self.representation.n_dims(self.n_features)
+
+    def read_counts(self, cells: np.ndarray) -> sparse.csr_matrix:
+        """Count rows of ``cells`` (global indices; absent cells get empty rows)."""
+        if self.counts is not None:
+            return self.counts[cells]
+        return _read_backed(self.source, self.rows[cells], self.feature_index, self.likelihood)
+
+
+def _binarize(X: sparse.csr_matrix) -> sparse.csr_matrix:
+    X = sparse.csr_matrix(X, dtype=np.float32, copy=True)
+    X.data = (X.data > 0).astype(np.float32)
+    X.eliminate_zeros()
+    return X
+
+
+def _read_backed(source: Any, rows: np.ndarray, cols: np.ndarray, likelihood: str):
+    """Rows ``rows`` (``-1``: an empty row) of a backed matrix, features ``cols``."""
+    out_rows = np.flatnonzero(rows >= 0)
+    want = rows[out_rows]
+    order = np.argsort(want, kind="stable")
+    sorted_rows = want[order]
+    if sorted_rows.size == 0:
+        block = sparse.csr_matrix((0, len(cols)), dtype=np.float32)
+    elif sorted_rows[-1] - sorted_rows[0] + 1 == sorted_rows.size:  # one contiguous run
+        block = sparse.csr_matrix(source[int(sorted_rows[0]) : int(sorted_rows[-1]) + 1])
+    else:
+        block = sparse.csr_matrix(source[sorted_rows])
+    if block.shape[1] != len(cols) or not np.array_equal(cols, np.arange(len(cols))):
+        block = block[:, cols]
+    block = sparse.csr_matrix(block, dtype=np.float32)
+    if likelihood == "bernoulli":
+        block = _binarize(block)
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(order.size)
+    return _embed_rows(block[inverse], out_rows, rows.size)
+
+
+def _embed_rows(block: sparse.csr_matrix, where: np.ndarray, n: int) -> sparse.csr_matrix:
+    """An ``(n, p)`` CSR whose rows ``where`` are ``block``'s rows and the others empty."""
+    block = sparse.csr_matrix(block)
+    lengths = np.zeros(n, dtype=np.int64)
+    lengths[where] = np.diff(block.indptr)
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    return sparse.csr_matrix((block.data, block.indices, indptr), shape=(n, block.shape[1]))
+
+
+def _iter_row_blocks(source: Any, n_rows: int, step: int = _READ_BLOCK):
+    for start in range(0, n_rows, step):
+        yield start, sparse.csr_matrix(source[start : min(start + step, n_rows)])
+
+
+class MosaicData:
+    """The arrays of a mosaic (see the module docstring); build with :meth:`from_mudata`."""
+
+    def __init__(
+        self,
+        *,
+        obs_names: pd.Index,
+        modalities: list[ModalityData],
+        batch_codes: np.ndarray,
+        batch_names: list[str],
+        label_codes: np.ndarray,
+        label_classes: list[str],
+        backed: bool,
+    ) -> None:
+        self.obs_names = obs_names
+        self.modalities = modalities
+        self.batch_codes = batch_codes
+        self.batch_names = batch_names
+        self.label_codes = label_codes
+        self.label_classes = label_classes
+        self.backed = backed
+
+    @property
+    def n_cells(self) -> int:
+        return len(self.obs_names)
+
+    @property
+    def names(self) -> list[str]:
+        return [m.name for m in self.modalities]
+
+    @property
+    def present(self) -> np.ndarray:
+        """``(n_cells, n_modalities)`` presence mask."""
+        return np.stack([m.present for m in self.modalities], axis=1)
+
+    def __getitem__(self, name: str) -> ModalityData:
+        for m in self.modalities:
+            if m.name == name:
+                return m
+        raise MissingKeyError(
+            f"the model has no modality {name!r}: use one of {', '.join(self.names)}"
+        )
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_mudata(
+        cls,
+        mdata: Any,
+        *,
+        batch_key: str | None,
+        label_key: str | None = None,
+        modalities: Sequence[str] | None = None,
+        modality_types: Mapping[str, str] | None = None,
+        likelihoods: Mapping[str, str] | str | None = None,
+        representations: Mapping[str, str] | str | None = None,
+        max_features: Mapping[str, int | None] | int | None = None,
+        n_comps: int = 50,
+        label_classes: Sequence[str] | None = None,
+        batch_names: Sequence[str] | None = None,
+        fitted: Mapping[str, Any] | None = None,
+        random_state: int = 0,
+    ) -> MosaicData:
+        """Check a mosaic MuData and build its arrays.
+
+        Parameters
+        ----------
+        mdata
+            MuData whose modalities hold the cells that measured them.
+        batch_key
+            ``mdata.obs`` column of batches (``None``: one batch).
+        label_key
+            ``mdata.obs`` column of labels, NaN for unlabelled cells (``None``: no labels).
+        modalities
+            Modalities to use (default: all).
+        modality_types
+            Modality name -> ``"rna"`` / ``"atac"`` / ``"protein"`` (default: from the name).
+        likelihoods, representations, max_features
+            Per modality (mapping by name or kind, or one value for all): count likelihood
+            (``"nb"``, ``"zinb"``, ``"bernoulli"``), encoder input (see
+            :mod:`.represent`), number of most variable features kept (``None``: all).
+            Defaults by kind: RNA ``nb``/``pca``/4000, ATAC ``bernoulli``/``lsi``/all,
+            protein ``nb``/``clr``/all.
+        n_comps
+            Components of the ``pca``/``lsi`` inputs.
+        label_classes
+            The known classes (default: the labels present). Labels outside raise
+            :class:`UnknownLabelError`.
+        batch_names
+            The known batches (a loaded model's); other batches raise :class:`InputError`.
+        fitted
+            Per modality ``{"features": names, "representation": kind, "arrays": {...},
+            "likelihood": ..., "kind": ...}`` from a trained model: reuse them instead of
+            selecting and fitting.
+        random_state
+            Seed of the fitting subsample and the SVDs.
+        """
+        from mudata import MuData
+
+        if not isinstance(mdata, MuData):
+            raise InputError(
+                f"expected a MuData, got {type(mdata).__name__}: pass a MuData (or an AnnData "
+                "with modality='rna'/'atac'/'protein' for one-modality batch integration)"
+            )
+        check_unique_names(mdata, axis="obs", name="mdata")
+        names = list(mdata.mod) if modalities is None else list(modalities)
+        missing = [m for m in names if m not in mdata.mod]
+        if missing:
+            raise MissingKeyError(
+                f"mdata has no modality {missing[0]!r}: choose among {', '.join(mdata.mod)}"
+            )
+        if not names:
+            raise EmptyDataError("mdata has no modalities: add at least one AnnData to mdata.mod")
+        obs_names = pd.Index(mdata.obs_names)
+        n = len(obs_names)
+        if n == 0:
+            raise EmptyDataError("mdata has no cells: pass a MuData with cells")
+        rng = check_random_state(random_state)
+        mods = []
+        for name in names:
+            info = None if fitted is None else fitted.get(name)
+            kind = (
+                info["kind"]
+                if info is not None
+                else (modality_types or {}).get(name) or infer_kind(name)
+            )
+            if kind not in KINDS:
+                raise InputError(
+                    f"modality type {kind!r} of {name!r} is unknown: use one of {', '.join(KINDS)}"
+                )
+            mods.append(
+                _build_modality(
+                    mdata.mod[name],
+                    name=name,
+                    kind=kind,
+                    obs_names=obs_names,
+                    likelihood=info["likelihood"]
+                    if info
+                    else _pick(likelihoods, name, kind, "likelihood"),
+                    representation=info["representation"]
+                    if info
+                    else _pick(representations, name, kind, "representation"),
+                    max_features=_pick(max_features, name, kind, "max_features"),
+                    n_comps=n_comps,
+                    fitted=info,
+                    rng=rng,
+                )
+            )
+        present = np.stack([m.present for m in mods], axis=1)
+        orphans = ~present.any(axis=1)
+        if orphans.any():
+            raise EmptyDataError(
+                f"{int(orphans.sum())} cell(s) are in no modality (e.g. "
+                f"{obs_names[orphans][0]!r}): drop them, e.g. mdata = mdata[mask].copy() with "
+                "mask = cells present in at least one of mdata.obsm[mod]"
+            )
+        batch_codes, batches = _batches(mdata.obs, batch_key, n, batch_names)
+        label_codes, classes = _labels(mdata.obs, label_key, n, label_classes)
+        return cls(
+            obs_names=obs_names,
+            modalities=mods,
+            batch_codes=batch_codes,
+            batch_names=batches,
+            label_codes=label_codes,
+            label_classes=classes,
+            backed=any(m.counts is None for m in mods),
+        )
+
+    def fitted_state(self) -> dict[str, Any]:
+        """What :meth:`from_mudata` needs (``fitted=``) to rebuild the same arrays."""
+        return {
+            m.name: {
+                "kind": m.kind,
+                "likelihood": m.likelihood,
+                "representation": m.representation.kind,
+                "n_comps": m.representation.n_comps,
+                "features": list(map(str, m.features)),
+                "arrays": m.representation.state(),
+            }
+            for m in self.modalities
+        }
+
+
+def _presence(adata: Any, obs_names: pd.Index, name: str) -> tuple[np.ndarray, np.ndarray]:
+    check_unique_names(adata, axis="obs", name=f"mdata['{name}']")
+    rows = pd.Index(adata.obs_names).get_indexer(obs_names)
+    present = rows >= 0
+    extra = adata.n_obs - int(present.sum())
+    if extra:
+        raise InputError(
+            f"mdata['{name}'] holds {extra} cell(s) absent from mdata.obs_names: call "
+            "mdata.update() after changing a modality"
+        )
+    return present, rows.astype(np.int64)
+
+
+def _build_modality(
+    adata: Any,
+    *,
+    name: str,
+    kind: str,
+    obs_names: pd.Index,
+    likelihood: str,
+    representation: str,
+    max_features: int | None,
+    n_comps: int,
+    fitted: Mapping[str, Any] | None,
+    rng: np.random.Generator,
+) -> ModalityData:
+    if likelihood not in LIKELIHOODS:
+        raise InputError(
+            f"likelihood {likelihood!r} of modality {name!r} is unknown: use one of "
+            f"{', '.join(LIKELIHOODS)}"
+        )
+    if adata.n_obs == 0:
+        raise EmptyDataError(
+            f"modality {name!r} holds no cells: remove it (del mdata.mod[{name!r}]; "
+            "mdata.update()) or pass modalities=[...] without it"
+        )
+    if adata.n_vars == 0:
+        raise EmptyDataError(f"modality {name!r} has no features: remove it or add features")
+    present, rows = _presence(adata, obs_names, name)
+    backed = bool(getattr(adata, "isbacked", False))
+    source = adata.X
+    sample_rows = np.sort(rng.choice(adata.n_obs, min(adata.n_obs, _FIT_CELLS), replace=False))
+    sample = sparse.csr_matrix(
+        source[sample_rows] if backed else sparse.csr_matrix(source)[sample_rows],
+        dtype=np.float32,
+    )
+    where = f"mdata['{name}'].X"
+    check_finite(sample, name=where)
+    check_counts(sample, name=where)  # every likelihood is a count likelihood
+    var_names = pd.Index(adata.var_names)
+    if fitted is not None:
+        features = pd.Index(fitted["features"])
+        feature_index = var_names.get_indexer(features)
+        if (feature_index < 0).any():
+            lost = features[feature_index < 0]
+            raise MissingKeyError(
+                f"modality {name!r} lacks {len(lost)} feature(s) the model was trained on "
+                f"(e.g. {lost[0]!r}): pass data with the same features"
+            )
+        rep = Representation.from_state(
+            fitted["representation"], fitted["arrays"], n_comps=fitted.get("n_comps", n_comps)
+        )
+    else:
+        if max_features is not None and adata.n_vars > int(max_features):
+            feature_index = _top_variable(sample, int(max_features))
+        else:
+            feature_index = np.arange(adata.n_vars)
+        features = var_names[feature_index]
+        rep = Representation(representation, n_comps=n_comps)
+    all_features = np.array_equal(feature_index, np.arange(adata.n_vars))
+    if backed:
+        library = np.zeros(len(obs_names), dtype=np.float32)
+        per_row = np.zeros(adata.n_obs, dtype=np.float32)
+        for start, block in _iter_row_blocks(source, adata.n_obs):
+            block = block if all_features else block[:, feature_index]
+            per_row[start : start + block.shape[0]] = _totals(block, likelihood)
+        library[present] = per_row[rows[present]]
+        counts = inputs = None
+    else:
+        X = sparse.csr_matrix(source, dtype=np.float32)
+        if not all_features:
+            X = X[:, feature_index]
+        X = sparse.csr_matrix(X[rows[present]])
+        if likelihood == "bernoulli":
+            X = _binarize(X)
+        counts = _embed_rows(X, np.flatnonzero(present), len(obs_names))
+        library = _totals(counts, likelihood)
+        inputs = None
+    if fitted is None:
+        fit_block = sample if all_features else sample[:, feature_index]
+        rep.fit(fit_block, random_state=int(rng.integers(2**31 - 1)))
+    if counts is not None:
+        inputs = np.zeros((len(obs_names), rep.n_dims(len(features))), dtype=np.float32)
+        inputs[present] = rep.transform(counts[present])
+    return ModalityData(
+        name=name,
+        kind=kind,
+        likelihood=likelihood,
+        features=features,
+        feature_index=np.asarray(feature_index, dtype=np.int64),
+        present=present,
+        rows=rows,
+        library=library,
+        representation=rep,
+        counts=counts,
+        inputs=inputs,
+        source=source if backed else None,
+    )
+
+
+def _totals(X: sparse.csr_matrix, likelihood: str) -> np.ndarray:
+    if likelihood == "bernoulli":
+        return np.diff(sparse.csr_matrix(X).indptr).astype(np.float32)
+    return np.asarray(X.sum(axis=1)).ravel().astype(np.float32)
+
+
+def _column(obs: pd.DataFrame, key: str, what: str) -> pd.Series:
+    if key not in obs.columns:
+        hint = ", ".join(map(str, list(obs.columns)[:8])) or "none"
+        raise MissingKeyError(
+            f"mdata.obs has no {what} column {key!r} (columns: {hint}): pass an existing "
+            f"column as {what}_key"
+        )
+    return obs[key]
+
+
+def _batches(
+    obs: pd.DataFrame, key: str | None, n: int, known: Sequence[str] | None
+) -> tuple[np.ndarray, list[str]]:
+    if key is None:
+        names = list(known) if known is not None else ["batch"]
+        return np.zeros(n, dtype=np.int64), names
+    col = _column(obs, key, "batch")
+    if col.isna().any():
+        raise InputError(
+            f"mdata.obs[{key!r}] has {int(col.isna().sum())} missing batch(es): give every "
+            "cell a batch"
+        )
+    values = col.astype(str).to_numpy()
+    if known is None:
+        cats = col.cat.categories if isinstance(col.dtype, pd.CategoricalDtype) else None
+        names = [str(c) for c in cats if (values == str(c)).any()] if cats is not None else []
+        names = names or sorted(np.unique(values).tolist())
+    else:
+        names = list(map(str, known))
+        unknown = sorted(set(np.unique(values)) - set(names))
+        if unknown:
+            raise InputError(
+                f"batch {unknown[0]!r} of mdata.obs[{key!r}] was not seen in training "
+                f"(known: {', '.join(names)}): train a model that includes it"
+            )
+    codes = pd.Index(names).get_indexer(values)
+    return codes.astype(np.int64), names
+
+
+def _labels(
+    obs: pd.DataFrame, key: str | None, n: int, known: Sequence[str] | None
+) -> tuple[np.ndarray, list[str]]:
+    if key is None:
+        return np.full(n, -1, dtype=np.int64), list(map(str, known or []))
+    col = _column(obs, key, "label")
+    labelled = ~col.isna().to_numpy()
+    values = col.astype(object).where(labelled, None).to_numpy()
+    seen = sorted({str(v) for v in values[labelled]})
+    if known is None:
+        cats = col.cat.categories if isinstance(col.dtype, pd.CategoricalDtype) else None
+        classes = [str(c) for c in cats if str(c) in seen] if cats is not None else seen
+    else:
+        classes = list(map(str, known))
+        unknown = sorted(set(seen) - set(classes))
+        if unknown:
+            raise UnknownLabelError(
+                f"mdata.obs[{key!r}] has label(s) {', '.join(map(repr, unknown[:3]))} outside "
+                f"the known classes ({', '.join(classes[:6])}{'...' if len(classes) > 6 else ''}):"
+                " set those cells to NaN (unlabelled) or add the classes to label_classes"
+            )
+    codes = np.full(n, -1, dtype=np.int64)
+    codes[labelled] = pd.Index(classes).get_indexer([str(v) for v in values[labelled]])
+    return codes, classes

@@ -1,0 +1,246 @@
+"""Torch building blocks of the mosaic model: fusion, mixture prior, decoders.
+
+* :class:`GatedAttentionFusion` - per-cell weights over the modalities it measured (a softmax
+  with absent modalities masked out; gated attention of Ilse et al. 2018).
+* :class:`MixturePrior` - ``p(z | c, u) = N(m_c + W_c u, diag(exp(s_c)))`` with a discrete
+  cluster ``c ~ Cat(pi)`` and a continuous ``u ~ N(0, I)`` (a mixture of factor analysers),
+  variational ``q(c | z)`` and ``q(u | c, z)``; the KL term either sums over every cluster
+  exactly (``"exact"``) or samples ``c`` with the straight-through Gumbel-softmax
+  (``"gumbel"``).
+* :class:`HybridDecoder` - feature logits ``softplus(a_bf) * z.V_f + MLP(z)_f + b_bf`` (batch
+  ``b``), with NB / ZINB (mean ``library * softmax``) or Bernoulli (``sigmoid(logit + log
+  depth / mean depth)``) likelihoods.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..nn import MLP, nb_log_prob, zinb_log_prob
+
+__all__ = ["GatedAttentionFusion", "HybridDecoder", "MixturePrior", "normal_log_prob"]
+
+_LOG_2PI = math.log(2 * math.pi)
+_SOFTPLUS_ONE = math.log(math.e - 1.0)  # softplus(_SOFTPLUS_ONE) == 1
+
+
+def normal_log_prob(x: torch.Tensor, mean: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+    """``log N(x | mean, exp(log_var))`` summed over the last axis."""
+    return -0.5 * (_LOG_2PI + log_var + (x - mean) ** 2 * torch.exp(-log_var)).sum(-1)
+
+
+class GatedAttentionFusion(nn.Module):
+    """Weights ``softmax_m(w . (tanh(A e_m) * sigmoid(B e_m)))`` over the present modalities
+    and the weighted sum of their embeddings ``e_m``."""
+
+    def __init__(self, n_hidden: int, n_attention: int = 64) -> None:
+        super().__init__()
+        self.a = nn.Linear(n_hidden, n_attention)
+        self.b = nn.Linear(n_hidden, n_attention)
+        self.w = nn.Linear(n_attention, 1)
+
+    def forward(self, e: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``e``: ``(B, M, H)`` embeddings; ``mask``: ``(B, M)`` bool, at least one per row.
+        Returns the fused ``(B, H)`` and the weights ``(B, M)`` (0 where absent)."""
+        score = self.w(torch.tanh(self.a(e)) * torch.sigmoid(self.b(e))).squeeze(-1)
+        weight = torch.softmax(score.masked_fill(~mask, float("-inf")), dim=1)
+        return (weight.unsqueeze(-1) * e).sum(1), weight
+
+
+class MixturePrior(nn.Module):
+    """Mixture prior ``p(z | c, u)`` with ``q(c | z)`` and ``q(u | c, z)`` (see the module
+    docstring).
+
+    Parameters
+    ----------
+    n_latent, n_clusters, n_continuous
+        Dimensions of ``z``, number of clusters, dimension of ``u``.
+    hidden
+        Width of the hidden layer of ``q(c | z)`` and ``q(u | c, z)``.
+    mode
+        ``"exact"`` (sum over clusters) or ``"gumbel"`` (one relaxed sample).
+    temperature
+        Gumbel-softmax temperature.
+    """
+
+    def __init__(
+        self,
+        n_latent: int,
+        n_clusters: int,
+        n_continuous: int = 2,
+        *,
+        hidden: int = 128,
+        mode: str = "exact",
+        temperature: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if mode not in ("exact", "gumbel"):
+            raise ValueError(f"mode={mode!r}; choose 'exact' or 'gumbel'")
+        self.k, self.d, self.du = int(n_clusters), int(n_latent), int(n_continuous)
+        self.mode, self.temperature = mode, float(temperature)
+        self.classifier = MLP(self.d, (hidden,), self.k, norm="layer")
+        self.u_encoder = MLP(self.d + self.k, (hidden,), 2 * self.du, norm="layer")
+        self.means = nn.Parameter(torch.randn(self.k, self.d) * 0.5)
+        self.loadings = nn.Parameter(torch.randn(self.k, self.d, self.du) * 0.1)
+        self.log_var = nn.Parameter(torch.full((self.k, self.d), -1.0))
+        self.log_pi = nn.Parameter(torch.zeros(self.k))
+
+    def logits(self, z: torch.Tensor) -> torch.Tensor:
+        """Logits of ``q(c | z)``, ``(B, K)``."""
+        return self.classifier(z)
+
+    def _u(self, z: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sample ``u ~ q(u | c, z)`` and return it with ``log q(u) - log p(u)``."""
+        mean, log_var = self.u_encoder(torch.cat([z, c], -1)).chunk(2, -1)
+        log_var = log_var.clamp(-8.0, 8.0)
+        u = mean + torch.randn_like(mean) * torch.exp(0.5 * log_var)
+        zeros = torch.zeros_like(u)
+        return u, normal_log_prob(u, mean, log_var) - normal_log_prob(u, zeros, zeros)
+
+    def kl(
+        self, z: torch.Tensor, log_qz: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-cell ``log q(z|x) - E_q[log p(z, c, u) - log q(c, u | z)]`` at the sample ``z``.
+
+        ``labels``: ``(B,)`` cluster of labelled cells, ``-1`` elsewhere; a labelled cell's
+        ``q(c | z)`` is replaced by its label. Returns ``(kl (B,), logits (B, K))``.
+        """
+        logits = self.logits(z)
+        log_qc = torch.log_softmax(logits, -1)
+        log_pc = torch.log_softmax(self.log_pi, -1)
+        known = None
+        if labels is not None and bool((labels >= 0).any()):
+            known = labels >= 0
+            onehot = F.one_hot(labels.clamp_min(0), self.k).to(z.dtype)
+        if self.mode == "exact":
+            b = z.shape[0]
+            eye = torch.eye(self.k, device=z.device, dtype=z.dtype)
+            zk = z.unsqueeze(0).expand(self.k, b, self.d)
+            ck = eye.unsqueeze(1).expand(self.k, b, self.k)
+            u, u_term = self._u(zk.reshape(-1, self.d), ck.reshape(-1, self.k))
+            u = u.view(self.k, b, self.du)
+            mean = self.means.unsqueeze(1) + torch.einsum("kdu,kbu->kbd", self.loadings, u)
+            log_pz = normal_log_prob(zk, mean, self.log_var.unsqueeze(1).expand(-1, b, -1))
+            term = log_pz - u_term.view(self.k, b) + log_pc.unsqueeze(1)  # (K, B)
+            qc = torch.exp(log_qc)
+            if known is not None:
+                qc = torch.where(known.unsqueeze(1), onehot, qc)
+                log_qc = torch.where(known.unsqueeze(1), torch.zeros_like(log_qc), log_qc)
+            elbo = (qc * (term.T - log_qc)).sum(-1)
+            return log_qz - elbo, logits
+        # Gumbel-softmax: one straight-through sample of c
+        c = F.gumbel_softmax(logits, tau=self.temperature, hard=True)
+        kl_c = (torch.exp(log_qc) * (log_qc - log_pc)).sum(-1)
+        if known is not None:
+            c = torch.where(known.unsqueeze(1), onehot, c)
+            kl_c = torch.where(known, -(onehot * log_pc).sum(-1), kl_c)
+        u, u_term = self._u(z, c)
+        mean = c @ self.means + torch.einsum("bk,kdu,bu->bd", c, self.loadings, u)
+        log_pz = normal_log_prob(z, mean, c @ self.log_var)
+        return log_qz - log_pz + u_term + kl_c, logits
+
+
+class HybridDecoder(nn.Module):
+    """Decoder of one modality (see the module docstring).
+
+    Parameters
+    ----------
+    n_latent, n_features, n_batches
+        Latent width, features of the modality, batches.
+    likelihood
+        ``"nb"``, ``"zinb"`` or ``"bernoulli"``.
+    hidden
+        Hidden widths of the MLP part (empty: no MLP, a GLUE-style linear decoder).
+    bias
+        ``(n_features,)`` initial logits (e.g. the log mean profile).
+    mean_library
+        Mean library size of the modality (the Bernoulli depth offset is ``log(library /
+        mean_library)``).
+    """
+
+    def __init__(
+        self,
+        n_latent: int,
+        n_features: int,
+        n_batches: int,
+        *,
+        likelihood: str,
+        hidden: Sequence[int] = (128,),
+        dropout: float = 0.0,
+        bias: torch.Tensor | None = None,
+        mean_library: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.likelihood = likelihood
+        self.mlp = MLP(n_latent, hidden, n_features, dropout=dropout) if hidden else None
+        if self.mlp is not None:
+            with torch.no_grad():  # start close to the inner-product decoder
+                last = self.mlp.net[-1]
+                last.weight.mul_(0.1)
+                last.bias.zero_()
+        self.scale = nn.Parameter(torch.full((n_batches, n_features), _SOFTPLUS_ONE))
+        start = torch.zeros(n_features) if bias is None else torch.as_tensor(bias).float()
+        self.bias = nn.Parameter(start.unsqueeze(0).repeat(n_batches, 1))
+        if likelihood in ("nb", "zinb"):
+            self.log_theta = nn.Parameter(torch.full((n_batches, n_features), math.log(10.0)))
+        if likelihood == "zinb":
+            self.dropout_logits = nn.Parameter(torch.full((n_batches, n_features), -3.0))
+        self.register_buffer("log_mean_library", torch.tensor(math.log(max(mean_library, 1e-8))))
+
+    def logits(
+        self, z: torch.Tensor, v: torch.Tensor, batch: int, cols: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Logits ``(B, F)`` of latents ``z`` of cells of one batch ``batch`` (features
+        ``cols`` only when given; ``v`` holds every feature's embedding)."""
+        scale, bias = self.scale[batch], self.bias[batch]
+        if cols is not None:
+            v, scale, bias = v[cols], scale[cols], bias[cols]
+        out = torch.addcmul(bias, z @ v.T, F.softplus(scale))
+        if self.mlp is not None:
+            if cols is None:
+                out = out + self.mlp(z)
+            else:  # the last layer on the selected features only
+                hidden = self.mlp.net[:-1](z)
+                last = self.mlp.net[-1]
+                out = out + torch.addmm(last.bias[cols], hidden, last.weight[cols].T)
+        return out
+
+    def log_prob(
+        self,
+        x: torch.Tensor,
+        logits: torch.Tensor,
+        library: torch.Tensor,
+        batch: int,
+        cols: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``log p(x | z)`` per cell (summed over the features; ``cols``: Bernoulli on a subset
+        of features, scaled up to all of them)."""
+        if self.likelihood == "bernoulli":
+            offset = torch.log(library.clamp_min(1.0)) - self.log_mean_library
+            value = -F.binary_cross_entropy_with_logits(
+                logits + offset.unsqueeze(1), x, reduction="none"
+            ).sum(1)
+            if cols is not None:
+                value = value * (self.scale.shape[1] / cols.numel())
+            return value
+        mu = library.unsqueeze(1) * torch.softmax(logits, -1)
+        theta = torch.exp(self.log_theta[batch])
+        if self.likelihood == "zinb":
+            return zinb_log_prob(x, mu, theta, self.dropout_logits[batch]).sum(1)
+        return nb_log_prob(x, mu, theta).sum(1)
+
+    def expected(self, logits: torch.Tensor, library: torch.Tensor, batch: int) -> torch.Tensor:
+        """Expected value per entry: ``library * softmax`` (NB; times ``1 - dropout`` for
+        ZINB) or the open probability (Bernoulli)."""
+        if self.likelihood == "bernoulli":
+            offset = torch.log(library.clamp_min(1.0)) - self.log_mean_library
+            return torch.sigmoid(logits + offset.unsqueeze(1))
+        mu = library.unsqueeze(1) * torch.softmax(logits, -1)
+        if self.likelihood == "zinb":
+            mu = mu * torch.sigmoid(-self.dropout_logits[batch])
+        return mu

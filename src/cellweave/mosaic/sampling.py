@@ -1,0 +1,76 @@
+"""Which cells a training step sees: the validation split, batch-balanced tables, blocks.
+
+Training batches are rows of a *unit table* (``(n_units, unit_size)`` cell indices, ``-1``
+padding). In memory a unit is one cell and the table is redrawn every epoch so that each batch
+(sample) contributes the same number of cells (small batches oversampled, at most
+``max_oversampling`` times their size). With backed data a unit is a block of consecutive
+cells, so a step reads a few contiguous runs from disk instead of scattered rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+__all__ = ["balanced_table", "blocks", "split_cells"]
+
+
+def split_cells(
+    batch_codes: np.ndarray, fraction: float, rng: np.random.Generator, *, min_cells: int = 2
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted training and validation cells; ``fraction`` of every batch is held out (none
+    when that leaves fewer than ``min_cells`` on either side)."""
+    train, val = [], []
+    for b in np.unique(batch_codes):
+        cells = np.flatnonzero(batch_codes == b)
+        n_val = round(fraction * cells.size)
+        if n_val < 1 or cells.size - n_val < min_cells:
+            train.append(cells)
+            continue
+        perm = rng.permutation(cells)
+        val.append(perm[:n_val])
+        train.append(perm[n_val:])
+    train_cells = np.sort(np.concatenate(train))
+    val_cells = np.sort(np.concatenate(val)) if val else np.zeros(0, dtype=np.int64)
+    return train_cells, val_cells
+
+
+def balanced_table(
+    cells: np.ndarray,
+    batch_codes: np.ndarray,
+    seed: int,
+    epoch: int,
+    *,
+    max_oversampling: float = 10.0,
+) -> torch.Tensor:
+    """A ``(len(cells), 1)`` table of training cells with equal shares per batch.
+
+    Each batch gets ``len(cells) / n_batches`` slots, filled without replacement when it has
+    enough cells and with replacement otherwise (at most ``max_oversampling`` times its size;
+    the spare slots go to the other batches in proportion to their size).
+    """
+    rng = np.random.default_rng([int(seed), int(epoch)])
+    codes = batch_codes[cells]
+    groups = [cells[codes == b] for b in np.unique(codes)]
+    n = cells.size
+    sizes = np.array([g.size for g in groups], dtype=np.float64)
+    quota = np.minimum(np.full(len(groups), n / len(groups)), max_oversampling * sizes)
+    spare = n - quota.sum()
+    if spare > 0:
+        quota += spare * sizes / sizes.sum()
+    quota = np.floor(quota).astype(np.int64)
+    quota[np.argmax(sizes)] += n - quota.sum()
+    parts = [
+        rng.choice(g, q, replace=q > g.size) for g, q in zip(groups, quota, strict=True) if q > 0
+    ]
+    table = rng.permutation(np.concatenate(parts))
+    return torch.as_tensor(table, dtype=torch.long).unsqueeze(1)
+
+
+def blocks(cells: np.ndarray, size: int) -> torch.Tensor:
+    """``cells`` (sorted) cut into consecutive blocks of ``size``, ``-1``-padded."""
+    size = max(1, int(size))
+    n_blocks = -(-cells.size // size)
+    table = np.full(n_blocks * size, -1, dtype=np.int64)
+    table[: cells.size] = cells
+    return torch.as_tensor(table.reshape(n_blocks, size))

@@ -1,0 +1,393 @@
+"""The mosaic variational autoencoder as a :class:`~cellweave.train.CellweaveModule`.
+
+Per cell: one encoder per measured modality (an MLP on its representation) gives an embedding
+``e_m``; gated attention over the measured modalities fuses them; a linear head gives
+``q(z | x) = N(mu, diag(sigma^2))``. The prior of ``z`` is the mixture of
+:class:`~.modules.MixturePrior`; the decoders reconstruct every measured modality from ``z``
+through the feature embeddings ``V`` of the guidance graph. The training loss per batch is
+
+    mean_cells[ -sum_m w_m log p(x_m | z) + beta * KL ] / nll_scale
+    + graph_weight * (graph reconstruction + graph KL / n_cells)
+    + CE(discriminator(grad_reverse(mu, adversarial_weight)), batch)
+    + mmd_weight * sum_b MMD(mu of batch b, mu of all cells)
+    + classification_weight * CE(q(c | z), label)         (labelled cells)
+    + align_weight * |mu_m - sg(mu)|^2                    (cells with >= 2 modalities)
+
+where ``nll_scale`` is the per-cell negative log-likelihood of the initial (feature-mean)
+model, so the ELBO term starts near 1 whatever the data's depth and the other weights are
+comparable across data sets. During training a cell with several modalities hides each
+from the encoder with probability ``modality_dropout`` (at least one kept) but still
+reconstructs all of them, which teaches cross-modal prediction. ``beta`` rises linearly to 1
+over ``kl_warmup`` epochs. The validation loss is the (beta = 1) negative ELBO.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import sparse
+from torch import nn
+
+from ..nn import MLP, grad_reverse
+from ..train import CellweaveModule
+from .data import MosaicData
+from .guidance import GraphEncoder
+from .modules import GatedAttentionFusion, HybridDecoder, MixturePrior, normal_log_prob
+from .tensors import TensorData
+
+__all__ = ["MosaicConfig", "MosaicModule"]
+
+
+@dataclass
+class MosaicConfig:
+    """Architecture and loss weights of :class:`MosaicModule` (see the module docstring)."""
+
+    n_latent: int = 20
+    n_clusters: int = 10
+    n_continuous: int = 2
+    encoder_hidden: Sequence[int] = (256,)
+    n_embedding: int = 128
+    dropout: float = 0.1
+    decoder_hidden: Sequence[int] = (64,)
+    mixture: str = "exact"
+    temperature: float = 0.5
+    graph_weight: float = 0.5
+    graph_samples: int = 4096
+    adversarial_weight: float = 0.05
+    mmd_weight: float = 0.3
+    classification_weight: float = 0.5
+    align_weight: float = 0.1
+    modality_dropout: float = 0.3
+    kl_warmup: int = 5
+    max_decoded_features: int | None = 8192
+    encode_batch: bool = False
+    discriminator_lr: float = 5.0
+    modality_weights: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["encoder_hidden"] = list(self.encoder_hidden)
+        out["decoder_hidden"] = list(self.decoder_hidden)
+        return out
+
+
+def _initial_bias(m, likelihood: str) -> torch.Tensor:
+    """Log mean profile (NB) or logit of the mean open fraction (Bernoulli) per feature."""
+    rows = m.counts[m.present] if m.counts is not None else None
+    if rows is None:  # backed: a block of rows is enough for an initial value
+        idx = np.flatnonzero(m.present)[:20000]
+        rows = m.read_counts(idx)
+    col = np.asarray(rows.sum(axis=0)).ravel().astype(np.float64)
+    if likelihood == "bernoulli":
+        frac = (col + 0.5) / (rows.shape[0] + 1.0)
+        frac = np.clip(frac, 1e-6, 1 - 1e-6)
+        return torch.as_tensor(np.log(frac / (1 - frac)), dtype=torch.float32)
+    prof = (col + 0.5) / (col.sum() + 0.5 * col.size)
+    return torch.as_tensor(np.log(prof), dtype=torch.float32)
+
+
+class MosaicModule(CellweaveModule):
+    """The mosaic VAE; trained with :func:`cellweave.train.fit` on batches of unit indices.
+
+    Parameters
+    ----------
+    data
+        The mosaic arrays.
+    config
+        Architecture and loss weights.
+    graph
+        Guidance graph over the concatenated features of ``data``'s modalities (or ``None``).
+    lr, weight_decay
+        Adam settings.
+    """
+
+    def __init__(
+        self,
+        data: MosaicData,
+        config: MosaicConfig,
+        *,
+        graph: sparse.csr_matrix | None = None,
+        lr: float = 2e-3,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__(lr=lr, weight_decay=weight_decay)
+        self.config = config
+        self.data = data
+        self.tensors = TensorData(data)
+        cfg = config
+        self.n_classes = len(data.label_classes)
+        self.n_batches = len(data.batch_names)
+        self.encoders = nn.ModuleList(
+            MLP(
+                m.n_inputs + (self.n_batches if cfg.encode_batch else 0),
+                tuple(cfg.encoder_hidden),
+                cfg.n_embedding,
+                dropout=cfg.dropout,
+            )
+            for m in data.modalities
+        )
+        self.fusion = GatedAttentionFusion(cfg.n_embedding)
+        self.head = nn.Linear(cfg.n_embedding, 2 * cfg.n_latent)
+        self.prior = MixturePrior(
+            cfg.n_latent,
+            cfg.n_clusters,
+            cfg.n_continuous,
+            mode=cfg.mixture,
+            temperature=cfg.temperature,
+        )
+        self.discriminator = (
+            MLP(cfg.n_latent, (128, 128), self.n_batches, norm="layer")
+            if self.n_batches > 1 and cfg.adversarial_weight > 0
+            else None
+        )
+        sizes = [m.n_features for m in data.modalities]
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
+        self.graph = GraphEncoder(int(sum(sizes)), cfg.n_latent, graph)
+        self.decoders = nn.ModuleList(
+            HybridDecoder(
+                cfg.n_latent,
+                m.n_features,
+                self.n_batches,
+                likelihood=m.likelihood,
+                hidden=tuple(cfg.decoder_hidden),
+                bias=_initial_bias(m, m.likelihood),
+                mean_library=float(m.library[m.present].mean()),
+            )
+            for m in data.modalities
+        )
+        self.mod_weights = [float(cfg.modality_weights.get(m.name, 1.0)) for m in data.modalities]
+        self.register_buffer("nll_scale", torch.tensor(self._baseline_nll()))
+        # sampling state (set by the model before fitting)
+        self.train_units = torch.zeros((0, 1), dtype=torch.long)
+        self.val_units = torch.zeros((0, 1), dtype=torch.long)
+        self.labelled = torch.zeros(0, dtype=torch.long)
+        self.n_labelled_per_batch = 0
+        self.table_fn = None
+        self.history: list[dict[str, float]] = []
+
+    # ------------------------------------------------------------------ setup
+    @torch.no_grad()
+    def _baseline_nll(self, n: int = 2000) -> float:
+        """Mean per-cell NLL of the initial model at ``z = 0`` (feature means) on a sample."""
+        rng = np.random.default_rng(0)
+        cells = np.sort(rng.choice(self.data.n_cells, min(n, self.data.n_cells), replace=False))
+        cells = torch.as_tensor(cells)
+        cells = cells[torch.argsort(self.tensors.batch_codes[cells])]
+        b = self.tensors.batch(cells)
+        z = torch.zeros(cells.numel(), self.config.n_latent)
+        vs = [torch.zeros(m.n_features, self.config.n_latent) for m in self.data.modalities]
+        return max(float(self.reconstruction(b, z, vs, subsample=False).mean()), 1.0)
+
+    def move_data(self, device: torch.device) -> None:
+        self.tensors.to(device)
+        for name in ("train_units", "val_units", "labelled"):
+            setattr(self, name, getattr(self, name).to(device))
+
+    def on_train_epoch_start(self) -> None:
+        if self.table_fn is not None:  # a fresh batch-balanced table every epoch
+            self.train_units = self.table_fn(int(self.current_epoch)).to(self.device)
+
+    # ------------------------------------------------------------------ forward pieces
+    def embed(self, inputs: list[torch.Tensor], batch: torch.Tensor) -> torch.Tensor:
+        """Modality embeddings ``(B, M, H)`` (batch one-hot appended with ``encode_batch``)."""
+        if self.config.encode_batch:
+            onehot = F.one_hot(batch, self.n_batches).to(inputs[0].dtype)
+            inputs = [torch.cat([x, onehot], 1) for x in inputs]
+        return torch.stack([enc(x) for enc, x in zip(self.encoders, inputs, strict=True)], 1)
+
+    def posterior(self, e: torch.Tensor, mask: torch.Tensor):
+        """``mu, log_var, attention`` of ``q(z | x)`` from embeddings and a presence mask."""
+        h, attention = self.fusion(e, mask)
+        mu, log_var = self.head(h).chunk(2, -1)
+        return mu, log_var.clamp(-10.0, 10.0), attention
+
+    def feature_embeddings(self) -> list[torch.Tensor]:
+        """``V`` split per modality."""
+        v = self.graph()
+        return [v[self.offsets[i] : self.offsets[i + 1]] for i in range(len(self.decoders))]
+
+    def _hide(self, mask: torch.Tensor) -> torch.Tensor:
+        """Hide each present modality with prob. ``modality_dropout``, keeping at least one."""
+        p = self.config.modality_dropout
+        if p <= 0 or mask.shape[1] < 2:
+            return mask
+        keep = mask & (torch.rand(mask.shape, device=mask.device) >= p)
+        empty = ~keep.any(1)
+        if empty.any():  # restore one random present modality
+            score = torch.rand(mask.shape, device=mask.device).masked_fill(~mask, -1.0)
+            pick = F.one_hot(score.argmax(1), mask.shape[1]).bool()
+            keep = torch.where(empty.unsqueeze(1), pick, keep)
+        return keep
+
+    def _cells(self, units: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        cells = units[index].reshape(-1)
+        return cells[cells >= 0]
+
+    def _beta(self) -> float:
+        warm = max(int(self.config.kl_warmup), 0)
+        return 1.0 if warm == 0 else min(1.0, (int(self.current_epoch) + 1) / warm)
+
+    def reconstruction(
+        self, b, z: torch.Tensor, vs: list[torch.Tensor], *, subsample: bool
+    ) -> torch.Tensor:
+        """``-sum_m w_m log p(x_m | z)`` per cell; cells must be sorted by batch (each batch's
+        decoder parameters then apply to one contiguous block of rows)."""
+        recon = torch.zeros(z.shape[0], device=z.device)
+        for i, dec in enumerate(self.decoders):
+            rows = b.present[:, i].nonzero().squeeze(1)
+            if rows.numel() == 0:
+                continue
+            cols = None
+            n_feat = dec.scale.shape[1]
+            limit = self.config.max_decoded_features
+            if subsample and dec.likelihood == "bernoulli" and limit and n_feat > limit:
+                cols = torch.randperm(n_feat, device=z.device)[:limit]
+            batches, counts = torch.unique_consecutive(b.batch[rows], return_counts=True)
+            parts, start = [], 0
+            for code, n in zip(batches.tolist(), counts.tolist(), strict=True):
+                pos = rows[start : start + n]
+                logits = dec.logits(z[pos], vs[i], code, cols)
+                x = b.counts(i, pos, cols)
+                parts.append(dec.log_prob(x, logits, b.library[i][pos], code, cols))
+                start += n
+            recon = recon.index_add(0, rows, -self.mod_weights[i] * torch.cat(parts))
+        return recon
+
+    def objective(self, cells: torch.Tensor, *, train: bool) -> dict[str, torch.Tensor]:
+        """Every loss term of the batch ``cells`` (see the module docstring)."""
+        cfg = self.config
+        cells = cells[torch.argsort(self.tensors.batch_codes[cells.to(self.tensors.device)])]
+        b = self.tensors.batch(cells)
+        e = self.embed(b.inputs, b.batch)
+        mask = self._hide(b.present) if train else b.present
+        mu, log_var, _ = self.posterior(e, mask)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * log_var)
+        log_qz = normal_log_prob(z, mu, log_var)
+        vs = self.feature_embeddings()
+        recon = self.reconstruction(b, z, vs, subsample=train)
+        labels = b.label if self.n_classes else None
+        kl, logits_c = self.prior.kl(z, log_qz, labels)
+        out = {"recon": recon.mean(), "kl": kl.mean()}
+        beta = self._beta() if train else 1.0
+        out["elbo"] = (recon + beta * kl).mean() / self.nll_scale
+        if not train:
+            out["loss"] = (recon + kl).mean() / self.nll_scale
+            return out
+        loss = out["elbo"]
+        if self.graph.has_graph and cfg.graph_weight > 0:
+            graph = self.graph.loss(torch.cat(vs), n_samples=cfg.graph_samples)
+            out["graph"] = graph
+            loss = loss + cfg.graph_weight * (graph + self.graph.kl() / self.data.n_cells)
+        if self.discriminator is not None:
+            # the discriminator learns at full strength (Adam); the encoder gets its reversed
+            # gradient scaled by adversarial_weight
+            adv = F.cross_entropy(
+                self.discriminator(grad_reverse(mu, cfg.adversarial_weight)), b.batch
+            )
+            out["adversarial"] = adv
+            loss = loss + adv
+        if cfg.mmd_weight > 0 and self.n_batches > 1:
+            out["mmd"] = _batch_mmd(mu, b.batch, self.n_batches)
+            loss = loss + cfg.mmd_weight * out["mmd"]
+        if labels is not None and bool((labels >= 0).any()):
+            known = labels >= 0
+            cls = F.cross_entropy(logits_c[known], labels[known])
+            out["classification"] = cls
+            loss = loss + cfg.classification_weight * cls
+        if cfg.align_weight > 0 and b.present.shape[1] > 1:
+            multi = b.present.sum(1) > 1
+            if bool(multi.any()):
+                out["align"] = self._align(e[multi], b.present[multi])
+                loss = loss + cfg.align_weight * out["align"]
+        out["loss"] = loss
+        return out
+
+    def _align(self, e: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Mean over a cell's modalities of ``|mu_m - sg(mu)|^2``: each single-modality
+        posterior mean is pulled towards the (gradient-stopped) posterior mean of all its
+        modalities, so a weak modality learns from a strong one without dragging it down."""
+        target = self.posterior(e, mask)[0].detach()
+        mus = self.head(e).chunk(2, -1)[0]  # (B, M, d): one modality's attention weight is 1
+        dist = ((mus - target.unsqueeze(1)) ** 2).sum(-1)  # (B, M)
+        m = mask.float()
+        return (dist * m).sum() / m.sum().clamp_min(1.0)
+
+    # ------------------------------------------------------------------ CellweaveModule
+    def configure_optimizers(self):
+        """Adam; the discriminator learns ``discriminator_lr`` times faster (two time scales
+        keep the adversarial game from cycling)."""
+        disc = list(self.discriminator.parameters()) if self.discriminator is not None else []
+        ids = {id(p) for p in disc}
+        rest = [p for p in self.parameters() if id(p) not in ids]
+        groups = [{"params": rest, "lr": self.lr}]
+        if disc:
+            groups.append({"params": disc, "lr": self.lr * self.config.discriminator_lr})
+        return torch.optim.Adam(groups, lr=self.lr, weight_decay=self.weight_decay)
+
+    def loss(self, index: torch.Tensor) -> torch.Tensor:
+        cells = self._cells(self.train_units, index)
+        if self.n_labelled_per_batch and self.labelled.numel():
+            pick = torch.randint(
+                0, self.labelled.numel(), (self.n_labelled_per_batch,), device=self.device
+            )
+            cells = torch.cat([cells, self.labelled[pick]])
+        out = self.objective(cells, train=True)
+        self.log_dict(
+            {f"train_{k}": v.detach() for k, v in out.items() if k != "loss"},
+            on_step=False,
+            on_epoch=True,
+        )
+        return out["loss"]
+
+    def validation_loss(self, index: torch.Tensor) -> torch.Tensor:
+        cells = self._cells(self.val_units, index)
+        return self.objective(cells, train=False)["loss"] * cells.numel() / self._n_val_cells()
+
+    def _n_val_cells(self) -> int:
+        return max(int((self.val_units >= 0).sum()), 1)
+
+    def on_train_epoch_end(self) -> None:
+        metrics = self.trainer.callback_metrics if self._trainer is not None else {}
+        self.history.append(
+            {"epoch": int(self.current_epoch), **{k: float(v) for k, v in metrics.items()}}
+        )
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def infer(
+        self, cells: torch.Tensor, *, mask: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Posterior mean, log variance, attention and cluster logits of ``cells``
+        (``mask``: which modalities the encoder may use; default all measured)."""
+        b = self.tensors.batch(cells, counts=False)
+        use = b.present if mask is None else (b.present & mask.to(b.present.device))
+        mu, log_var, attention = self.posterior(self.embed(b.inputs, b.batch), use)
+        return {
+            "mean": mu,
+            "log_var": log_var,
+            "attention": attention,
+            "logits": self.prior.logits(mu),
+            "batch": b.batch,
+        }
+
+
+def _batch_mmd(x: torch.Tensor, batch: torch.Tensor, n_batches: int) -> torch.Tensor:
+    """Sum over batches of the MMD (Gaussian kernels, median-distance bandwidths) between a
+    batch's latents and all latents."""
+    d2 = torch.cdist(x, x) ** 2
+    scale = d2.detach().median().clamp_min(1e-6)
+    k = sum(torch.exp(-d2 / (scale * f)) for f in (0.25, 1.0, 4.0))
+    total = torch.zeros((), device=x.device)
+    for b in range(n_batches):
+        m = batch == b
+        if int(m.sum()) < 2:
+            continue
+        w = m.float() / m.sum()
+        u = torch.full_like(w, 1.0 / x.shape[0])
+        diff = w - u
+        total = total + diff @ k @ diff
+    return total

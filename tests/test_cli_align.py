@@ -1,0 +1,110 @@
+"""``cellweave align`` end to end: files in, aligned file and overlay out; errors one line."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from cellweave.cli import main
+from cellweave.cli.align import align
+from cellweave.cli.app import cli
+from cellweave.sim import simulate_spatial
+
+
+@pytest.fixture(autouse=True)
+def registered(monkeypatch):
+    """Make ``align`` a subcommand of the group even before the lead registers it."""
+    monkeypatch.setitem(cli.commands, "align", align)
+
+
+@pytest.fixture(scope="module")
+def sections(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("align")
+    spatial, _ = simulate_spatial(n_spots=200, grid="hex", n_genes=60, random_state=1)
+    rng = np.random.default_rng(0)
+    keep = np.sort(rng.choice(spatial.n_obs, 180, replace=False))
+    moved = spatial[keep].copy()
+    moved.X = sp.csr_matrix(rng.binomial(moved.X.toarray().astype(np.int64), 0.5).astype("f4"))
+    truth = spatial.obsm["spatial"][keep]
+    t = np.deg2rad(50.0)
+    rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    moved.obsm["spatial"] = truth @ rot.T + np.array([4.0, 9.0])
+    path_a, path_b = folder / "a.h5ad", folder / "b.h5ad"
+    spatial.write_h5ad(path_a)
+    moved.write_h5ad(path_b)
+    return path_a, path_b, truth
+
+
+def run(capsys, *args):
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_align_writes_aligned_section_and_plot(capsys, tmp_path, sections):
+    path_a, path_b, truth = sections
+    out, png = tmp_path / "out.h5ad", tmp_path / "overlay.png"
+    code, stdout, err = run(capsys, "align", path_a, path_b, "-o", out, "--plot", png)
+    assert code == 0, err
+    assert "rotation" in stdout
+    result = ad.read_h5ad(out)
+    error = np.linalg.norm(result.obsm["spatial_aligned"] - truth, axis=1)
+    assert np.median(error) < 0.5
+    matching = result.uns["alignment"]["matching"]
+    assert sp.issparse(matching) and matching.shape == (180, 200)
+    assert result.uns["alignment"]["params"]["overlap"] == 0.7
+    assert png.stat().st_size > 10_000
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_align_options(capsys, tmp_path, sections):
+    path_a, path_b, _ = sections
+    out = tmp_path / "out.h5ad"
+    code, _, err = run(
+        capsys,
+        "align",
+        path_a,
+        path_b,
+        "-o",
+        out,
+        "--alpha",
+        "0.3",
+        "--overlap",
+        "none",
+        "--nonrigid",
+        "--key-added",
+        "xy",
+    )
+    assert code == 0, err
+    params = ad.read_h5ad(out).uns["alignment"]["params"]
+    assert params["alpha"] == 0.3 and params["overlap"] == "balanced" and params["nonrigid"]
+
+
+def one_line_error(code: int, err: str, *words: str) -> None:
+    assert code == 2, err
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for word in words:
+        assert word.lower() in err.lower(), err
+
+
+def test_missing_coordinates_is_one_line(capsys, tmp_path, sections):
+    path_a, _, _ = sections
+    bare = ad.read_h5ad(path_a)
+    del bare.obsm["spatial"]
+    path = tmp_path / "bare.h5ad"
+    bare.write_h5ad(path)
+    code, _, err = run(capsys, "align", path_a, path, "-o", tmp_path / "o.h5ad")
+    one_line_error(code, err, "obsm['spatial']")
+
+
+def test_existing_output_and_bad_overlap(capsys, tmp_path, sections):
+    path_a, path_b, _ = sections
+    out = tmp_path / "exists.h5ad"
+    out.write_text("x")
+    code, _, err = run(capsys, "align", path_a, path_b, "-o", out)
+    one_line_error(code, err, "--overwrite")
+    code, _, err = run(capsys, "align", path_a, path_b, "-o", tmp_path / "n.h5ad", "--overlap", "x")
+    assert code == 2 and "--overlap" in err

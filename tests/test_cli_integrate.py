@@ -1,0 +1,89 @@
+"""``cellweave integrate`` on small simulated mosaics: outputs, metrics JSON, UMAP, errors."""
+
+from __future__ import annotations
+
+import json
+
+import anndata as ad
+import mudata as md
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cellweave import io
+from cellweave.cli.integrate import integrate
+from cellweave.errors import CellweaveError, InputError, MissingKeyError
+from cellweave.sim import simulate_mosaic
+
+FAST = ["--n-latent", "6", "--param", "encoder_hidden=32", "--param", "decoder_hidden=16"]
+
+
+@pytest.fixture(scope="module")
+def mosaic_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("in") / "mosaic.h5mu"
+    mdata = simulate_mosaic(
+        n_cells=300, n_genes=50, n_peaks=120, n_cell_types=3, latent_dim=3, random_state=0
+    )
+    io.write(mdata, path)
+    return path
+
+
+def _invoke(*args: str):
+    return CliRunner().invoke(integrate, list(args), catch_exceptions=True)
+
+
+def test_integrate_mosaic_with_metrics_and_umap(tmp_path, mosaic_file):
+    out, metrics, png = tmp_path / "out.h5mu", tmp_path / "m.json", tmp_path / "umap.png"
+    result = _invoke(
+        str(mosaic_file), "-o", str(out), "--batch-key", "batch", "--label-key", "cell_type",
+        "--labelled-fraction", "0.1", "--max-epochs", "3", "--metrics-json", str(metrics),
+        "--plot", str(png), *FAST,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    mdata = md.read_h5mu(out)
+    assert mdata.obsm["X_cellweave"].shape == (300, 6)
+    assert "cellweave_label" in mdata.obs and "cellweave_attention" in mdata.obsm
+    assert "_cellweave_labelled" not in mdata.obs
+    report = json.loads(metrics.read_text())
+    assert set(report) == {"metrics", "label_transfer", "seconds"}
+    for key in ("nmi", "ari", "asw_label", "clisi", "isolated_labels", "asw_batch", "ilisi",
+                "kbet", "graph_connectivity", "bio", "batch", "total"):  # fmt: skip
+        assert 0.0 <= report["metrics"][key] <= 1.0 or np.isnan(report["metrics"][key])
+    assert 0.0 <= report["label_transfer"]["balanced_accuracy"] <= 1.0
+    assert "model_balanced_accuracy" in report["label_transfer"]
+    assert png.stat().st_size > 1000
+    assert "kept the labels of" in result.output
+
+
+def test_integrate_one_modality_h5ad(tmp_path, mosaic_file):
+    rna = md.read_h5mu(mosaic_file)["rna"]
+    path = tmp_path / "rna.h5ad"
+    rna.write_h5ad(path)
+    out = tmp_path / "rna_out.h5ad"
+    result = _invoke(
+        str(path), "-o", str(out), "--modality", "rna", "--max-epochs", "2", "--no-plot", *FAST
+    )
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert ad.read_h5ad(out).obsm["X_cellweave"].shape == (rna.n_obs, 6)
+    assert not (tmp_path / "rna_out_umap.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "words"),
+    [
+        (["--batch-key", "sample"], MissingKeyError, "--batch-key"),
+        (["--modality", "rna"], InputError, ".h5ad"),
+        (["--label-key", "kind"], MissingKeyError, "--label-key"),
+    ],
+)
+def test_bad_inputs_raise_one_line_errors(tmp_path, mosaic_file, args, error, words):
+    result = _invoke(str(mosaic_file), "-o", str(tmp_path / "x.h5mu"), "--no-plot", *args)
+    assert isinstance(result.exception, error) and isinstance(result.exception, CellweaveError)
+    assert words in str(result.exception) and "\n" not in str(result.exception)
+
+
+def test_usage_errors(tmp_path, mosaic_file):
+    result = _invoke(str(mosaic_file), "-o", str(tmp_path / "x.h5mu"), "--labelled-fraction", "0.1")
+    assert result.exit_code == 2 and "--label-key" in result.output
+    result = _invoke(str(mosaic_file), "-o", str(mosaic_file))
+    assert "input file" in str(result.exception)
