@@ -51,12 +51,15 @@ def _modality_index(model: MosaicModel, modality: str) -> int:
 
 @torch.no_grad()
 def _decode(
-    model: MosaicModel, index: int, z: torch.Tensor, batch: int, library: float
+    model: MosaicModel, index: int, z: torch.Tensor, batch: int, library: float | None
 ) -> torch.Tensor:
+    """Expected values; ``library=None`` (absolute decoders only): the decoder's own totals."""
     module = model.module
     dec = module.decoders[index]
     v = module.graph.mean()[module.offsets[index] : module.offsets[index + 1]]
     logits = dec.logits(z, v, batch)
+    if library is None:
+        return dec.expected(logits, None, batch)
     lib = torch.full((z.shape[0],), float(library))
     if dec.likelihood == "bernoulli":
         lib = torch.full((z.shape[0],), float(torch.exp(dec.log_mean_library)))
@@ -100,9 +103,12 @@ def impute(
                 f"{list(use_modalities)}: choose modalities those cells have"
             )
     batch = _transform_batch(model, i, transform_batch)
-    library = (
-        float(np.median(m.library[m.present])) if library_size is None else float(library_size)
-    )
+    # an absolute decoder (protein) predicts each cell's total itself
+    absolute = bool(getattr(model.module.decoders[i], "absolute", False))
+    if library_size is not None:
+        library = float(library_size)
+    else:
+        library = None if absolute else float(np.median(m.library[m.present]))
     out = np.zeros((idx.size, m.n_features), dtype=np.float32)
     if idx.size:
         z = model._infer_all(idx, mask=mask)["mean"]
@@ -115,7 +121,7 @@ def impute(
     adata.uns["cellweave_impute"] = {
         "modality": modality,
         "transform_batch": model.data.batch_names[batch],
-        "library_size": library,
+        "library_size": "predicted" if library is None else library,
     }
     return adata
 

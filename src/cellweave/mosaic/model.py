@@ -488,7 +488,8 @@ class MosaicModel:
             the most cells measuring the modality.
         library_size
             Library size of the output (NB: counts per cell; default the median library of
-            the cells measuring it); ignored for Bernoulli (open probabilities).
+            the cells measuring it, except protein, whose decoder predicts each cell's total
+            itself); ignored for Bernoulli (open probabilities).
         use_modalities
             Modalities the encoder may use (default: all a cell measured); e.g. leave out the
             modality itself to score held-out imputation.

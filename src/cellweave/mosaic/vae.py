@@ -75,8 +75,15 @@ class MosaicConfig:
         return out
 
 
-def _initial_bias(m, likelihood: str) -> torch.Tensor:
-    """Log mean profile (NB) or logit of the mean open fraction (Bernoulli) per feature."""
+def _absolute(m) -> bool:
+    """Whether the modality's decoder predicts absolute counts (protein, NB/ZINB): see
+    :class:`~.modules.HybridDecoder`."""
+    return m.kind == "protein" and m.likelihood in ("nb", "zinb")
+
+
+def _initial_bias(m, likelihood: str, absolute: bool = False) -> torch.Tensor:
+    """Log mean profile (NB; the log mean count with ``absolute``) or logit of the mean open
+    fraction (Bernoulli) per feature."""
     rows = m.counts[m.present] if m.counts is not None else None
     if rows is None:  # backed: a block of rows is enough for an initial value
         idx = np.flatnonzero(m.present)[:20000]
@@ -86,6 +93,8 @@ def _initial_bias(m, likelihood: str) -> torch.Tensor:
         frac = (col + 0.5) / (rows.shape[0] + 1.0)
         frac = np.clip(frac, 1e-6, 1 - 1e-6)
         return torch.as_tensor(np.log(frac / (1 - frac)), dtype=torch.float32)
+    if absolute:
+        return torch.as_tensor(np.log((col + 0.5) / rows.shape[0]), dtype=torch.float32)
     prof = (col + 0.5) / (col.sum() + 0.5 * col.size)
     return torch.as_tensor(np.log(prof), dtype=torch.float32)
 
@@ -154,8 +163,9 @@ class MosaicModule(CellweaveModule):
                 self.n_batches,
                 likelihood=m.likelihood,
                 hidden=tuple(cfg.decoder_hidden),
-                bias=_initial_bias(m, m.likelihood),
+                bias=_initial_bias(m, m.likelihood, _absolute(m)),
                 mean_library=float(m.library[m.present].mean()),
+                absolute=_absolute(m),
             )
             for m in data.modalities
         )
