@@ -5,8 +5,7 @@ methods vs peers and baselines, both schemes), deconvolution of simulated spots,
     OMP_NUM_THREADS=2 python benchmarks/bench_mapping.py                  # accuracy + speed
     OMP_NUM_THREADS=2 python benchmarks/bench_mapping.py --deconv --scale # + the other parts
 
-Writes benchmarks/results/mapping.md (machine, versions, command, tables). cellweave's
-sections are skipped with a note while ``cellweave.mapping.api`` lacks the function they use.
+Writes benchmarks/results/mapping.md (machine, versions, command, tables).
 """
 
 from __future__ import annotations
@@ -47,15 +46,6 @@ PACKAGES = (
     "novosparc",
 )
 SCHEMES = ("normalized", "raw")
-
-
-def _api(name: str):
-    """``cellweave.mapping.api.<name>`` or None (mapping-core's API may not exist yet)."""
-    try:
-        from cellweave.mapping import api
-    except ImportError:
-        return None
-    return getattr(api, name, None)
 
 
 # ----------------------------------------------------------------------------- accuracy
@@ -219,7 +209,7 @@ def speed_report(results: dict) -> list[str]:
         )
     if any(default not in r.tables["normalized"].index for r in results.values()):
         md.append("")
-        md.append(f"(cellweave's `{default}` not evaluated: `mapping.api.predict_genes` absent)")
+        md.append(f"(cellweave's `{default}` not evaluated)")
     md.append("")
     return md
 
@@ -264,6 +254,7 @@ DECONV_METHODS = ("auto", "gradient")
 def _deconvolution_seed(n_spots: int, n_genes: int, seed: int) -> dict[str, dict]:
     """Fractions of every method on one simulated data set, scored against the truth."""
     import cellweave as cw
+    from cellweave.mapping.api import DEFAULT_METHOD, map_cells
     from cellweave.metrics import fraction_scores
 
     spatial, reference = cw.sim.simulate_spatial(
@@ -272,7 +263,6 @@ def _deconvolution_seed(n_spots: int, n_genes: int, seed: int) -> dict[str, dict
     truth = spatial.obsm["true_fractions"]
     counts = spatial.copy()
     counts.obsm.pop("true_fractions")
-    map_cells = _api("map_cells")
 
     def cellweave_fractions(method: str) -> pd.DataFrame:
         target = counts.copy()
@@ -282,10 +272,9 @@ def _deconvolution_seed(n_spots: int, n_genes: int, seed: int) -> dict[str, dict
         return target.obsm["cell_type_fractions"]
 
     runners = {}
-    if map_cells is not None:
-        for method in DECONV_METHODS:
-            label = _api("DEFAULT_METHOD") if method == "auto" else method
-            runners[f"cellweave ({label})"] = functools.partial(cellweave_fractions, method)
+    for method in DECONV_METHODS:
+        label = DEFAULT_METHOD if method == "auto" else method
+        runners[f"cellweave ({label})"] = functools.partial(cellweave_fractions, method)
     try:
         import tangram  # noqa: F401
 
@@ -332,8 +321,6 @@ def run_deconvolution(n_spots: int, n_genes: int, seeds: tuple[int, ...]) -> lis
         "spot; mean over seeds (and the worst seed's RMSE)",
         "",
     ]
-    if _api("map_cells") is None:
-        md += ["(cellweave skipped: `mapping.api.map_cells` absent)", ""]
     if per_seed:
         table = pd.DataFrame(
             {
@@ -354,7 +341,8 @@ def run_deconvolution(n_spots: int, n_genes: int, seeds: tuple[int, ...]) -> lis
 def scale_child(sc_path: Path, sp_path: Path) -> dict:
     import anndata as ad
 
-    map_cells = _api("map_cells")
+    from cellweave.mapping.api import map_cells
+
     adata_sc, adata_sp = ad.read_h5ad(sc_path), ad.read_h5ad(sp_path)
     t0, c0 = time.perf_counter(), time.process_time()
     map_cells(adata_sc, adata_sp, random_state=0)
@@ -374,8 +362,6 @@ def run_scale(n_cells: int, n_spots: int, n_genes: int) -> list[str]:
     import cellweave as cw
 
     md = [f"## Scale: {n_cells:,} cells onto {n_spots:,} spots (fresh process)", ""]
-    if _api("map_cells") is None:
-        return [*md, "(skipped: `mapping.api.map_cells` absent)", ""]
     spatial, reference = cw.sim.simulate_spatial(
         n_spots=n_spots, n_genes=n_genes, n_ref_cells=n_cells, random_state=0
     )

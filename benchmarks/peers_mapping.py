@@ -33,8 +33,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 from anndata import AnnData
-from scipy import sparse
 from scipy.spatial.distance import cdist
+
+from cellweave.mapping.features import to_dense
 
 PEERS = {"tangram": "tangram", "gimvi": "scvi", "novosparc": "novosparc"}
 
@@ -42,10 +43,6 @@ PEERS = {"tangram": "tangram", "gimvi": "scvi", "novosparc": "novosparc"}
 def available_peers() -> list[str]:
     """Peers whose package is importable here."""
     return [name for name, module in PEERS.items() if importlib.util.find_spec(module)]
-
-
-def _dense(X) -> np.ndarray:
-    return np.asarray(X.toarray() if sparse.issparse(X) else X, dtype=np.float64)
 
 
 def _per_scheme(test: np.ndarray, train_total: np.ndarray) -> dict[str, np.ndarray]:
@@ -86,7 +83,7 @@ def tangram_predict(
     ad_ge = tg.project_genes(ad_map, sc_copy)
     names = pd.Index(ad_ge.var_names)
     out = np.zeros((adata_sp.n_obs, len(genes)))
-    X = _dense(ad_ge.X)
+    X = to_dense(ad_ge.X)
     for j, g in enumerate(genes):
         i = names.get_indexer([g.lower()])[0]
         if i >= 0:
@@ -121,11 +118,11 @@ def gimvi_predict(
     scvi.settings.seed = random_state
     scvi.settings.verbosity = logging.WARNING
     train = _training_genes(adata_sc, adata_sp)
-    seq = AnnData(_dense(adata_sc[:, train + list(genes)].X))
+    seq = AnnData(to_dense(adata_sc[:, train + list(genes)].X))
     seq.var_names = train + list(genes)
     # gimVI's library prior is log(total): reference cells without counts make it -inf
     seq = seq[seq.X.sum(axis=1) > 0].copy()
-    spatial = AnnData(_dense(adata_sp[:, train].X))
+    spatial = AnnData(to_dense(adata_sp[:, train].X))
     spatial.var_names = train
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -152,7 +149,7 @@ def novosparc_predict(
     """novoSpaRc reconstruction (SpatialBenchmarking's call); deterministic."""
     import novosparc as nc
 
-    dge = _dense(adata_sc.X)
+    dge = to_dense(adata_sc.X)
     names = pd.Index(adata_sc.var_names)
     dispersion = np.divide(np.var(dge, axis=0), np.mean(dge, axis=0) + 0.0001)
     dge_hvg = dge[:, np.argsort(dispersion)[-2000:]]
@@ -163,7 +160,7 @@ def novosparc_predict(
     )
     train = _training_genes(adata_sc, adata_sp)
     markers = names.get_indexer(train)
-    insitu = _dense(adata_sp[:, train].X)
+    insitu = to_dense(adata_sp[:, train].X)
     sc_markers = dge[:, markers]
     cost_marker_genes = cdist(sc_markers / np.amax(sc_markers), insitu / np.amax(insitu))
     gw = nc.rc.gromov_wasserstein_adjusted_norm(

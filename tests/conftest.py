@@ -35,3 +35,28 @@ def real_data():
         return path
 
     return get
+
+
+@pytest.fixture(scope="session")
+def split_sim():
+    """Return a function ``**simulate_spatial options -> dict``: the simulated counts split
+    by molecules into ``X1``/``X2``, the coordinates and the true proportions (``truth``)."""
+    import numpy as np
+    from scipy import sparse
+
+    from cellweave.metrics.denoising import molecular_split
+    from cellweave.sim import simulate_spatial
+
+    def make(**options) -> dict:
+        spatial, _ = simulate_spatial(**options)
+        X = sparse.csr_matrix(spatial.X, dtype=np.float64)
+        X1, X2 = molecular_split(X, random_state=0)
+        truth = np.asarray(spatial.layers["true_expression"], dtype=np.float64)
+        return {
+            "X1": X1,
+            "X2": X2,
+            "coords": np.asarray(spatial.obsm["spatial"]),
+            "truth": truth / truth.sum(axis=1, keepdims=True),
+        }
+
+    return make

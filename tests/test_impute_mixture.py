@@ -11,8 +11,7 @@ from cellweave.errors import InputError
 from cellweave.impute import auto, mixture, selection
 from cellweave.impute.baselines import kl_nmf, nmf
 from cellweave.impute.registry import METHODS
-from cellweave.metrics.denoising import molecular_split, poisson_deviance
-from cellweave.sim import simulate_spatial
+from cellweave.metrics.denoising import poisson_deviance
 
 
 def _programs(n_spots: int, n_genes: int, k: int, depth: float, seed: int):
@@ -27,8 +26,8 @@ def _programs(n_spots: int, n_genes: int, k: int, depth: float, seed: int):
 
 
 @pytest.fixture(scope="module")
-def sim():
-    spatial, _ = simulate_spatial(
+def sim(split_sim):
+    return split_sim(
         n_spots=400,
         n_genes=80,
         n_cell_types=4,
@@ -38,15 +37,6 @@ def sim():
         n_ref_cells=10,
         random_state=1,
     )
-    X = sparse.csr_matrix(spatial.X, dtype=np.float64)
-    X1, X2 = molecular_split(X, random_state=0)
-    truth = np.asarray(spatial.layers["true_expression"], dtype=np.float64)
-    return {
-        "X1": X1,
-        "X2": X2,
-        "coords": np.asarray(spatial.obsm["spatial"]),
-        "truth": truth / truth.sum(axis=1, keepdims=True),
-    }
 
 
 def _truth_error(P, truth):

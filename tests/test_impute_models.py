@@ -14,15 +14,14 @@ from cellweave.errors import MissingKeyError
 from cellweave.impute import autoencoder, mf, selection
 from cellweave.impute.registry import METHODS
 from cellweave.impute.spatial_loss import SpatialGraph, SpatialLoss, spatial_graph, spatial_penalty
-from cellweave.metrics.denoising import molecular_split, poisson_deviance
-from cellweave.sim import simulate_spatial
+from cellweave.metrics.denoising import poisson_deviance
 
 FAST = {"max_epochs": 10}
 
 
 @pytest.fixture(scope="module")
-def sim():
-    spatial, _ = simulate_spatial(
+def sim(split_sim):
+    return split_sim(
         n_spots=300,
         n_genes=60,
         n_cell_types=4,
@@ -31,15 +30,6 @@ def sim():
         n_ref_cells=10,
         random_state=0,
     )
-    X = sparse.csr_matrix(spatial.X, dtype=np.float64)
-    X1, X2 = molecular_split(X, random_state=0)
-    truth = np.asarray(spatial.layers["true_expression"], dtype=np.float64)
-    return {
-        "X1": X1,
-        "X2": X2,
-        "coords": np.asarray(spatial.obsm["spatial"]),
-        "truth": truth / truth.sum(axis=1, keepdims=True),
-    }
 
 
 def _check_P(P, shape):

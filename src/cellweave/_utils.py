@@ -1,10 +1,13 @@
-"""Small helpers shared across cellweave: random state and device resolution."""
+"""Small helpers shared across cellweave: random state, device resolution, dense arrays."""
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Any
 
-__all__ = ["RandomState", "check_random_state", "resolve_device"]
+import numpy as np
+from scipy import sparse
+
+__all__ = ["RandomState", "check_random_state", "resolve_device", "to_dense"]
 
 RandomState = int | np.random.Generator | None
 
@@ -31,3 +34,11 @@ def resolve_device(device: str = "auto") -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def to_dense(X: Any, dtype: Any = np.float64) -> np.ndarray:
+    """A dense ``dtype`` array of ``X``, copy-free when possible (sparse matrices are
+    densified)."""
+    if sparse.issparse(X):
+        return X.toarray().astype(dtype, copy=False)
+    return np.asarray(X, dtype=dtype)

@@ -37,10 +37,15 @@ class SpatialImage:
 
 def has_image(adata: AnnData) -> bool:
     """Whether ``adata.uns["spatial"]`` holds at least one image."""
+    return bool(_image_libraries(adata))
+
+
+def _image_libraries(adata: AnnData) -> list:
+    """Keys of ``uns["spatial"]`` whose entry holds images."""
     spatial = adata.uns.get("spatial")
-    return isinstance(spatial, dict) and any(
-        isinstance(v, dict) and v.get("images") for v in spatial.values()
-    )
+    if not isinstance(spatial, dict):
+        return []
+    return [k for k, v in spatial.items() if isinstance(v, dict) and v.get("images")]
 
 
 def get_image(
@@ -53,8 +58,7 @@ def get_image(
     MissingKeyError
         No ``uns["spatial"]``, several libraries and none chosen, or no such image.
     """
-    spatial = adata.uns.get("spatial")
-    libraries = [k for k, v in (spatial or {}).items() if isinstance(v, dict) and v.get("images")]
+    libraries = _image_libraries(adata)
     if not libraries:
         raise MissingKeyError(
             "adata.uns['spatial'] holds no image: store it as scanpy.read_visium does "
@@ -71,7 +75,7 @@ def get_image(
         raise MissingKeyError(
             f"adata.uns['spatial'][{library_id!r}] has no image; choose one of {libraries}"
         )
-    entry = spatial[library_id]
+    entry = adata.uns["spatial"][library_id]
     images = entry["images"]
     if img_key is None:
         img_key = next((k for k in ("hires", "lowres") if k in images), next(iter(images)))
@@ -95,8 +99,9 @@ def get_image(
             f"image {img_key!r} has shape {pixels.shape} or non-finite pixels; store an "
             "(H, W) or (H, W, C) finite array"
         )
-    if pixels.max() > 1.0:  # 8-bit (or 16-bit) images
-        pixels = pixels / (255.0 if pixels.max() <= 255 else pixels.max())
+    top = pixels.max()
+    if top > 1.0:  # 8-bit (or 16-bit) images
+        pixels = pixels / (255.0 if top <= 255 else top)
     diameter = factors.get("spot_diameter_fullres")
     return SpatialImage(
         pixels=pixels,

@@ -67,13 +67,13 @@ def section_spatial_data(ctx: DemoContext) -> list[Row]:
         save=ctx.out / "spatial_truth.png",
     )
     column = spatial.var_names.get_loc(gene)
-    spatial.obs[f"{gene} observed"] = observed[:, column]
-    spatial.obs[f"{gene} truth"] = truth[:, column]
-    plot_spatial(
+    _plot_maps(
         spatial,
-        color=[f"{gene} observed", f"{gene} truth"],
-        title=[f"{gene}: observed (log-normalized)", f"{gene}: ground truth"],
-        save=ctx.out / "gene_observed_vs_truth.png",
+        [
+            (f"{gene} observed", f"{gene}: observed (log-normalized)", observed[:, column]),
+            (f"{gene} truth", f"{gene}: ground truth", truth[:, column]),
+        ],
+        ctx.out / "gene_observed_vs_truth.png",
     )
     return [
         ("data", "spatial spots x genes", f"{spatial.n_obs} x {spatial.n_vars}"),
@@ -140,7 +140,6 @@ def section_mosaic_data(ctx: DemoContext) -> list[Row]:
 def section_impute(ctx: DemoContext) -> list[Row]:
     """Imputation on the simulated tissue: held-out molecules and error to the truth."""
     from ..impute import evaluate, impute
-    from ..plotting import spatial as plot_spatial
     from ..pp import log_normalize
     from ..sim import simulate_spatial
 
@@ -165,14 +164,16 @@ def section_impute(ctx: DemoContext) -> list[Row]:
     table = result.table.sort_values("truth_log_rmse")
     gene = str(spatial.var_names[int(np.argmax(spatial.layers["imputed"].var(axis=0)))])
     column = spatial.var_names.get_loc(gene)
-    spatial.obs[f"{gene} raw"] = log_normalize(spatial.X)[:, column].toarray().ravel()
-    spatial.obs[f"{gene} imputed"] = spatial.layers["imputed"][:, column]
-    spatial.obs[f"{gene} true"] = log_normalize(spatial.layers["true_expression"])[:, column]
-    plot_spatial(
+    raw = log_normalize(spatial.X)[:, column].toarray().ravel()
+    true = log_normalize(spatial.layers["true_expression"])[:, column]
+    _plot_maps(
         spatial,
-        color=[f"{gene} raw", f"{gene} imputed", f"{gene} true"],
-        title=[f"{gene}: raw", f"{gene}: imputed (auto)", f"{gene}: ground truth"],
-        save=ctx.out / "impute_gene.png",
+        [
+            (f"{gene} raw", f"{gene}: raw", raw),
+            (f"{gene} imputed", f"{gene}: imputed (auto)", spatial.layers["imputed"][:, column]),
+            (f"{gene} true", f"{gene}: ground truth", true),
+        ],
+        ctx.out / "impute_gene.png",
     )
     plot_metric = table[["deviance", "truth_log_rmse"]].rename(
         columns={"deviance": "held-out deviance", "truth_log_rmse": "error to truth"}
@@ -196,7 +197,6 @@ def section_mapping(ctx: DemoContext) -> list[Row]:
     """Map the reference onto the tissue: held-out genes predicted, cell-type fractions."""
     from ..mapping import cell_type_fractions, map_cells, project_genes
     from ..metrics import fraction_scores, gene_scores
-    from ..plotting import spatial as plot_spatial
     from ..pp import log_normalize
 
     spatial, reference = ctx.data["spatial"], ctx.data["reference"]
@@ -223,21 +223,21 @@ def section_mapping(ctx: DemoContext) -> list[Row]:
     gene = str(scores["PCC"].idxmax())
     column = held_out.index(gene)
     top = str(true_fractions.var().idxmax())
-    panel.obs[f"{gene} predicted"] = pred[:, column]
-    panel.obs[f"{gene} true"] = truth[:, column]
-    panel.obs[f"{top} predicted"] = fractions[top].to_numpy()
-    panel.obs[f"{top} true"] = true_fractions[top].to_numpy()
-    plot_spatial(
+    _plot_maps(
         panel,
-        color=[f"{gene} predicted", f"{gene} true"],
-        title=[f"{gene} (not in the panel): predicted", f"{gene}: ground truth"],
-        save=ctx.out / "mapping_gene.png",
+        [
+            (f"{gene} predicted", f"{gene} (not in the panel): predicted", pred[:, column]),
+            (f"{gene} true", f"{gene}: ground truth", truth[:, column]),
+        ],
+        ctx.out / "mapping_gene.png",
     )
-    plot_spatial(
+    _plot_maps(
         panel,
-        color=[f"{top} predicted", f"{top} true"],
-        title=[f"fraction of {top}: predicted", f"fraction of {top}: truth"],
-        save=ctx.out / "mapping_fractions.png",
+        [
+            (f"{top} predicted", f"fraction of {top}: predicted", fractions[top].to_numpy()),
+            (f"{top} true", f"fraction of {top}: truth", true_fractions[top].to_numpy()),
+        ],
+        ctx.out / "mapping_fractions.png",
     )
     return [
         ("mapping", "method (genes / fractions)", f"{mapping.method} / {deconvolution.method}"),
@@ -258,7 +258,7 @@ def section_integration(ctx: DemoContext) -> list[Row]:
     """Integrate the simulated mosaic; UMAPs coloured by label and batch."""
     from ..metrics import integration_scores
     from ..mosaic.api import integrate
-    from ..plotting import embedding
+    from ..plotting.embedding import embedding, umap_coordinates
 
     mdata = ctx.data["mosaic"]
     integrate(mdata, batch_key="batch", max_epochs=30, random_state=ctx.random_state)
@@ -267,7 +267,7 @@ def section_integration(ctx: DemoContext) -> list[Row]:
     batches = mdata.obs["batch"].to_numpy()
     scores = integration_scores(latent, labels, batches)
     embedding(
-        _umap(latent, ctx.random_state),
+        umap_coordinates(latent, random_state=ctx.random_state),
         color={"cell type": labels, "batch": batches},
         title="cellweave latent (UMAP)",
         save=ctx.out / "mosaic_umap.png",
@@ -281,15 +281,19 @@ def section_integration(ctx: DemoContext) -> list[Row]:
     ]
 
 
-def _umap(latent: np.ndarray, random_state: int) -> np.ndarray:
-    import anndata as ad
-    import scanpy as sc
+def _plot_maps(adata, maps: list[tuple[str, str, np.ndarray]], path: Path) -> None:
+    """Spatial maps side by side: each ``(obs column, title, values)`` is stored in
+    ``adata.obs`` (kept in the demo's output files) and drawn."""
+    from ..plotting import spatial as plot_spatial
 
-    adata = ad.AnnData(np.zeros((latent.shape[0], 1), dtype=np.float32))
-    adata.obsm["X_latent"] = latent
-    sc.pp.neighbors(adata, use_rep="X_latent", random_state=random_state)
-    sc.tl.umap(adata, random_state=random_state)
-    return np.asarray(adata.obsm["X_umap"])
+    for column, _, values in maps:
+        adata.obs[column] = values
+    plot_spatial(
+        adata,
+        color=[column for column, _, _ in maps],
+        title=[title for _, title, _ in maps],
+        save=path,
+    )
 
 
 SECTIONS: list[tuple[str, Callable[[DemoContext], list[Row]]]] = [

@@ -206,21 +206,14 @@ def _metrics(data, truth, batch_key, path: Path, seconds: float, *, overwrite: b
 
 
 def _umap(data, truth, batch_key: str, path: Path, random_state: int) -> None:
-    import anndata as ad
-    import numpy as np
-    import scanpy as sc
-
-    from ..plotting import embedding
+    from ..plotting.embedding import embedding, umap_coordinates
     from ._common import use_agg_backend
 
     use_agg_backend()
-    tmp = ad.AnnData(obsm={"X": np.asarray(data.obsm["X_cellweave"])})
-    tmp.obs_names = data.obs_names
     with status("UMAP of the latent space"):
-        sc.pp.neighbors(tmp, use_rep="X", random_state=random_state)
-        sc.tl.umap(tmp, random_state=random_state)
+        coords = umap_coordinates(data.obsm["X_cellweave"], random_state=random_state)
     color = {"batch": data.obs[batch_key].astype(str).to_numpy()}
     if truth is not None:
         color["label"] = truth.astype(str).to_numpy()
     color["predicted"] = data.obs["cellweave_label"].astype(str).to_numpy()
-    embedding(tmp.obsm["X_umap"], color=color, title="cellweave mosaic integration", save=path)
+    embedding(coords, color=color, title="cellweave mosaic integration", save=path)

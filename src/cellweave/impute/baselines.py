@@ -119,6 +119,14 @@ def _finish(M: np.ndarray, depth: np.ndarray, *, prior: float, profile: np.ndarr
     return to_proportions(M)
 
 
+def _product_proportions(
+    W: np.ndarray, H: np.ndarray, *, prior: float, profile: np.ndarray
+) -> np.ndarray:
+    """Proportions of the factorization ``W H`` (counts per spot) shrunk by ``prior``."""
+    M = W @ H
+    return _finish(M, M.sum(axis=1), prior=prior, profile=profile)
+
+
 def smooth(
     W,
     X1,
@@ -629,5 +637,4 @@ def nmf(
     W, H, _ = kl_nmf(
         X1, rank=rank, max_iter=_check_k(max_iter, name="max_iter"), random_state=random_state
     )
-    M = W @ H
-    return _finish(M, M.sum(axis=1), prior=prior, profile=pooled_profile(X1))
+    return _product_proportions(W, H, prior=prior, profile=pooled_profile(X1))

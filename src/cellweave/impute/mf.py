@@ -332,16 +332,15 @@ def mf_select(
         )
         return module.predict(), module.state()
 
-    result = MFSelection(
-        chosen={"alpha": alphas[0], "spatial_weight": lams[0]},
-        scale=_scale(X1),
-        warm=None,
-        scores=[],
-        base=base,
-        spatial=spatial,
-    )
     if len(alphas) == 1 and len(lams) == 1 and not score_single:
-        return result
+        return MFSelection(
+            chosen={"alpha": alphas[0], "spatial_weight": lams[0]},
+            scale=_scale(X1),
+            warm=None,
+            scores=[],
+            base=base,
+            spatial=spatial,
+        )
     # coordinate search on the inner split, every fit warm-started from the previous:
     # (1) L2 strength, strongest first, with the first spatial weight, stopping once the
     # score gets worse; (2) the spatial weights at the chosen L2 strength
@@ -365,12 +364,18 @@ def mf_select(
             warm=first.best_state,
             split=split,
         )
-        if min(score for _, score in second.scores) < min(score for _, score in first.scores):
+        if second.best_score < first.best_score:
             selection = second
         scores += second.scores
-    result.chosen, result.scale, result.warm = selection.best, selection.scale, selection.best_state
-    result.scores, result.heldout = scores, selection.best_heldout
-    return result
+    return MFSelection(
+        chosen=selection.best,
+        scale=selection.scale,
+        warm=selection.best_state,
+        scores=scores,
+        base=base,
+        spatial=spatial,
+        heldout=selection.best_heldout,
+    )
 
 
 def mf_refit(X1, selection: MFSelection, *, random_state: int = 0) -> np.ndarray:

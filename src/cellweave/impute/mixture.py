@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from .baselines import _finish, kl_nmf, pooled_profile
+from .baselines import _finish, _product_proportions, kl_nmf, pooled_profile
 from .registry import check_counts, register
 from .selection import inner_split, mcv_rank, select_by_inner_split
 
@@ -139,8 +139,7 @@ def mixture_refit(
         random_state=random_state,
         init=selection.init,
     )
-    M = W @ H
-    return _finish(M, M.sum(axis=1), prior=selection.prior, profile=pooled_profile(X1))
+    return _product_proportions(W, H, prior=selection.prior, profile=pooled_profile(X1))
 
 
 @register(

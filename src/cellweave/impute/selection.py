@@ -150,8 +150,12 @@ def select_by_inner_split(
 def heldout_values(P: np.ndarray, X1b: sparse.csr_matrix) -> np.ndarray:
     """``P`` at the non-zero entries of ``X1b`` (CSR order)."""
     X1b = sparse.csr_matrix(X1b)
-    rows = np.repeat(np.arange(X1b.shape[0]), np.diff(X1b.indptr))
-    return np.asarray(P)[rows, X1b.indices].astype(np.float64)
+    return np.asarray(P)[_nonzero_rows(X1b), X1b.indices].astype(np.float64)
+
+
+def _nonzero_rows(X: sparse.csr_matrix) -> np.ndarray:
+    """Row index of every stored entry of ``X`` (CSR order)."""
+    return np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))
 
 
 def blend_deviance(values: Sequence[np.ndarray], weights: Sequence[float], X1b) -> float:
@@ -166,7 +170,7 @@ def blend_deviance(values: Sequence[np.ndarray], weights: Sequence[float], X1b) 
     if w.shape != (len(values),) or (w < 0).any() or not np.isclose(w.sum(), 1.0):
         raise InputError(f"blend weights {list(weights)} must be non-negative and sum to 1")
     s2 = np.asarray(X1b.sum(axis=1)).ravel()
-    rows = np.repeat(np.arange(X1b.shape[0]), np.diff(X1b.indptr))
+    rows = _nonzero_rows(X1b)
     p = sum(wk * v for wk, v in zip(w, values, strict=True))
     x = X1b.data
     total = 2.0 * np.sum(x * np.log(x / (s2[rows] * np.maximum(p, 1e-300))))

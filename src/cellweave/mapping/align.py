@@ -28,7 +28,7 @@ from scipy.spatial.distance import cdist
 
 from .._utils import RandomState, check_random_state
 from ..errors import InputError, NoSharedFeaturesError
-from ..validate import check_adata, check_spatial, is_counts, shared_features
+from ..validate import check_adata, check_spatial, get_matrix, is_counts, shared_features
 from .fgw import MAX_ENTRIES, check_fgw_size, exact_transport, fused_gromov_wasserstein
 
 __all__ = [
@@ -366,10 +366,11 @@ def _check_options(*, alpha, overlap, rigid, nonrigid, refine) -> None:
 
 
 def _coordinates(adata_a, adata_b, *, spatial_key, layer) -> tuple[np.ndarray, np.ndarray]:
+    coords = []
     for adata, name in ((adata_a, "adata_a"), (adata_b, "adata_b")):
-        check_adata(adata, layer=layer, spatial_key=spatial_key, allow_zero_cells=True, name=name)
-    xa = check_spatial(adata_a, spatial_key=spatial_key, name="adata_a")
-    xb = check_spatial(adata_b, spatial_key=spatial_key, name="adata_b")
+        check_adata(adata, layer=layer, allow_zero_cells=True, name=name)
+        coords.append(check_spatial(adata, spatial_key=spatial_key, name=name))
+    xa, xb = coords
     if xa.shape[1] != xb.shape[1]:
         raise InputError(
             f"adata_a has {xa.shape[1]}-D and adata_b {xb.shape[1]}-D coordinates in "
@@ -414,8 +415,7 @@ def _geometry(pa: np.ndarray, pb: np.ndarray, *, allow_scale: bool):
 def _expression(adata: AnnData, columns, *, layer) -> np.ndarray:
     from ..pp import log_normalize
 
-    X = adata.X if layer is None else adata.layers[layer]
-    X = X[:, columns]
+    X = get_matrix(adata, layer=layer)[:, columns]
     X = log_normalize(X) if is_counts(X) else X
     X = X.toarray() if sp.issparse(X) else np.asarray(X)
     return np.asarray(X, dtype=np.float64)
@@ -601,18 +601,21 @@ def _rotated_starts(pa, pb, a, b, mass, n, *, reflection):
     return starts[:n]
 
 
-def _local_plan(M, pa, moved, *, a, b, mass, spacing):
-    """Exact (partial) plan, rows ``moved`` (b), on half the expression cost and half the
+def _match_cost(M, pa, moved, *, spacing) -> np.ndarray:
+    """``(n_a, n_b)`` cost of the local matching: half the expression cost ``M`` and half the
     squared distance in units of ``_REFINE_RADIUS`` spacings, capped at 1."""
     near = np.minimum(cdist(pa, moved, "sqeuclidean") / (_REFINE_RADIUS * spacing) ** 2, 1.0)
-    cost = near if M is None else (1 - _REFINE_WEIGHT) * M + _REFINE_WEIGHT * near
-    return exact_transport(cost, a, b, mass=mass).T
+    return near if M is None else (1 - _REFINE_WEIGHT) * M + _REFINE_WEIGHT * near
+
+
+def _local_plan(M, pa, moved, *, a, b, mass, spacing):
+    """Exact (partial) plan on :func:`_match_cost`, rows ``moved`` (b)."""
+    return exact_transport(_match_cost(M, pa, moved, spacing=spacing), a, b, mass=mass).T
 
 
 def _local_cost(M, pa, moved, plan, *, spacing) -> float:
     """Mean cost of :func:`_local_plan`'s objective under ``plan`` (rows b)."""
-    near = np.minimum(cdist(moved, pa, "sqeuclidean") / (_REFINE_RADIUS * spacing) ** 2, 1.0)
-    cost = near if M is None else (1 - _REFINE_WEIGHT) * M.T + _REFINE_WEIGHT * near
+    cost = _match_cost(M, pa, moved, spacing=spacing).T
     return float((cost * plan).sum() / max(plan.sum(), 1e-300))
 
 

@@ -95,7 +95,7 @@ def _run_softmax(
 
     plan = softmax_plan(
         feats.sc,
-        feats.sp[~feats.spot_empty],
+        feats.sp_mapped,
         perplexity=perplexity,
         n_candidates=n_candidates,
         device=device,
@@ -131,7 +131,7 @@ def _run_ot(
 
     plan = entropic_plan(
         feats.sc,
-        feats.sp[~feats.spot_empty],
+        feats.sp_mapped,
         epsilon=epsilon,
         unbalanced=unbalanced,
         b=_spot_mass(feats, spot_mass),
@@ -188,7 +188,7 @@ def _run_fgw(
     coords = check_spatial(adata_sp, spatial_key=spatial_key, name="adata_sp")
     coords = coords[~feats.spot_empty]
     check_fgw_size(len(feats.sc), len(coords))
-    M = 1.0 - _unit(feats.sc).astype(np.float64) @ _unit(feats.sp[~feats.spot_empty]).T
+    M = 1.0 - _unit(feats.sc).astype(np.float64) @ _unit(feats.sp_mapped).T
     M = M / max(M.max(), 1e-12)
     C1 = _geodesic(feats.sc.astype(np.float64), n_neighbors)
     C2 = _geodesic(coords, n_neighbors)
@@ -228,7 +228,7 @@ def _run_gradient(
 
     plan, info = gradient_plan(
         feats.sc,
-        feats.sp[~feats.spot_empty],
+        feats.sp_mapped,
         density=_spot_mass(feats, density),
         n_candidates=n_candidates,
         lambda_spot=lambda_spot,
@@ -404,7 +404,7 @@ def _learn_weights(
     )
     used = list(first.genes)
     predicted = first.predict(_columns(adata_sc, used, layer_sc), scale="proportions")
-    observed = to_dense(_columns(adata_sp, used, layer_sp)).astype(np.float64)
+    observed = to_dense(_columns(adata_sp, used, layer_sp))
     totals = observed.sum(axis=1, keepdims=True)
     observed = np.divide(observed, totals, out=np.zeros_like(observed), where=totals > 0)
     return pd.Series(learned_gene_weights(predicted, observed), index=used)
@@ -519,15 +519,8 @@ def predict_genes(
     -------
     ``(adata_sp.n_obs, len(genes))`` float64 array.
     """
-    genes = [str(g) for g in genes]
-    missing = [g for g in genes if g not in adata_sc.var_names]
-    if missing:
-        raise MissingKeyError(
-            f"{len(missing)} gene(s) to predict are not in adata_sc (e.g. {missing[:3]}): "
-            "pass genes from adata_sc.var_names"
-        )
-    held_out = set(genes)
-    train = [g for g in adata_sp.var_names if g in adata_sc.var_names and g not in held_out]
+    genes = _reference_genes(adata_sc, genes, what="gene(s) to predict")
+    train = _mapped_genes(adata_sc, adata_sp, genes)
     if len(train) < 2:
         raise NoSharedFeaturesError(
             f"adata_sp shares {len(train)} gene(s) with adata_sc besides the {len(genes)} to "
@@ -549,6 +542,25 @@ def predict_genes(
 
 
 # ---------------------------------------------------------------------------- outputs
+
+
+def _reference_genes(adata_sc: AnnData, genes: Sequence[str], *, what: str) -> list[str]:
+    """``genes`` as strings, raising :class:`MissingKeyError` when one is not in ``adata_sc``."""
+    genes = [str(g) for g in genes]
+    missing = [g for g in genes if g not in adata_sc.var_names]
+    if missing:
+        raise MissingKeyError(
+            f"{len(missing)} {what} are not in adata_sc (e.g. {missing[:3]}): pass genes from "
+            "adata_sc.var_names"
+        )
+    return genes
+
+
+def _mapped_genes(adata_sc: AnnData, adata_sp: AnnData, held_out: Sequence[str]) -> list[str]:
+    """The genes of ``adata_sp`` (in its order) also in ``adata_sc``, except ``held_out``: what
+    :func:`predict_genes` maps on."""
+    held_out = set(held_out)
+    return [g for g in adata_sp.var_names if g in adata_sc.var_names and g not in held_out]
 
 
 def _columns(adata: AnnData, genes: Sequence[str], layer: str | None) -> Any:
@@ -627,13 +639,7 @@ def project_genes(
         _check_spots(mapping, target)
     if genes is None:
         genes = list(adata_sc.var_names)
-    genes = [str(g) for g in genes]
-    missing = [g for g in genes if g not in adata_sc.var_names]
-    if missing:
-        raise MissingKeyError(
-            f"{len(missing)} gene(s) are not in adata_sc (e.g. {missing[:3]}): pass genes from "
-            "adata_sc.var_names"
-        )
+    genes = _reference_genes(adata_sc, genes, what="gene(s)")
     blocks = [
         mapping.predict(_columns(adata_sc, genes[i : i + _GENE_BLOCK], layer_sc), scale=scale)
         for i in range(0, len(genes), _GENE_BLOCK)

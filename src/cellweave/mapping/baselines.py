@@ -33,6 +33,7 @@ from sklearn.preprocessing import normalize
 
 from .. import validate
 from ..errors import InputError, MissingKeyError
+from .features import row_totals, to_dense
 
 __all__ = ["BASELINES", "depth", "knn", "principal_vectors", "spage"]
 
@@ -65,19 +66,11 @@ def _columns(adata: AnnData, genes: Sequence[str], *, name: str) -> Any:
     )
 
 
-def _dense(X: Any) -> np.ndarray:
-    return np.asarray(X.toarray() if sparse.issparse(X) else X, dtype=np.float64)
-
-
-def _row_sums(X: Any) -> np.ndarray:
-    return np.asarray(X.sum(axis=1), dtype=np.float64).ravel()
-
-
 def _divide_rows(X: Any, totals: np.ndarray, scale: float = 1.0) -> np.ndarray:
     """Dense ``scale * X / totals`` per row (rows with total 0 stay 0)."""
     factor = np.divide(scale, totals, out=np.zeros_like(totals), where=totals > 0)
     if sparse.issparse(X):
-        return _dense(sparse.diags(factor) @ X)
+        return to_dense(sparse.diags(factor) @ X)
     return np.asarray(X, dtype=np.float64) * factor[:, None]
 
 
@@ -121,7 +114,7 @@ def depth(
     sc_train = float(_columns(adata_sc, train, name="adata_sc").sum())
     share = np.asarray(_columns(adata_sc, genes, name="adata_sc").sum(axis=0)).ravel()
     share = share / sc_train if sc_train > 0 else share
-    totals = _row_sums(adata_sp.X)
+    totals = row_totals(adata_sp.X)
     return totals[:, None] * share[None, :]
 
 
@@ -130,7 +123,7 @@ def depth(
 
 def _shared_space(X: Any) -> np.ndarray:
     """Row-normalised (to 1e4 over the given genes), log1p, gene-standardised profiles."""
-    return _zscore(np.log1p(_divide_rows(X, _row_sums(X), 1e4)))
+    return _zscore(np.log1p(_divide_rows(X, row_totals(X), 1e4)))
 
 
 def knn(
@@ -155,7 +148,7 @@ def knn(
     nn = NearestNeighbors(n_neighbors=k, metric="cosine", algorithm="brute")
     nn.fit(_shared_space(sc_train))
     index = nn.kneighbors(_shared_space(sp_train), return_distance=False)
-    values = _divide_rows(_columns(adata_sc, genes, name="adata_sc"), _row_sums(sc_train))
+    values = _divide_rows(_columns(adata_sc, genes, name="adata_sc"), row_totals(sc_train))
     return _neighbour_average(index, np.full(index.shape, 1.0 / k), values)
 
 
@@ -242,13 +235,13 @@ def spage(
     sc_train = _columns(adata_sc, train, name="adata_sc")
     sc_test = _columns(adata_sc, genes, name="adata_sc")
     if normalize:
-        sp_totals = _row_sums(sp)
+        sp_totals = row_totals(sp)
         sp_log = np.log1p(_divide_rows(sp, sp_totals, float(np.median(sp_totals))))
-        sc_totals = _row_sums(adata_sc.X)
+        sc_totals = row_totals(adata_sc.X)
         sc_train = np.log1p(_divide_rows(sc_train, sc_totals, 1e6))
         sc_test = np.log1p(_divide_rows(sc_test, sc_totals, 1e6))
     else:
-        sp_log, sc_train, sc_test = _dense(sp), _dense(sc_train), _dense(sc_test)
+        sp_log, sc_train, sc_test = to_dense(sp), to_dense(sc_train), to_dense(sc_test)
     if n_pv is None:
         n_pv = min(len(train) // 2, 100)
     n_pv = max(int(n_pv), 1)

@@ -49,14 +49,16 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import pandas as pd
 from anndata import AnnData
-from scipy import sparse
 
 from .. import validate
 from .._progress import track
+from .._utils import to_dense
 from ..errors import InputError
 from ..io import atomic_path
 from ..metrics.spatial import METRICS, accuracy_score, gene_scores
+from . import api
 from . import baselines as _baselines
+from . import features as _features
 
 __all__ = [
     "MappingEvaluation",
@@ -121,15 +123,8 @@ def register_method(name: str, predict: Callable[..., Any], *, kind: Kind = "pee
 
 
 def _cellweave_methods() -> dict[str, MappingMethod]:
-    """cellweave's own methods through ``mapping.api.predict_genes`` (empty until it exists)."""
-    try:
-        from . import api
-    except ImportError:
-        return {}
-    predict_genes = getattr(api, "predict_genes", None)
-    if predict_genes is None:
-        return {}
-    names = list(getattr(api, "EVALUATED_METHODS", None) or ("auto",))
+    """cellweave's own methods (``api.EVALUATED_METHODS``) through ``api.predict_genes``."""
+    predict_genes = api.predict_genes
 
     def make(method: str) -> Callable[..., Any]:
         def predict(adata_sc, adata_sp, genes, *, random_state=0, **params):
@@ -148,28 +143,14 @@ def _cellweave_methods() -> dict[str, MappingMethod]:
                 scale="proportions",
                 **params,
             )
-            held_out = set(genes)
-            mapped = [
-                g for g in adata_sp.var_names if g in adata_sc.var_names and g not in held_out
-            ]
-            layer = params.get("layer_sp")
-            X = adata_sp[:, mapped].X if layer is None else adata_sp[:, mapped].layers[layer]
-            totals = np.asarray(X.sum(axis=1), dtype=np.float64).ravel()
+            mapped = api._mapped_genes(adata_sc, adata_sp, genes)
+            totals = _features.row_totals(api._columns(adata_sp, mapped, params.get("layer_sp")))
             return {"normalized": rel, "raw": rel * totals[:, None]}
 
         predict.__name__ = f"cellweave_{method}"
         return predict
 
-    return {n: MappingMethod(n, "cellweave", make(n)) for n in names}
-
-
-def _default_method_name() -> str:
-    """The method ``map_cells`` uses when none is given (``api.DEFAULT_METHOD``, else auto)."""
-    try:
-        from . import api
-    except ImportError:
-        return "auto"
-    return str(getattr(api, "DEFAULT_METHOD", "auto"))
+    return {n: MappingMethod(n, "cellweave", make(n)) for n in api.EVALUATED_METHODS}
 
 
 def available_methods() -> dict[str, MappingMethod]:
@@ -207,7 +188,7 @@ def _resolve_methods(
             )
         else:
             names = list(methods)
-        default = _default_method_name()
+        default = api.DEFAULT_METHOD
         names = [default if n == "auto" and default in known else n for n in names]
         unknown = [n for n in names if n not in known]
         if unknown:
@@ -239,11 +220,7 @@ def _resolve_methods(
 
 def shared_genes(adata_sc: AnnData, adata_sp: AnnData, *, min_shared: int = 2) -> pd.Index:
     """Sorted intersection of the two data sets' gene names (step 1 of the protocol)."""
-    validate.check_unique_names(adata_sc, axis="var", name="adata_sc")
-    validate.check_unique_names(adata_sp, axis="var", name="adata_sp")
-    shared = validate.shared_features(
-        adata_sp, adata_sc, min_shared=min_shared, names=("spatial data", "scRNA-seq data")
-    )
+    shared = _features.shared_genes(adata_sc, adata_sp, min_shared=min_shared)
     return pd.Index(sorted(shared), name="gene")
 
 
@@ -265,13 +242,9 @@ def fold_split(genes: Sequence[str], folds: int, *, random_state: int = 0) -> li
 def normalized_truth(X_test: np.ndarray, X_train: Any) -> tuple[np.ndarray, np.ndarray]:
     """``X_test / T`` with ``T`` each spot's total over the training genes (``X_train``'s row
     sums); returns it for the spots with ``T > 0`` and the boolean mask of those spots."""
-    totals = np.asarray(X_train.sum(axis=1), dtype=np.float64).ravel()
+    totals = _features.row_totals(X_train)
     keep = totals > 0
     return np.asarray(X_test, dtype=np.float64)[keep] / totals[keep, None], keep
-
-
-def _dense(X: Any) -> np.ndarray:
-    return np.asarray(X.toarray() if sparse.issparse(X) else X, dtype=np.float64)
 
 
 def _check_inputs(adata_sc: AnnData, adata_sp: AnnData, schemes: Sequence[str]) -> None:
@@ -297,7 +270,7 @@ def _check_prediction(pred: Any, genes: list[str], n_obs: int, name: str) -> np.
         pred = pred.to_numpy()
     elif isinstance(pred, AnnData):
         pred = pred[:, genes].X
-    P = _dense(pred)
+    P = to_dense(pred)
     if P.shape != (n_obs, len(genes)) or not np.isfinite(P).all():
         raise RuntimeError(
             f"mapping method {name!r} returned a prediction of shape {P.shape} (expected "
@@ -349,7 +322,7 @@ def evaluate(
         Spatial data, spots x genes (``X``: raw counts or intensities, non-negative for the
         normalized scheme), coordinates in ``obsm`` passed on to the methods.
     methods
-        ``"all"`` (cellweave's methods once ``mapping.api.predict_genes`` exists, the
+        ``"all"`` (cellweave's methods, ``mapping.api.EVALUATED_METHODS``, the
         baselines ``depth``, ``knn``, ``spage`` and any peers added by
         :func:`register_method`), a comma-separated string or list of names, or a dict
         ``{name: predictor or MappingMethod}``. ``depth`` is always included.
@@ -388,8 +361,9 @@ def evaluate(
         if k not in fold_data:
             fold_data.clear()
             test = split[k]
-            train = [g for g in genes if g not in set(test)]
-            X_test = _dense(X_sp[:, [col[g] for g in test]])
+            held_out = set(test)
+            train = [g for g in genes if g not in held_out]
+            X_test = to_dense(X_sp[:, [col[g] for g in test]])
             X_train = X_sp[:, [col[g] for g in train]]
             truth = {"raw": (X_test, np.ones(adata_sp.n_obs, dtype=bool))}
             if "normalized" in schemes:
@@ -437,7 +411,7 @@ def evaluate(
         per_gene=per_gene,
         folds=split,
         protocol=protocol,
-        default=_default_method_name(),
+        default=api.DEFAULT_METHOD,
     )
 
 

@@ -22,7 +22,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
-from .._utils import RandomState, check_random_state
+from .._utils import RandomState, check_random_state, to_dense
 from ..errors import EmptyDataError, InputError, MissingKeyError
 from ..validate import check_adata, check_unique_names, shared_features
 
@@ -84,12 +84,10 @@ class Features:
         """Spots whose total over the shared genes is zero."""
         return self.spot_totals <= 0
 
-
-def to_dense(X: Any, dtype: Any = np.float64) -> np.ndarray:
-    """A dense array copy-free when possible (sparse matrices are densified)."""
-    if sparse.issparse(X):
-        return X.toarray().astype(dtype, copy=False)
-    return np.asarray(X, dtype=dtype)
+    @property
+    def sp_mapped(self) -> np.ndarray:
+        """Features of the spots that are mapped (those not :attr:`spot_empty`)."""
+        return self.sp[~self.spot_empty]
 
 
 def row_totals(X: Any) -> np.ndarray:
@@ -202,9 +200,9 @@ def _principal_axes(M: np.ndarray, n_pcs: int, rng: np.random.Generator) -> np.n
 
 def _knn_smooth(Z: np.ndarray, k: int) -> np.ndarray:
     """Average every row with its ``k`` nearest rows (cosine, self included)."""
-    from .ot import topk_similar
+    from .ot import _unit, topk_similar
 
-    unit = Z / np.maximum(np.linalg.norm(Z, axis=1, keepdims=True), 1e-12)
+    unit = _unit(Z)
     idx, _ = topk_similar(unit, unit, k=min(k + 1, len(Z)))
     return Z[idx].mean(axis=1)
 

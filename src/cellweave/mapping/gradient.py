@@ -24,7 +24,7 @@ from scipy import sparse
 
 from ..errors import InputError
 from ..train import CellweaveModule, fit
-from .ot import MAX_DENSE, topk_similar
+from .ot import MAX_DENSE, _unit, topk_similar
 
 __all__ = ["GradientMapper", "gradient_plan"]
 
@@ -237,9 +237,7 @@ def gradient_plan(
     if k == n_spots:
         candidates = np.broadcast_to(np.arange(n_spots), (n_cells, n_spots)).copy()
     else:
-        unit_sc = F_sc / np.maximum(np.linalg.norm(F_sc, axis=1, keepdims=True), 1e-12)
-        unit_sp = F_sp / np.maximum(np.linalg.norm(F_sp, axis=1, keepdims=True), 1e-12)
-        candidates, _ = topk_similar(unit_sc, unit_sp, k=k, device=device)
+        candidates, _ = topk_similar(_unit(F_sc), _unit(F_sp), k=k, device=device)
     if density is None:
         density = np.full(n_spots, 1.0 / n_spots)
     density = np.asarray(density, dtype=np.float64)

@@ -189,6 +189,18 @@ def _check_marginals(a: np.ndarray, b: np.ndarray, balanced: bool) -> None:
         )
 
 
+def _log_marginals(a, b, *, rho_a, rho_b, epsilon, device):
+    """Checked marginals as log tensors on the device, and the scaling update exponents:
+    ``(device, log a, log b, fraction_a, fraction_b)``."""
+    torch = _torch()
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    _check_marginals(a, b, rho_a is None and rho_b is None)
+    dev = torch.device(resolve_device(device))
+    la = torch.log(torch.as_tensor(a, device=dev))
+    lb = torch.log(torch.as_tensor(b, device=dev))
+    return dev, la, lb, _fraction(rho_a, epsilon), _fraction(rho_b, epsilon)
+
+
 def sinkhorn(
     C: np.ndarray,
     a: np.ndarray,
@@ -226,13 +238,10 @@ def sinkhorn(
     ``(n, m)`` float64 plan.
     """
     torch = _torch()
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    _check_marginals(a, b, rho_a is None and rho_b is None)
-    dev = torch.device(resolve_device(device))
+    dev, la, lb, fa, fb = _log_marginals(
+        a, b, rho_a=rho_a, rho_b=rho_b, epsilon=epsilon, device=device
+    )
     Ct = torch.as_tensor(np.asarray(C, dtype=np.float64), device=dev)
-    la = torch.log(torch.as_tensor(a, device=dev))
-    lb = torch.log(torch.as_tensor(b, device=dev))
-    fa, fb = _fraction(rho_a, epsilon), _fraction(rho_b, epsilon)
     f = torch.zeros_like(la)
     g = torch.zeros_like(lb)
     K = -Ct / epsilon
@@ -279,16 +288,13 @@ def sparse_sinkhorn(
     least one pair when its marginal is exact. Returns the plan's value on every pair.
     """
     torch = _torch()
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    _check_marginals(a, b, rho_a is None and rho_b is None)
-    n, m = len(a), len(b)
-    dev = torch.device(resolve_device(device))
+    dev, la, lb, fa, fb = _log_marginals(
+        a, b, rho_a=rho_a, rho_b=rho_b, epsilon=epsilon, device=device
+    )
+    n, m = len(la), len(lb)
     r = torch.as_tensor(np.asarray(rows, dtype=np.int64), device=dev)
     c = torch.as_tensor(np.asarray(cols, dtype=np.int64), device=dev)
     K = -torch.as_tensor(np.asarray(cost, dtype=np.float64), device=dev) / epsilon
-    la = torch.log(torch.as_tensor(a, device=dev))
-    lb = torch.log(torch.as_tensor(b, device=dev))
-    fa, fb = _fraction(rho_a, epsilon), _fraction(rho_b, epsilon)
     f = torch.zeros(n, dtype=torch.float64, device=dev)
     g = torch.zeros(m, dtype=torch.float64, device=dev)
     for _ in range(int(max_iter)):

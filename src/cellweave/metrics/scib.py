@@ -53,6 +53,7 @@ from .distributions import as_label_array
 from .integration import (
     _codes,
     _embedding,
+    _graph_connectivity_codes,
     _isolated_from_silhouette,
     _knn,
     _lisi_from_knn,
@@ -214,13 +215,7 @@ def graph_connectivity_directed(indices: np.ndarray, labels: Any) -> float:
     """
     idx = np.asarray(indices)
     lab, n_lab = _codes(labels, "labels", idx.shape[0])
-    g = _directed_knn_graph(idx)
-    fractions = []
-    for c in range(n_lab):
-        members = np.flatnonzero(lab == c)
-        _, comp = connected_components(g[members][:, members], connection="strong")
-        fractions.append(np.bincount(comp).max() / members.size)
-    return float(np.mean(fractions))
+    return _graph_connectivity_codes(_directed_knn_graph(idx), lab, n_lab)
 
 
 # --------------------------------------------------------------------------------------

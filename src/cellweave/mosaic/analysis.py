@@ -50,19 +50,29 @@ def _modality_index(model: MosaicModel, modality: str) -> int:
 
 
 @torch.no_grad()
-def _decode(
-    model: MosaicModel, index: int, z: torch.Tensor, batch: int, library: float | None
-) -> torch.Tensor:
-    """Expected values; ``library=None`` (absolute decoders only): the decoder's own totals."""
+def _feature_embedding(model: MosaicModel, index: int) -> torch.Tensor:
+    """Mean feature embeddings ``V`` of the modality ``index`` (computed once per call of
+    :func:`impute` / :func:`differential`, shared by all chunks)."""
     module = model.module
-    dec = module.decoders[index]
-    v = module.graph.mean()[module.offsets[index] : module.offsets[index + 1]]
+    return module.graph.mean()[module.offsets[index] : module.offsets[index + 1]]
+
+
+@torch.no_grad()
+def _decode(
+    model: MosaicModel,
+    index: int,
+    z: torch.Tensor,
+    batch: int,
+    library: float | None,
+    v: torch.Tensor,
+) -> torch.Tensor:
+    """Expected values; ``library=None`` (absolute decoders only): the decoder's own totals
+    (Bernoulli always uses the mean library)."""
+    dec = model.module.decoders[index]
     logits = dec.logits(z, v, batch)
-    if library is None:
-        return dec.expected(logits, None, batch)
-    lib = torch.full((z.shape[0],), float(library))
     if dec.likelihood == "bernoulli":
-        lib = torch.full((z.shape[0],), float(torch.exp(dec.log_mean_library)))
+        library = float(torch.exp(dec.log_mean_library))
+    lib = None if library is None else torch.full((z.shape[0],), float(library))
     return dec.expected(logits, lib, batch)
 
 
@@ -104,7 +114,7 @@ def impute(
             )
     batch = _transform_batch(model, i, transform_batch)
     # an absolute decoder (protein) predicts each cell's total itself
-    absolute = bool(getattr(model.module.decoders[i], "absolute", False))
+    absolute = model.module.decoders[i].absolute
     if library_size is not None:
         library = float(library_size)
     else:
@@ -112,9 +122,10 @@ def impute(
     out = np.zeros((idx.size, m.n_features), dtype=np.float32)
     if idx.size:
         z = model._infer_all(idx, mask=mask)["mean"]
+        v = _feature_embedding(model, i)
         for start in range(0, idx.size, 4096):
             zz = torch.as_tensor(z[start : start + 4096])
-            out[start : start + zz.shape[0]] = _decode(model, i, zz, batch, library).numpy()
+            out[start : start + zz.shape[0]] = _decode(model, i, zz, batch, library, v).numpy()
     obs = pd.DataFrame(index=model.data.obs_names[idx])
     var = pd.DataFrame(index=pd.Index(m.features))
     adata = ad.AnnData(out, obs=obs, var=var)
@@ -203,6 +214,7 @@ def differential(
     rng = np.random.default_rng(random_state)
     gen = torch.Generator().manual_seed(int(random_state))
     batch = _transform_batch(model, i, transform_batch)
+    v = _feature_embedding(model, i)
     rhos = []
     for cells in (cells1, cells2):
         pick = rng.choice(cells, int(n_samples), replace=True)
@@ -210,7 +222,7 @@ def differential(
         mean, std = torch.as_tensor(post["mean"]), torch.exp(0.5 * torch.as_tensor(post["log_var"]))
         z = mean + std * torch.randn(mean.shape, generator=gen)
         rho = torch.cat(
-            [_decode(model, i, z[s : s + 2048], batch, 1.0) for s in range(0, z.shape[0], 2048)]
+            [_decode(model, i, z[s : s + 2048], batch, 1.0, v) for s in range(0, z.shape[0], 2048)]
         )
         rhos.append(rho.numpy().astype(np.float64))
     r1, r2 = rhos

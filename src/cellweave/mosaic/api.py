@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .model import MosaicModel
+from .model import MosaicModel, _softmax
 
 __all__ = ["integrate"]
 
@@ -91,9 +91,8 @@ def integrate(
 
 def write_results(data: Any, model: MosaicModel, *, key_added: str = "cellweave") -> None:
     """Write a trained model's outputs into ``data`` (see :func:`integrate`)."""
-    post = model._infer_all()
-    labels, probs = model.predict_labels(return_probabilities=True)
-    from .model import _softmax
+    post = model._infer_all()  # one inference pass for every output
+    labels, probs = model._labels_from_logits(post["logits"])
 
     data.obsm[f"X_{key_added}"] = post["mean"].astype(np.float32)
     data.obsm[f"{key_added}_clusters"] = _softmax(post["logits"]).astype(np.float32)

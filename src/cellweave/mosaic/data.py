@@ -22,6 +22,7 @@ from scipy import sparse
 
 from .._utils import check_random_state
 from ..errors import EmptyDataError, InputError, MissingKeyError
+from ..pp import log_normalize
 from ..validate import check_counts, check_finite, check_unique_names
 from .represent import Representation
 
@@ -84,9 +85,7 @@ def _top_variable(X: sparse.csr_matrix, n_top: int) -> np.ndarray:
     import anndata as ad
     import scanpy as sc
 
-    from .represent import _lognorm
-
-    tmp = ad.AnnData(_lognorm(X))
+    tmp = ad.AnnData(log_normalize(X))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sc.pp.highly_variable_genes(tmp, n_top_genes=int(n_top), flavor="seurat")
@@ -416,9 +415,10 @@ def _build_modality(
     backed = bool(getattr(adata, "isbacked", False))
     source = adata.X
     sample_rows = np.sort(rng.choice(adata.n_obs, min(adata.n_obs, _FIT_CELLS), replace=False))
+    # in memory: one CSR conversion of the whole matrix, shared by the sample and the counts
+    full = None if backed else sparse.csr_matrix(source, dtype=np.float32)
     sample = sparse.csr_matrix(
-        source[sample_rows] if backed else sparse.csr_matrix(source)[sample_rows],
-        dtype=np.float32,
+        source[sample_rows] if backed else full[sample_rows], dtype=np.float32
     )
     where = f"mdata['{name}'].X"
     check_finite(sample, name=where)
@@ -453,9 +453,7 @@ def _build_modality(
         library[present] = per_row[rows[present]]
         counts = inputs = None
     else:
-        X = sparse.csr_matrix(source, dtype=np.float32)
-        if not all_features:
-            X = X[:, feature_index]
+        X = full if all_features else full[:, feature_index]
         X = sparse.csr_matrix(X[rows[present]])
         if likelihood == "bernoulli":
             X = _binarize(X)

@@ -408,18 +408,21 @@ class GraphEncoder(nn.Module):
             return self.embedding
         return torch.sparse.mm(self.propagate, self.embedding)
 
-    def forward(self) -> torch.Tensor:
-        """Embeddings: a sample around :meth:`mean` in training (variational), else the mean."""
-        mu = self.mean()
+    def forward(self, mean: torch.Tensor | None = None) -> torch.Tensor:
+        """Embeddings: a sample around :meth:`mean` in training (variational), else the mean
+        (``mean``: :meth:`mean` already computed)."""
+        mu = self.mean() if mean is None else mean
         if self.training and self.variational:
             return mu + torch.randn_like(mu) * torch.exp(self.log_std)
         return mu
 
-    def kl(self) -> torch.Tensor:
-        """KL of the embedding posterior from ``N(0, I)``, averaged over features."""
+    def kl(self, mean: torch.Tensor | None = None) -> torch.Tensor:
+        """KL of the embedding posterior from ``N(0, I)``, averaged over features (``mean``:
+        :meth:`mean` already computed)."""
         if not self.variational:
             return torch.zeros((), device=self.embedding.device)
-        mu, log_std = self.mean(), self.log_std
+        mu = self.mean() if mean is None else mean
+        log_std = self.log_std
         return 0.5 * (mu**2 + torch.exp(2 * log_std) - 1 - 2 * log_std).sum(1).mean()
 
     def loss(self, v: torch.Tensor, *, n_samples: int = 2048, negatives: int = 1) -> torch.Tensor:

@@ -22,7 +22,7 @@ import torch
 from scipy import sparse
 
 from .. import __version__
-from ..errors import FileFormatError, InputError
+from ..errors import FileFormatError, InputError, MissingKeyError
 from ..train import FitResult, fit
 from .analysis import differential as _differential
 from .analysis import impute as _impute
@@ -59,11 +59,11 @@ def _as_mudata(data: Any, modality: str | None):
 
 def _guidance_graph(mdata: Any, data: MosaicData, graph_key: Any) -> sparse.csr_matrix | None:
     """The guidance graph over the model's features (concatenated modalities)."""
+    if graph_key is None:
+        return None
     features = pd.Index(
         np.concatenate([np.asarray(m.features, dtype=str) for m in data.modalities])
     )
-    if graph_key is None:
-        return None
     if isinstance(graph_key, pd.DataFrame):
         return graph_from_links(graph_key, features)
     if sparse.issparse(graph_key):
@@ -78,8 +78,6 @@ def _guidance_graph(mdata: Any, data: MosaicData, graph_key: Any) -> sparse.csr_
     total = None
     for key in keys:
         if key not in mdata.varp:
-            from ..errors import MissingKeyError
-
             raise MissingKeyError(
                 f"mdata.varp has no graph {key!r} (graphs: {', '.join(mdata.varp) or 'none'}): "
                 "pass graph_key=None or build one with cellweave.mosaic.add_guidance"
@@ -450,7 +448,13 @@ class MosaicModel:
         A Series of labels, and with ``return_probabilities`` also a DataFrame cells x
         classes (rows sum to 1).
         """
-        logits = self._infer_all()["logits"]
+        labels, probs = self._labels_from_logits(self._infer_all()["logits"])
+        if return_probabilities:
+            return labels, probs
+        return labels
+
+    def _labels_from_logits(self, logits: np.ndarray) -> tuple[pd.Series, pd.DataFrame]:
+        """:meth:`predict_labels` (labels and probabilities) from cluster logits of all cells."""
         classes = self.data.label_classes
         if classes:
             probs = _softmax(logits[:, : len(classes)])
@@ -462,9 +466,7 @@ class MosaicModel:
             pd.Categorical(np.asarray(names)[probs.argmax(1)], categories=names),
             index=self.data.obs_names,
         )
-        if return_probabilities:
-            return labels, pd.DataFrame(probs, index=self.data.obs_names, columns=names)
-        return labels
+        return labels, pd.DataFrame(probs, index=self.data.obs_names, columns=names)
 
     def impute_modality(
         self,

@@ -24,6 +24,7 @@ import numpy as np
 from scipy import sparse
 
 from ..errors import InputError
+from ..pp import log_normalize
 
 __all__ = ["REPRESENTATIONS", "Representation"]
 
@@ -35,12 +36,6 @@ def _row_scale(X: sparse.csr_matrix, target: float) -> sparse.csr_matrix:
     totals = np.asarray(X.sum(axis=1)).ravel()
     scale = np.divide(target, totals, out=np.zeros_like(totals), where=totals > 0)
     return sparse.csr_matrix(sparse.diags(scale.astype(np.float32)) @ X)
-
-
-def _lognorm(X: sparse.csr_matrix) -> sparse.csr_matrix:
-    Y = _row_scale(sparse.csr_matrix(X, dtype=np.float32), _TARGET_SUM)
-    Y.data = np.log1p(Y.data)
-    return Y
 
 
 def _tfidf(X: sparse.csr_matrix, idf: np.ndarray) -> sparse.csr_matrix:
@@ -100,7 +95,7 @@ class Representation:
         X = sparse.csr_matrix(X)
         n, p = X.shape
         if self.kind == "pca":
-            Y = _lognorm(X)
+            Y = log_normalize(X)
             mean = np.asarray(Y.mean(axis=0)).ravel().astype(np.float32)
             k = max(1, min(self.n_comps, n - 1, p - 1))
             comps = _svd(Y, k, random_state, mean)
@@ -128,7 +123,7 @@ class Representation:
         """Encoder input of the count rows ``X``, dense ``(n, n_dims)`` float32."""
         X = sparse.csr_matrix(X)
         if self.kind == "lognorm":
-            return _lognorm(X).toarray()
+            return log_normalize(X).toarray()
         if self.kind == "binary":
             return (X > 0).astype(np.float32).toarray()
         if self.kind == "clr":
@@ -136,7 +131,7 @@ class Representation:
             return L - L.mean(axis=1, keepdims=True)
         a = self.arrays
         if self.kind == "pca":
-            proj = np.asarray(_lognorm(X) @ a["components"].T) - a["mean"] @ a["components"].T
+            proj = np.asarray(log_normalize(X) @ a["components"].T) - a["mean"] @ a["components"].T
             return (proj / a["std"]).astype(np.float32)
         proj = np.asarray(_tfidf(X, a["idf"]) @ a["components"].T)
         return ((proj - a["mean"]) / a["std"]).astype(np.float32)

@@ -81,19 +81,19 @@ def _absolute(m) -> bool:
     return m.kind == "protein" and m.likelihood in ("nb", "zinb")
 
 
-def _initial_bias(m, likelihood: str, absolute: bool = False) -> torch.Tensor:
-    """Log mean profile (NB; the log mean count with ``absolute``) or logit of the mean open
-    fraction (Bernoulli) per feature."""
-    rows = m.counts[m.present] if m.counts is not None else None
-    if rows is None:  # backed: a block of rows is enough for an initial value
-        idx = np.flatnonzero(m.present)[:20000]
-        rows = m.read_counts(idx)
+def _initial_bias(m) -> torch.Tensor:
+    """Log mean profile (NB; the log mean count for an absolute decoder) or logit of the mean
+    open fraction (Bernoulli) per feature of the modality ``m``."""
+    if m.counts is not None:
+        rows = m.counts[m.present]
+    else:  # backed: a block of rows is enough for an initial value
+        rows = m.read_counts(np.flatnonzero(m.present)[:20000])
     col = np.asarray(rows.sum(axis=0)).ravel().astype(np.float64)
-    if likelihood == "bernoulli":
+    if m.likelihood == "bernoulli":
         frac = (col + 0.5) / (rows.shape[0] + 1.0)
         frac = np.clip(frac, 1e-6, 1 - 1e-6)
         return torch.as_tensor(np.log(frac / (1 - frac)), dtype=torch.float32)
-    if absolute:
+    if _absolute(m):
         return torch.as_tensor(np.log((col + 0.5) / rows.shape[0]), dtype=torch.float32)
     prof = (col + 0.5) / (col.sum() + 0.5 * col.size)
     return torch.as_tensor(np.log(prof), dtype=torch.float32)
@@ -163,7 +163,7 @@ class MosaicModule(CellweaveModule):
                 self.n_batches,
                 likelihood=m.likelihood,
                 hidden=tuple(cfg.decoder_hidden),
-                bias=_initial_bias(m, m.likelihood, _absolute(m)),
+                bias=_initial_bias(m),
                 mean_library=float(m.library[m.present].mean()),
                 absolute=_absolute(m),
             )
@@ -215,9 +215,8 @@ class MosaicModule(CellweaveModule):
         mu, log_var = self.head(h).chunk(2, -1)
         return mu, log_var.clamp(-10.0, 10.0), attention
 
-    def feature_embeddings(self) -> list[torch.Tensor]:
-        """``V`` split per modality."""
-        v = self.graph()
+    def feature_embeddings(self, v: torch.Tensor) -> list[torch.Tensor]:
+        """``V`` (all features, from the graph encoder) split per modality."""
         return [v[self.offsets[i] : self.offsets[i + 1]] for i in range(len(self.decoders))]
 
     def _hide(self, mask: torch.Tensor) -> torch.Tensor:
@@ -277,7 +276,9 @@ class MosaicModule(CellweaveModule):
         mu, log_var, _ = self.posterior(e, mask)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * log_var)
         log_qz = normal_log_prob(z, mu, log_var)
-        vs = self.feature_embeddings()
+        v_mean = self.graph.mean()  # one propagation per step, shared by V and the graph KL
+        v = self.graph(v_mean)
+        vs = self.feature_embeddings(v)
         recon = self.reconstruction(b, z, vs, subsample=train)
         labels = b.label if self.n_classes else None
         kl, logits_c = self.prior.kl(z, log_qz, labels)
@@ -289,9 +290,9 @@ class MosaicModule(CellweaveModule):
             return out
         loss = out["elbo"]
         if self.graph.has_graph and cfg.graph_weight > 0:
-            graph = self.graph.loss(torch.cat(vs), n_samples=cfg.graph_samples)
+            graph = self.graph.loss(v, n_samples=cfg.graph_samples)
             out["graph"] = graph
-            loss = loss + cfg.graph_weight * (graph + self.graph.kl() / self.data.n_cells)
+            loss = loss + cfg.graph_weight * (graph + self.graph.kl(v_mean) / self.data.n_cells)
         if self.discriminator is not None:
             # the discriminator learns at full strength (Adam); the encoder gets its reversed
             # gradient scaled by adversarial_weight

@@ -11,7 +11,19 @@ import pandas as pd
 from ._colors import category_colors
 from ._save import finish
 
-__all__ = ["embedding"]
+__all__ = ["embedding", "umap_coordinates"]
+
+
+def umap_coordinates(latent: np.ndarray, *, random_state: int = 0) -> np.ndarray:
+    """2-D UMAP of a latent space (scanpy's kNN graph on ``latent`` and ``tl.umap``), for
+    :func:`embedding`."""
+    import anndata as ad
+    import scanpy as sc
+
+    adata = ad.AnnData(obsm={"X_latent": np.asarray(latent)})
+    sc.pp.neighbors(adata, use_rep="X_latent", random_state=random_state)
+    sc.tl.umap(adata, random_state=random_state)
+    return np.asarray(adata.obsm["X_umap"])
 
 
 def embedding(

@@ -61,7 +61,7 @@ def render_histology(
     coords = check_spatial(adata, spatial_key=spatial_key)[:, :2]
     domains = check_obs_key(adata, domain_key)
     rng = check_random_state(random_state)
-    codes, levels = _codes(domains)
+    levels, codes = np.unique(np.asarray(domains).astype(str), return_inverse=True)
     # pink (eosin) to purple (haematoxylin) hues, one per domain
     t = rng.uniform(0, 1, len(levels))
     palette = np.c_[0.85 - 0.35 * t, 0.45 - 0.15 * t, 0.75 + 0.1 * t]
@@ -82,8 +82,3 @@ def render_histology(
         },
         "metadata": {"source": "cellweave.sim.render_histology"},
     }
-
-
-def _codes(values) -> tuple[np.ndarray, list]:
-    levels, codes = np.unique(np.asarray(values).astype(str), return_inverse=True)
-    return codes, list(levels)
