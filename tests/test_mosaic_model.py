@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,7 +11,7 @@ import torch
 from scipy import stats
 from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
 
-from cellweave.errors import InputError, MissingKeyError
+from cellweave.errors import FileFormatError, InputError, MissingKeyError
 from cellweave.metrics import ari
 from cellweave.mosaic import MosaicModel, UnknownLabelError, integrate
 from cellweave.sim import simulate_mosaic
@@ -187,6 +189,17 @@ def test_save_load_round_trip(tmp_path, sim, trained):
     del query.obs["some_labels"]  # new data without labels: the saved classes are predicted
     labels = MosaicModel.load(path, query).predict_labels()
     assert list(labels.cat.categories) == trained.data.label_classes
+
+
+def test_load_refuses_an_older_model_format(tmp_path, sim, trained):
+    mdata, _ = sim
+    path = trained.save(tmp_path / "model")
+    meta = json.loads((path / "model.json").read_text())
+    assert meta["format"] == 2
+    del meta["format"]  # as written before the protein decoder predicted absolute counts
+    (path / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(FileFormatError, match=r"format 1.*train the model again"):
+        MosaicModel.load(path, mdata)
 
 
 def test_write_results_with_integrate(sim):

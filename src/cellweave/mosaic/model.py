@@ -35,6 +35,9 @@ __all__ = ["MosaicModel", "choose_n_clusters"]
 
 _AUTO_GRAPHS = ("gene_peak", "gene_protein", "guidance")
 _WEIGHTS, _ARRAYS, _META, _GRAPH = "weights.pt", "representation.npz", "model.json", "graph.npz"
+# version of the saved layout and of what the weights mean; 2: protein decoded as absolute
+# counts (a format-1 protein decoder's weights would decode wrongly), bump on any such change
+_FORMAT = 2
 
 
 def _as_mudata(data: Any, modality: str | None):
@@ -557,6 +560,7 @@ class MosaicModel:
             for key, value in info.pop("arrays").items()
         }
         meta = {
+            "format": _FORMAT,
             "cellweave_version": __version__,
             "init_params": self.init_params,
             "train_params": self.train_params,
@@ -580,6 +584,12 @@ class MosaicModel:
             if not (path / name).exists():
                 raise FileFormatError(f"{path / name} is missing: {path} is not a saved model")
         meta = json.loads((path / _META).read_text())
+        if meta.get("format", 1) != _FORMAT:
+            raise FileFormatError(
+                f"{path} holds a model of format {meta.get('format', 1)} (cellweave "
+                f"{meta.get('cellweave_version', '?')}); this cellweave reads format {_FORMAT}: "
+                "train the model again"
+            )
         with np.load(path / _ARRAYS) as npz:
             arrays = {k: npz[k] for k in npz.files}
         fitted = meta["fitted"]
