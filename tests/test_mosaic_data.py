@@ -20,7 +20,7 @@ from cellweave.errors import (
     NotCountsError,
 )
 from cellweave.mosaic import MosaicData, MosaicModel, UnknownLabelError
-from cellweave.mosaic.data import infer_kind
+from cellweave.mosaic.data import default_n_comps, infer_kind
 from cellweave.mosaic.represent import Representation
 from cellweave.mosaic.sampling import balanced_table, blocks, split_cells
 from cellweave.mosaic.tensors import SparseRows
@@ -65,6 +65,15 @@ def test_kind_inference_and_defaults():
     assert infer_kind("adt") == infer_kind("protein") == "protein"
     with pytest.raises(InputError, match="modality_types"):
         infer_kind("foo")
+
+
+def test_default_components_follow_the_feature_count(mosaic):
+    assert [default_n_comps(n) for n in (60, 150, 500, 1677, 25734)] == [20, 20, 50, 100, 100]
+    data = MosaicData.from_mudata(mosaic, batch_key="batch", max_features={"rna": 20})
+    assert data["rna"].n_inputs == 19  # capped by the data: 20 features - 1
+    assert data["atac"].n_inputs == 20  # lsi: 21 components, the depth one dropped
+    data = MosaicData.from_mudata(mosaic, batch_key="batch", n_comps=8)
+    assert data["rna"].n_inputs == data["atac"].n_inputs == 8
 
 
 def test_rna_feature_selection_keeps_the_most_variable(mosaic):

@@ -192,7 +192,7 @@ class MosaicModel:
         likelihoods: Mapping[str, str] | str | None = None,
         representations: Mapping[str, str] | str | None = None,
         max_features: Mapping[str, int | None] | int | None = None,
-        n_comps: int = 50,
+        n_comps: int | None = None,
         label_classes: Sequence[str] | None = None,
         encoder_hidden: Sequence[int] = (256,),
         n_embedding: int = 128,
