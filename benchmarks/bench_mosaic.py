@@ -155,7 +155,12 @@ def integration_methods(args, label_key: str, labelled: np.ndarray | None):
 
 def run_integration(name: str, mdata, methods: list[str], args) -> dict:
     import peers_mosaic as peers
-    from cellweave.metrics.scib import label_transfer_balanced_accuracy, labelled_split, scib_scores
+    from cellweave.metrics.scib import (
+        label_transfer_balanced_accuracy,
+        labelled_split,
+        scib_metrics_reference,
+        scib_scores,
+    )
 
     labels = mdata.obs["cell_type"].astype(str).to_numpy()
     batches = mdata.obs["batch"].astype(str).to_numpy()
@@ -195,7 +200,7 @@ def run_integration(name: str, mdata, methods: list[str], args) -> dict:
         rows[method] = row
         print(f"[{name}] {method}: {json.dumps(_round(row))}", file=sys.stderr, flush=True)
         if args.scib_check:
-            checks[method] = peers.scib_metrics_reference(x, labels, batches)
+            checks[method] = scib_metrics_reference(x, labels, batches)
     return {"rows": rows, "checks": checks, "notes": notes}
 
 

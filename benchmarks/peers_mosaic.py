@@ -306,38 +306,3 @@ def knn_impute(
     _, idx = NearestNeighbors(n_neighbors=k).fit(pcs[has]).kneighbors(pcs[~has])
     values = np.expm1(target[idx].mean(axis=1))
     return Result(values, time.perf_counter() - t0)
-
-
-def scib_metrics_reference(
-    x: np.ndarray, labels: np.ndarray, batches: np.ndarray, *, neighbors=None
-) -> dict[str, float]:
-    """The same scores computed by scib-metrics 0.5.10 itself (pynndescent neighbours unless
-    ``neighbors = (distances, indices)`` with self first is given), same aggregation."""
-    import scib_metrics as sm
-    from scib_metrics.nearest_neighbors import NeighborsResults, pynndescent
-
-    from cellweave.metrics.scib import BATCH_KEYS, BIO_KEYS, SCIB_KEYS
-
-    x = np.asarray(x, dtype=np.float32)
-    labels, batches = np.asarray(labels).astype(str), np.asarray(batches).astype(str)
-    if neighbors is None:
-        nn = pynndescent(x, n_neighbors=90, random_state=0, n_jobs=1)
-    else:
-        nn = NeighborsResults(distances=neighbors[0], indices=neighbors[1])
-    leiden = sm.nmi_ari_cluster_labels_leiden(nn.subset_neighbors(15), labels, seed=42)
-    out = {
-        "nmi": leiden["nmi"],
-        "ari": leiden["ari"],
-        "asw_label": sm.silhouette_label(x, labels),
-        "clisi": sm.clisi_knn(nn, labels),
-        "isolated_labels": sm.isolated_labels(x, labels, batches),
-        "asw_batch": sm.silhouette_batch(x, labels, batches),
-        "ilisi": sm.ilisi_knn(nn, batches),
-        "kbet": sm.kbet_per_label(nn.subset_neighbors(50), batches, labels),
-        "graph_connectivity": sm.graph_connectivity(nn.subset_neighbors(15), labels),
-    }
-    out = {k: float(v) for k, v in out.items()}
-    out["bio"] = float(np.nanmean([out[k] for k in BIO_KEYS]))
-    out["batch"] = float(np.nanmean([out[k] for k in BATCH_KEYS]))
-    out["total"] = 0.6 * out["bio"] + 0.4 * out["batch"]
-    return {k: out[k] for k in SCIB_KEYS}

@@ -183,12 +183,12 @@ def _run_fgw(
     random_state: int = 0,
 ) -> tuple[sparse.csr_matrix, dict[str, Any]]:
     from .fgw import check_fgw_size, fused_gromov_wasserstein
-    from .ot import _unit
+    from .ot import _cosine_cost, _sparse_plan
 
     coords = check_spatial(adata_sp, spatial_key=spatial_key, name="adata_sp")
     coords = coords[~feats.spot_empty]
     check_fgw_size(len(feats.sc), len(coords))
-    M = 1.0 - _unit(feats.sc).astype(np.float64) @ _unit(feats.sp_mapped).T
+    M = _cosine_cost(feats.sc, feats.sp_mapped)
     M = M / max(M.max(), 1e-12)
     C1 = _geodesic(feats.sc.astype(np.float64), n_neighbors)
     C2 = _geodesic(coords, n_neighbors)
@@ -203,10 +203,8 @@ def _run_fgw(
         random_state=random_state,
         device=device,
     )
-    plan = np.asarray(plan, dtype=np.float64)
-    plan[plan < 1e-12 * plan.sum()] = 0.0
     info = {"alpha": float(alpha), "epsilon": epsilon, "n_neighbors": int(n_neighbors)}
-    return sparse.csr_matrix(plan), info
+    return _sparse_plan(plan), info
 
 
 def _run_gradient(

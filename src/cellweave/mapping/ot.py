@@ -56,6 +56,18 @@ def _unit(X: np.ndarray) -> np.ndarray:
     return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
 
 
+def _cosine_cost(F_sc: np.ndarray, F_sp: np.ndarray) -> np.ndarray:
+    """Dense float64 ``1 - cosine similarity`` between the rows of ``F_sc`` and ``F_sp``."""
+    return 1.0 - _unit(F_sc).astype(np.float64) @ _unit(F_sp).astype(np.float64).T
+
+
+def _sparse_plan(plan: np.ndarray) -> sparse.csr_matrix:
+    """A dense plan as CSR, entries below ``1e-12`` of its total mass dropped."""
+    plan = np.asarray(plan, dtype=np.float64)
+    plan[plan < 1e-12 * plan.sum()] = 0.0
+    return sparse.csr_matrix(plan)
+
+
 def topk_similar(
     A: np.ndarray,
     B: np.ndarray,
@@ -444,10 +456,7 @@ def entropic_plan(
         device=device,
     )
     if n_candidates is None:
-        cost = 1.0 - _unit(F_sc).astype(np.float64) @ _unit(F_sp).astype(np.float64).T
-        plan = sinkhorn(cost, a, b, **opts)
-        plan[plan < 1e-12 * plan.sum()] = 0.0
-        return sparse.csr_matrix(plan)
+        return _sparse_plan(sinkhorn(_cosine_cost(F_sc, F_sp), a, b, **opts))
     sides = "both" if unbalanced is None else "spots"
     cells, spots, cost = candidate_pairs(
         F_sc, F_sp, k=int(n_candidates), sides=sides, device=device

@@ -75,6 +75,7 @@ __all__ = [
     "label_transfer_balanced_accuracy",
     "labelled_split",
     "leiden_nmi_ari",
+    "scib_metrics_reference",
     "scib_neighbors",
     "scib_scores",
     "umap_connectivities",
@@ -465,11 +466,73 @@ def scib_scores(
         "kbet": kbet(conn50, bat, lab),
         "graph_connectivity": graph_connectivity_directed(idx[:, :k15], lab),
     }
-    out = {k: float(v) for k, v in out.items()}
+    return _with_aggregates(out)
+
+
+def _with_aggregates(metrics: dict[str, Any]) -> dict[str, float]:
+    """The nine metrics as floats plus ``bio``, ``batch`` and ``total``, keyed as
+    :data:`SCIB_KEYS`."""
+    out = {k: float(v) for k, v in metrics.items()}
     out["bio"] = _nanmean([out[k] for k in BIO_KEYS])
     out["batch"] = _nanmean([out[k] for k in BATCH_KEYS])
     out["total"] = 0.6 * out["bio"] + 0.4 * out["batch"]
     return {k: out[k] for k in SCIB_KEYS}
+
+
+def scib_metrics_reference(
+    embedding: Any,
+    labels: Any,
+    batches: Any,
+    *,
+    neighbors: tuple[np.ndarray, np.ndarray] | None = None,
+    with_kbet: bool = True,
+) -> dict[str, float]:
+    """The same scores computed by the scib-metrics package itself (an optional dependency:
+    ``pip install 'cellweave[bench]'``), to check :func:`scib_scores` against it.
+
+    Parameters
+    ----------
+    embedding, labels, batches
+        As :func:`scib_scores`.
+    neighbors
+        ``(distances, indices)`` lists with the cell itself first (e.g. from
+        :func:`scib_neighbors`); default: scib-metrics' pynndescent, 90 neighbours.
+    with_kbet
+        Compute ``kbet_per_label`` (it runs pynndescent per label: minutes); ``False``
+        leaves ``kbet`` NaN, out of the ``batch`` mean.
+    """
+    try:
+        import scib_metrics as sm
+        from scib_metrics.nearest_neighbors import NeighborsResults, pynndescent
+    except ImportError as err:
+        raise ImportError(
+            "scib_metrics_reference needs scib-metrics: pip install 'cellweave[bench]'"
+        ) from err
+
+    x = np.asarray(embedding, dtype=np.float32)
+    labels, batches = np.asarray(labels).astype(str), np.asarray(batches).astype(str)
+    if neighbors is None:
+        nn = pynndescent(x, n_neighbors=90, random_state=0, n_jobs=1)
+    else:
+        nn = NeighborsResults(distances=neighbors[0], indices=neighbors[1])
+    nn15 = nn.subset_neighbors(15)
+    leiden = sm.nmi_ari_cluster_labels_leiden(nn15, labels, seed=42)
+    kbet_value = (
+        sm.kbet_per_label(nn.subset_neighbors(50), batches, labels) if with_kbet else np.nan
+    )
+    return _with_aggregates(
+        {
+            "nmi": leiden["nmi"],
+            "ari": leiden["ari"],
+            "asw_label": sm.silhouette_label(x, labels),
+            "clisi": sm.clisi_knn(nn, labels),
+            "isolated_labels": sm.isolated_labels(x, labels, batches),
+            "asw_batch": sm.silhouette_batch(x, labels, batches),
+            "ilisi": sm.ilisi_knn(nn, batches),
+            "kbet": kbet_value,
+            "graph_connectivity": sm.graph_connectivity(nn15, labels),
+        }
+    )
 
 
 # --------------------------------------------------------------------------------------
