@@ -45,7 +45,7 @@ PACKAGES = (
     "scvi-tools",
     "scib-metrics",
 )
-INTEGRATION = ("unintegrated", "multivi", "cellweave", "cellweave_1pct")
+INTEGRATION = ("unintegrated", "multivi", "cellweave", "cellweave_ot", "cellweave_1pct")
 IMPUTATION = ("knn", "totalvi", "cellweave")
 SIM_BATCHES = {
     "cite": ("rna", "protein"),
@@ -125,8 +125,9 @@ def timed(fn, *args, **kwargs):
     return result, _cpu_seconds() - c0, load, None
 
 
-def integration_methods(args, label_key: str, labelled: np.ndarray | None):
-    """name -> callable(mdata) -> peers_mosaic.Result."""
+def integration_methods(args, label_key: str, labelled: np.ndarray | None, done: dict):
+    """name -> callable(mdata) -> peers_mosaic.Result (``done``: the results so far, by name;
+    ``cellweave_ot`` moves the batches without RNA of the ``cellweave`` row's embedding)."""
     import peers_mosaic as peers
 
     def semi(mdata):
@@ -144,6 +145,7 @@ def integration_methods(args, label_key: str, labelled: np.ndarray | None):
         "cellweave": lambda m: peers.cellweave_integrate(
             m, max_epochs=args.cellweave_epochs, seed=args.seed
         ),
+        "cellweave_ot": lambda m: peers.cellweave_transport(m, done["cellweave"]),
         "cellweave_1pct": semi,
     }
 
@@ -165,11 +167,15 @@ def run_integration(name: str, mdata, methods: list[str], args) -> dict:
     labels = mdata.obs["cell_type"].astype(str).to_numpy()
     batches = mdata.obs["batch"].astype(str).to_numpy()
     labelled = labelled_split(labels)
-    fns = integration_methods(args, "cell_type", labelled)
+    done: dict = {}
+    fns = integration_methods(args, "cell_type", labelled, done)
     rows, checks, notes = {}, {}, []
     for method in methods:
         if method.startswith("cellweave") and (reason := peers.cellweave_available()):
             notes.append(f"{name}/{method}: skipped, {reason}")
+            continue
+        if method == "cellweave_ot" and "cellweave" not in done:
+            notes.append(f"{name}/cellweave_ot: skipped, it needs the cellweave row before it")
             continue
         if method == "multivi" and "protein" in mdata.mod:
             notes.append(f"{name}/multivi: RNA + ATAC only (MultiVI's protein support not used)")
@@ -181,6 +187,13 @@ def run_integration(name: str, mdata, methods: list[str], args) -> dict:
         if error:
             notes.append(f"{name}/{method}: failed, {error}")
             continue
+        done[method] = result
+        if method == "cellweave_ot":
+            notes.append(
+                f"{name}/cellweave_ot: the cellweave row's embedding with batch(es) "
+                f"{', '.join(result.extra['source'])} (no RNA) moved onto the others by "
+                f"cellweave.tl.transport_batches ({result.extra['transport_seconds']:.1f} s)"
+            )
         x = result.values
         if args.save_embeddings:
             args.save_embeddings.mkdir(parents=True, exist_ok=True)

@@ -257,6 +257,31 @@ def cellweave_integrate(
     return Result(np.asarray(data.obsm["X_cellweave"]), seconds, epochs, extra)
 
 
+def cellweave_transport(
+    mdata: md.MuData, base: Result, *, batch_key: str = "batch", reference: str = "rna"
+) -> Result:
+    """``base`` (a cellweave embedding of ``mdata``) with the batches that measured no
+    ``reference`` modality moved onto the others by ``cellweave.tl.transport_batches``."""
+    import anndata as ad
+
+    from cellweave.tl import transport_batches
+
+    batches = mdata.obs[batch_key].astype(str).to_numpy()
+    measured = present(mdata, reference)
+    source = sorted(b for b in set(batches) if not measured[batches == b].any())
+    if not source:
+        raise ValueError(f"every batch measured {reference!r}: nothing to move")
+    adata = ad.AnnData(obs=mdata.obs[[batch_key]].copy())
+    adata.obsm["X_cellweave"] = base.values
+    t0 = time.perf_counter()
+    transport_batches(adata, source, batch_key=batch_key)
+    seconds = time.perf_counter() - t0
+    extra = {**base.extra, "transport_seconds": seconds, "source": source}
+    return Result(
+        np.asarray(adata.obsm["X_cellweave_ot"]), base.seconds + seconds, base.epochs, extra
+    )
+
+
 def cellweave_impute(
     mdata: md.MuData,
     modality: str,

@@ -4,6 +4,7 @@ from .impute import impute
 from .mapping import cell_type_fractions, map_cells, project_genes
 from .mapping.align import align_sections
 from .mosaic.api import integrate
+from .mosaic.transport import transport_batches
 
 __all__ = [
     "align_sections",
@@ -12,4 +13,5 @@ __all__ = [
     "integrate",
     "map_cells",
     "project_genes",
+    "transport_batches",
 ]

@@ -4,7 +4,9 @@ any subset per batch (see ``docs/mosaic.md``).
 * :class:`MosaicModel` - the model (train, latent, labels, imputation, differential, save/load);
 * :func:`integrate` - scanpy-style one call writing the results into the MuData/AnnData;
 * guidance-graph builders: :func:`gene_peak_links`, :func:`gene_protein_links`,
-  :func:`graph_from_links`, :func:`add_guidance`, :func:`read_bed`, :func:`read_gtf`.
+  :func:`graph_from_links`, :func:`add_guidance`, :func:`read_bed`, :func:`read_gtf`;
+* :func:`transport_batches` - move weakly measured batches onto the others in the latent by
+  optimal transport (:func:`barycentric_projection`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from .guidance import (
     read_gtf,
 )
 from .model import MosaicModel, choose_n_clusters
+from .transport import barycentric_projection, transport_batches
 
 __all__ = [
     "CD_ALIASES",
@@ -29,6 +32,7 @@ __all__ = [
     "MosaicModel",
     "UnknownLabelError",
     "add_guidance",
+    "barycentric_projection",
     "choose_n_clusters",
     "gene_peak_links",
     "gene_protein_links",
@@ -37,4 +41,5 @@ __all__ = [
     "peaks_from_names",
     "read_bed",
     "read_gtf",
+    "transport_batches",
 ]
