@@ -188,12 +188,8 @@ def run_integration(name: str, mdata, methods: list[str], args) -> dict:
             notes.append(f"{name}/{method}: failed, {error}")
             continue
         done[method] = result
-        if method == "cellweave_ot":
-            notes.append(
-                f"{name}/cellweave_ot: the cellweave row's embedding with batch(es) "
-                f"{', '.join(result.extra['source'])} (no RNA) moved onto the others by "
-                f"cellweave.tl.transport_batches ({result.extra['transport_seconds']:.1f} s)"
-            )
+        if result.extra.get("note"):
+            notes.append(f"{name}/{method}: {result.extra['note']}")
         x = result.values
         if args.save_embeddings:
             args.save_embeddings.mkdir(parents=True, exist_ok=True)

@@ -276,7 +276,11 @@ def cellweave_transport(
     t0 = time.perf_counter()
     transport_batches(adata, source, batch_key=batch_key)
     seconds = time.perf_counter() - t0
-    extra = {**base.extra, "transport_seconds": seconds, "source": source}
+    note = (
+        f"the cellweave row's embedding with batch(es) {', '.join(source)} (no {reference}) "
+        f"moved onto the others by cellweave.tl.transport_batches ({seconds:.1f} s)"
+    )
+    extra = {**base.extra, "transport_seconds": seconds, "note": note}
     return Result(
         np.asarray(adata.obsm["X_cellweave_ot"]), base.seconds + seconds, base.epochs, extra
     )

@@ -19,9 +19,11 @@ from typing import Any
 
 import numpy as np
 from scipy import sparse
+from scipy.spatial.distance import cdist
 
 from ..errors import EmptyDataError, InputError, MissingKeyError, NonFiniteError
 from ..mapping.ot import MAX_DENSE, sinkhorn, sparse_sinkhorn
+from ..validate import check_obs_key
 
 __all__ = ["barycentric_projection", "transport_batches"]
 
@@ -38,12 +40,16 @@ def _euclidean_candidates(
     _, to_source = NearestNeighbors(n_neighbors=k_s).fit(source).kneighbors(target)
     rows = np.concatenate([np.repeat(np.arange(len(source)), k_t), to_source.ravel()])
     cols = np.concatenate([to_target.ravel(), np.repeat(np.arange(len(target)), k_s)])
-    pairs = sparse.coo_matrix(
-        (np.ones(rows.size), (rows, cols)), shape=(len(source), len(target))
-    ).tocsr()  # duplicates merged, sorted by row then column
-    pairs = pairs.tocoo()
+    # through CSR: duplicate pairs merged, sorted by row then column
+    pairs = sparse.coo_matrix((np.ones(rows.size), (rows, cols)), shape=(len(source), len(target)))
+    pairs = pairs.tocsr().tocoo()
     cost = ((source[pairs.row] - target[pairs.col]) ** 2).sum(1)
     return pairs.row.astype(np.int64), pairs.col.astype(np.int64), cost
+
+
+def _relative(cost: np.ndarray) -> np.ndarray:
+    """``cost`` divided by its mean, so that ``epsilon`` does not depend on the scale."""
+    return cost / max(float(cost.mean()), 1e-12)
 
 
 def barycentric_projection(
@@ -93,18 +99,13 @@ def barycentric_projection(
     a, b = np.full(n, 1.0 / n), np.full(m, 1.0 / m)
     if n_candidates is None and n * m > MAX_DENSE:
         raise InputError(f"a dense plan of {n} x {m} cells is too large: pass n_candidates=50")
+    opts = dict(epsilon=epsilon, max_iter=max_iter, device=device)
     if n_candidates is None:
-        sq = (source**2).sum(1)[:, None] + (target**2).sum(1)[None, :] - 2.0 * source @ target.T
-        cost = np.maximum(sq, 0.0)
-        scale = max(float(cost.mean()), 1e-12)
-        plan = sinkhorn(cost / scale, a, b, epsilon=epsilon, max_iter=max_iter, device=device)
-        weights = sparse.csr_matrix(plan)
+        cost = _relative(cdist(source, target, "sqeuclidean"))
+        weights = sparse.csr_matrix(sinkhorn(cost, a, b, **opts))
     else:
         rows, cols, cost = _euclidean_candidates(source, target, int(n_candidates))
-        scale = max(float(cost.mean()), 1e-12)
-        values = sparse_sinkhorn(
-            rows, cols, cost / scale, a, b, epsilon=epsilon, max_iter=max_iter, device=device
-        )
+        values = sparse_sinkhorn(rows, cols, _relative(cost), a, b, **opts)
         weights = sparse.csr_matrix((values, (rows, cols)), shape=(n, m))
     mass = np.asarray(weights.sum(1)).ravel()
     if not (mass > 0).all():
@@ -160,9 +161,7 @@ def transport_batches(
             f"obsm has no {use_rep!r} (keys: {', '.join(data.obsm) or 'none'}): run "
             "cellweave.tl.integrate first or pass use_rep="
         )
-    if batch_key not in data.obs.columns:
-        raise MissingKeyError(f"obs has no column {batch_key!r}: pass batch_key=")
-    batches = data.obs[batch_key].astype(str).to_numpy()
+    batches = check_obs_key(data, batch_key, name="data").astype(str).to_numpy()
     known = sorted(set(batches))
     src = [source] if isinstance(source, str) else list(source)
     tgt = None if target is None else ([target] if isinstance(target, str) else list(target))
@@ -179,7 +178,8 @@ def transport_batches(
         raise EmptyDataError("no target cells: leave some batches out of source=")
     data = data.copy() if copy else data
     X = np.asarray(data.obsm[use_rep], dtype=np.float64)
-    moved = barycentric_projection(X[is_src], X[is_tgt], epsilon=epsilon, device=device)
+    before = X[is_src]
+    moved = barycentric_projection(before, X[is_tgt], epsilon=epsilon, device=device)
     out = X.copy()
     out[is_src] = moved
     key = key_added or f"{use_rep}_ot"
@@ -187,13 +187,13 @@ def transport_batches(
     data.uns["cellweave_transport"] = {
         "params": {
             "source": src,
-            "target": tgt if tgt is not None else [b for b in known if b not in src],
+            "target": tgt if tgt is not None else sorted(set(batches[is_tgt])),
             "batch_key": batch_key,
             "use_rep": use_rep,
             "key_added": key,
             "epsilon": float(epsilon),
         },
         "n_moved": int(is_src.sum()),
-        "mean_shift": float(np.linalg.norm(moved - X[is_src], axis=1).mean()),
+        "mean_shift": float(np.linalg.norm(moved - before, axis=1).mean()),
     }
     return data if copy else None
