@@ -45,7 +45,8 @@ def test_integrate_mosaic_with_metrics_and_umap(tmp_path, mosaic_file):
     assert "cellweave_label" in mdata.obs and "cellweave_attention" in mdata.obsm
     assert "_cellweave_labelled" not in mdata.obs
     report = json.loads(metrics.read_text())
-    assert set(report) == {"metrics", "label_transfer", "seconds"}
+    assert set(report) == {"metrics", "label_transfer", "seconds", "embedding"}
+    assert report["embedding"] == "X_cellweave"
     for key in ("nmi", "ari", "asw_label", "clisi", "isolated_labels", "asw_batch", "ilisi",
                 "kbet", "graph_connectivity", "bio", "batch", "total"):  # fmt: skip
         assert 0.0 <= report["metrics"][key] <= 1.0 or np.isnan(report["metrics"][key])
@@ -68,9 +69,29 @@ def test_integrate_one_modality_h5ad(tmp_path, mosaic_file):
     assert not (tmp_path / "rna_out_umap.png").exists()
 
 
+def test_transport_source_moves_only_those_batches(tmp_path, mosaic_file):
+    out, metrics = tmp_path / "ot.h5mu", tmp_path / "ot.json"
+    result = _invoke(
+        str(mosaic_file), "-o", str(out), "--label-key", "cell_type", "--max-epochs", "3",
+        "--transport-source", "atac_only", "--metrics-json", str(metrics), "--no-plot", *FAST,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    mdata = md.read_h5mu(out)
+    moved = mdata.obs["batch"].astype(str).to_numpy() == "atac_only"
+    base, ot = mdata.obsm["X_cellweave"], mdata.obsm["X_cellweave_ot"]
+    np.testing.assert_array_equal(ot[~moved], base[~moved])
+    assert np.abs(ot[moved] - base[moved]).max() > 1e-3
+    info = mdata.uns["cellweave_transport"]
+    assert list(info["params"]["source"]) == ["atac_only"] and info["n_moved"] == moved.sum()
+    assert json.loads(metrics.read_text())["embedding"] == "X_cellweave_ot"
+    assert "moved" in result.output
+
+
 @pytest.mark.parametrize(
     ("args", "error", "words"),
     [
+        (["--transport-source", "atac_only,nope"], InputError, "'nope' is not in obs['batch']"),
+        (["--transport-source", ","], InputError, "no source batch"),
         (["--batch-key", "sample"], MissingKeyError, "--batch-key"),
         (["--modality", "rna"], InputError, ".h5ad"),
         (["--label-key", "kind"], MissingKeyError, "--label-key"),

@@ -52,6 +52,15 @@ from ._common import (
     show_default=True,
     help="mdata.varp guidance graph(s), comma-separated; 'auto' or 'none'.",
 )
+@click.option(
+    "--transport-source",
+    default=None,
+    metavar="BATCH[,BATCH]",
+    help="Batches (comma-separated) measured only in a weak modality, e.g. ATAC-only: after "
+    "training, move their cells onto the other cells in the latent by optimal transport "
+    "(cellweave.tl.transport_batches) into obsm['X_cellweave_ot'], which the metrics and the "
+    "UMAP then use.",
+)
 @click.option("--n-latent", type=int, default=20, show_default=True)
 @click.option("--n-clusters", type=int, default=None, help="Default: label classes or silhouette.")
 @click.option("--max-epochs", type=int, default=100, show_default=True)
@@ -78,6 +87,7 @@ def integrate(
     labelled_fraction: float | None,
     modality: str | None,
     graph_key: str,
+    transport_source: str | None,
     n_latent: int,
     n_clusters: int | None,
     max_epochs: int,
@@ -125,6 +135,13 @@ def integrate(
             f"{path.name} has no obs column {batch_key!r} (columns: "
             f"{', '.join(map(str, obs.columns[:8])) or 'none'}): pass --batch-key"
         )
+    sources = None
+    if transport_source is not None:
+        from ..mosaic.transport import source_target_masks
+
+        sources = [b.strip() for b in transport_source.split(",") if b.strip()]
+        # checked before training, so that a typo does not cost a training run
+        source_target_masks(obs[batch_key].astype(str).to_numpy(), sources, batch_key=batch_key)
     truth = None
     model_label_key = label_key
     if label_key is not None:
@@ -167,6 +184,18 @@ def integrate(
     model.train(max_epochs=max_epochs, device=device, random_state=random_state)
     seconds = time.perf_counter() - start
     write_results(data, model)
+    use_rep = "X_cellweave"
+    if sources is not None:
+        from ..mosaic.transport import transport_batches
+
+        with status(f"moving {', '.join(sources)} by optimal transport"):
+            transport_batches(data, sources, batch_key=batch_key, device=device)
+        use_rep = data.uns["cellweave_transport"]["params"]["key_added"]
+        moved = data.uns["cellweave_transport"]
+        console.print(
+            f"moved {moved['n_moved']} cells of {', '.join(sources)} onto the others: "
+            f"obsm[{use_rep!r}]"
+        )
     if model_label_key != label_key:
         del obs[model_label_key]
     io.write(data, out, overwrite=overwrite)
@@ -179,20 +208,22 @@ def integrate(
         model.save(save_model, overwrite=overwrite)
         console.print(f"wrote {save_model}/ (MosaicModel.load('{save_model}', mdata))")
     if metrics_json is not None:
-        _metrics(data, truth, batch_key, metrics_json, seconds, overwrite=overwrite)
+        _metrics(data, truth, batch_key, use_rep, metrics_json, seconds, overwrite=overwrite)
         console.print(f"wrote {metrics_json}")
     if plot_path is not None:
-        _umap(data, truth, batch_key, plot_path, random_state)
+        _umap(data, truth, batch_key, use_rep, plot_path, random_state)
         console.print(f"wrote {plot_path}")
 
 
-def _metrics(data, truth, batch_key, path: Path, seconds: float, *, overwrite: bool) -> None:
+def _metrics(
+    data, truth, batch_key, use_rep: str, path: Path, seconds: float, *, overwrite: bool
+) -> None:
     import numpy as np
 
     from ..metrics.scib import integration_report
 
     known = truth.notna().to_numpy()
-    emb = np.asarray(data.obsm["X_cellweave"])[known]
+    emb = np.asarray(data.obsm[use_rep])[known]
     with status("scoring (scib metrics, label transfer)"):
         report = integration_report(
             emb,
@@ -201,19 +232,21 @@ def _metrics(data, truth, batch_key, path: Path, seconds: float, *, overwrite: b
             seconds=seconds,
             predictions=data.obs["cellweave_label"].astype(str).to_numpy()[known],
         )
+    report["embedding"] = use_rep
     with io.atomic_path(path, overwrite=overwrite) as tmp:
         tmp.write_text(json.dumps(report, indent=2))
 
 
-def _umap(data, truth, batch_key: str, path: Path, random_state: int) -> None:
+def _umap(data, truth, batch_key: str, use_rep: str, path: Path, random_state: int) -> None:
     from ..plotting.embedding import embedding, umap_coordinates
     from ._common import use_agg_backend
 
     use_agg_backend()
     with status("UMAP of the latent space"):
-        coords = umap_coordinates(data.obsm["X_cellweave"], random_state=random_state)
+        coords = umap_coordinates(data.obsm[use_rep], random_state=random_state)
     color = {"batch": data.obs[batch_key].astype(str).to_numpy()}
     if truth is not None:
         color["label"] = truth.astype(str).to_numpy()
     color["predicted"] = data.obs["cellweave_label"].astype(str).to_numpy()
-    embedding(coords, color=color, title="cellweave mosaic integration", save=path)
+    title = "cellweave mosaic integration" + ("" if use_rep == "X_cellweave" else f" ({use_rep})")
+    embedding(coords, color=color, title=title, save=path)

@@ -116,6 +116,36 @@ def barycentric_projection(
     return np.asarray(weights @ target) / mass[:, None]
 
 
+def source_target_masks(
+    batches: np.ndarray,
+    source: str | Sequence[str],
+    target: str | Sequence[str] | None = None,
+    *,
+    batch_key: str = "batch",
+) -> tuple[list[str], list[str] | None, np.ndarray, np.ndarray]:
+    """Check ``source`` / ``target`` batch names against ``batches`` (one per cell) and
+    return ``(source list, target list or None, source mask, target mask)``; a one-line
+    :class:`~cellweave.errors.InputError` names an unknown batch or an overlap (callers such
+    as the CLI run it before a long training)."""
+    known = sorted(set(batches))
+    src = [source] if isinstance(source, str) else list(source)
+    tgt = None if target is None else ([target] if isinstance(target, str) else list(target))
+    if not src:
+        raise InputError("no source batch given: name the batch(es) whose cells move")
+    for name in src + (tgt or []):
+        if name not in known:
+            raise InputError(
+                f"batch {name!r} is not in obs[{batch_key!r}] (batches: {', '.join(known)})"
+            )
+    is_src = np.isin(batches, src)
+    is_tgt = ~is_src if tgt is None else np.isin(batches, tgt)
+    if (is_src & is_tgt).any():
+        raise InputError("a batch is both source and target: give disjoint batches")
+    if not is_tgt.any():
+        raise EmptyDataError("no target cells: leave some batches out of the source batches")
+    return src, tgt, is_src, is_tgt
+
+
 def transport_batches(
     data: Any,
     source: str | Sequence[str],
@@ -162,20 +192,7 @@ def transport_batches(
             "cellweave.tl.integrate first or pass use_rep="
         )
     batches = check_obs_key(data, batch_key, name="data").astype(str).to_numpy()
-    known = sorted(set(batches))
-    src = [source] if isinstance(source, str) else list(source)
-    tgt = None if target is None else ([target] if isinstance(target, str) else list(target))
-    for name in src + (tgt or []):
-        if name not in known:
-            raise InputError(
-                f"batch {name!r} is not in obs[{batch_key!r}] (batches: {', '.join(known)})"
-            )
-    is_src = np.isin(batches, src)
-    is_tgt = ~is_src if tgt is None else np.isin(batches, tgt)
-    if (is_src & is_tgt).any():
-        raise InputError("a batch is both source and target: give disjoint batches")
-    if not is_tgt.any():
-        raise EmptyDataError("no target cells: leave some batches out of source=")
+    src, tgt, is_src, is_tgt = source_target_masks(batches, source, target, batch_key=batch_key)
     data = data.copy() if copy else data
     X = np.asarray(data.obsm[use_rep], dtype=np.float64)
     before = X[is_src]
