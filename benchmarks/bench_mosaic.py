@@ -129,6 +129,9 @@ def integration_methods(args, label_key: str, labelled: np.ndarray | None, done:
     """name -> callable(mdata) -> peers_mosaic.Result (``done``: the results so far, by name;
     ``cellweave_ot`` moves the batches without RNA of the ``cellweave`` row's embedding)."""
     import peers_mosaic as peers
+    from cellweave.cli._common import parse_params
+
+    params = parse_params(tuple(args.cellweave_param))
 
     def semi(mdata):
         data = mdata.copy()
@@ -136,14 +139,18 @@ def integration_methods(args, label_key: str, labelled: np.ndarray | None, done:
         labels[~labelled] = np.nan
         data.obs["_labels_1pct"] = pd.Categorical(labels)
         return peers.cellweave_integrate(
-            data, label_key="_labels_1pct", max_epochs=args.cellweave_epochs, seed=args.seed
+            data,
+            label_key="_labels_1pct",
+            max_epochs=args.cellweave_epochs,
+            seed=args.seed,
+            params=params,
         )
 
     return {
         "unintegrated": lambda m: peers.unintegrated(m, random_state=args.seed),
         "multivi": lambda m: peers.multivi(m, max_epochs=args.multivi_epochs, seed=args.seed),
         "cellweave": lambda m: peers.cellweave_integrate(
-            m, max_epochs=args.cellweave_epochs, seed=args.seed
+            m, max_epochs=args.cellweave_epochs, seed=args.seed, params=params
         ),
         "cellweave_ot": lambda m: peers.cellweave_transport(m, done["cellweave"]),
         "cellweave_1pct": semi,
@@ -269,6 +276,7 @@ def protein_scores(imputed: np.ndarray, truth: np.ndarray, names: pd.Index) -> d
 
 def run_imputation(data_dir: Path, methods: list[str], args) -> dict:
     import peers_mosaic as peers
+    from cellweave.cli._common import parse_params
 
     truth, hidden, mosaic = load_reapseq(data_dir, args.reapseq_hide, args.reapseq_genes)
     measured = peers.full_matrix(truth, "protein")[hidden].toarray()
@@ -279,7 +287,11 @@ def run_imputation(data_dir: Path, methods: list[str], args) -> dict:
             truth, hidden, max_epochs=args.totalvi_epochs, seed=args.seed
         ),
         "cellweave": lambda: peers.cellweave_impute(
-            mosaic, "protein", max_epochs=args.cellweave_epochs, seed=args.seed
+            mosaic,
+            "protein",
+            max_epochs=args.cellweave_epochs,
+            seed=args.seed,
+            params=parse_params(tuple(args.cellweave_param)),
         ),
     }
     rows, notes = {}, []
@@ -386,6 +398,14 @@ def main() -> None:
     parser.add_argument("--multivi-epochs", type=int, default=100)
     parser.add_argument("--totalvi-epochs", type=int, default=None, help="default: scvi's")
     parser.add_argument("--cellweave-epochs", type=int, default=None, help="default: model's")
+    parser.add_argument(
+        "--cellweave-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="MosaicModel option for the cellweave rows (repeatable), as `cellweave integrate "
+        "--param`",
+    )
     parser.add_argument("--reapseq-hide", default="sample2")
     parser.add_argument("--reapseq-genes", type=int, default=4000)
     parser.add_argument("--sim-cells", type=int, default=4000)

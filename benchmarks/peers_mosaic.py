@@ -237,12 +237,15 @@ def cellweave_integrate(
     label_key: str | None = None,
     max_epochs: int | None = None,
     seed: int = 0,
+    params: dict | None = None,
 ) -> Result:
-    """``cellweave.mosaic.integrate`` on a copy of ``mdata``; returns ``obsm["X_cellweave"]``
-    and, with ``label_key``, the model's predicted labels in ``extra["predicted"]``."""
+    """``cellweave.mosaic.integrate`` on a copy of ``mdata`` (``params``: further
+    ``MosaicModel`` options); returns ``obsm["X_cellweave"]`` and, with ``label_key``, the
+    model's predicted labels in ``extra["predicted"]``."""
     from cellweave.mosaic import integrate
 
     kwargs: dict = {"batch_key": batch_key, "label_key": label_key, "random_state": seed}
+    kwargs.update(params or {})
     if max_epochs is not None:
         kwargs["max_epochs"] = max_epochs
     data = mdata.copy()
@@ -293,13 +296,14 @@ def cellweave_impute(
     batch_key: str = "batch",
     max_epochs: int | None = None,
     seed: int = 0,
+    params: dict | None = None,
 ) -> Result:
-    """Train :class:`cellweave.mosaic.MosaicModel` on the mosaic ``mdata`` and generate
-    ``modality`` for the cells that lack it (rows in the order of those cells in
-    ``mdata.obs_names``)."""
+    """Train :class:`cellweave.mosaic.MosaicModel` (``params``: further options) on the
+    mosaic ``mdata`` and generate ``modality`` for the cells that lack it (rows in the order
+    of those cells in ``mdata.obs_names``)."""
     from cellweave.mosaic import MosaicModel
 
-    model = MosaicModel(mdata, batch_key=batch_key, random_state=seed)
+    model = MosaicModel(mdata, batch_key=batch_key, random_state=seed, **(params or {}))
     kwargs = {} if max_epochs is None else {"max_epochs": max_epochs}
     t0 = time.perf_counter()
     fit = model.train(random_state=seed, **kwargs)

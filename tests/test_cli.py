@@ -249,3 +249,16 @@ def test_console_script_entry_point_one_line(tmp_path):
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1
     assert "Traceback" not in proc.stderr
+
+
+def test_param_values_are_parsed():
+    import click
+
+    from cellweave.cli._common import parse_params
+
+    params = parse_params(("a=1", "b=0.5", "c=x", "d=true", 'e={"atac": 0.25}', "f=[64, 32]"))
+    assert params == {"a": 1, "b": 0.5, "c": "x", "d": True, "e": {"atac": 0.25}, "f": [64, 32]}
+    with pytest.raises(click.BadParameter, match="not valid JSON"):
+        parse_params(("e={atac: 0.25}",))
+    with pytest.raises(click.BadParameter, match="KEY=VALUE"):
+        parse_params(("novalue",))

@@ -73,7 +73,8 @@ def test_transport_source_moves_only_those_batches(tmp_path, mosaic_file):
     out, metrics = tmp_path / "ot.h5mu", tmp_path / "ot.json"
     result = _invoke(
         str(mosaic_file), "-o", str(out), "--label-key", "cell_type", "--max-epochs", "3",
-        "--transport-source", "atac_only", "--metrics-json", str(metrics), "--no-plot", *FAST,
+        "--labelled-fraction", "0", "--transport-source", "atac_only",
+        "--metrics-json", str(metrics), "--no-plot", *FAST,
     )  # fmt: skip
     assert result.exit_code == 0, result.output + repr(result.exception)
     mdata = md.read_h5mu(out)
@@ -83,8 +84,15 @@ def test_transport_source_moves_only_those_batches(tmp_path, mosaic_file):
     assert np.abs(ot[moved] - base[moved]).max() > 1e-3
     info = mdata.uns["cellweave_transport"]
     assert list(info["params"]["source"]) == ["atac_only"] and info["n_moved"] == moved.sum()
-    assert json.loads(metrics.read_text())["embedding"] == "X_cellweave_ot"
+    report = json.loads(metrics.read_text())
+    assert report["embedding"] == "X_cellweave_ot"
     assert "moved" in result.output
+    # --labelled-fraction 0: trained without labels, which only score the result
+    assert "training unsupervised" in result.output
+    assert "model_balanced_accuracy" not in report["label_transfer"]
+    assert not set(mdata.obs["cellweave_label"].astype(str)) & set(
+        mdata.obs["cell_type"].astype(str)
+    )
 
 
 @pytest.mark.parametrize(

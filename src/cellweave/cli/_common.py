@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -85,8 +86,8 @@ def metrics_json_option(help: str = "With --evaluate: write the scores as JSON."
 
 
 def parse_params(items: tuple[str, ...]) -> dict[str, object]:
-    """``("a=1", "b=0.5", "c=x")`` -> ``{"a": 1, "b": 0.5, "c": "x"}`` (numbers and booleans
-    parsed)."""
+    """``("a=1", "b=0.5", "c=x", 'd={"atac": 0.25}')`` -> ``{"a": 1, "b": 0.5, "c": "x",
+    "d": {"atac": 0.25}}`` (numbers and booleans parsed; JSON for lists and mappings)."""
     params: dict[str, object] = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -97,6 +98,14 @@ def parse_params(items: tuple[str, ...]) -> dict[str, object]:
 
 
 def _parse_value(text: str) -> object:
+    if text[:1] in ("[", "{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as err:
+            raise click.BadParameter(
+                f"{text!r} is not valid JSON ({err.msg}): quote keys, e.g. '{{\"atac\": 0.25}}'",
+                param_hint="--param",
+            ) from None
     lowered = text.lower()
     if lowered in ("true", "false"):
         return lowered == "true"

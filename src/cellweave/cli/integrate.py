@@ -35,10 +35,11 @@ from ._common import (
 )
 @click.option(
     "--labelled-fraction",
-    type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+    type=click.FloatRange(0.0, 1.0, max_open=True),
     default=None,
     help="Keep the labels of a stratified fraction of cells only (e.g. 0.01); the others are "
-    "predicted and scored in --metrics-json.",
+    "predicted and scored in --metrics-json. 0: train unsupervised and use --label-key only "
+    "for the metrics and the UMAP.",
 )
 @click.option(
     "--modality",
@@ -150,7 +151,10 @@ def integrate(
                 f"{path.name} has no obs column {label_key!r}: pass an existing --label-key"
             )
         truth = obs[label_key].astype(object).where(obs[label_key].notna(), None)
-        if labelled_fraction is not None:
+        if labelled_fraction == 0:
+            model_label_key = None
+            console.print(f"training unsupervised: {label_key!r} is used only for scoring")
+        elif labelled_fraction is not None:
             from ..metrics.scib import labelled_split
 
             known = truth.notna().to_numpy()
@@ -196,7 +200,7 @@ def integrate(
             f"moved {moved['n_moved']} cells of {', '.join(sources)} onto the others: "
             f"obsm[{use_rep!r}]"
         )
-    if model_label_key != label_key:
+    if model_label_key not in (None, label_key):
         del obs[model_label_key]
     io.write(data, out, overwrite=overwrite)
     info = model.train_params
@@ -208,16 +212,29 @@ def integrate(
         model.save(save_model, overwrite=overwrite)
         console.print(f"wrote {save_model}/ (MosaicModel.load('{save_model}', mdata))")
     if metrics_json is not None:
-        _metrics(data, truth, batch_key, use_rep, metrics_json, seconds, overwrite=overwrite)
+        supervised = model_label_key is not None
+        _metrics(
+            data, truth, batch_key, use_rep, metrics_json, seconds, supervised, overwrite=overwrite
+        )
         console.print(f"wrote {metrics_json}")
     if plot_path is not None:
-        _umap(data, truth, batch_key, use_rep, plot_path, random_state)
+        _umap(data, truth, batch_key, use_rep, plot_path, random_state, model_label_key)
         console.print(f"wrote {plot_path}")
 
 
 def _metrics(
-    data, truth, batch_key, use_rep: str, path: Path, seconds: float, *, overwrite: bool
+    data,
+    truth,
+    batch_key,
+    use_rep: str,
+    path: Path,
+    seconds: float,
+    supervised: bool,
+    *,
+    overwrite: bool,
 ) -> None:
+    """scib scores of ``obsm[use_rep]`` and label transfer (the model's own predictions too
+    when it was ``supervised``) as JSON."""
     import numpy as np
 
     from ..metrics.scib import integration_report
@@ -230,14 +247,18 @@ def _metrics(
             truth[known].astype(str).to_numpy(),
             data.obs[batch_key].astype(str).to_numpy()[known],
             seconds=seconds,
-            predictions=data.obs["cellweave_label"].astype(str).to_numpy()[known],
+            predictions=(
+                data.obs["cellweave_label"].astype(str).to_numpy()[known] if supervised else None
+            ),
         )
     report["embedding"] = use_rep
     with io.atomic_path(path, overwrite=overwrite) as tmp:
         tmp.write_text(json.dumps(report, indent=2))
 
 
-def _umap(data, truth, batch_key: str, use_rep: str, path: Path, random_state: int) -> None:
+def _umap(
+    data, truth, batch_key: str, use_rep: str, path: Path, random_state: int, model_label_key
+) -> None:
     from ..plotting.embedding import embedding, umap_coordinates
     from ._common import use_agg_backend
 
@@ -247,6 +268,8 @@ def _umap(data, truth, batch_key: str, use_rep: str, path: Path, random_state: i
     color = {"batch": data.obs[batch_key].astype(str).to_numpy()}
     if truth is not None:
         color["label"] = truth.astype(str).to_numpy()
-    color["predicted"] = data.obs["cellweave_label"].astype(str).to_numpy()
+    # the model's labels, or its clusters when it trained without labels
+    panel = "cluster" if model_label_key is None else "predicted"
+    color[panel] = data.obs["cellweave_label"].astype(str).to_numpy()
     title = "cellweave mosaic integration" + ("" if use_rep == "X_cellweave" else f" ({use_rep})")
     embedding(coords, color=color, title=title, save=path)

@@ -16,12 +16,16 @@ __all__ = ["embedding", "umap_coordinates"]
 
 def umap_coordinates(latent: np.ndarray, *, random_state: int = 0) -> np.ndarray:
     """2-D UMAP of a latent space (scanpy's kNN graph on ``latent`` and ``tl.umap``), for
-    :func:`embedding`."""
+    :func:`embedding`.
+
+    The kNN graph is exact (scikit-learn): scanpy 1.11 switches to pynndescent from 8,192
+    cells, whose sparse-array output it cannot read with scipy >= 1.15 (``getnnz``).
+    """
     import anndata as ad
     import scanpy as sc
 
     adata = ad.AnnData(obsm={"X_latent": np.asarray(latent)})
-    sc.pp.neighbors(adata, use_rep="X_latent", random_state=random_state)
+    sc.pp.neighbors(adata, use_rep="X_latent", transformer="sklearn", random_state=random_state)
     sc.tl.umap(adata, random_state=random_state)
     return np.asarray(adata.obsm["X_umap"])
 

@@ -1,0 +1,27 @@
+"""Embedding plots: the UMAP of a latent space, also past scanpy's approximate-kNN size."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.neighbors import KNeighborsClassifier
+
+from cellweave.cli._common import use_agg_backend
+from cellweave.plotting.embedding import embedding, umap_coordinates
+
+
+def test_umap_of_more_than_8192_cells_keeps_the_groups_apart(tmp_path):
+    # scanpy 1.11 switches to pynndescent from 8,192 cells; its sparse-array output broke
+    # sc.pp.neighbors with scipy >= 1.15 (`cellweave integrate` of the 10k-cell MOp data)
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(3), 2800)
+    centres = rng.normal(scale=6.0, size=(3, 8))
+    latent = (centres[groups] + rng.normal(size=(groups.size, 8))).astype(np.float32)
+    coords = umap_coordinates(latent, random_state=0)
+    assert coords.shape == (groups.size, 2) and np.isfinite(coords).all()
+    # each cell's nearest neighbours in the 2-D map are of its own group
+    knn = KNeighborsClassifier(n_neighbors=5).fit(coords[::2], groups[::2])
+    assert (knn.predict(coords[1::2]) == groups[1::2]).mean() > 0.99
+    use_agg_backend()
+    png = tmp_path / "umap.png"
+    embedding(coords, color={"group": groups.astype(str)}, title="groups", save=png)
+    assert png.stat().st_size > 1000
