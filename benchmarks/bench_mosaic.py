@@ -46,6 +46,8 @@ PACKAGES = (
     "scib-metrics",
 )
 INTEGRATION = ("unintegrated", "multivi", "cellweave", "cellweave_ot", "cellweave_1pct")
+# rows built from an earlier row's result (run_integration skips them without it)
+NEEDS = {"cellweave_ot": "cellweave"}
 IMPUTATION = ("knn", "totalvi", "cellweave")
 SIM_BATCHES = {
     "cite": ("rna", "protein"),
@@ -129,9 +131,8 @@ def integration_methods(args, label_key: str, labelled: np.ndarray | None, done:
     """name -> callable(mdata) -> peers_mosaic.Result (``done``: the results so far, by name;
     ``cellweave_ot`` moves the batches without RNA of the ``cellweave`` row's embedding)."""
     import peers_mosaic as peers
-    from cellweave.cli._common import parse_params
 
-    params = parse_params(tuple(args.cellweave_param))
+    params = args.cellweave_params
 
     def semi(mdata):
         data = mdata.copy()
@@ -181,8 +182,8 @@ def run_integration(name: str, mdata, methods: list[str], args) -> dict:
         if method.startswith("cellweave") and (reason := peers.cellweave_available()):
             notes.append(f"{name}/{method}: skipped, {reason}")
             continue
-        if method == "cellweave_ot" and "cellweave" not in done:
-            notes.append(f"{name}/cellweave_ot: skipped, it needs the cellweave row before it")
+        if (need := NEEDS.get(method)) and need not in done:
+            notes.append(f"{name}/{method}: skipped, it needs the {need} row before it")
             continue
         if method == "multivi" and "protein" in mdata.mod:
             notes.append(f"{name}/multivi: RNA + ATAC only (MultiVI's protein support not used)")
@@ -276,7 +277,6 @@ def protein_scores(imputed: np.ndarray, truth: np.ndarray, names: pd.Index) -> d
 
 def run_imputation(data_dir: Path, methods: list[str], args) -> dict:
     import peers_mosaic as peers
-    from cellweave.cli._common import parse_params
 
     truth, hidden, mosaic = load_reapseq(data_dir, args.reapseq_hide, args.reapseq_genes)
     measured = peers.full_matrix(truth, "protein")[hidden].toarray()
@@ -291,7 +291,7 @@ def run_imputation(data_dir: Path, methods: list[str], args) -> dict:
             "protein",
             max_epochs=args.cellweave_epochs,
             seed=args.seed,
-            params=parse_params(tuple(args.cellweave_param)),
+            params=args.cellweave_params,
         ),
     }
     rows, notes = {}, []
@@ -414,6 +414,15 @@ def main() -> None:
     parser.add_argument("--save-embeddings", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "mosaic.md")
     args = parser.parse_args()
+    import click
+
+    from cellweave.cli._common import parse_params
+
+    # parsed once, before any method runs: a bad value stops here, not hours later
+    try:
+        args.cellweave_params = parse_params(tuple(args.cellweave_param))
+    except click.BadParameter as err:
+        parser.error(f"--cellweave-param: {err.format_message()}")
 
     import torch
 

@@ -85,6 +85,11 @@ def metrics_json_option(help: str = "With --evaluate: write the scores as JSON."
     return click.option("--metrics-json", type=click.Path(path_type=Path), default=None, help=help)
 
 
+def comma_list(text: str) -> list[str]:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]`` (an option's comma-separated names)."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 def parse_params(items: tuple[str, ...]) -> dict[str, object]:
     """``("a=1", "b=0.5", "c=x", 'd={"atac": 0.25}')`` -> ``{"a": 1, "b": 0.5, "c": "x",
     "d": {"atac": 0.25}}`` (numbers and booleans parsed; JSON for lists and mappings)."""

@@ -10,6 +10,7 @@ from .. import io
 from .._progress import status
 from ._common import (
     check_output,
+    comma_list,
     console,
     evaluate_methods_option,
     metrics_json_option,
@@ -159,7 +160,7 @@ def _evaluate(
     if metrics_json is not None:
         check_output(metrics_json, overwrite=overwrite)
     adata = io.read_anndata(path, coords=coords, spatial_key=spatial_key)
-    chosen = "all" if methods == "all" else [m.strip() for m in methods.split(",") if m.strip()]
+    chosen = "all" if methods == "all" else comma_list(methods)
     seed_list = _parse_seeds(seeds)
     params = {default: method_params} if method_params else None
     result = evaluate(

@@ -12,6 +12,7 @@ from .. import io
 from .._progress import status
 from ._common import (
     check_output,
+    comma_list,
     console,
     device_option,
     metrics_json_option,
@@ -140,7 +141,7 @@ def integrate(
     if transport_source is not None:
         from ..mosaic.transport import source_target_masks
 
-        sources = [b.strip() for b in transport_source.split(",") if b.strip()]
+        sources = comma_list(transport_source)
         # checked before training, so that a typo does not cost a training run
         source_target_masks(obs[batch_key].astype(str).to_numpy(), sources, batch_key=batch_key)
     truth = None
@@ -171,7 +172,7 @@ def integrate(
     if graph_key.lower() == "none":
         graph = None
     elif graph_key != "auto":
-        graph = [k.strip() for k in graph_key.split(",") if k.strip()]
+        graph = comma_list(graph_key)
     model = MosaicModel(
         data,
         batch_key=batch_key,
@@ -194,8 +195,8 @@ def integrate(
 
         with status(f"moving {', '.join(sources)} by optimal transport"):
             transport_batches(data, sources, batch_key=batch_key, device=device)
-        use_rep = data.uns["cellweave_transport"]["params"]["key_added"]
         moved = data.uns["cellweave_transport"]
+        use_rep = moved["params"]["key_added"]
         console.print(
             f"moved {moved['n_moved']} cells of {', '.join(sources)} onto the others: "
             f"obsm[{use_rep!r}]"
@@ -211,14 +212,14 @@ def integrate(
     if save_model is not None:
         model.save(save_model, overwrite=overwrite)
         console.print(f"wrote {save_model}/ (MosaicModel.load('{save_model}', mdata))")
+    supervised = model_label_key is not None
     if metrics_json is not None:
-        supervised = model_label_key is not None
         _metrics(
             data, truth, batch_key, use_rep, metrics_json, seconds, supervised, overwrite=overwrite
         )
         console.print(f"wrote {metrics_json}")
     if plot_path is not None:
-        _umap(data, truth, batch_key, use_rep, plot_path, random_state, model_label_key)
+        _umap(data, truth, batch_key, use_rep, plot_path, random_state, supervised)
         console.print(f"wrote {plot_path}")
 
 
@@ -257,7 +258,7 @@ def _metrics(
 
 
 def _umap(
-    data, truth, batch_key: str, use_rep: str, path: Path, random_state: int, model_label_key
+    data, truth, batch_key: str, use_rep: str, path: Path, random_state: int, supervised: bool
 ) -> None:
     from ..plotting.embedding import embedding, umap_coordinates
     from ._common import use_agg_backend
@@ -269,7 +270,7 @@ def _umap(
     if truth is not None:
         color["label"] = truth.astype(str).to_numpy()
     # the model's labels, or its clusters when it trained without labels
-    panel = "cluster" if model_label_key is None else "predicted"
+    panel = "predicted" if supervised else "cluster"
     color[panel] = data.obs["cellweave_label"].astype(str).to_numpy()
     title = "cellweave mosaic integration" + ("" if use_rep == "X_cellweave" else f" ({use_rep})")
     embedding(coords, color=color, title=title, save=path)

@@ -10,6 +10,7 @@ from .. import io
 from .._progress import status
 from ._common import (
     check_output,
+    comma_list,
     console,
     device_option,
     evaluate_methods_option,
@@ -148,7 +149,7 @@ def _genes_to_predict(spec: str, adata_sc, adata_sp) -> list[str]:
         return list(adata_sc.var_names)
     if key == "missing":
         return [g for g in adata_sc.var_names if g not in adata_sp.var_names]
-    genes = [g.strip() for g in spec.split(",") if g.strip()]
+    genes = comma_list(spec)
     absent = [g for g in genes if g not in adata_sc.var_names]
     if absent:
         raise MissingKeyError(
@@ -178,7 +179,7 @@ def _evaluate(
         check_output(metrics_json, overwrite=overwrite)
     adata_sc = io.read_anndata(sc_path)
     adata_sp = io.read_anndata(sp_path)
-    chosen = "all" if methods == "all" else [m.strip() for m in methods.split(",") if m.strip()]
+    chosen = "all" if methods == "all" else comma_list(methods)
     default = DEFAULT_METHOD if method == "auto" else method
     params = {default: method_params} if method_params else None
     result = evaluate(
