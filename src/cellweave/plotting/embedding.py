@@ -14,20 +14,86 @@ from ._save import finish
 __all__ = ["embedding", "umap_coordinates"]
 
 
-def umap_coordinates(latent: np.ndarray, *, random_state: int = 0) -> np.ndarray:
+_EXACT_KNN_MAX_CELLS = 8192  # scanpy's own switch from exact to approximate neighbours
+
+
+def _approximate_knn(n_obs: int, n_neighbors: int, random_state: int):
+    """pynndescent's kNN transformer, set up as scanpy/UMAP do, returning
+    ``scipy.sparse.csr_matrix``.
+
+    scanpy 1.11 takes pynndescent for 8,192 cells and more, but cannot read the
+    ``csr_array`` that pynndescent returns with scipy >= 1.15 (``getnnz``); exact
+    neighbours instead cost quadratic time. This keeps the approximate search and hands
+    scanpy the matrix type it reads.
+    """
+    from pynndescent import PyNNDescentTransformer
+    from scipy import sparse
+
+    class ScipyMatrixNNDescent(PyNNDescentTransformer):
+        def transform(self, X, y=None):
+            return sparse.csr_matrix(super().transform(X, y))
+
+        def fit_transform(self, X, y=None, **fit_params):
+            return sparse.csr_matrix(super().fit_transform(X, y, **fit_params))
+
+    return ScipyMatrixNNDescent(
+        n_neighbors=n_neighbors,
+        metric="euclidean",
+        n_trees=min(64, 5 + round(n_obs**0.5 / 20.0)),
+        n_iters=max(5, round(np.log2(n_obs))),
+        random_state=random_state,
+    )
+
+
+def umap_coordinates(
+    latent: np.ndarray, *, n_neighbors: int = 15, random_state: int = 0
+) -> np.ndarray:
     """2-D UMAP of a latent space (scanpy's kNN graph on ``latent`` and ``tl.umap``), for
     :func:`embedding`.
 
-    The kNN graph is exact (scikit-learn): scanpy 1.11 switches to pynndescent from 8,192
-    cells, whose sparse-array output it cannot read with scipy >= 1.15 (``getnnz``).
+    The kNN graph is exact (scikit-learn) below 8,192 cells and approximate (pynndescent, as
+    scanpy and UMAP set it up) from there, so a million cells take minutes, not hours.
     """
     import anndata as ad
     import scanpy as sc
 
-    adata = ad.AnnData(obsm={"X_latent": np.asarray(latent)})
-    sc.pp.neighbors(adata, use_rep="X_latent", transformer="sklearn", random_state=random_state)
+    latent = np.asarray(latent)
+    n_obs = latent.shape[0]
+    transformer = (
+        "sklearn"
+        if n_obs < _EXACT_KNN_MAX_CELLS
+        else _approximate_knn(n_obs, n_neighbors, random_state)
+    )
+    adata = ad.AnnData(obsm={"X_latent": latent})
+    sc.pp.neighbors(
+        adata,
+        use_rep="X_latent",
+        n_neighbors=n_neighbors,
+        transformer=transformer,
+        random_state=random_state,
+    )
     sc.tl.umap(adata, random_state=random_state)
     return np.asarray(adata.obsm["X_umap"])
+
+
+def shared_palettes(panels: Mapping[str, Sequence[str]]) -> dict[str, dict[str, tuple]]:
+    """One colour per category for each panel, the same colour for the same category in
+    panels that share categories (e.g. true and predicted labels, whose sets differ when a
+    class is never predicted); panels with disjoint categories (batches) get their own."""
+    names = list(panels)
+    group = {n: i for i, n in enumerate(names)}  # union of overlapping category sets
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            if set(panels[a]) & set(panels[b]):
+                old, new = group[b], group[a]
+                group = {n: new if g == old else g for n, g in group.items()}
+    palettes = {}
+    for g in set(group.values()):
+        members = [n for n in names if group[n] == g]
+        union = sorted(set().union(*(set(panels[n]) for n in members)))
+        palette = category_colors(union)
+        palettes.update({n: palette for n in members})
+    return palettes
 
 
 def embedding(
@@ -59,20 +125,26 @@ def embedding(
     fig, axes = plt.subplots(1, len(color), figsize=(4.6 * len(color), 4), squeeze=False)
     size = size if size is not None else float(np.clip(20000 / max(len(coords), 1), 0.5, 40))
     order = np.random.default_rng(0).permutation(len(coords))  # no category drawn on top
-    for ax, (name, labels) in zip(axes.flat, color.items(), strict=True):
-        labels = pd.Series(np.asarray(labels))
-        if pd.api.types.is_numeric_dtype(labels) and labels.nunique() > 20:
+    panels = {name: pd.Series(np.asarray(labels)) for name, labels in color.items()}
+    numeric = {
+        name for name, v in panels.items() if pd.api.types.is_numeric_dtype(v) and v.nunique() > 20
+    }
+    palettes = shared_palettes(
+        {n: v.astype(str).unique() for n, v in panels.items() if n not in numeric}
+    )
+    for ax, (name, labels) in zip(axes.flat, panels.items(), strict=True):
+        if name in numeric:
             m = ax.scatter(
                 coords[order, 0], coords[order, 1], c=labels.to_numpy()[order], s=size, linewidths=0
             )
             fig.colorbar(m, ax=ax, fraction=0.046, pad=0.02)
         else:
             cats = labels.astype(str).astype("category")
-            palette = category_colors(cats.cat.categories)
+            palette = palettes[name]
             point_colors = [palette[c] for c in cats.to_numpy()[order]]
             ax.scatter(coords[order, 0], coords[order, 1], c=point_colors, s=size, linewidths=0)
-            for cat, col in palette.items():
-                ax.scatter([], [], color=col, label=cat)
+            for cat in cats.cat.categories:
+                ax.scatter([], [], color=palette[cat], label=cat)
             ax.legend(loc="center left", bbox_to_anchor=(1, 0.5), frameon=False, fontsize="small")
         ax.set_title(name)
         ax.set_xticks([])
