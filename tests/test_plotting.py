@@ -6,7 +6,8 @@ import numpy as np
 from sklearn.neighbors import KNeighborsClassifier
 
 from cellweave.cli._common import use_agg_backend
-from cellweave.plotting.embedding import embedding, shared_palettes, umap_coordinates
+from cellweave.plotting._colors import shared_palettes
+from cellweave.plotting.embedding import embedding, umap_coordinates
 
 
 def test_umap_of_more_than_8192_cells_keeps_the_groups_apart(tmp_path):
@@ -57,3 +58,33 @@ def test_true_and_predicted_labels_share_colours():
     assert len({palettes["label"][c] for c in "ABCD"}) == 4
     assert set(palettes["batch"]) == {"b1", "b2"}
     assert palettes["batch"]["b1"] != palettes["batch"]["b2"]
+
+
+def test_spatial_panels_of_true_and_predicted_types_share_colours():
+    import anndata as ad
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from cellweave.plotting.spatial import spatial
+
+    use_agg_backend()
+    rng = np.random.default_rng(0)
+    obs = pd.DataFrame(
+        {"cell_type": list("ABCD") * 5, "predicted": list("ACDD") * 5},
+        index=[f"s{i}" for i in range(20)],
+    )
+    adata = ad.AnnData(np.zeros((20, 1)), obs=obs, obsm={"spatial": rng.normal(size=(20, 2))})
+    fig = spatial(adata, color=["cell_type", "predicted"])
+
+    def legend_colours(ax):
+        return {
+            t.get_text(): tuple(h.get_facecolor()[0])
+            for t, h in zip(
+                ax.get_legend().get_texts(), ax.get_legend().legend_handles, strict=True
+            )
+        }
+
+    truth, predicted = (legend_colours(ax) for ax in fig.axes[:2])
+    assert set(predicted) == {"A", "C", "D"}
+    assert all(truth[c] == predicted[c] for c in predicted)
+    plt.close(fig)

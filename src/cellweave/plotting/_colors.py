@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 import pandas as pd
 from anndata import AnnData
@@ -9,7 +11,7 @@ from scipy import sparse
 
 from ..errors import MissingKeyError
 
-__all__ = ["category_colors", "values_for"]
+__all__ = ["category_colors", "shared_palettes", "values_for"]
 
 
 def category_colors(categories: pd.Index | list[str]) -> dict[str, tuple]:
@@ -18,6 +20,26 @@ def category_colors(categories: pd.Index | list[str]) -> dict[str, tuple]:
 
     cmap = mpl.colormaps["tab10" if len(categories) <= 10 else "tab20"]
     return {c: cmap(i % cmap.N) for i, c in enumerate(categories)}
+
+
+def shared_palettes(panels: Mapping[str, Sequence[str]]) -> dict[str, dict[str, tuple]]:
+    """One colour per category for each panel, the same colour for the same category in
+    panels that share categories (e.g. true and predicted labels, whose sets differ when a
+    class is never predicted); panels with disjoint categories (batches) get their own."""
+    names = list(panels)
+    group = {n: i for i, n in enumerate(names)}  # union of overlapping category sets
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            if set(panels[a]) & set(panels[b]):
+                old, new = group[b], group[a]
+                group = {n: new if g == old else g for n, g in group.items()}
+    palettes = {}
+    for g in set(group.values()):
+        members = [n for n in names if group[n] == g]
+        union = sorted(set().union(*(set(panels[n]) for n in members)))
+        palette = category_colors(union)
+        palettes.update({n: palette for n in members})
+    return palettes
 
 
 def values_for(adata: AnnData, key: str, *, layer: str | None = None) -> pd.Series | np.ndarray:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._colors import category_colors
+from ._colors import shared_palettes
 from ._save import finish
 
 __all__ = ["embedding", "umap_coordinates"]
@@ -74,26 +74,6 @@ def umap_coordinates(
     )
     sc.tl.umap(adata, random_state=random_state)
     return np.asarray(adata.obsm["X_umap"])
-
-
-def shared_palettes(panels: Mapping[str, Sequence[str]]) -> dict[str, dict[str, tuple]]:
-    """One colour per category for each panel, the same colour for the same category in
-    panels that share categories (e.g. true and predicted labels, whose sets differ when a
-    class is never predicted); panels with disjoint categories (batches) get their own."""
-    names = list(panels)
-    group = {n: i for i, n in enumerate(names)}  # union of overlapping category sets
-    for i, a in enumerate(names):
-        for b in names[i + 1 :]:
-            if set(panels[a]) & set(panels[b]):
-                old, new = group[b], group[a]
-                group = {n: new if g == old else g for n, g in group.items()}
-    palettes = {}
-    for g in set(group.values()):
-        members = [n for n in names if group[n] == g]
-        union = sorted(set().union(*(set(panels[n]) for n in members)))
-        palette = category_colors(union)
-        palettes.update({n: palette for n in members})
-    return palettes
 
 
 def embedding(

@@ -10,7 +10,7 @@ import pandas as pd
 from anndata import AnnData
 
 from ..validate import check_spatial
-from ._colors import category_colors, values_for
+from ._colors import category_colors, shared_palettes, values_for
 from ._save import finish
 
 __all__ = ["spatial"]
@@ -64,9 +64,12 @@ def spatial(
     nrows = int(np.ceil(len(keys) / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 4 * nrows), squeeze=False)
     size = size if size is not None else float(np.clip(30000 / max(len(coords), 1), 0.5, 60))
+    panels = {key: values_for(adata, key, layer=layer) for key in keys}
+    palettes = shared_palettes(
+        {k: v.dropna().astype(str).unique() for k, v in panels.items() if _categorical(v)}
+    )
     for ax, key, panel_title in zip(axes.flat, keys, titles, strict=False):
-        values = values_for(adata, key, layer=layer)
-        _draw(ax, coords, values, size=size, cmap=cmap)
+        _draw(ax, coords, panels[key], size=size, cmap=cmap, palette=palettes.get(key))
         ax.set_title(panel_title)
         ax.set_aspect("equal")
         ax.set_xticks([])
@@ -77,14 +80,20 @@ def spatial(
     return finish(fig, save)
 
 
-def _draw(ax, coords: np.ndarray, values, *, size: float, cmap: str) -> None:
+def _categorical(values) -> bool:
+    return isinstance(values, pd.Series) and not pd.api.types.is_numeric_dtype(values)
+
+
+def _draw(
+    ax, coords: np.ndarray, values, *, size: float, cmap: str, palette: dict | None = None
+) -> None:
     x, y = coords[:, 0], coords[:, 1]
-    if isinstance(values, pd.Series) and not pd.api.types.is_numeric_dtype(values):
+    if _categorical(values):
         cats = values.astype("category")
-        colors = category_colors(cats.cat.categories)
+        colors = palette or category_colors([str(c) for c in cats.cat.categories])
         for cat in cats.cat.categories:
             sel = (cats == cat).to_numpy()
-            ax.scatter(x[sel], y[sel], s=size, color=colors[cat], label=str(cat), linewidths=0)
+            ax.scatter(x[sel], y[sel], s=size, color=colors[str(cat)], label=str(cat), linewidths=0)
         ax.legend(
             loc="center left",
             bbox_to_anchor=(1, 0.5),
