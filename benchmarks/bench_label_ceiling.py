@@ -59,7 +59,9 @@ def features(data_dir: Path, n_comps: int, seed: int):
     return blocks, labels, batch
 
 
-def classifier(name: str, seed: int):
+def classifier(name: str, seed: int, *, early_stopping: bool = True):
+    """``early_stopping`` (MLP only) needs a validation split that 1% of the labels cannot
+    spare."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.neural_network import MLPClassifier
@@ -69,25 +71,25 @@ def classifier(name: str, seed: int):
     if name == "knn10":
         return KNeighborsClassifier(10)
     return MLPClassifier(
-        hidden_layer_sizes=(256,), max_iter=300, early_stopping=True, random_state=seed
+        hidden_layer_sizes=(256,),
+        max_iter=300 if early_stopping else 200,
+        early_stopping=early_stopping,
+        random_state=seed,
     )
 
 
-def predictions(X: np.ndarray, y: np.ndarray, name: str, protocol: str, seed: int) -> np.ndarray:
-    """Predicted label of every cell; ``protocol`` "cv5" (out-of-fold predictions) or "1pct"
-    (trained on the benchmark's 1% split; the labelled cells are predicted as their label and
-    left out of the score by the caller)."""
+def predictions(
+    X: np.ndarray, y: np.ndarray, name: str, labelled: np.ndarray | None, seed: int
+) -> np.ndarray:
+    """Predicted label of every cell: out-of-fold predictions of a 5-fold cross-validation
+    (``labelled=None``), or trained on the ``labelled`` cells (predicted as their label; the
+    caller leaves them out of the score)."""
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-    from cellweave.metrics.scib import labelled_split
-
-    if protocol == "cv5":
+    if labelled is None:
         folds = StratifiedKFold(5, shuffle=True, random_state=seed)
         return cross_val_predict(classifier(name, seed), X, y, cv=folds)
-    labelled = labelled_split(y, train_size=0.01, random_state=0)
-    clf = classifier(name, seed)
-    if name == "mlp":  # early stopping needs a validation split that 1% cannot spare
-        clf.set_params(early_stopping=False, max_iter=200)
+    clf = classifier(name, seed, early_stopping=False)
     pred = clf.fit(X[labelled], y[labelled]).predict(X)
     pred[labelled] = y[labelled]
     return pred
@@ -102,6 +104,7 @@ def per_class_recall(y: np.ndarray, pred: np.ndarray) -> pd.Series:
 def main(argv: list[str] | None = None) -> None:
     from sklearn.metrics import balanced_accuracy_score
 
+    from cellweave.io import atomic_path
     from cellweave.metrics.scib import labelled_split
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -115,17 +118,18 @@ def main(argv: list[str] | None = None) -> None:
 
     t0 = time.perf_counter()
     blocks, y, batch = features(Path(args.data_dir), args.n_comps, args.seed)
-    scored = {"cv5": np.ones(len(y), bool), "1pct": ~labelled_split(y, train_size=0.01)}
+    # protocol -> the labelled cells (None: cross-validation over all of them)
+    protocols = {"cv5": None, "1pct": labelled_split(y, train_size=0.01, random_state=0)}
     uses = {"paired": "rna+atac", "rna_only": "rna", "atac_only": "atac"}
     rows, recalls = {}, {}
-    for protocol in ("cv5", "1pct"):
+    for protocol, labelled in protocols.items():
+        keep = np.ones(len(y), bool) if labelled is None else ~labelled
         for name in CLASSIFIERS:
-            preds = {k: predictions(X, y, name, protocol, args.seed) for k, X in blocks.items()}
+            preds = {k: predictions(X, y, name, labelled, args.seed) for k, X in blocks.items()}
             composite = np.empty_like(y)
             for b, k in uses.items():
                 composite[batch == b] = preds[k][batch == b]
             preds["mosaic composite"] = composite
-            keep = scored[protocol]
             row = {k: balanced_accuracy_score(y[keep], p[keep]) for k, p in preds.items()}
             rows[f"{protocol} / {name}"] = row
             if protocol == "cv5" and name == "logistic":
@@ -166,11 +170,9 @@ def main(argv: list[str] | None = None) -> None:
         ),
         "",
     ]
-    out = Path(args.out)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines))
-    tmp.replace(out)
-    print(f"wrote {out}", file=sys.stderr)
+    with atomic_path(args.out, overwrite=True) as tmp:
+        tmp.write_text("\n".join(lines))
+    print(f"wrote {args.out}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -26,19 +26,18 @@ def shared_palettes(panels: Mapping[str, Sequence[str]]) -> dict[str, dict[str, 
     """One colour per category for each panel, the same colour for the same category in
     panels that share categories (e.g. true and predicted labels, whose sets differ when a
     class is never predicted); panels with disjoint categories (batches) get their own."""
-    names = list(panels)
-    group = {n: i for i, n in enumerate(names)}  # union of overlapping category sets
-    for i, a in enumerate(names):
-        for b in names[i + 1 :]:
-            if set(panels[a]) & set(panels[b]):
-                old, new = group[b], group[a]
-                group = {n: new if g == old else g for n, g in group.items()}
+    groups: list[tuple[list[str], set[str]]] = []  # (panels, their categories), disjoint
+    for name, cats in panels.items():
+        cats = set(cats)
+        joined = [g for g in groups if g[1] & cats]
+        groups = [g for g in groups if not g[1] & cats]
+        groups.append(
+            ([name, *(n for g in joined for n in g[0])], cats.union(*(g[1] for g in joined)))
+        )
     palettes = {}
-    for g in set(group.values()):
-        members = [n for n in names if group[n] == g]
-        union = sorted(set().union(*(set(panels[n]) for n in members)))
-        palette = category_colors(union)
-        palettes.update({n: palette for n in members})
+    for members, cats in groups:
+        palette = category_colors(sorted(cats))
+        palettes.update(dict.fromkeys(members, palette))
     return palettes
 
 

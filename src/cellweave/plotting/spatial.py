@@ -10,7 +10,7 @@ import pandas as pd
 from anndata import AnnData
 
 from ..validate import check_spatial
-from ._colors import category_colors, shared_palettes, values_for
+from ._colors import shared_palettes, values_for
 from ._save import finish
 
 __all__ = ["spatial"]
@@ -67,7 +67,7 @@ def spatial(
     panels = {key: values_for(adata, key, layer=layer) for key in keys}
     palettes = shared_palettes(
         {k: v.dropna().astype(str).unique() for k, v in panels.items() if _categorical(v)}
-    )
+    )  # numeric panels get none: a colour bar
     for ax, key, panel_title in zip(axes.flat, keys, titles, strict=False):
         _draw(ax, coords, panels[key], size=size, cmap=cmap, palette=palettes.get(key))
         ax.set_title(panel_title)
@@ -84,16 +84,17 @@ def _categorical(values) -> bool:
     return isinstance(values, pd.Series) and not pd.api.types.is_numeric_dtype(values)
 
 
-def _draw(
-    ax, coords: np.ndarray, values, *, size: float, cmap: str, palette: dict | None = None
-) -> None:
+def _draw(ax, coords: np.ndarray, values, *, size: float, cmap: str, palette: dict | None) -> None:
+    """Categories in ``palette``'s colours (keyed by ``str(category)``), or, without a
+    palette, numbers on ``cmap`` with a colour bar."""
     x, y = coords[:, 0], coords[:, 1]
-    if _categorical(values):
+    if palette is not None:
         cats = values.astype("category")
-        colors = palette or category_colors([str(c) for c in cats.cat.categories])
         for cat in cats.cat.categories:
             sel = (cats == cat).to_numpy()
-            ax.scatter(x[sel], y[sel], s=size, color=colors[str(cat)], label=str(cat), linewidths=0)
+            ax.scatter(
+                x[sel], y[sel], s=size, color=palette[str(cat)], label=str(cat), linewidths=0
+            )
         ax.legend(
             loc="center left",
             bbox_to_anchor=(1, 0.5),
