@@ -13,6 +13,7 @@ __all__ = [
     "EmptyDataError",
     "FileFormatError",
     "InputError",
+    "InvalidOptionError",
     "MissingKeyError",
     "NoSharedFeaturesError",
     "NonFiniteError",
@@ -30,6 +31,10 @@ class InputError(CellweaveError, ValueError):
     def __init__(self, message: str) -> None:
         # Keep messages to one line: the CLI prints them as they are.
         super().__init__(" ".join(str(message).split()))
+
+
+class InvalidOptionError(InputError):
+    """A method name or option is unknown, of the wrong type or out of its range."""
 
 
 class FileFormatError(InputError):
