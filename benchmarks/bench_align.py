@@ -65,9 +65,9 @@ def spacing(coords: np.ndarray) -> float:
 # methods: each returns B's coordinates in A's frame
 # --------------------------------------------------------------------------------------------
 def run_cellweave(a, b, **kwargs) -> np.ndarray:
-    from cellweave.mapping.align import align_sections
+    from cellweave.align import align_sections
 
-    _, out = align_sections(a, b, copy=True, **kwargs)
+    out = align_sections(a, b, copy=True, **kwargs)
     return out.obsm["spatial_aligned"]
 
 
@@ -118,7 +118,7 @@ def timed(fn, *args, **kwargs):
 # known transforms
 # --------------------------------------------------------------------------------------------
 def known_transforms(sections: dict, methods: dict, *, drop: float, warp: float = 0.0) -> list:
-    from cellweave.mapping.align import perturb_section
+    from cellweave.align import perturb_section
 
     rows = []
     for name, adata in sections.items():
@@ -190,7 +190,7 @@ def gene_agreement(a, b, aligned: np.ndarray, n_genes: int = 200) -> float:
 
 
 def adjacent_pairs(with_peer: bool) -> tuple[pd.DataFrame, list[str]]:
-    from cellweave.mapping.align import align_sections
+    from cellweave.align import align_sections
     from cellweave.plotting.alignment import overlay
 
     slices = {i: paste_slice(i) for i in range(1, 5)}
@@ -207,8 +207,8 @@ def adjacent_pairs(with_peer: bool) -> tuple[pd.DataFrame, list[str]]:
             }
         )
         out, wall, cpu = timed(align_sections, a, b, copy=True)
-        ours = out[1].obsm["spatial_aligned"]
-        info = out[1].uns["alignment"]
+        ours = out.obsm["spatial_aligned"]
+        info = out.uns["spatial_aligned"]
         rows.append(
             {
                 "pair": pair,
@@ -220,7 +220,7 @@ def adjacent_pairs(with_peer: bool) -> tuple[pd.DataFrame, list[str]]:
             }
         )
         out_nr, wall_nr, cpu_nr = timed(align_sections, a, b, nonrigid=True, copy=True)
-        warped = out_nr[1].obsm["spatial_aligned"]
+        warped = out_nr.obsm["spatial_aligned"]
         rows.append(
             {
                 "pair": pair,
@@ -234,7 +234,7 @@ def adjacent_pairs(with_peer: bool) -> tuple[pd.DataFrame, list[str]]:
         )
         if with_peer:
             theirs, wall, cpu = timed(run_paste, a, b)
-            from cellweave.mapping.align import procrustes
+            from cellweave.align import procrustes
 
             fit = procrustes(np.eye(b.n_obs), theirs, b.obsm["spatial"], reflection=True)
             rows.append(
@@ -282,7 +282,7 @@ def as_protein(moved, genes, seed: int = 1):
 
 
 def modalities(sections: dict) -> pd.DataFrame:
-    from cellweave.mapping.align import perturb_section
+    from cellweave.align import perturb_section
     from cellweave.pp import log_normalize
 
     rows = []
@@ -334,7 +334,7 @@ def modalities(sections: dict) -> pd.DataFrame:
 
 
 def scale() -> pd.DataFrame:
-    from cellweave.mapping.align import perturb_section
+    from cellweave.align import perturb_section
 
     rows = []
     for n_spots, kwargs in ((2000, {}), (5000, {}), (20000, {})):
@@ -371,7 +371,7 @@ def main() -> None:
 
     sections = {f"PASTE slice {i}": paste_slice(i) for i in range(1, 5)}
     # warm up (imports, first-call costs) so that the timings below are the methods' own
-    from cellweave.mapping.align import perturb_section
+    from cellweave.align import perturb_section
 
     warm, _ = perturb_section(sections["PASTE slice 1"], angle=10.0, drop=0.1)
     run_cellweave(sections["PASTE slice 1"], warm)
@@ -414,7 +414,7 @@ def main() -> None:
     lines += [
         "- protocol: section B = section A with a random rotation (uniform 0-360 deg), a random "
         "shift (uniform +-20), 10% of spots dropped and counts binomially thinned to half "
-        f"(`cellweave.mapping.align.perturb_section`), {N_REPEATS} seeds per data set; error = "
+        f"(`cellweave.align.perturb_section`), {N_REPEATS} seeds per data set; error = "
         "distance of each B spot from its true position, in spot spacings (median "
         "nearest-neighbour distance of A); table: median over seeds of the per-seed median "
         "error, worst seed, mean fraction of spots under half a spacing. Target: median error "

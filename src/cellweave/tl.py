@@ -1,8 +1,8 @@
 """Tools (``cellweave.tl``): the capabilities, scanpy style (data object first)."""
 
+from .align import align_sections
 from .impute import impute
 from .mapping import cell_type_fractions, map_cells, project_genes
-from .mapping.align import align_sections
 from .mosaic.api import integrate
 from .mosaic.transport import transport_batches
 

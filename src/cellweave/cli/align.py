@@ -8,7 +8,19 @@ import click
 
 from .. import io
 from .._progress import status
-from ._common import check_output, console, overwrite_option, seed_option, use_agg_backend
+from ._common import (
+    check_output,
+    console,
+    overwrite_option,
+    params_option,
+    parse_params,
+    print_table,
+    seed_option,
+    use_agg_backend,
+)
+
+# align_sections keywords that have their own flag (not taken by --param)
+_FLAGS = ("alpha", "nonrigid", "overlap", "structure_only", "reflection")
 
 
 def _overlap(value: str) -> float | None:
@@ -23,14 +35,14 @@ def _overlap(value: str) -> float | None:
 
 
 @click.command()
-@click.argument("path_a", type=click.Path(path_type=Path))
-@click.argument("path_b", type=click.Path(path_type=Path))
+@click.argument("path_a", type=click.Path(path_type=Path), required=False)
+@click.argument("path_b", type=click.Path(path_type=Path), required=False)
 @click.option(
     "-o",
     "--out",
     type=click.Path(path_type=Path),
-    required=True,
-    help="Output .h5ad: section B with obsm['spatial_aligned'] and uns['alignment'].",
+    default=None,
+    help="Output .h5ad: section B with obsm[KEY_ADDED] and uns[KEY_ADDED] (required).",
 )
 @click.option(
     "--alpha",
@@ -61,12 +73,14 @@ def _overlap(value: str) -> float | None:
     default=None,
     help="Save a PNG of the two sections overlaid before and after alignment.",
 )
+@params_option("refine=3")
+@click.option("--list-methods", is_flag=True, help="List the align solvers and exit.")
 @seed_option
 @overwrite_option
 def align(
-    path_a: Path,
-    path_b: Path,
-    out: Path,
+    path_a: Path | None,
+    path_b: Path | None,
+    out: Path | None,
     alpha: float,
     nonrigid: bool,
     overlap: str,
@@ -76,6 +90,8 @@ def align(
     spatial_key: str,
     key_added: str,
     plot: Path | None,
+    params: tuple[str, ...],
+    list_methods: bool,
     random_state: int,
     overwrite: bool,
 ) -> None:
@@ -83,11 +99,21 @@ def align(
 
     Matches the spots with fused Gromov-Wasserstein over expression (shared genes) and
     geometry, then fits a rigid transform (and with --nonrigid a smooth warp). Writes section
-    B with the aligned coordinates in obsm[KEY_ADDED] and the matching in uns['alignment'].
+    B with the aligned coordinates in obsm[KEY_ADDED] and the matching in uns[KEY_ADDED].
+    Solver options without a flag go through --param (see --list-methods).
     """
-    from ..mapping.align import align_sections
+    from ..align import SOLVERS, align_sections
 
+    if list_methods:
+        columns = ("solver", "kind", "what", "options")
+        print_table("align solvers", SOLVERS.table(), columns=columns)
+        return
+    if path_a is None or path_b is None:
+        raise click.UsageError("missing the input files PATH_A and PATH_B (.h5ad)")
+    if out is None:
+        raise click.UsageError("missing -o/--out")
     overlap_value = _overlap(overlap)
+    solver_params = _solver_params(params, overlap=overlap_value)
     check_output(out, inputs=[path_a, path_b], overwrite=overwrite)
     if plot is not None:
         check_output(plot, overwrite=overwrite)
@@ -106,9 +132,10 @@ def align(
             layer=layer,
             random_state=random_state,
             key_added=key_added,
+            **solver_params,
         )
     io.write(adata_b, out, overwrite=overwrite)
-    info = adata_b.uns["alignment"]
+    info = adata_b.uns[key_added]
     shift = ", ".join(f"{t:.3g}" for t in info["translation"])
     console.print(
         f"wrote {out}: obsm[{key_added!r}] for {adata_b.n_obs} spots of B on {adata_a.n_obs} "
@@ -128,3 +155,17 @@ def align(
             save=plot,
         )
         console.print(f"wrote {plot}")
+
+
+def _solver_params(items: tuple[str, ...], *, overlap: float | None) -> dict[str, object]:
+    """``--param KEY=VALUE`` options, checked with ``--overlap`` against the align solvers
+    before any file is read (an unknown or out-of-range option: one line, exit 2)."""
+    from ..align import check_options
+
+    params = parse_params(items)
+    for key in params:
+        if key in _FLAGS:
+            flag = "--" + key.replace("_", "-")
+            raise click.BadParameter(f"{key} has its own flag: pass {flag}", param_hint="--param")
+    check_options({**params, "overlap": overlap})
+    return params

@@ -34,7 +34,7 @@ def overlay(
     ----------
     adata_a, adata_b
         The reference and the aligned section, as written by
-        :func:`~cellweave.mapping.align.align_sections`.
+        :func:`~cellweave.align.align_sections`.
     key
         ``obsm`` key of the aligned coordinates (on both sections; ``adata_a`` falls back to
         ``obsm[spatial_key]``).
@@ -43,8 +43,8 @@ def overlay(
     labels
         Legend names of the two sections.
     show_matches
-        Draw this many matches of ``uns["alignment"]["matching"]`` (the heaviest) as lines in
-        the aligned panel; 0 for none.
+        Draw this many matches of ``uns[key]["matching"]`` (the heaviest; or of
+        ``uns["alignment"]``) as lines in the aligned panel; 0 for none.
     size
         Marker size; chosen from the number of spots when ``None``.
     title
@@ -79,7 +79,7 @@ def overlay(
         ax.set_xticks([])
         ax.set_yticks([])
     if show_matches:
-        _draw_matches(axes[1], adata_b, after_a, after_b, int(show_matches))
+        _draw_matches(axes[1], adata_b, after_a, after_b, int(show_matches), key=key)
     axes[0].legend(loc="best", markerscale=2, frameon=False)
     if title:
         fig.suptitle(title)
@@ -87,10 +87,10 @@ def overlay(
     return finish(fig, save)
 
 
-def _draw_matches(ax, adata_b: AnnData, xa: np.ndarray, xb: np.ndarray, n: int) -> None:
+def _draw_matches(ax, adata_b: AnnData, xa: np.ndarray, xb: np.ndarray, n: int, *, key) -> None:
     from matplotlib.collections import LineCollection
 
-    info = adata_b.uns.get("alignment", {})
+    info = adata_b.uns.get(key) or adata_b.uns.get("alignment", {})
     matching = info.get("matching")
     if matching is None:
         return
