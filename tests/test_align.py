@@ -3,18 +3,28 @@ PASTE slice; what is written; bad input."""
 
 from __future__ import annotations
 
+import inspect
+import json
+
 import anndata as ad
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
 from cellweave.align import (
+    SOLVERS,
     align_sections,
     apply_transform,
+    check_options,
     perturb_section,
     procrustes,
 )
-from cellweave.errors import InputError, MissingKeyError, NoSharedFeaturesError
+from cellweave.errors import (
+    InputError,
+    InvalidOptionError,
+    MissingKeyError,
+    NoSharedFeaturesError,
+)
 from cellweave.sim import simulate_spatial
 
 
@@ -202,3 +212,97 @@ def test_coordinate_dimensions_must_agree(section):
     other.obsm["spatial"] = np.c_[other.obsm["spatial"], np.zeros(other.n_obs)]
     with pytest.raises(InputError, match="same number of coordinate columns"):
         align_sections(section, other)
+
+
+# --------------------------------------------------------------------------------------------
+# option checks through the solver registry; what is written under key_added; copy
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"alpha": "abc"}, ("alpha='abc'", "[0, 1]")),
+        ({"refine": 2.5}, ("refine=2.5", "integer >= 0")),
+        ({"reflection": "yes"}, ("reflection='yes'", "true or false")),
+        ({"n_init": 0}, ("n_init=0", ">= 1")),
+        ({"overlap": 1.5}, ("overlap=1.5",)),
+        ({"epsilon": 0.0}, ("epsilon=0.0", "> 0")),
+        ({"nonrigid_bandwidth": 0.0}, ("nonrigid_bandwidth=0.0", "> 0")),
+        ({"nonrigid_smoothness": float("nan")}, ("nonrigid_smoothness=nan",)),
+        ({"max_spots": 9}, ("max_spots=9", ">= 10")),
+        ({"rigid": "no"}, ("rigid='no'",)),
+        ({"structure_only": 1}, ("structure_only=1",)),
+    ],
+)
+def test_invalid_options_are_one_line_before_any_work(section, kwargs, words):
+    """Checked before the inputs: a section without coordinates still gets the option error."""
+    bare = section.copy()
+    del bare.obsm["spatial"]
+    with pytest.raises(InvalidOptionError) as info:
+        align_sections(section, bare, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message
+
+
+def test_unknown_option_names_the_valid_ones():
+    with pytest.raises(InvalidOptionError, match="unknown option 'bogus'") as info:
+        check_options({"refine": 2, "bogus": 1})
+    assert "valid options: " in str(info.value) and "nonrigid_bandwidth" in str(info.value)
+    assert check_options({"refine": 2.0, "overlap": None, "alpha": 1}) == {
+        "refine": 2,
+        "overlap": None,
+        "alpha": 1.0,
+    }
+
+
+def test_registry_declares_every_solver_option_with_the_defaults_of_align_sections():
+    assert list(SOLVERS) == ["fgw", "structure", "rigid", "nonrigid"]
+    assert [SOLVERS[n].kind for n in SOLVERS] == ["matching", "matching", "transform", "transform"]
+    general = {"spatial_key", "genes", "feature_pairs", "layer", "random_state", "device"}
+    general |= {"key_added", "copy"}
+    signature = inspect.signature(align_sections).parameters
+    keywords = {n for n, p in signature.items() if p.kind is p.KEYWORD_ONLY} - general
+    declared = {}
+    for name in SOLVERS:
+        for option in SOLVERS[name].options.values():
+            declared[option.name] = option.default
+    declared.update({"rigid": True, "nonrigid": False, "structure_only": False})
+    assert keywords == set(declared)
+    for key, default in declared.items():
+        assert signature[key].default == default, key
+
+
+def test_key_added_names_everything_written(section):
+    moved, truth = perturbed(section, angle=30.0, seed=10)
+    reference = section.copy()
+    assert align_sections(reference, moved, key_added="xy") is None  # copy=False: in place
+    assert "spatial_aligned" not in moved.obsm and "spatial_aligned" not in moved.uns
+    assert median_error(moved, truth, key="xy") < 0.5
+    np.testing.assert_array_equal(reference.obsm["xy"], section.obsm["spatial"])
+    entry = moved.uns["xy"]
+    assert entry is moved.uns["alignment"]  # the same entry, under the legacy key too
+    assert entry["params"]["key_added"] == "xy"
+    json.dumps(entry["params"])  # JSON-safe
+    assert entry["params"]["overlap"] == 0.7 and entry["params"]["epsilon"] == "exact"
+    np.testing.assert_allclose(apply_transform(moved, key="xy"), moved.obsm["xy"])
+    with pytest.raises(InputError, match="uns\\['nope'\\]"):
+        apply_transform(moved, key="nope")
+
+
+def test_copy_returns_the_aligned_copy_of_b_only(section):
+    moved, _ = perturbed(section, angle=75.0, seed=11)
+    reference = section.copy()
+    out = align_sections(reference, moved, copy=True)
+    assert isinstance(out, ad.AnnData) and out is not moved
+    assert out.n_obs == moved.n_obs and "spatial_aligned" not in moved.obsm
+    assert "spatial_aligned" not in reference.obsm
+    align_sections(reference, moved)  # in place: the same numbers
+    np.testing.assert_array_equal(out.obsm["spatial_aligned"], moved.obsm["spatial_aligned"])
+
+
+def test_balanced_plan_is_reported_as_balanced(section):
+    moved, _ = perturbed(section, angle=15.0, seed=12)
+    out = align_sections(section, moved, overlap=None, copy=True)
+    assert out.uns["alignment"]["fgw_start"] == "balanced"
+    assert out.uns["alignment"]["params"]["overlap"] == "balanced"

@@ -108,3 +108,54 @@ def test_existing_output_and_bad_overlap(capsys, tmp_path, sections):
     one_line_error(code, err, "--overwrite")
     code, _, err = run(capsys, "align", path_a, path_b, "-o", tmp_path / "n.h5ad", "--overlap", "x")
     assert code == 2 and "--overlap" in err
+
+
+def test_list_methods_prints_the_solver_registry(capsys):
+    code, stdout, err = run(capsys, "align", "--list-methods")
+    assert code == 0, err
+    for word in ("fgw", "structure", "rigid", "nonrigid", "refine=5", "alpha=0.1"):
+        assert word in stdout
+
+
+@pytest.mark.parametrize(
+    ("param", "words"),
+    [
+        ("bogus=1", ("bogus", "valid options")),
+        ("refine=abc", ("refine='abc'", "integer")),
+        ("n_init=0", ("n_init=0",)),
+        ("alpha=0.3", ("--alpha",)),
+        ("refine", ("key=value",)),
+    ],
+)
+def test_bad_param_is_one_line_before_reading(capsys, tmp_path, param, words):
+    missing = tmp_path / "absent.h5ad"  # never read: the options fail first
+    args = ("-o", tmp_path / "o.h5ad", "--param", param)
+    code, _, err = run(capsys, "align", missing, missing, *args)
+    one_line_error(code, err, *words)
+
+
+def test_overlap_out_of_range_is_one_line(capsys, tmp_path, sections):
+    path_a, path_b, _ = sections
+    args = ("-o", tmp_path / "o.h5ad", "--overlap", "1.5")
+    code, _, err = run(capsys, "align", path_a, path_b, *args)
+    one_line_error(code, err, "overlap=1.5")
+
+
+def test_params_reach_the_solvers_and_key_added_names_the_entry(capsys, tmp_path, sections):
+    path_a, path_b, truth = sections
+    out = tmp_path / "out.h5ad"
+    args = ("--param", "refine=2", "--param", "n_init=2", "--key-added", "xy")
+    code, _, err = run(capsys, "align", path_a, path_b, "-o", out, *args)
+    assert code == 0, err
+    result = ad.read_h5ad(out)
+    params = result.uns["xy"]["params"]
+    assert params["refine"] == 2 and params["n_init"] == 2 and params["key_added"] == "xy"
+    assert np.median(np.linalg.norm(result.obsm["xy"] - truth, axis=1)) < 0.5
+
+
+def test_missing_paths_or_output_are_usage_errors(capsys, tmp_path, sections):
+    path_a, path_b, _ = sections
+    code, _, err = run(capsys, "align", path_a)
+    assert code == 2 and "PATH_B" in err
+    code, _, err = run(capsys, "align", path_a, path_b)
+    assert code == 2 and "--out" in err

@@ -200,40 +200,44 @@ def align_sections(
         ``nonrigid=False``; before any work (see ``cellweave align --list-methods``).
     """
     t0 = time.perf_counter()
-    switches = {"rigid": rigid, "nonrigid": nonrigid, "structure_only": structure_only}
-    tuning = {
-        "alpha": alpha,
-        "overlap": overlap,
-        "epsilon": epsilon,
-        "n_init": n_init,
-        "max_spots": max_spots,
-        "n_pcs": n_pcs,
-        "n_top_genes": n_top_genes,
-        "refine": refine,
-        "reflection": reflection,
-        "allow_scale": allow_scale,
-        "nonrigid_bandwidth": nonrigid_bandwidth,
-        "nonrigid_smoothness": nonrigid_smoothness,
-    }
-    options = check_options({**switches, **tuning})
+    options = check_options(
+        {
+            "rigid": rigid,
+            "nonrigid": nonrigid,
+            "structure_only": structure_only,
+            "alpha": alpha,
+            "overlap": overlap,
+            "epsilon": epsilon,
+            "n_init": n_init,
+            "max_spots": max_spots,
+            "n_pcs": n_pcs,
+            "n_top_genes": n_top_genes,
+            "refine": refine,
+            "reflection": reflection,
+            "allow_scale": allow_scale,
+            "nonrigid_bandwidth": nonrigid_bandwidth,
+            "nonrigid_smoothness": nonrigid_smoothness,
+        }
+    )
     features = FeatureOptions(genes, feature_pairs, layer, options["n_pcs"], options["n_top_genes"])
     steps = _steps(options, features, device=device)
     xa, xb = _coordinates(adata_a, adata_b, spatial_key=spatial_key, layer=layer)
     result = _align(adata_a, adata_b, xa, xb, steps, random_state=random_state)
-    params = _params(options, steps, spatial_key=spatial_key, layer=layer, key_added=key_added)
-    params.update(
-        feature_pairs=feature_pairs is not None,
-        random_state=random_state if isinstance(random_state, int) else "generator",
+    params = _params(
+        options,
+        steps,
+        spatial_key=spatial_key,
+        layer=layer,
+        feature_pairs=feature_pairs,
+        random_state=random_state,
+        key_added=key_added,
     )
     target_b = adata_b.copy() if copy else adata_b
     if not copy:  # the reference's aligned coordinates are its own
         adata_a.obsm[key_added] = xa.copy()
     target_b.obsm[key_added] = result.aligned
-    entry = {
-        **params_entry(params),
-        **_summary(result, adata_a, ndim=xa.shape[1]),
-        "seconds": time.perf_counter() - t0,
-    }
+    entry = {**params_entry(params), **_summary(result, adata_a, ndim=xa.shape[1])}
+    entry["seconds"] = time.perf_counter() - t0
     target_b.uns[key_added] = entry
     target_b.uns[UNS_KEY] = entry
     return target_b if copy else None
@@ -324,16 +328,25 @@ def _align(adata_a, adata_b, xa, xb, steps: _Steps, *, random_state) -> Alignmen
     return Alignment(aligned, transform, sparse, start, pair.spacing, n_features)
 
 
-def _params(options: dict[str, Any], steps: _Steps, **extra: Any) -> dict[str, Any]:
+def _params(
+    options: dict[str, Any],
+    steps: _Steps,
+    *,
+    spatial_key: str,
+    layer: str | None,
+    feature_pairs: Any,
+    random_state: RandomState,
+    key_added: str,
+) -> dict[str, Any]:
     """The call's options as written to ``uns[key_added]["params"]``."""
     overlap, epsilon = options["overlap"], options["epsilon"]
-    layer = extra.pop("layer")
     return {
-        "spatial_key": extra.pop("spatial_key"),
+        "spatial_key": spatial_key,
         "alpha": options["alpha"],
         "rigid": options["rigid"],
         "nonrigid": options["nonrigid"],
         "structure_only": options["structure_only"],
+        "feature_pairs": feature_pairs is not None,
         "layer": layer if layer is not None else "X",
         "overlap": overlap if overlap is not None else "balanced",
         "refine": options["refine"],
@@ -346,7 +359,8 @@ def _params(options: dict[str, Any], steps: _Steps, **extra: Any) -> dict[str, A
         "n_init": steps.match.n_init,
         "nonrigid_bandwidth": options["nonrigid_bandwidth"],
         "nonrigid_smoothness": options["nonrigid_smoothness"],
-        **extra,
+        "random_state": random_state if isinstance(random_state, int) else "generator",
+        "key_added": key_added,
     }
 
 

@@ -8,6 +8,7 @@ import click
 
 from .. import io
 from .._progress import status
+from ..errors import InvalidOptionError
 from ._common import (
     check_output,
     console,
@@ -162,10 +163,13 @@ def _solver_params(items: tuple[str, ...], *, overlap: float | None) -> dict[str
     before any file is read (an unknown or out-of-range option: one line, exit 2)."""
     from ..align import check_options
 
-    params = parse_params(items)
+    try:
+        params = parse_params(items)
+    except click.BadParameter as err:
+        raise InvalidOptionError(f"--param: {err.message}") from None
     for key in params:
         if key in _FLAGS:
             flag = "--" + key.replace("_", "-")
-            raise click.BadParameter(f"{key} has its own flag: pass {flag}", param_hint="--param")
+            raise InvalidOptionError(f"--param {key}=...: {key} has its own flag, pass {flag}")
     check_options({**params, "overlap": overlap})
     return params
