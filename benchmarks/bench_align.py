@@ -250,8 +250,8 @@ def adjacent_pairs(with_peer: bool) -> tuple[pd.DataFrame, list[str]]:
             )
         path = RESULTS / f"alignment_overlay_{i}_{i + 1}.png"
         overlay(
-            out[0],
-            out[1],
+            a,  # copy=True leaves A unchanged: the overlay draws its own coordinates
+            out,
             labels=(f"slice {i}", f"slice {i + 1}"),
             show_matches=60,
             title=f"PASTE breast slices {i} and {i + 1}: cellweave.tl.align_sections",
