@@ -25,6 +25,7 @@ from anndata import AnnData
 from .._params import params_entry
 from .._utils import RandomState, check_random_state
 from ..errors import InputError
+from ..registry import Method
 from ..validate import check_adata, check_spatial
 from .features import FeatureOptions
 from .nonrigid import NonrigidOptions
@@ -75,7 +76,7 @@ class _Steps:
     rigid: RigidOptions
     nonrigid: NonrigidOptions
     max_spots: int
-    solvers: tuple[Any, ...]  # registry Methods: the matching solver, then the transforms
+    solvers: tuple[Method, ...]  # the matching solver, then the transforms
 
 
 def align_sections(
