@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
-from scipy.spatial import cKDTree
 
 from .._utils import RandomState, check_random_state
 from ..errors import InputError
+from ..graph import nearest_neighbors
 from ._counts import apply_dropout, sample_nb
 
 __all__ = ["GRIDS", "simulate_spatial"]
@@ -310,7 +310,7 @@ def _assign_domains(coords: np.ndarray, n_domains: int, rng: np.random.Generator
         )
     candidates = warped[rng.choice(n, size=min(n, 50 * n_domains), replace=False)]
     centres = _lloyd(candidates, candidates[_farthest_points(candidates, n_domains)])
-    return cKDTree(centres).query(warped)[1].astype(np.int64)
+    return nearest_neighbors(centres, 1, query=warped)[1][:, 0].astype(np.int64)
 
 
 def _farthest_points(points: np.ndarray, k: int) -> np.ndarray:
@@ -330,12 +330,12 @@ def _lloyd(points: np.ndarray, centres: np.ndarray, n_iter: int = 10) -> np.ndar
     centres (which are points) if two centres would land on the same point."""
     moved = centres.copy()
     for _ in range(n_iter):
-        label = cKDTree(moved).query(points)[1]
+        label = nearest_neighbors(moved, 1, query=points)[1][:, 0]
         size = np.bincount(label, minlength=moved.shape[0])
         for axis in range(2):
             total = np.bincount(label, weights=points[:, axis], minlength=moved.shape[0])
             moved[:, axis] = np.where(size > 0, total / np.maximum(size, 1), moved[:, axis])
-    snapped = cKDTree(points).query(moved)[1]
+    snapped = nearest_neighbors(points, 1, query=moved)[1][:, 0]
     return points[snapped] if np.unique(snapped).size == snapped.size else centres
 
 
