@@ -41,6 +41,12 @@ def _drop_self(dist: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return dist[keep].reshape(n, k1 - 1), idx[keep].reshape(n, k1 - 1)
 
 
+def _as_points(x) -> np.ndarray:
+    """``x`` as an array, float64 unless it already holds floats (float32 stays float32)."""
+    arr = np.asarray(x)
+    return arr if np.issubdtype(arr.dtype, np.floating) else arr.astype(np.float64)
+
+
 def _choose_backend(backend: str, metric: str, n_dims: int) -> str:
     if backend not in ("auto", "kdtree", "sklearn"):
         raise InputError(
@@ -105,7 +111,7 @@ def nearest_neighbors(
     -------
     ``(distances, indices)``, each ``(m, k)``, rows sorted by increasing distance.
     """
-    data = np.asarray(X, dtype=np.float64)
+    data = _as_points(X)
     if data.ndim != 2 or data.shape[0] == 0:
         raise EmptyDataError(
             f"X has shape {data.shape}: a neighbour search needs an (n, d) array with n >= 1"
@@ -120,7 +126,7 @@ def nearest_neighbors(
             + (" (self excluded)" if drop_self else "")
             + f"; pass k <= {most}"
         )
-    points = data if query is None else np.asarray(query, dtype=np.float64)
+    points = data if query is None else _as_points(query)
     if points.ndim != 2 or points.shape[1] != data.shape[1]:
         raise InputError(
             f"query has shape {points.shape} but X has {data.shape[1]} columns; pass query "
