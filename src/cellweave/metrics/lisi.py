@@ -99,11 +99,8 @@ def ilisi(
     scale: bool = True,
 ) -> float:
     """Integration LISI: median batch LISI, scaled to [0, 1] (1 = batches fully mixed)."""
-    x = embedding_array(embedding)
-    codes, k = label_codes(batches, "batches", x.shape[0])
-    need_groups(k, x.shape[0], "batches", "iLISI")
-    dist, idx = knn_lists(x, n_neighbors)
-    return scaled_ilisi(lisi_from_knn(dist, idx, codes, k, perplexity), k, scale)
+    values, k = _group_lisi(embedding, batches, "batches", "iLISI", n_neighbors, perplexity)
+    return scaled_ilisi(values, k, scale)
 
 
 def clisi(
@@ -115,11 +112,24 @@ def clisi(
     scale: bool = True,
 ) -> float:
     """Cell-type LISI: median label LISI, scaled to [0, 1] (1 = neighbourhoods are pure)."""
+    values, k = _group_lisi(embedding, labels, "labels", "cLISI", n_neighbors, perplexity)
+    return scaled_clisi(values, k, scale)
+
+
+def _group_lisi(
+    embedding: Any,
+    groups: Any,
+    name: str,
+    what: str,
+    n_neighbors: int,
+    perplexity: float | None,
+) -> tuple[np.ndarray, int]:
+    """Per-cell LISI of ``groups`` (at least 2 of them) and the number of groups."""
     x = embedding_array(embedding)
-    codes, k = label_codes(labels, "labels", x.shape[0])
-    need_groups(k, x.shape[0], "labels", "cLISI")
+    codes, k = label_codes(groups, name, x.shape[0])
+    need_groups(k, x.shape[0], name, what)
     dist, idx = knn_lists(x, n_neighbors)
-    return scaled_clisi(lisi_from_knn(dist, idx, codes, k, perplexity), k, scale)
+    return lisi_from_knn(dist, idx, codes, k, perplexity), k
 
 
 def scaled_ilisi(values: np.ndarray, k: int, scale: bool) -> float:
