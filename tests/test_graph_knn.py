@@ -16,7 +16,7 @@ def brute(data, query, k, metric="euclidean"):
 
 
 @pytest.mark.parametrize("n_dims", [2, 3, 40])
-@pytest.mark.parametrize("backend", ["auto", "kdtree", "sklearn"])
+@pytest.mark.parametrize("backend", ["auto", "kdtree", "sklearn", "brute"])
 def test_agrees_with_sklearn_exact(n_dims, backend):
     rng = np.random.default_rng(n_dims)
     x = rng.normal(size=(300, n_dims))
@@ -75,6 +75,18 @@ def test_cosine_metric():
     ref_dist, ref_idx = brute(x, x, 4, metric="cosine")
     np.testing.assert_array_equal(idx, ref_idx)
     np.testing.assert_allclose(dist, ref_dist, atol=1e-6)
+
+
+def test_max_distance():
+    rng = np.random.default_rng(5)
+    x, q = rng.uniform(size=(300, 2)), rng.uniform(size=(40, 2))
+    dist, idx = nearest_neighbors(x, 10, query=q, max_distance=0.05)
+    ref_dist, ref_idx = brute(x, q, 10)
+    within = ref_dist <= 0.05
+    np.testing.assert_array_equal(idx[within], ref_idx[within])
+    assert np.all(idx[~within] == 300) and np.all(np.isinf(dist[~within]))
+    with pytest.raises(InputError, match="max_distance"):
+        nearest_neighbors(x, 3, max_distance=0.1, backend="sklearn")
 
 
 def test_integer_points():

@@ -19,7 +19,8 @@ from ._common import _adjacency, _as_coords, _check_int, _check_positive, _edge_
 
 __all__ = ["knn_graph", "nearest_neighbors", "radius_adjacency", "radius_graph"]
 
-Backend = Literal["auto", "kdtree", "sklearn"]
+Backend = Literal["auto", "kdtree", "sklearn", "brute"]
+BACKENDS = ("auto", "kdtree", "sklearn", "brute")
 
 #: Up to this many dimensions a Euclidean search uses a k-d tree (beyond, trees lose to brute
 #: force, and sklearn chooses its own algorithm).
@@ -47,30 +48,41 @@ def _as_points(x) -> np.ndarray:
     return arr if np.issubdtype(arr.dtype, np.floating) else arr.astype(np.float64)
 
 
-def _choose_backend(backend: str, metric: str, n_dims: int) -> str:
-    if backend not in ("auto", "kdtree", "sklearn"):
-        raise InputError(
-            f"backend={backend!r} is not supported; pass one of 'auto', 'kdtree', 'sklearn'"
-        )
+def _choose_backend(backend: str, metric: str, n_dims: int, max_distance) -> str:
+    if backend not in BACKENDS:
+        options = ", ".join(repr(b) for b in BACKENDS)
+        raise InputError(f"backend={backend!r} is not supported; pass one of {options}")
+    if backend == "auto":
+        tree = metric == "euclidean" and (n_dims <= KDTREE_MAX_DIMS or max_distance is not None)
+        backend = "kdtree" if tree else "sklearn"
     if backend == "kdtree" and metric != "euclidean":
         raise InputError(
             f"backend='kdtree' searches Euclidean distances only, got metric={metric!r}; "
             "pass backend='sklearn' or 'auto'"
         )
-    if backend != "auto":
-        return backend
-    return "kdtree" if metric == "euclidean" and n_dims <= KDTREE_MAX_DIMS else "sklearn"
+    if max_distance is not None and backend != "kdtree":
+        raise InputError(
+            "max_distance needs the k-d tree (Euclidean distances); pass backend='kdtree' "
+            "or 'auto' and metric='euclidean'"
+        )
+    return backend
 
 
 def _search(
-    data: np.ndarray, query: np.ndarray, k: int, metric: str, backend: str
+    data: np.ndarray,
+    query: np.ndarray,
+    k: int,
+    metric: str,
+    backend: str,
+    max_distance: float | None,
 ) -> tuple[np.ndarray, np.ndarray]:
     if backend == "kdtree":
-        dist, idx = cKDTree(data).query(query, k=k, workers=-1)
+        bound = np.inf if max_distance is None else float(max_distance)
+        dist, idx = cKDTree(data).query(query, k=k, distance_upper_bound=bound, workers=-1)
         return dist.reshape(query.shape[0], k), idx.reshape(query.shape[0], k).astype(np.intp)
     from sklearn.neighbors import NearestNeighbors
 
-    algorithm = "brute" if metric == "cosine" else "auto"
+    algorithm = "brute" if backend == "brute" or metric == "cosine" else "auto"
     nn = NearestNeighbors(n_neighbors=k, metric=metric, algorithm=algorithm).fit(data)
     return nn.kneighbors(query)
 
@@ -83,6 +95,7 @@ def nearest_neighbors(
     metric: str = "euclidean",
     include_self: bool = True,
     backend: Backend = "auto",
+    max_distance: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Distances and indices of the ``k`` nearest rows of ``X``, exact.
 
@@ -105,7 +118,11 @@ def nearest_neighbors(
     backend
         ``"auto"``: a k-d tree (``scipy.spatial.cKDTree``) for Euclidean searches in at most
         :data:`KDTREE_MAX_DIMS` dimensions, else ``sklearn``; ``"kdtree"`` or ``"sklearn"``
-        force one (results agree up to the order of ties and rounding of the distances).
+        force one, ``"brute"`` sklearn's brute force (results agree up to the order of ties
+        and the rounding of the distances: brute force computes them through dot products).
+    max_distance
+        Only neighbours within this Euclidean distance (k-d tree only): missing ones have
+        distance ``inf`` and index ``len(X)``, as ``scipy.spatial.cKDTree.query``.
 
     Returns
     -------
@@ -132,8 +149,8 @@ def nearest_neighbors(
             f"query has shape {points.shape} but X has {data.shape[1]} columns; pass query "
             "points in the same space as X"
         )
-    chosen = _choose_backend(backend, metric, data.shape[1])
-    dist, idx = _search(data, points, k + 1 if drop_self else k, metric, chosen)
+    chosen = _choose_backend(backend, metric, data.shape[1], max_distance)
+    dist, idx = _search(data, points, k + 1 if drop_self else k, metric, chosen, max_distance)
     return _drop_self(dist, idx) if drop_self else (dist, idx)
 
 
