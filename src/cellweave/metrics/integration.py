@@ -4,7 +4,7 @@ Definitions follow scib (Luecken et al. 2022, *Benchmarking atlas-level data int
 single-cell genomics*, Nature Methods 19, 41-50; github.com/theislab/scib) and, where scib
 needs R or igraph, the numpy-friendly variants of scib-metrics (github.com/YosefLab/
 scib-metrics). All scores are on Euclidean distances in the given embedding; k-nearest
-neighbour graphs are sparse (``sklearn.neighbors.NearestNeighbors``, self excluded). The
+neighbour graphs are sparse (exact, ``cellweave.graph.nearest_neighbors``, self excluded). The
 silhouettes are the only quadratic part (all pairwise distances, computed in row chunks with
 BLAS and never stored whole): about 2 s for 10k cells on 2 cores, so subsample beyond ~50k.
 
