@@ -32,7 +32,8 @@ from cellweave.metrics import (
     silhouette_label,
     silhouette_samples,
 )
-from cellweave.metrics.integration import _lisi_from_knn, _neighbor_probabilities
+from cellweave.metrics.lisi import lisi_from_knn as _lisi_from_knn
+from cellweave.metrics.lisi import neighbor_probabilities as _neighbor_probabilities
 
 
 def blobs(rng, n_per, centers, scale=1.0):

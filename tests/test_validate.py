@@ -179,7 +179,7 @@ def test_check_finite_passes(fmt):
 
 
 def test_check_finite_dense_blocks(monkeypatch):
-    import cellweave.validate as v
+    import cellweave.validate.matrix as v
 
     monkeypatch.setattr(v, "_DENSE_CHUNK_ENTRIES", 4)  # one row per block
     X = np.ones((6, 4))

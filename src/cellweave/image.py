@@ -19,6 +19,7 @@ import numpy as np
 from anndata import AnnData
 
 from .errors import InputError, MissingKeyError
+from .graph import nearest_neighbors
 from .validate import check_spatial
 
 __all__ = ["SpatialImage", "get_image", "has_image", "spot_image_features"]
@@ -177,9 +178,7 @@ def _box_sums(table, r0, r1, c0, c1) -> np.ndarray:
 
 
 def _half_spacing(coords: np.ndarray) -> float:
-    from scipy.spatial import cKDTree
-
     if coords.shape[0] < 2:
         return 1.0
-    dist, _ = cKDTree(coords).query(coords, k=2)
+    dist, _ = nearest_neighbors(coords, 2)
     return 0.5 * float(np.median(dist[:, 1]))

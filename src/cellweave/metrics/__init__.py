@@ -4,8 +4,12 @@
   SSIM, RMSE and JS, the accuracy score (AS) ranking methods, held-out entry scores for
   imputation and cell-type fraction scores for deconvolution.
 * :mod:`~cellweave.metrics.distributions` - Jensen-Shannon divergence (nats).
-* :mod:`~cellweave.metrics.integration` - scib clustering / integration scores, FOSCTTM
-  and label-transfer scores.
+* :mod:`~cellweave.metrics.integration` - scib clustering / integration scores and FOSCTTM,
+  built on :mod:`~cellweave.metrics.silhouette`, :mod:`~cellweave.metrics.lisi` and the kNN
+  graphs of :mod:`~cellweave.metrics.neighbours` (inputs checked by
+  :mod:`~cellweave.metrics.inputs`).
+* :mod:`~cellweave.metrics.scib` - the scib-metrics 0.5.10 scores (Leiden, kBET, UMAP graphs).
+* :mod:`~cellweave.metrics.label_transfer` - transferred-label scores and the 1 % protocol.
 """
 
 from __future__ import annotations

@@ -45,25 +45,14 @@ from scipy.sparse.csgraph import connected_components
 from scipy.sparse.linalg import ArpackError, eigsh
 from scipy.special import gammainc
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
-from sklearn.model_selection import train_test_split
-from sklearn.neighbors import KNeighborsClassifier
 
 from ..errors import InputError
 from .distributions import as_label_array
-from .integration import (
-    _codes,
-    _embedding,
-    _graph_connectivity_codes,
-    _isolated_from_silhouette,
-    _knn,
-    _lisi_from_knn,
-    _scaled_clisi,
-    _scaled_ilisi,
-    _scored_inputs,
-    _silhouette_codes,
-    label_transfer_scores,
-    silhouette_batch,
-)
+from .inputs import embedding_array, label_codes, scored_inputs
+from .label_transfer import label_transfer_balanced_accuracy, labelled_split
+from .lisi import lisi_from_knn, scaled_clisi, scaled_ilisi
+from .neighbours import graph_connectivity_from_codes, knn_lists
+from .silhouette import isolated_label_from_silhouette, silhouette_batch, silhouette_from_codes
 
 __all__ = [
     "BATCH_KEYS",
@@ -117,9 +106,9 @@ def scib_neighbors(embedding: Any, *, n_neighbors: int = 90) -> tuple[np.ndarray
     Returns ``(distances, indices)`` of shape ``(n_cells, min(n_neighbors, n_cells))``;
     column 0 is the cell itself at distance 0.
     """
-    x = _embedding(embedding)
+    x = embedding_array(embedding)
     n = x.shape[0]
-    dist, idx = _knn(x, max(1, n_neighbors - 1))
+    dist, idx = knn_lists(x, max(1, n_neighbors - 1))
     self_idx = np.arange(n)[:, None]
     return (
         np.hstack([np.zeros((n, 1)), dist]).astype(np.float32),
@@ -215,8 +204,8 @@ def graph_connectivity_directed(indices: np.ndarray, labels: Any) -> float:
     ``indices``); the mean over labels, in (0, 1].
     """
     idx = np.asarray(indices)
-    lab, n_lab = _codes(labels, "labels", idx.shape[0])
-    return _graph_connectivity_codes(_directed_knn_graph(idx), lab, n_lab)
+    lab, n_lab = label_codes(labels, "labels", idx.shape[0])
+    return graph_connectivity_from_codes(_directed_knn_graph(idx), lab, n_lab)
 
 
 # --------------------------------------------------------------------------------------
@@ -438,7 +427,7 @@ def scib_scores(
     ``graph_connectivity``; ``bio`` and ``batch`` (NaN-aware means) and
     ``total = 0.6 * bio + 0.4 * batch``. All in [0, 1], higher is better.
     """
-    x, lab, n_lab, bat, n_bat = _scored_inputs(embedding, labels, batches, "scib_scores")
+    x, lab, n_lab, bat, n_bat = scored_inputs(embedding, labels, batches, "scib_scores")
     if n_neighbors < 50:
         raise InputError(
             f"n_neighbors={n_neighbors} is too small: scib scores use lists of 15 and 50 "
@@ -449,19 +438,19 @@ def scib_scores(
     conn15 = umap_connectivities(dist[:, :k15], idx[:, :k15])
     conn50 = umap_connectivities(dist[:, :k50], idx[:, :k50])
     perplexity = float(idx.shape[1] // 3)
-    sil = _silhouette_codes(x, lab, n_lab)
+    sil = silhouette_from_codes(x, lab, n_lab)
     leiden = leiden_nmi_ari(conn15, lab, seed=leiden_seed)
     out = {
         "nmi": leiden["nmi"],
         "ari": leiden["ari"],
         "asw_label": float((sil.mean() + 1.0) / 2.0),
-        "clisi": _scaled_clisi(
-            _lisi_from_knn(dist[:, 1:], idx[:, 1:], lab, n_lab, perplexity), n_lab, True
+        "clisi": scaled_clisi(
+            lisi_from_knn(dist[:, 1:], idx[:, 1:], lab, n_lab, perplexity), n_lab, True
         ),
-        "isolated_labels": _isolated_from_silhouette(sil, lab, bat, n_lab, None, True),
+        "isolated_labels": isolated_label_from_silhouette(sil, lab, bat, n_lab, None, True),
         "asw_batch": silhouette_batch(x, lab, bat),
-        "ilisi": _scaled_ilisi(
-            _lisi_from_knn(dist[:, 1:], idx[:, 1:], bat, n_bat, perplexity), n_bat, True
+        "ilisi": scaled_ilisi(
+            lisi_from_knn(dist[:, 1:], idx[:, 1:], bat, n_bat, perplexity), n_bat, True
         ),
         "kbet": kbet(conn50, bat, lab),
         "graph_connectivity": graph_connectivity_directed(idx[:, :k15], lab),
@@ -533,66 +522,6 @@ def scib_metrics_reference(
             "graph_connectivity": sm.graph_connectivity(nn15, labels),
         }
     )
-
-
-# --------------------------------------------------------------------------------------
-# Label transfer
-# --------------------------------------------------------------------------------------
-
-
-def labelled_split(labels: Any, *, train_size: float = 0.01, random_state: int = 0) -> np.ndarray:
-    """Boolean mask of the cells kept labelled in the label-transfer protocol.
-
-    ``sklearn.model_selection.train_test_split(arange(n), train_size=train_size,
-    stratify=labels, random_state=random_state)``; a model trained semi-supervised should see
-    only these labels, and is scored on the others.
-    """
-    lab = as_label_array(labels, "labels").astype(str)
-    counts = pd.Series(lab).value_counts()
-    if (counts < 2).any():
-        raise InputError(
-            f"label(s) {list(counts.index[counts < 2])} have a single cell: a stratified split "
-            "needs >= 2 cells per label; merge or drop them first"
-        )
-    train, _ = train_test_split(
-        np.arange(lab.size), train_size=train_size, stratify=lab, random_state=random_state
-    )
-    mask = np.zeros(lab.size, dtype=bool)
-    mask[train] = True
-    return mask
-
-
-def label_transfer_balanced_accuracy(
-    embedding: Any,
-    labels: Any,
-    *,
-    train_size: float = 0.01,
-    k: int = 10,
-    random_state: int = 0,
-    predictions: Any = None,
-) -> float:
-    """Balanced accuracy of labels transferred from a stratified ``train_size`` fraction.
-
-    A ``k``-nearest-neighbour classifier (``sklearn``, uniform weights, Euclidean) is fitted on
-    the cells of :func:`labelled_split` and predicts the others; the score is the mean recall
-    over the true classes of those cells. With ``predictions`` (e.g. a semi-supervised
-    model's own predicted labels), those are scored on the same held-out cells instead and
-    ``embedding`` is not used.
-    """
-    lab = as_label_array(labels, "labels").astype(str)
-    train = labelled_split(lab, train_size=train_size, random_state=random_state)
-    if predictions is not None:
-        pred = as_label_array(predictions, "predictions", lab.size).astype(str)[~train]
-    else:
-        x = _embedding(embedding)
-        if x.shape[0] != lab.size:
-            raise InputError(
-                f"embedding has {x.shape[0]} rows but labels has {lab.size} entries: pass one "
-                "label per cell, in the same order"
-            )
-        clf = KNeighborsClassifier(n_neighbors=min(k, int(train.sum()))).fit(x[train], lab[train])
-        pred = clf.predict(x[~train])
-    return label_transfer_scores(lab[~train], pred)["balanced_accuracy"]
 
 
 def integration_report(

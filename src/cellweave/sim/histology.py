@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 from anndata import AnnData
-from scipy.spatial import cKDTree
 
 from .._utils import RandomState, check_random_state
+from ..graph import nearest_neighbors
 from ..validate import check_obs_key, check_spatial
 
 __all__ = ["render_histology"]
@@ -69,7 +69,8 @@ def render_histology(
     size = np.ceil((np.maximum(coords.max(axis=0), 0) + margin) * pixels_per_unit).astype(int)
     yy, xx = np.mgrid[0 : size[1] + 1, 0 : size[0] + 1]
     pixels = np.c_[xx.ravel(), yy.ravel()] / pixels_per_unit
-    dist, nearest = cKDTree(coords).query(pixels)
+    dist, nearest = nearest_neighbors(coords, 1, query=pixels)
+    dist, nearest = dist[:, 0], nearest[:, 0]
     img = palette[codes[nearest]]
     img[dist > 1.0] = (0.96, 0.95, 0.97)
     img = img + rng.normal(0.0, noise, img.shape)

@@ -1,0 +1,39 @@
+"""Input checks shared by every cellweave capability.
+
+Each check either returns quietly (or returns the validated object) or raises an
+:class:`~cellweave.errors.InputError` subclass whose one-line message names the problem and the
+fix. Checks are cheap on large sparse matrices: they look at the stored values (``.data``) of
+CSR/CSC/COO matrices, sample entries where a full pass is not needed, and never densify.
+"""
+
+from __future__ import annotations
+
+from .features import shared_features
+from .fields import (
+    check_coordinates,
+    check_layer,
+    check_nonempty,
+    check_obs_key,
+    check_spatial,
+    check_unique_names,
+    get_matrix,
+)
+from .matrix import check_counts, check_finite, is_counts, nonzero_mask
+from .objects import check_adata, check_mudata
+
+__all__ = [
+    "check_adata",
+    "check_coordinates",
+    "check_counts",
+    "check_finite",
+    "check_layer",
+    "check_mudata",
+    "check_nonempty",
+    "check_obs_key",
+    "check_spatial",
+    "check_unique_names",
+    "get_matrix",
+    "is_counts",
+    "nonzero_mask",
+    "shared_features",
+]

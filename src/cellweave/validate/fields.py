@@ -1,0 +1,238 @@
+"""Checks on the fields of an AnnData: matrix, layers, obs keys, names, coordinates."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from anndata import AnnData
+
+from ..errors import (
+    DuplicateNamesError,
+    EmptyDataError,
+    InputError,
+    MissingKeyError,
+    NonFiniteError,
+)
+from ._format import _keys_hint, _shown
+from .matrix import nonzero_mask
+
+__all__ = [
+    "check_coordinates",
+    "check_layer",
+    "check_nonempty",
+    "check_obs_key",
+    "check_spatial",
+    "check_unique_names",
+    "get_matrix",
+]
+
+
+def get_matrix(adata: AnnData, *, layer: str | None = None, name: str = "adata") -> Any:
+    """Return ``adata.X`` or ``adata.layers[layer]``, raising when it is absent.
+
+    Parameters
+    ----------
+    adata
+        The data.
+    layer
+        Layer to use instead of ``adata.X``.
+    name
+        How to call ``adata`` in the message.
+    """
+    if layer is not None:
+        return check_layer(adata, layer, name=name)
+    if adata.X is None:
+        raise MissingKeyError(
+            f"{name}.X is empty (None): store the expression matrix in {name}.X or pass "
+            f"layer=... ({_keys_hint(adata.layers.keys())})"
+        )
+    return adata.X
+
+
+def check_layer(adata: AnnData, layer: str, *, name: str = "adata") -> Any:
+    """Return ``adata.layers[layer]``, raising :class:`MissingKeyError` listing the layers."""
+    if layer not in adata.layers:
+        raise MissingKeyError(
+            f"{name}.layers[{layer!r}] is missing: pass one of the layers with layer=... "
+            f"({_keys_hint(adata.layers.keys())}) or layer=None to use {name}.X"
+        )
+    return adata.layers[layer]
+
+
+def check_obs_key(adata: AnnData, key: str, *, name: str = "adata") -> pd.Series:
+    """Return the column ``adata.obs[key]``, raising :class:`MissingKeyError` when absent."""
+    if key not in adata.obs.columns:
+        raise MissingKeyError(
+            f"{name}.obs[{key!r}] is missing: pass the name of an obs column "
+            f"({_keys_hint(adata.obs.columns)})"
+        )
+    return adata.obs[key]
+
+
+def check_nonempty(
+    adata: AnnData,
+    *,
+    layer: str | None = None,
+    allow_zero_cells: bool = False,
+    allow_zero_genes: bool = True,
+    name: str = "adata",
+) -> None:
+    """Raise :class:`EmptyDataError` for data without cells/genes or with all-zero ones.
+
+    Parameters
+    ----------
+    adata
+        The data.
+    layer
+        Check this layer instead of ``adata.X``.
+    allow_zero_cells
+        Accept cells (rows) whose values are all zero.
+    allow_zero_genes
+        Accept genes (columns) whose values are all zero.
+    name
+        How to call ``adata`` in the message.
+    """
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise EmptyDataError(
+            f"{name} has {adata.n_obs} cells and {adata.n_vars} genes: at least one of each is "
+            "required; check that the file and any subsetting kept some data"
+        )
+    if allow_zero_cells and allow_zero_genes:
+        return
+    rows, cols = nonzero_mask(get_matrix(adata, layer=layer, name=name))
+    if not allow_zero_cells and not rows.all():
+        n_zero = int((~rows).sum())
+        raise EmptyDataError(
+            f"{name} has {n_zero} of {adata.n_obs} cells with only zero values "
+            f"(e.g. {_shown(adata.obs_names[~rows])}): remove them first, e.g. "
+            "sc.pp.filter_cells(adata, min_counts=1)"
+        )
+    if not allow_zero_genes and not cols.all():
+        n_zero = int((~cols).sum())
+        raise EmptyDataError(
+            f"{name} has {n_zero} of {adata.n_vars} genes with only zero values "
+            f"(e.g. {_shown(adata.var_names[~cols])}): remove them first, e.g. "
+            "sc.pp.filter_genes(adata, min_counts=1)"
+        )
+
+
+def check_unique_names(adata: AnnData, *, axis: str = "obs", name: str = "adata") -> None:
+    """Raise :class:`DuplicateNamesError` when cell (``axis="obs"``) or gene names repeat."""
+    if axis not in ("obs", "var"):
+        raise InputError(f"axis must be 'obs' or 'var', got {axis!r}: pass axis='obs' or 'var'")
+    index = adata.obs_names if axis == "obs" else adata.var_names
+    if index.is_unique:
+        return
+    dups = index[index.duplicated()].unique()
+    what = "cell" if axis == "obs" else "gene"
+    raise DuplicateNamesError(
+        f"{name} has {len(dups)} duplicated {what} name(s) in {name}.{axis}_names "
+        f"(e.g. {_shown(dups)}): make them unique with {name}.{axis}_names_make_unique()"
+    )
+
+
+def check_spatial(
+    adata: AnnData,
+    *,
+    spatial_key: str = "spatial",
+    ndim: int | Sequence[int] = (2, 3),
+    name: str = "adata",
+) -> np.ndarray:
+    """Return the spatial coordinates ``adata.obsm[spatial_key]`` as a float array.
+
+    Parameters
+    ----------
+    adata
+        The data.
+    spatial_key
+        Key of the coordinates in ``adata.obsm``.
+    ndim
+        Accepted number(s) of coordinate columns.
+    name
+        How to call ``adata`` in the message.
+
+    Returns
+    -------
+    ``(n_obs, d)`` float64 array (the stored array itself when it already is one).
+
+    Raises
+    ------
+    MissingKeyError
+        The key is absent.
+    InputError
+        The coordinates are not numeric, have the wrong number of columns or are not finite.
+    """
+    allowed = (ndim,) if isinstance(ndim, int | np.integer) else tuple(ndim)
+    where = f"{name}.obsm[{spatial_key!r}]"
+    if spatial_key not in adata.obsm:
+        raise MissingKeyError(
+            f"{where} is missing: spatial coordinates are required; store them as an "
+            f"(n_obs, 2) array in {where} or pass spatial_key=... "
+            f"({_keys_hint(adata.obsm.keys())})"
+        )
+    coords = check_coordinates(adata.obsm[spatial_key], name=where, ndim=allowed)
+    bad = ~np.isfinite(coords).all(axis=1)
+    if bad.any():
+        raise NonFiniteError(
+            f"{where} has NaN or infinite coordinates for {int(bad.sum())} of {adata.n_obs} "
+            f"cells (e.g. {_shown(adata.obs_names[bad])}): drop those cells, e.g. "
+            f"adata = adata[np.isfinite(adata.obsm[{spatial_key!r}]).all(axis=1)].copy()"
+        )
+    return coords
+
+
+def check_coordinates(
+    coords: Any,
+    *,
+    name: str = "coords",
+    ndim: int | Sequence[int] | None = None,
+    allow_nonfinite: bool = True,
+) -> np.ndarray:
+    """Return ``coords`` (array, DataFrame or sparse) as a float64 ``(n_obs, d)`` array.
+
+    Parameters
+    ----------
+    coords
+        Coordinates, one row per observation.
+    name
+        How to call them in the message.
+    ndim
+        Accepted number(s) of columns (any when ``None``).
+    allow_nonfinite
+        When ``False``, NaN/inf rows raise :class:`NonFiniteError`.
+
+    Raises
+    ------
+    InputError
+        Not numeric, not 2-D, the wrong number of columns, or no rows.
+    """
+    if isinstance(coords, pd.DataFrame):
+        coords = coords.to_numpy()
+    if sp.issparse(coords):
+        coords = coords.toarray()
+    try:
+        coords = np.asarray(coords, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise InputError(
+            f"{name} is not numeric ({err}): store the coordinates as a float array"
+        ) from None
+    allowed = None if ndim is None else ((ndim,) if isinstance(ndim, int | np.integer) else ndim)
+    if coords.ndim != 2 or coords.shape[1] < 1 or (allowed and coords.shape[1] not in allowed):
+        expected = "d" if not allowed else " or ".join(str(d) for d in allowed)
+        raise InputError(
+            f"{name} has shape {coords.shape}, but {expected} coordinate columns are required: "
+            f"store an (n_obs, {expected}) array of x, y[, z] coordinates"
+        )
+    if coords.shape[0] == 0:
+        raise EmptyDataError(f"{name} has no observations; pass at least one coordinate row")
+    if not allow_nonfinite:
+        bad = int((~np.isfinite(coords)).any(axis=1).sum())
+        if bad:
+            raise NonFiniteError(
+                f"{name} has {bad} rows with NaN or infinite values; drop or fix those observations"
+            )
+    return coords
