@@ -1,6 +1,6 @@
 """Align two spatial sections (or two modalities of one tissue) onto a common frame.
 
-The matching is a fused Gromov-Wasserstein plan (:func:`~cellweave.mapping.fgw.
+The matching is a fused Gromov-Wasserstein plan (:func:`~cellweave.ot.
 fused_gromov_wasserstein`) between the spots of the two sections, fusing an expression cost
 (shared genes, or paired features, in a joint PCA) with the sections' own geometry (pairwise
 distances), as in PASTE (Zeira et al. 2022). By default the plan is *partial*: only a fraction
@@ -28,8 +28,8 @@ from scipy.spatial.distance import cdist
 
 from .._utils import RandomState, check_random_state
 from ..errors import InputError, NoSharedFeaturesError
+from ..ot import MAX_ENTRIES, check_fgw_size, exact_transport, fused_gromov_wasserstein
 from ..validate import check_adata, check_spatial, get_matrix, is_counts, shared_features
-from .fgw import MAX_ENTRIES, check_fgw_size, exact_transport, fused_gromov_wasserstein
 
 __all__ = [
     "Transform",
