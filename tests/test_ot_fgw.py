@@ -1,4 +1,4 @@
-"""cellweave.ot fused Gromov-Wasserstein: agreement with POT, marginals, planted matchings, bad input."""
+"""cellweave.ot FGW: agreement with POT, marginals, planted matchings, bad input."""
 
 from __future__ import annotations
 
