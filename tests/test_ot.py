@@ -186,6 +186,30 @@ def test_unbalanced_relaxation_interpolates_between_free_and_balanced(backend):
     assert all(x > y for x, y in itertools.pairwise(gaps)) and gaps[-1] < 0.02 * gaps[0]
 
 
+def test_auto_solver_hands_moderate_balanced_problems_to_pot_only(monkeypatch):
+    C, a, b = _random_problem(seed=24)
+    calls = []
+    real = pot.sinkhorn
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("stopThr"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pot, "sinkhorn", counted)
+    P = ot.sinkhorn(C, a, b, epsilon=0.05)  # cost spread / eps < 20: POT
+    assert len(calls) == 1 and calls[0] == pytest.approx(1e-7 * np.linalg.norm(b))
+    np.testing.assert_allclose(P, ot.sinkhorn(C, a, b, epsilon=0.05, solver="log"), atol=1e-7)
+    calls.clear()
+    ot.sinkhorn(C, a, b, epsilon=np.ptp(C) / 300)  # spread beyond POT_MAX_RANGE epsilons: log
+    ot.sinkhorn(C, a, b, epsilon=0.05, rho_a=1.0, rho_b=1.0)  # relaxed marginals: log
+    ot.sinkhorn(C, a, b, epsilon=0.05, stop="marginal")  # the log loop's own rule
+    assert not calls
+    # a POT result that is not finite falls back to the log-domain loop
+    monkeypatch.setattr(pot, "sinkhorn", lambda *args, **kwargs: np.full(C.shape, np.nan))
+    P = ot.sinkhorn(C, a, b, epsilon=0.05)
+    np.testing.assert_allclose(P.sum(1), a, atol=1e-7)
+
+
 def test_semi_relaxed_free_side_and_hard_side():
     C, a, b = _random_problem(seed=14)
     P = ot.sinkhorn(C, a, b, epsilon=0.02, rho_a=None, rho_b=0.0, device="cpu")
