@@ -233,9 +233,10 @@ def decisions(df: pd.DataFrame) -> list[str]:
         "`ot.sinkhorn`.",
         "- POT's own log-domain `sinkhorn_log` is the same algorithm as cellweave's loop: "
         f"{_ratios(df, 'dense balanced, eps', 'POT sinkhorn_log (torch)')}x on torch tensors, "
-        f"{_ratios(df, 'dense balanced, eps', 'POT sinkhorn_log (numpy)')}x on numpy; no gain, "
-        "and it has no relaxed marginals, candidate pairs or warm starts, which the loop needs "
-        "(FGW's projections, mapping's candidates), so cellweave keeps its one loop.",
+        f"{_ratios(df, 'dense balanced, eps', 'POT sinkhorn_log (numpy)')}x on numpy; no "
+        "clear gain, and it has no relaxed marginals, candidate pairs or warm starts, which "
+        "the loop needs (FGW's projections, mapping's and mosaic's candidates), so cellweave "
+        "keeps its one loop for those and for small epsilon.",
         "- Relaxed marginals (unbalanced, semi-relaxed): POT's scaling and stabilized solvers "
         f"take {_ratios(df, 'dense unbalanced', 'POT')}x the time on these problems, but "
         "their stopping rule is absolute in the scalings (max change / max(|u|, 1)), which "

@@ -22,7 +22,8 @@ spread is at most :data:`POT_MAX_RANGE` epsilons (stopping when the column sums 
 ``tol`` of ``b`` relative to its norm), and the log-domain loop otherwise (relaxed marginals,
 whose POT stopping rule is absolute in the scalings; small epsilon; warm starts) or when
 POT meets numerical errors. POT's own ``sinkhorn_log`` is the same algorithm as the loop
-here and no faster (0.6-1.5x), so it is not used.
+here and measured no faster (0.5-1.2x on torch tensors, about 3x on numpy), so it is not
+used.
 """
 
 from __future__ import annotations
