@@ -10,7 +10,8 @@ imports another's solver.
   :func:`candidate_pairs` (cosine), :func:`nearest_pairs` (Euclidean), :data:`MAX_DENSE`.
 - entropic OT (:mod:`~cellweave.ot.sinkhorn`): :func:`sinkhorn` (dense) and
   :func:`sparse_sinkhorn` (on candidate pairs), one log-domain loop for balanced,
-  semi-relaxed and unbalanced problems, torch on CPU or CUDA, numpy or torch inputs.
+  semi-relaxed and unbalanced problems, torch on CPU or CUDA, numpy or torch inputs;
+  balanced dense problems with a moderate cost spread go to POT's ``ot.sinkhorn``.
 - fused Gromov-Wasserstein (:mod:`~cellweave.ot.fgw`): :func:`fused_gromov_wasserstein`
   (exact or entropic, balanced or partial), :func:`check_fgw_size`.
 - exact OT (:mod:`~cellweave.ot.exact`): :func:`exact_transport` (POT's network simplex,
@@ -29,11 +30,12 @@ from .costs import cosine_cost, normalize_cost, pair_cost, sqeuclidean_cost, uni
 from .exact import exact_transport
 from .fgw import MAX_ENTRIES, FGWLog, check_fgw_size, fused_gromov_wasserstein
 from .plan import TransportPlan, sparse_plan
-from .sinkhorn import SOLVERS, check_marginals, sinkhorn, sparse_sinkhorn
+from .sinkhorn import POT_MAX_RANGE, SOLVERS, check_marginals, sinkhorn, sparse_sinkhorn
 
 __all__ = [
     "MAX_DENSE",
     "MAX_ENTRIES",
+    "POT_MAX_RANGE",
     "SOLVERS",
     "FGWLog",
     "TransportPlan",

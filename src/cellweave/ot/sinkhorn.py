@@ -337,6 +337,7 @@ def _pot_suits(C: Any, epsilon: float, *, balanced: bool) -> bool:
     """Whether ``solver="auto"`` hands this dense problem to POT's scaling iterations."""
     if not balanced:
         return False
+    C = C if _is_tensor(C) else np.asarray(C, dtype=np.float64)
     spread = float(C.max() - C.min())
     return bool(np.isfinite(spread)) and spread / epsilon <= POT_MAX_RANGE
 
