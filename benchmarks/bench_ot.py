@@ -233,8 +233,9 @@ def decisions(df: pd.DataFrame) -> list[str]:
         "`ot.sinkhorn`.",
         "- POT's own log-domain `sinkhorn_log` is the same algorithm as cellweave's loop: "
         f"{_ratios(df, 'dense balanced, eps', 'POT sinkhorn_log (torch)')}x on torch tensors, "
-        f"{_ratios(df, 'dense balanced, eps', 'POT sinkhorn_log (numpy)')}x on numpy; no "
-        "clear gain, and it has no relaxed marginals, candidate pairs or warm starts, which "
+        f"{_ratios(df, 'dense balanced, eps', 'POT sinkhorn_log (numpy)')}x on numpy (mixed; "
+        "the balanced dense case goes to the scaling iterations anyway), and it has no "
+        "relaxed marginals, candidate pairs or warm starts, which "
         "the loop needs (FGW's projections, mapping's and mosaic's candidates), so cellweave "
         "keeps its one loop for those and for small epsilon.",
         "- Relaxed marginals (unbalanced, semi-relaxed): POT's scaling and stabilized solvers "
@@ -244,7 +245,9 @@ def decisions(df: pd.DataFrame) -> list[str]:
         "the log loop.",
         "- Small epsilon (mosaic's projection, cost spread above 200 epsilons): the log loop, "
         "which cannot underflow; POT's scaling still finds a plan here "
-        f"({_ratios(df, 'eps=0.01', 'POT scaling')}x) but underflows as the spread grows.",
+        f"({_ratios(df, 'eps=0.01', 'POT scaling')}x, and a smaller marginal error: the log "
+        "loop stopped at its 2000 iterations) but underflows as the spread grows; raising "
+        "`POT_MAX_RANGE` is the knob if this regime matters.",
         "- Candidate pairs (mapping's default, mosaic's default): no POT counterpart; "
         f"`sparse_sinkhorn` takes {_ratios(df, 'candidates', 'cellweave candidates')}x the "
         "dense time here and `O(pairs)` memory (100k cells x 50k spots).",
