@@ -122,75 +122,7 @@ def test_gene_weights_zero_removes_a_gene():
     np.testing.assert_allclose(f.sp, g.sp, atol=1e-5)
 
 
-# ------------------------------------------------------------------------------ OT solvers
-
-
-def _random_problem(n=12, m=9, seed=0):
-    rng = np.random.default_rng(seed)
-    C = rng.random((n, m))
-    return C, np.full(n, 1.0 / n), np.full(m, 1.0 / m)
-
-
-def test_sinkhorn_balanced_marginals_and_matches_pot():
-    import ot as pot
-
-    C, a, b = _random_problem()
-    P = ot.sinkhorn(C, a, b, epsilon=0.05, device="cpu")
-    np.testing.assert_allclose(P.sum(1), a, atol=1e-7)
-    np.testing.assert_allclose(P.sum(0), b, atol=1e-7)
-    ref = pot.sinkhorn(a, b, C, 0.05, method="sinkhorn_log", numItermax=10000, stopThr=1e-12)
-    np.testing.assert_allclose(P, ref, atol=1e-7)
-
-
-def test_sinkhorn_small_epsilon_recovers_permutation():
-    rng = np.random.default_rng(3)
-    perm = rng.permutation(8)
-    C = np.ones((8, 8))
-    C[np.arange(8), perm] = 0.0
-    P = ot.sinkhorn(C, np.full(8, 1 / 8), np.full(8, 1 / 8), epsilon=0.01, device="cpu")
-    np.testing.assert_array_equal(P.argmax(1), perm)
-
-
-@pytest.mark.filterwarnings("ignore:If reg_type = entropy:UserWarning")
-def test_sinkhorn_unbalanced_handles_unequal_totals_and_matches_pot():
-    import ot as pot
-
-    C, a, b = _random_problem(seed=1)
-    b = 2 * b  # twice the mass on the spot side
-    with pytest.raises(InputError, match="equal totals"):
-        ot.sinkhorn(C, a, b, epsilon=0.05, device="cpu")
-    P = ot.sinkhorn(C, a, b, epsilon=0.05, rho_a=1.0, rho_b=1.0, device="cpu")
-    ref = pot.unbalanced.sinkhorn_unbalanced(
-        a,
-        b,
-        C,
-        0.05,
-        1.0,
-        method="sinkhorn_stabilized",
-        reg_type="entropy",
-        numItermax=20000,
-        stopThr=1e-12,
-    )
-    np.testing.assert_allclose(P, ref, rtol=1e-4, atol=1e-9)
-    assert a.sum() < P.sum() < b.sum()  # in between: neither marginal is forced
-
-
-def test_semi_relaxed_marginal_exact_on_one_side_only():
-    C, a, b = _random_problem(seed=2)
-    P = ot.sinkhorn(C, a, b, epsilon=0.05, rho_a=0.0, device="cpu")  # cells free
-    np.testing.assert_allclose(P.sum(0), b, atol=1e-9)
-    assert np.abs(P.sum(1) - a).max() > 1e-3
-
-
-@pytest.mark.parametrize("rho", [None, 0.5])
-def test_sparse_sinkhorn_on_all_pairs_equals_dense(rho):
-    C, a, b = _random_problem(seed=4)
-    rows, cols = np.nonzero(np.ones_like(C))
-    dense = ot.sinkhorn(C, a, b, epsilon=0.1, rho_a=rho, rho_b=rho, device="cpu")
-    values = ot.sparse_sinkhorn(
-        rows, cols, C[rows, cols], a, b, epsilon=0.1, rho_a=rho, rho_b=rho, device="cpu"
-    )
-    np.testing.assert_allclose(values, dense[rows, cols], rtol=1e-6, atol=1e-12)
+# ------------------------------------------------------------------ mapping methods (transport)
 
 
 def test_entropic_plan_switches_to_candidate_pairs_above_max_dense():
@@ -229,15 +161,6 @@ def test_softmax_plan_spot_marginals_and_perplexity():
     H = -(np.where(W > 0, W * np.log(np.where(W > 0, W, 1)), 0)).sum(1)
     np.testing.assert_allclose(np.exp(H), 20, rtol=1e-3)
     assert (np.diff(plan.T.tocsr().indptr) <= 80).all()  # 4 * perplexity candidates
-
-
-def test_topk_similar_matches_brute_force():
-    rng = np.random.default_rng(7)
-    A, B = rng.normal(size=(30, 4)), rng.normal(size=(50, 4))
-    idx, sims = ot.topk_similar(A, B, k=5, device="cpu")
-    brute = np.argsort(-(A @ B.T), axis=1)[:, :5]
-    np.testing.assert_array_equal(idx, brute)
-    np.testing.assert_allclose(sims, np.take_along_axis(A @ B.T, brute, 1), rtol=1e-5)
 
 
 # ------------------------------------------------------------------------------ recovery

@@ -23,13 +23,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 from scipy.spatial.distance import cdist
 
-# isort: off
-from ..mapping.fgw import MAX_ENTRIES  # lead: switch to cellweave.ot after merge
-from ..mapping.fgw import check_fgw_size  # lead: switch to cellweave.ot after merge
-from ..mapping.fgw import exact_transport  # lead: switch to cellweave.ot after merge
-from ..mapping.fgw import fused_gromov_wasserstein  # lead: switch to cellweave.ot after merge
-
-# isort: on
+from ..ot import MAX_ENTRIES, check_fgw_size, exact_transport, fused_gromov_wasserstein
 from . import features
 from .features import ExpressionSpace, FeatureOptions
 

@@ -200,9 +200,9 @@ def _principal_axes(M: np.ndarray, n_pcs: int, rng: np.random.Generator) -> np.n
 
 def _knn_smooth(Z: np.ndarray, k: int) -> np.ndarray:
     """Average every row with its ``k`` nearest rows (cosine, self included)."""
-    from .ot import _unit, topk_similar
+    from ..ot import topk_similar, unit_rows
 
-    unit = _unit(Z)
+    unit = unit_rows(Z)
     idx, _ = topk_similar(unit, unit, k=min(k + 1, len(Z)))
     return Z[idx].mean(axis=1)
 

@@ -23,8 +23,8 @@ import numpy as np
 from scipy import sparse
 
 from ..errors import InputError
+from ..ot import MAX_DENSE, topk_similar, unit_rows
 from ..train import CellweaveModule, fit
-from .ot import MAX_DENSE, _unit, topk_similar
 
 __all__ = ["GradientMapper", "gradient_plan"]
 
@@ -237,7 +237,7 @@ def gradient_plan(
     if k == n_spots:
         candidates = np.broadcast_to(np.arange(n_spots), (n_cells, n_spots)).copy()
     else:
-        candidates, _ = topk_similar(_unit(F_sc), _unit(F_sp), k=k, device=device)
+        candidates, _ = topk_similar(unit_rows(F_sc), unit_rows(F_sp), k=k, device=device)
     if density is None:
         density = np.full(n_spots, 1.0 / n_spots)
     density = np.asarray(density, dtype=np.float64)

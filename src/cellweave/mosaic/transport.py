@@ -19,37 +19,20 @@ from typing import Any
 
 import numpy as np
 from scipy import sparse
-from scipy.spatial.distance import cdist
 
 from ..errors import EmptyDataError, InputError, MissingKeyError, NonFiniteError
-from ..mapping.ot import MAX_DENSE, sinkhorn, sparse_sinkhorn
+from ..ot import (
+    MAX_DENSE,
+    TransportPlan,
+    nearest_pairs,
+    normalize_cost,
+    sinkhorn,
+    sparse_sinkhorn,
+    sqeuclidean_cost,
+)
 from ..validate import check_obs_key
 
 __all__ = ["barycentric_projection", "transport_batches"]
-
-
-def _euclidean_candidates(
-    source: np.ndarray, target: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each source cell's ``k`` nearest target cells and each target cell's ``k`` nearest
-    source cells (so both exact marginals stay feasible): ``(rows, cols, squared distance)``."""
-    from sklearn.neighbors import NearestNeighbors
-
-    k_t, k_s = min(k, len(target)), min(k, len(source))
-    _, to_target = NearestNeighbors(n_neighbors=k_t).fit(target).kneighbors(source)
-    _, to_source = NearestNeighbors(n_neighbors=k_s).fit(source).kneighbors(target)
-    rows = np.concatenate([np.repeat(np.arange(len(source)), k_t), to_source.ravel()])
-    cols = np.concatenate([to_target.ravel(), np.repeat(np.arange(len(target)), k_s)])
-    # through CSR: duplicate pairs merged, sorted by row then column
-    pairs = sparse.coo_matrix((np.ones(rows.size), (rows, cols)), shape=(len(source), len(target)))
-    pairs = pairs.tocsr().tocoo()
-    cost = ((source[pairs.row] - target[pairs.col]) ** 2).sum(1)
-    return pairs.row.astype(np.int64), pairs.col.astype(np.int64), cost
-
-
-def _relative(cost: np.ndarray) -> np.ndarray:
-    """``cost`` divided by its mean, so that ``epsilon`` does not depend on the scale."""
-    return cost / max(float(cost.mean()), 1e-12)
 
 
 def barycentric_projection(
@@ -73,7 +56,7 @@ def barycentric_projection(
     n_candidates
         Restrict the plan to each cell's ``n_candidates`` nearest cells on the other side
         (Euclidean); ``None``: the dense plan (``n * m`` entries; slow beyond a few thousand
-        cells a side, refused beyond :data:`~cellweave.mapping.ot.MAX_DENSE`). With a small
+        cells a side, refused beyond :data:`~cellweave.ot.MAX_DENSE`). With a small
         ``epsilon`` the dense plan has almost no mass outside these pairs.
     max_iter, device
         Sinkhorn iterations at most; ``"auto"``, ``"cpu"`` or ``"cuda"``.
@@ -101,19 +84,18 @@ def barycentric_projection(
         raise InputError(f"a dense plan of {n} x {m} cells is too large: pass n_candidates=50")
     opts = dict(epsilon=epsilon, max_iter=max_iter, device=device)
     if n_candidates is None:
-        cost = _relative(cdist(source, target, "sqeuclidean"))
-        weights = sparse.csr_matrix(sinkhorn(cost, a, b, **opts))
+        cost = normalize_cost(sqeuclidean_cost(source, target), by="mean")
+        plan = TransportPlan(sparse.csr_matrix(sinkhorn(cost, a, b, **opts)))
     else:
-        rows, cols, cost = _euclidean_candidates(source, target, int(n_candidates))
-        values = sparse_sinkhorn(rows, cols, _relative(cost), a, b, **opts)
-        weights = sparse.csr_matrix((values, (rows, cols)), shape=(n, m))
-    mass = np.asarray(weights.sum(1)).ravel()
-    if not (mass > 0).all():
+        rows, cols, cost = nearest_pairs(source, target, k=int(n_candidates))
+        values = sparse_sinkhorn(rows, cols, normalize_cost(cost, by="mean"), a, b, **opts)
+        plan = TransportPlan.from_pairs(rows, cols, values, (n, m))
+    if not (plan.row_mass > 0).all():
         raise InputError(
             f"epsilon={epsilon} is too small for this embedding (some cells got no mass): "
             "pass a larger epsilon"
         )
-    return np.asarray(weights @ target) / mass[:, None]
+    return plan.barycentric_projection(target)
 
 
 def source_target_masks(

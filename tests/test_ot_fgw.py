@@ -1,4 +1,4 @@
-"""Fused Gromov-Wasserstein: agreement with POT, marginals, planted matchings, bad input."""
+"""cellweave.ot FGW: agreement with POT, marginals, planted matchings, bad input."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from scipy.spatial.distance import cdist
 
 from cellweave.errors import InputError
-from cellweave.mapping.fgw import (
+from cellweave.ot import (
     MAX_ENTRIES,
     check_fgw_size,
     exact_transport,
