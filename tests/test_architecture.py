@@ -31,10 +31,7 @@ UPPER = CAPABILITIES | {"tl", "pl", "cli", "__main__"}
 #: Violations that other branches of issue 14 remove (empty this set once they are merged).
 PENDING = frozenset(
     {
-        "capability: mosaic/transport.py -> cellweave.mapping.ot",
         "lines: impute/baselines.py",
-        "lines: mapping/align.py",
-        "lines: mapping/api.py",
         "lines: mosaic/model.py",
         "lines: sim/mosaic.py",
     }
