@@ -652,7 +652,7 @@ def check_mudata(
         if mdata.mod[mod].n_obs == 0 or mdata.mod[mod].n_vars == 0:
             what = "no cells" if mdata.mod[mod].n_obs == 0 else "no features"
             raise EmptyDataError(
-                f"{where} holds {what}: remove it (del {name}.mod[{mod!r}]; {name}.update()) "
+                f"{name} modality {mod!r} holds {what}: remove it (del {name}.mod[{mod!r}]; {name}.update()) "
                 "or leave it out of modalities"
             )
         if values:
