@@ -16,7 +16,12 @@ from .cells import _Cells
 from .genome import _Features, _window_prior
 from .modalities import _ModalityModel
 
-_FACTOR_KEYS = {"rna": "true_library_size", "atac": "true_depth", "protein": "true_library_size"}
+_FACTOR_KEYS = {
+    "rna": "true_library_size",
+    "atac": "true_depth",
+    "protein": "true_library_size",
+    "methylation": "true_depth",
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -40,7 +45,7 @@ def _symmetric_links(
 
 def _assemble(
     models: dict[str, _ModalityModel],
-    blocks: dict[str, dict[int, tuple[sp.csr_matrix, np.ndarray | None]]],
+    blocks: dict[str, dict[int, tuple]],
     batch_ids: dict[str, list[int]],
     cells: _Cells,
     obs: pd.DataFrame,
@@ -51,13 +56,15 @@ def _assemble(
         ids = batch_ids[mod]
         rows = np.concatenate([np.flatnonzero(cells.batch == b) for b in ids])
         parts = [blocks[mod][b] for b in ids]
-        x = parts[0][0] if len(parts) == 1 else sp.vstack([x for x, _ in parts], format="csr")
+        x = parts[0][0] if len(parts) == 1 else sp.vstack([p[0] for p in parts], format="csr")
         mod_obs = obs.iloc[rows][["batch", "cell_type"]].copy()
         mod_obs[_FACTOR_KEYS[mod]] = model.cell_factor[rows]
         adata = ad.AnnData(X=x, obs=mod_obs, var=model.var.copy())
         adata.varm["true_loadings"] = np.ascontiguousarray(model.loadings.T)
         if parts[0][1] is not None:
-            adata.layers["true_expression"] = np.concatenate([mean for _, mean in parts])
+            adata.layers["true_expression"] = np.concatenate([p[1] for p in parts])
+        for key in parts[0][2]:  # the kind's own matrices (methylation: total coverage)
+            adata.layers[key] = sp.vstack([p[2][key] for p in parts], format="csr")
         mods[mod] = adata
     with md.set_options(pull_on_update=False):
         mdata = md.MuData(mods)

@@ -10,7 +10,7 @@ import numpy as np
 
 from ...errors import InputError
 
-MODALITIES = ("rna", "atac", "protein")
+MODALITIES = ("rna", "atac", "protein", "methylation")
 DEFAULT_BATCHES: dict[str, tuple[str, ...]] = {
     "paired": ("rna", "atac"),
     "rna_only": ("rna",),
@@ -41,6 +41,7 @@ _FLOAT_RANGE = {
             "links_per_gene",
             "link_noise",
             "protein_noise",
+            "methylation_depth_sd",
         ),
         "[0, inf)",
     ),
@@ -52,9 +53,12 @@ _FLOAT_RANGE = {
             "protein_background",
             "protein_foreground_fold",
             "protein_dispersion",
+            "methylation_coverage",
+            "methylation_concentration",
         ),
         "(0, inf)",
     ),
+    "methylation_link_fraction": "[0, 1]",
     "double_link_fraction": "[0, 1]",
     "negative_link_fraction": "[0, 1]",
     "protein_background_prob": "[0, 1)",
@@ -242,13 +246,14 @@ def _validate(params: dict[str, object]) -> _Config:
     }
     p["n_peaks"] = _check_int("n_peaks", params["n_peaks"], int("atac" in used_mods))
     p["n_proteins"] = _check_int("n_proteins", params["n_proteins"], int("protein" in used_mods))
+    p["n_regions"] = _check_int("n_regions", params["n_regions"], int("methylation" in used_mods))
     if "protein" in used_mods:
         _require(
             p["n_proteins"] <= p["n_genes"],
             f"n_proteins={p['n_proteins']} exceeds n_genes={p['n_genes']}: each protein is the "
             "product of a distinct gene; lower n_proteins or raise n_genes",
         )
-    for mod, key in (("atac", "n_peaks"), ("protein", "n_proteins")):
+    for mod, key in (("atac", "n_peaks"), ("protein", "n_proteins"), ("methylation", "n_regions")):
         if mod not in used_mods:
             p[key] = 0  # features of an unmeasured modality are not simulated
     for name, interval in _FLOAT_RANGE.items():

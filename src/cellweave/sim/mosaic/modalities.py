@@ -16,6 +16,7 @@ from .batches import MODALITIES, _Config
 from .cells import _Cells
 from .genome import _Features
 
+_COUNT_MODALITIES = ("rna", "atac", "protein")
 _CALIBRATION_CELLS = 1000
 _CALIBRATION_PEAKS = 2000
 
@@ -33,7 +34,7 @@ class _ModalityModel:
     baseline: np.ndarray  # (n_features,) float32
     shift: np.ndarray  # (n_batches, n_features) float32
     cell_factor: np.ndarray  # (n_cells,) library size / depth (linear scale)
-    draw: Callable[..., tuple[np.ndarray, np.ndarray]]
+    draw: Callable[..., tuple]  # (values, means) or (values, means, {layer: values})
 
 
 def _draw_rna(model, z, factor, shift, rng, *, dispersion: float):
@@ -111,12 +112,12 @@ def _calibrate_atac(
 def _build_models(
     cfg: _Config, cells: _Cells, features: _Features, rng: np.random.Generator
 ) -> tuple[dict[str, _ModalityModel], np.ndarray, float | None]:
-    """Batch shifts, size factors and likelihoods; returns the models, the (n_batches, 3)
-    library scales and the calibrated ATAC logit offset."""
+    """Batch shifts, size factors and likelihoods of RNA, ATAC and protein; returns the models,
+    the (n_batches, 3) library scales and the calibrated ATAC logit offset."""
     p, n_batches = cfg.p, len(cfg.batches)
+    used = [m for m in cfg.used_mods if m in _COUNT_MODALITIES]  # methylation: its own stream
     shifts = {
-        m: rng.normal(scale=p["batch_effect"], size=(n_batches, len(features.var[m])))
-        for m in cfg.used_mods
+        m: rng.normal(scale=p["batch_effect"], size=(n_batches, len(features.var[m]))) for m in used
     }
     library_scale = np.exp(rng.normal(scale=p["library_batch_sd"], size=(n_batches, 3)))
     factors = {
@@ -146,7 +147,7 @@ def _build_models(
             cell_factor=factors[m],
             draw=draws[m],
         )
-        for m in cfg.used_mods
+        for m in used
     }
     offset = None
     if "atac" in models:
@@ -168,8 +169,9 @@ def _generate_blocks(
     mod_index: int,
     chunk_size: int,
     store_means: bool,
-) -> dict[int, tuple[sp.csr_matrix, np.ndarray | None]]:
-    """Values (CSR float32) and means for every cell of each batch in ``batch_ids``.
+) -> dict[int, tuple[sp.csr_matrix, np.ndarray | None, dict[str, sp.csr_matrix]]]:
+    """Values (CSR float32), means and extra layers (CSR; e.g. methylation coverage) for every
+    cell of each batch in ``batch_ids``.
 
     Each (batch, modality) pair has its own random stream, so a batch's values do not depend
     on which other batches are generated; cells are drawn ``chunk_size`` at a time.
@@ -178,15 +180,18 @@ def _generate_blocks(
     for b in batch_ids:
         rng = np.random.default_rng([seed, b, mod_index])
         rows = np.flatnonzero(cells.batch == b)
-        xs, means = [], []
+        xs, means, extra = [], [], {}
         for start in range(0, rows.size, chunk_size):
             chunk = rows[start : start + chunk_size]
-            values, mean = model.draw(
+            drawn = model.draw(
                 model, cells.latent[chunk], model.cell_factor[chunk], model.shift[b], rng
             )
-            xs.append(_dense_to_csr(values))
+            xs.append(_dense_to_csr(drawn[0]))
             if store_means:
-                means.append(mean.astype(np.float32, copy=False))
+                means.append(drawn[1].astype(np.float32, copy=False))
+            for key, values in (drawn[2] if len(drawn) > 2 else {}).items():
+                extra.setdefault(key, []).append(_dense_to_csr(values))
         x = xs[0] if len(xs) == 1 else sp.vstack(xs, format="csr")
-        blocks[b] = (x, np.concatenate(means) if store_means else None)
+        layers = {k: sp.vstack(v, format="csr") for k, v in extra.items()}
+        blocks[b] = (x, np.concatenate(means) if store_means else None, layers)
     return blocks

@@ -6,12 +6,14 @@ import copy
 from collections.abc import Mapping, Sequence
 
 import mudata as md
+import numpy as np
 
 from ..._utils import RandomState, check_random_state
 from .assemble import _add_feature_graphs, _assemble, _ground_truth
 from .batches import MODALITIES, _validate
 from .cells import _obs_frame, _simulate_cells
 from .genome import _simulate_features
+from .methylation import build_methylation
 from .modalities import _build_models, _generate_blocks
 
 
@@ -41,6 +43,11 @@ def simulate_mosaic(
     protein_background_prob: float = 0.1,
     protein_library_sd: float = 0.2,
     protein_dispersion: float = 10.0,
+    n_regions: int = 1000,
+    methylation_coverage: float = 2.0,
+    methylation_depth_sd: float = 0.3,
+    methylation_concentration: float = 20.0,
+    methylation_link_fraction: float = 0.5,
     links_per_gene: float = 2.0,
     double_link_fraction: float = 0.2,
     negative_link_fraction: float = 0.2,
@@ -53,7 +60,8 @@ def simulate_mosaic(
     chunk_size: int = 10_000,
     random_state: RandomState = 0,
 ) -> md.MuData | tuple[md.MuData, md.MuData]:
-    """Simulate a multi-omics mosaic (RNA / ATAC / protein in any subset per batch) with truth.
+    """Simulate a multi-omics mosaic (RNA / ATAC / protein / methylation in any subset per batch)
+    with truth.
 
     Each cell has a cell type ``k`` and a continuous state ``t`` in ``[0, 1]``; its latent is
     ``z = centre_k + (t - 0.5) * trajectory_length * direction_k + noise``. Gene ``g`` has a
@@ -64,7 +72,10 @@ def simulate_mosaic(
     scaled by ``library_scale[b, mod]``. RNA counts are negative binomial around
     ``library * softmax(baseline + z W + shift)``; ATAC is Bernoulli with probability
     ``sigmoid(baseline + z V + shift + log depth)``; protein counts are a totalVI-like
-    background / foreground negative-binomial mixture. See ``docs/simulator_mosaic.md`` for
+    background / foreground negative-binomial mixture; methylation holds methylated reads in
+    ``X`` and the coverage in ``layers["total"]``, beta-binomial around the rate ``sigmoid(
+    baseline + z M + shift)`` with region loadings anti-correlated with a linked gene's
+    (:mod:`.methylation`). See ``docs/simulator_mosaic.md`` for
     every stored ground-truth key.
 
     Parameters
@@ -73,8 +84,8 @@ def simulate_mosaic(
         Number of cells over all batches.
     batches
         Batch name -> measured modalities (any non-empty subset of ``"rna"``, ``"atac"``,
-        ``"protein"``). Default: ``{"paired": ("rna", "atac"), "rna_only": ("rna",),
-        "atac_only": ("atac",)}``, like ``mop_mosaic_rna_atac.h5mu``.
+        ``"protein"``, ``"methylation"``). Default: ``{"paired": ("rna", "atac"), "rna_only":
+        ("rna",), "atac_only": ("atac",)}``, like ``mop_mosaic_rna_atac.h5mu``.
     batch_sizes
         Fraction of cells per batch (dict, or sequence in the order of ``batches``; sums to
         1). Default: equal split.
@@ -110,6 +121,17 @@ def simulate_mosaic(
         Probability that an entry comes from the background component only.
     protein_library_sd, protein_dispersion
         Per-cell log-normal sd of the protein library factor, and the NB inverse dispersion.
+    n_regions
+        Methylation regions (only matter if some batch measures methylation).
+    methylation_coverage
+        Typical reads per region and cell (Poisson mean; each region's is this times a
+        log-normal factor, sd 0.5, mean 1).
+    methylation_depth_sd
+        Per-cell log-normal sd of the methylation depth.
+    methylation_concentration
+        Beta-binomial concentration of the methylated reads (large: binomial).
+    methylation_link_fraction
+        Fraction of regions linked to a gene (loading: minus the gene's, plus ``link_noise``).
     links_per_gene
         Mean number of gene-peak links per gene.
     double_link_fraction
@@ -154,6 +176,11 @@ def simulate_mosaic(
     features = _simulate_features(cfg, rng)
     models, library_scale, atac_offset = _build_models(cfg, cells, features, rng)
     seed = int(rng.integers(2**63))
+    methylation_scale = np.ones(len(cfg.batches))
+    if "methylation" in cfg.used_mods:  # its own stream: the other modalities stay the same
+        meth_rng = np.random.default_rng([seed, MODALITIES.index("methylation"), 1])
+        models["methylation"], methylation_scale = build_methylation(cfg, cells, features, meth_rng)
+    library_scale = np.column_stack([library_scale, methylation_scale])
 
     measured = {m: cfg.measured(m) for m in cfg.used_mods}
     everyone = {m: list(cfg.batch_order) for m in cfg.used_mods}
