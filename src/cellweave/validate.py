@@ -652,8 +652,8 @@ def check_mudata(
         if mdata.mod[mod].n_obs == 0 or mdata.mod[mod].n_vars == 0:
             what = "no cells" if mdata.mod[mod].n_obs == 0 else "no features"
             raise EmptyDataError(
-                f"{name} modality {mod!r} holds {what}: remove it (del {name}.mod[{mod!r}]; {name}.update()) "
-                "or leave it out of modalities"
+                f"{name} modality {mod!r} holds {what}: remove it (del {name}.mod[{mod!r}]; "
+                f"{name}.update()) or leave it out of modalities"
             )
         if values:
             check_adata(mdata.mod[mod], allow_zero_cells=True, allow_zero_genes=True, name=where)

@@ -384,10 +384,10 @@ def _check_options(spec: ModalityKind, name: str, likelihood: str, representatio
     """The likelihood and encoder input are ones the modality's kind accepts."""
     if likelihood not in spec.likelihoods:
         known = likelihood_names()
+        why = "is unknown" if likelihood not in known else f"does not fit a {spec.name} modality"
         raise InputError(
-            f"likelihood {likelihood!r} of modality {name!r} is "
-            f"{'unknown' if likelihood not in known else f'not one of a {spec.name} modality'}"
-            f": use one of {', '.join(spec.likelihoods)}"
+            f"likelihood {likelihood!r} of modality {name!r} {why}: use one of "
+            f"{', '.join(spec.likelihoods)}"
         )
     if representation not in spec.representations:
         Representation(representation)  # an unknown name: the usual message
@@ -514,9 +514,7 @@ def _build_modality(
         rep.fit(pick(sample), random_state=int(rng.integers(2**31 - 1)), layers=fit_layers)
     if counts is not None:
         inputs = np.zeros((len(obs_names), rep.n_dims(len(features))), dtype=np.float32)
-        inputs[present] = rep.transform(
-            counts[present], {k: v[present] for k, v in layers.items()}
-        )
+        inputs[present] = rep.transform(counts[present], {k: v[present] for k, v in layers.items()})
     return ModalityData(
         name=name,
         kind=kind,

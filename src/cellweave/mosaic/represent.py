@@ -221,9 +221,7 @@ class Representation:
     ) -> Representation:
         """Fit on the count rows ``X`` (cells that measured the modality; ``layers``: the
         same rows of the modality's extra matrices)."""
-        self.arrays = self.transform_.fit(
-            sparse.csr_matrix(X), self.n_comps, random_state, layers
-        )
+        self.arrays = self.transform_.fit(sparse.csr_matrix(X), self.n_comps, random_state, layers)
         return self
 
     def transform(self, X: sparse.csr_matrix, layers: dict | None = None) -> np.ndarray:

@@ -83,9 +83,7 @@ class BetaBinomialHead(BinomialHead):
     name = "betabinomial"
 
     def init(self, dec: Any, n_batches: int, n_features: int) -> None:
-        dec.log_concentration = nn.Parameter(
-            torch.full((n_batches, n_features), math.log(10.0))
-        )
+        dec.log_concentration = nn.Parameter(torch.full((n_batches, n_features), math.log(10.0)))
 
     def log_prob(self, dec, x, logits, library, batch, layers):
         n = layers[_TOTAL]
