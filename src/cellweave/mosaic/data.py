@@ -265,13 +265,15 @@ class MosaicData:
         modalities
             Modalities to use (default: all).
         modality_types
-            Modality name -> ``"rna"`` / ``"atac"`` / ``"protein"`` (default: from the name).
+            Modality name -> a registered kind (``"rna"`` / ``"atac"`` / ``"protein"`` /
+            ``"methylation"``, see :mod:`.kinds`; default: from the name).
         likelihoods, representations, max_features
-            Per modality (mapping by name or kind, or one value for all): count likelihood
-            (``"nb"``, ``"zinb"``, ``"bernoulli"``), encoder input (see
-            :mod:`.represent`), number of most variable features kept (``None``: all).
-            Defaults by kind: RNA ``nb``/``pca``/4000, ATAC ``bernoulli``/``lsi``/all,
-            protein ``nb``/``clr``/all.
+            Per modality (mapping by name or kind, or one value for all): likelihood (one its
+            kind accepts: ``"nb"``, ``"zinb"``, ``"bernoulli"`` for counts, ``"binomial"``,
+            ``"betabinomial"`` for methylation), encoder input (see :mod:`.represent`),
+            number of most variable features kept (``None``: all). Defaults by kind: RNA
+            ``nb``/``pca``/4000, ATAC ``bernoulli``/``lsi``/all, protein ``nb``/``clr``/all,
+            methylation ``betabinomial``/``rate_pca``/all (coverage in ``layers["total"]``).
         n_comps
             Components of the ``pca``/``lsi`` inputs; ``None``: :func:`default_n_comps` of
             each modality's (selected) feature count.
