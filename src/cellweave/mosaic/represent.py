@@ -30,6 +30,7 @@ __all__ = [
     "REPRESENTATIONS",
     "Representation",
     "Transform",
+    "centred_svd",
     "register_representation",
     "representation_names",
 ]
@@ -245,6 +246,10 @@ class Representation:
         rep = cls(kind, n_comps=n_comps)
         rep.arrays = {k: np.asarray(v) for k, v in arrays.items()}
         return rep
+
+
+#: public name of the implicitly centred randomized SVD, for kinds that fit their own input
+centred_svd = _svd
 
 
 def _std(proj: np.ndarray) -> np.ndarray:

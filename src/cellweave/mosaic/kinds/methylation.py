@@ -28,7 +28,7 @@ from torch import nn
 
 from ...errors import InputError
 from ...validate import check_counts
-from ..represent import Transform, _svd, register_representation
+from ..represent import Transform, centred_svd, register_representation
 from . import register_kind
 from .base import Head, ModalityKind
 
@@ -125,7 +125,7 @@ class RatePCA(Transform):
         R = _residuals(X, N, rate)
         mean = np.asarray(R.mean(axis=0)).ravel().astype(np.float32)
         k = max(1, min(n_comps, R.shape[0] - 1, R.shape[1] - 1))
-        comps = _svd(R, k, seed, mean)
+        comps = centred_svd(R, k, seed, mean)
         proj = np.asarray(R @ comps.T) - mean @ comps.T
         scale = np.float32(max(float(np.sqrt((proj**2).mean())), 1e-8))
         return {"rate": rate, "mean": mean, "components": comps, "std": np.full(k, scale)}
