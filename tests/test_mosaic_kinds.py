@@ -290,7 +290,8 @@ def test_rna_and_methylation_integrate(meth, meth_model):
     ours = {h: _transfer(z, types, batches, h) for h in METH_BATCHES}
     chance = {h: _transfer(noise, types, batches, h) for h in METH_BATCHES}
     assert ours["paired"] > 0.8 and ours["rna_only"] > 0.8
-    assert ours["meth_only"] > chance["meth_only"] + 0.15
+    # measured here: paired 0.94, RNA-only 0.91, methylation-only 0.59 (random latent 0.18-0.29)
+    assert ours["meth_only"] > 0.45 and ours["meth_only"] > chance["meth_only"] + 0.15
     assert np.mean(list(ours.values())) > np.mean(list(chance.values())) + 0.4
     assert ilisi(z, batches) > 0.8 * ilisi(meth.obsm["true_latent"], batches)
     att = meth_model.get_attention()
@@ -311,7 +312,7 @@ def test_methylation_rates_imputed_from_rna(meth, meth_model):
     truth = np.stack([a.layers["true_expression"][types_measured == t].mean(0) for t in kinds])
     pred = np.stack([imputed.X[types_imputed == t].mean(0) for t in kinds])
     r = [np.corrcoef(truth[k] - truth.mean(0), pred[k] - pred.mean(0))[0, 1] for k in range(4)]
-    assert min(r) > 0.5
+    assert min(r) > 0.7  # measured 0.88-0.96
 
 
 def test_methylation_model_save_load(meth, meth_model, tmp_path):
