@@ -67,11 +67,10 @@ def _decode(
     v: torch.Tensor,
 ) -> torch.Tensor:
     """Expected values; ``library=None`` (absolute decoders only): the decoder's own totals
-    (Bernoulli always uses the mean library)."""
+    (the head may fix the library: Bernoulli always uses the mean library)."""
     dec = model.module.decoders[index]
     logits = dec.logits(z, v, batch)
-    if dec.likelihood == "bernoulli":
-        library = float(torch.exp(dec.log_mean_library))
+    library = dec.head.decode_library(dec, library)  # Bernoulli: the mean depth
     lib = None if library is None else torch.full((z.shape[0],), float(library))
     return dec.expected(logits, lib, batch)
 

@@ -23,7 +23,8 @@ from scipy import sparse
 from .._utils import check_random_state
 from ..errors import EmptyDataError, InputError, MissingKeyError
 from ..pp import log_normalize
-from ..validate import check_counts, check_finite, check_unique_names
+from ..validate import check_counts, check_finite, check_mudata
+from .kinds import Head, ModalityKind, get_kind, infer_kind, kind_names, likelihood_names
 from .represent import Representation
 
 __all__ = [
@@ -36,37 +37,15 @@ __all__ = [
     "infer_kind",
 ]
 
-KINDS = ("rna", "atac", "protein")
-LIKELIHOODS = ("nb", "zinb", "bernoulli")
-#: defaults per modality kind: likelihood, encoder input, features kept (None: all)
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "rna": {"likelihood": "nb", "representation": "pca", "max_features": 4000},
-    "atac": {"likelihood": "bernoulli", "representation": "lsi", "max_features": None},
-    "protein": {"likelihood": "nb", "representation": "clr", "max_features": None},
-}
-_KIND_WORDS = {
-    "rna": ("rna", "gex", "gene", "expression", "mrna"),
-    "atac": ("atac", "peak", "chrom", "access"),
-    "protein": ("prot", "adt", "antibod", "cite"),
-}
+#: the modality kinds and likelihoods registered at import (see :mod:`.kinds`)
+KINDS = kind_names()
+LIKELIHOODS = likelihood_names()
 _FIT_CELLS = 20_000
 _READ_BLOCK = 20_000
 
 
 class UnknownLabelError(InputError):
     """Labels name classes the model does not know."""
-
-
-def infer_kind(name: str) -> str:
-    """Modality kind (``"rna"``, ``"atac"``, ``"protein"``) from a modality name."""
-    low = name.lower()
-    for kind, words in _KIND_WORDS.items():
-        if any(w in low for w in words):
-            return kind
-    raise InputError(
-        f"cannot tell the kind of modality {name!r}: pass modality_types={{{name!r}: 'rna'}} "
-        "(or 'atac' / 'protein')"
-    )
 
 
 def _pick(option: Any, name: str, kind: str, key: str) -> Any:
@@ -76,8 +55,8 @@ def _pick(option: Any, name: str, kind: str, key: str) -> Any:
             return option[name]
         if kind in option:
             return option[kind]
-        return DEFAULTS[kind][key]
-    return DEFAULTS[kind][key] if option is None else option
+        return get_kind(kind).default(key)
+    return get_kind(kind).default(key) if option is None else option
 
 
 def _top_variable(X: sparse.csr_matrix, n_top: int) -> np.ndarray:
@@ -119,6 +98,9 @@ class ModalityData:
     inputs
         In-memory encoder inputs ``(n_cells, n_dims)`` float32 (zeros when absent), ``None``
         when backed.
+    layers
+        The kind's extra matrices by name (e.g. methylation's ``"total"`` coverage), CSR in
+        the global cell order like ``counts``; empty for one-matrix kinds.
     """
 
     name: str
@@ -133,6 +115,17 @@ class ModalityData:
     counts: sparse.csr_matrix | None = None
     inputs: np.ndarray | None = None
     source: Any = field(default=None, repr=False)
+    layers: dict[str, sparse.csr_matrix] = field(default_factory=dict, repr=False)
+
+    @property
+    def kind_spec(self) -> ModalityKind:
+        """The kind object (identifying words, defaults, heads)."""
+        return get_kind(self.kind)
+
+    @property
+    def head(self) -> Head:
+        """The decoder head of the modality's likelihood."""
+        return self.kind_spec.head(self.likelihood)
 
     @property
     def n_features(self) -> int:
@@ -146,7 +139,11 @@ class ModalityData:
         """Count rows of ``cells`` (global indices; absent cells get empty rows)."""
         if self.counts is not None:
             return self.counts[cells]
-        return _read_backed(self.source, self.rows[cells], self.feature_index, self.likelihood)
+        return _read_backed(self.source, self.rows[cells], self.feature_index, self.head.prepare)
+
+    def read_layers(self, cells: np.ndarray) -> dict[str, sparse.csr_matrix]:
+        """Rows of ``cells`` of the kind's extra matrices (in memory)."""
+        return {name: X[cells] for name, X in self.layers.items()}
 
 
 def default_n_comps(n_features: int) -> int:
@@ -159,14 +156,7 @@ def default_n_comps(n_features: int) -> int:
     return int(np.clip(int(n_features) // 10, 20, 100))
 
 
-def _binarize(X: sparse.csr_matrix) -> sparse.csr_matrix:
-    X = sparse.csr_matrix(X, dtype=np.float32, copy=True)
-    X.data = (X.data > 0).astype(np.float32)
-    X.eliminate_zeros()
-    return X
-
-
-def _read_backed(source: Any, rows: np.ndarray, cols: np.ndarray, likelihood: str):
+def _read_backed(source: Any, rows: np.ndarray, cols: np.ndarray, prepare):
     """Rows ``rows`` (``-1``: an empty row) of a backed matrix, features ``cols``."""
     out_rows = np.flatnonzero(rows >= 0)
     want = rows[out_rows]
@@ -180,9 +170,7 @@ def _read_backed(source: Any, rows: np.ndarray, cols: np.ndarray, likelihood: st
         block = sparse.csr_matrix(source[sorted_rows])
     if block.shape[1] != len(cols) or not np.array_equal(cols, np.arange(len(cols))):
         block = block[:, cols]
-    block = sparse.csr_matrix(block, dtype=np.float32)
-    if likelihood == "bernoulli":
-        block = _binarize(block)
+    block = prepare(sparse.csr_matrix(block, dtype=np.float32))
     inverse = np.empty_like(order)
     inverse[order] = np.arange(order.size)
     return _embed_rows(block[inverse], out_rows, rows.size)
@@ -277,13 +265,15 @@ class MosaicData:
         modalities
             Modalities to use (default: all).
         modality_types
-            Modality name -> ``"rna"`` / ``"atac"`` / ``"protein"`` (default: from the name).
+            Modality name -> a registered kind (``"rna"`` / ``"atac"`` / ``"protein"`` /
+            ``"methylation"``, see :mod:`.kinds`; default: from the name).
         likelihoods, representations, max_features
-            Per modality (mapping by name or kind, or one value for all): count likelihood
-            (``"nb"``, ``"zinb"``, ``"bernoulli"``), encoder input (see
-            :mod:`.represent`), number of most variable features kept (``None``: all).
-            Defaults by kind: RNA ``nb``/``pca``/4000, ATAC ``bernoulli``/``lsi``/all,
-            protein ``nb``/``clr``/all.
+            Per modality (mapping by name or kind, or one value for all): likelihood (one its
+            kind accepts: ``"nb"``, ``"zinb"``, ``"bernoulli"`` for counts, ``"binomial"``,
+            ``"betabinomial"`` for methylation), encoder input (see :mod:`.represent`),
+            number of most variable features kept (``None``: all). Defaults by kind: RNA
+            ``nb``/``pca``/4000, ATAC ``bernoulli``/``lsi``/all, protein ``nb``/``clr``/all,
+            methylation ``betabinomial``/``rate_pca``/all (coverage in ``layers["total"]``).
         n_comps
             Components of the ``pca``/``lsi`` inputs; ``None``: :func:`default_n_comps` of
             each modality's (selected) feature count.
@@ -299,22 +289,16 @@ class MosaicData:
         random_state
             Seed of the fitting subsample and the SVDs.
         """
-        from mudata import MuData
-
-        if not isinstance(mdata, MuData):
-            raise InputError(
-                f"expected a MuData, got {type(mdata).__name__}: pass a MuData (or an AnnData "
-                "with modality='rna'/'atac'/'protein' for one-modality batch integration)"
+        # the structure (and, in memory, finite values) checked once by validate; count
+        # checks follow on each modality's fitting sample
+        names = list(
+            check_mudata(
+                mdata,
+                modalities=modalities,
+                values=not getattr(mdata, "isbacked", False),
+                hint="or an AnnData with modality=<kind> for one-modality batch integration",
             )
-        check_unique_names(mdata, axis="obs", name="mdata")
-        names = list(mdata.mod) if modalities is None else list(modalities)
-        missing = [m for m in names if m not in mdata.mod]
-        if missing:
-            raise MissingKeyError(
-                f"mdata has no modality {missing[0]!r}: choose among {', '.join(mdata.mod)}"
-            )
-        if not names:
-            raise EmptyDataError("mdata has no modalities: add at least one AnnData to mdata.mod")
+        )
         obs_names = pd.Index(mdata.obs_names)
         n = len(obs_names)
         if n == 0:
@@ -328,9 +312,10 @@ class MosaicData:
                 if info is not None
                 else (modality_types or {}).get(name) or infer_kind(name)
             )
-            if kind not in KINDS:
+            if kind not in kind_names():
                 raise InputError(
-                    f"modality type {kind!r} of {name!r} is unknown: use one of {', '.join(KINDS)}"
+                    f"modality type {kind!r} of {name!r} is unknown: use one of "
+                    f"{', '.join(kind_names())}"
                 )
             mods.append(
                 _build_modality(
@@ -386,7 +371,6 @@ class MosaicData:
 
 
 def _presence(adata: Any, obs_names: pd.Index, name: str) -> tuple[np.ndarray, np.ndarray]:
-    check_unique_names(adata, axis="obs", name=f"mdata['{name}']")
     rows = pd.Index(adata.obs_names).get_indexer(obs_names)
     present = rows >= 0
     extra = adata.n_obs - int(present.sum())
@@ -396,6 +380,74 @@ def _presence(adata: Any, obs_names: pd.Index, name: str) -> tuple[np.ndarray, n
             "mdata.update() after changing a modality"
         )
     return present, rows.astype(np.int64)
+
+
+def _check_options(spec: ModalityKind, name: str, likelihood: str, representation: str) -> None:
+    """The likelihood and encoder input are ones the modality's kind accepts."""
+    if likelihood not in spec.likelihoods:
+        known = likelihood_names()
+        why = "is unknown" if likelihood not in known else f"does not fit a {spec.name} modality"
+        raise InputError(
+            f"likelihood {likelihood!r} of modality {name!r} {why}: use one of "
+            f"{', '.join(spec.likelihoods)}"
+        )
+    if representation not in spec.representations:
+        Representation(representation)  # an unknown name: the usual message
+        raise InputError(
+            f"representation {representation!r} of modality {name!r} does not fit a "
+            f"{spec.name} modality: use one of {', '.join(spec.representations)}"
+        )
+
+
+def _layer_sources(adata: Any, spec: ModalityKind, name: str, backed: bool) -> dict[str, Any]:
+    """The kind's extra matrices of ``adata`` (``adata.layers``), in memory."""
+    if spec.layers and backed:
+        raise InputError(
+            f"modality {name!r} ({spec.name}) has matrices in layers "
+            f"({', '.join(spec.layers)}); read the file in memory (backed=False) for it"
+        )
+    missing = [k for k in spec.layers if k not in adata.layers]
+    if missing:
+        raise MissingKeyError(
+            f"mdata[{name!r}] has no layers[{missing[0]!r}], which a {spec.name} modality needs "
+            f"next to X (layers: {', '.join(adata.layers) or 'none'}): add it"
+        )
+    return {k: sparse.csr_matrix(adata.layers[k], dtype=np.float32) for k in spec.layers}
+
+
+def _features(
+    adata: Any,
+    sample: sparse.csr_matrix,
+    *,
+    name: str,
+    representation: str,
+    max_features: int | None,
+    n_comps: int | None,
+    fitted: Mapping[str, Any] | None,
+) -> tuple[pd.Index, np.ndarray, Representation]:
+    """The features used (saved ones, or the most variable) and the (unfitted or saved)
+    representation."""
+    var_names = pd.Index(adata.var_names)
+    if fitted is not None:
+        features = pd.Index(fitted["features"])
+        feature_index = var_names.get_indexer(features)
+        if (feature_index < 0).any():
+            lost = features[feature_index < 0]
+            raise MissingKeyError(
+                f"modality {name!r} lacks {len(lost)} feature(s) the model was trained on "
+                f"(e.g. {lost[0]!r}): pass data with the same features"
+            )
+        rep = Representation.from_state(
+            fitted["representation"], fitted["arrays"], n_comps=fitted.get("n_comps", n_comps)
+        )
+        return features, feature_index, rep
+    if max_features is not None and adata.n_vars > int(max_features):
+        feature_index = _top_variable(sample, int(max_features))
+    else:
+        feature_index = np.arange(adata.n_vars)
+    features = var_names[feature_index]
+    n = default_n_comps(len(features)) if n_comps is None else n_comps
+    return features, feature_index, Representation(representation, n_comps=n)
 
 
 def _build_modality(
@@ -411,21 +463,13 @@ def _build_modality(
     fitted: Mapping[str, Any] | None,
     rng: np.random.Generator,
 ) -> ModalityData:
-    if likelihood not in LIKELIHOODS:
-        raise InputError(
-            f"likelihood {likelihood!r} of modality {name!r} is unknown: use one of "
-            f"{', '.join(LIKELIHOODS)}"
-        )
-    if adata.n_obs == 0:
-        raise EmptyDataError(
-            f"modality {name!r} holds no cells: remove it (del mdata.mod[{name!r}]; "
-            "mdata.update()) or pass modalities=[...] without it"
-        )
-    if adata.n_vars == 0:
-        raise EmptyDataError(f"modality {name!r} has no features: remove it or add features")
+    spec = get_kind(kind)
+    _check_options(spec, name, likelihood, representation)
+    head = spec.head(likelihood)
     present, rows = _presence(adata, obs_names, name)
     backed = bool(getattr(adata, "isbacked", False))
     source = adata.X
+    extra = _layer_sources(adata, spec, name, backed)
     sample_rows = np.sort(rng.choice(adata.n_obs, min(adata.n_obs, _FIT_CELLS), replace=False))
     # in memory: one CSR conversion of the whole matrix, shared by the sample and the counts
     full = None if backed else sparse.csr_matrix(source, dtype=np.float32)
@@ -433,53 +477,46 @@ def _build_modality(
         source[sample_rows] if backed else full[sample_rows], dtype=np.float32
     )
     where = f"mdata['{name}'].X"
-    check_finite(sample, name=where)
+    if backed:  # in memory, validate.check_mudata has checked every value
+        check_finite(sample, name=where)
     check_counts(sample, name=where)  # every likelihood is a count likelihood
-    var_names = pd.Index(adata.var_names)
-    if fitted is not None:
-        features = pd.Index(fitted["features"])
-        feature_index = var_names.get_indexer(features)
-        if (feature_index < 0).any():
-            lost = features[feature_index < 0]
-            raise MissingKeyError(
-                f"modality {name!r} lacks {len(lost)} feature(s) the model was trained on "
-                f"(e.g. {lost[0]!r}): pass data with the same features"
-            )
-        rep = Representation.from_state(
-            fitted["representation"], fitted["arrays"], n_comps=fitted.get("n_comps", n_comps)
-        )
-    else:
-        if max_features is not None and adata.n_vars > int(max_features):
-            feature_index = _top_variable(sample, int(max_features))
-        else:
-            feature_index = np.arange(adata.n_vars)
-        features = var_names[feature_index]
-        rep = Representation(
-            representation, n_comps=default_n_comps(len(features)) if n_comps is None else n_comps
-        )
+    head.check(sample, {k: v[sample_rows] for k, v in extra.items()}, where=where)
+    features, feature_index, rep = _features(
+        adata,
+        sample,
+        name=name,
+        representation=representation,
+        max_features=max_features,
+        n_comps=n_comps,
+        fitted=fitted,
+    )
     all_features = np.array_equal(feature_index, np.arange(adata.n_vars))
+    pick = (lambda X: X) if all_features else (lambda X: X[:, feature_index])
+    layers: dict[str, sparse.csr_matrix] = {}
     if backed:
         library = np.zeros(len(obs_names), dtype=np.float32)
         per_row = np.zeros(adata.n_obs, dtype=np.float32)
         for start, block in _iter_row_blocks(source, adata.n_obs):
-            block = block if all_features else block[:, feature_index]
-            per_row[start : start + block.shape[0]] = _totals(block, likelihood)
+            block = head.prepare(sparse.csr_matrix(pick(block), dtype=np.float32))
+            per_row[start : start + block.shape[0]] = head.totals(block, {})
         library[present] = per_row[rows[present]]
         counts = inputs = None
     else:
-        X = full if all_features else full[:, feature_index]
-        X = sparse.csr_matrix(X[rows[present]])
-        if likelihood == "bernoulli":
-            X = _binarize(X)
-        counts = _embed_rows(X, np.flatnonzero(present), len(obs_names))
-        library = _totals(counts, likelihood)
+        cells = np.flatnonzero(present)
+        X = sparse.csr_matrix(pick(full)[rows[present]])
+        counts = _embed_rows(head.prepare(X), cells, len(obs_names))
+        layers = {
+            k: _embed_rows(sparse.csr_matrix(pick(v)[rows[present]]), cells, len(obs_names))
+            for k, v in extra.items()
+        }
+        library = head.totals(counts, layers)
         inputs = None
     if fitted is None:
-        fit_block = sample if all_features else sample[:, feature_index]
-        rep.fit(fit_block, random_state=int(rng.integers(2**31 - 1)))
+        fit_layers = {k: pick(v[sample_rows]) for k, v in extra.items()}
+        rep.fit(pick(sample), random_state=int(rng.integers(2**31 - 1)), layers=fit_layers)
     if counts is not None:
         inputs = np.zeros((len(obs_names), rep.n_dims(len(features))), dtype=np.float32)
-        inputs[present] = rep.transform(counts[present])
+        inputs[present] = rep.transform(counts[present], {k: v[present] for k, v in layers.items()})
     return ModalityData(
         name=name,
         kind=kind,
@@ -493,13 +530,8 @@ def _build_modality(
         counts=counts,
         inputs=inputs,
         source=source if backed else None,
+        layers=layers,
     )
-
-
-def _totals(X: sparse.csr_matrix, likelihood: str) -> np.ndarray:
-    if likelihood == "bernoulli":
-        return np.diff(sparse.csr_matrix(X).indptr).astype(np.float32)
-    return np.asarray(X.sum(axis=1)).ravel().astype(np.float32)
 
 
 def _column(obs: pd.DataFrame, key: str, what: str) -> pd.Series:

@@ -26,8 +26,9 @@ from ..errors import FileFormatError, InputError, MissingKeyError
 from ..train import FitResult, fit
 from .analysis import differential as _differential
 from .analysis import impute as _impute
-from .data import KINDS, MosaicData
+from .data import MosaicData
 from .guidance import gene_protein_links, graph_from_links
+from .kinds import kind_names
 from .sampling import balanced_table, blocks, split_cells
 from .vae import MosaicConfig, MosaicModule
 
@@ -51,8 +52,10 @@ def _as_mudata(data: Any, modality: str | None):
                 "an AnnData holds one modality: pass modality='rna', 'atac' or 'protein' "
                 "(or a MuData for a mosaic)"
             )
-        if modality not in KINDS:
-            raise InputError(f"modality={modality!r} is unknown: use one of {', '.join(KINDS)}")
+        if modality not in kind_names():
+            raise InputError(
+                f"modality={modality!r} is unknown: use one of {', '.join(kind_names())}"
+            )
         with md.set_options(pull_on_update=False):
             mdata = md.MuData({modality: data})
         mdata.obs = data.obs.copy()

@@ -8,8 +8,9 @@
   exactly (``"exact"``) or samples ``c`` with the straight-through Gumbel-softmax
   (``"gumbel"``).
 * :class:`HybridDecoder` - feature logits ``softplus(a_bf) * z.V_f + MLP(z)_f + b_bf`` (batch
-  ``b``), with NB / ZINB (mean ``library * softmax``) or Bernoulli (``sigmoid(logit + log
-  depth / mean depth)``) likelihoods.
+  ``b``) and the head of its likelihood (:mod:`.kinds`): NB / ZINB (mean ``library *
+  softmax``), Bernoulli (``sigmoid(logit + log depth / mean depth)``), binomial /
+  beta-binomial (methylation rate ``sigmoid(logit)`` of the covered reads).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn import MLP, nb_log_prob, zinb_log_prob
+from ..nn import MLP
+from .kinds import get_head
 
 __all__ = ["GatedAttentionFusion", "HybridDecoder", "MixturePrior", "normal_log_prob"]
 
@@ -153,7 +155,8 @@ class HybridDecoder(nn.Module):
     n_latent, n_features, n_batches
         Latent width, features of the modality, batches.
     likelihood
-        ``"nb"``, ``"zinb"`` or ``"bernoulli"``.
+        A likelihood of a registered modality kind (``"nb"``, ``"zinb"``, ``"bernoulli"``,
+        ``"binomial"``, ``"betabinomial"``); its head adds its parameters.
     hidden
         Hidden widths of the MLP part (empty: no MLP, a GLUE-style linear decoder).
     bias
@@ -185,7 +188,8 @@ class HybridDecoder(nn.Module):
     ) -> None:
         super().__init__()
         self.likelihood = likelihood
-        self.absolute = bool(absolute) and likelihood in ("nb", "zinb")
+        self.head = get_head(likelihood)
+        self.absolute = bool(absolute) and self.head.can_be_absolute
         self.mlp = MLP(n_latent, hidden, n_features, dropout=dropout) if hidden else None
         if self.mlp is not None:
             with torch.no_grad():  # start close to the inner-product decoder
@@ -195,10 +199,7 @@ class HybridDecoder(nn.Module):
         self.scale = nn.Parameter(torch.full((n_batches, n_features), _SOFTPLUS_ONE))
         start = torch.zeros(n_features) if bias is None else torch.as_tensor(bias).float()
         self.bias = nn.Parameter(start.unsqueeze(0).repeat(n_batches, 1))
-        if likelihood in ("nb", "zinb"):
-            self.log_theta = nn.Parameter(torch.full((n_batches, n_features), math.log(10.0)))
-        if likelihood == "zinb":
-            self.dropout_logits = nn.Parameter(torch.full((n_batches, n_features), -3.0))
+        self.head.init(self, n_batches, n_features)
         self.register_buffer("log_mean_library", torch.tensor(math.log(max(mean_library, 1e-8))))
 
     def logits(
@@ -226,22 +227,15 @@ class HybridDecoder(nn.Module):
         library: torch.Tensor,
         batch: int,
         cols: torch.Tensor | None = None,
+        layers: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """``log p(x | z)`` per cell (summed over the features; ``cols``: Bernoulli on a subset
-        of features, scaled up to all of them)."""
-        if self.likelihood == "bernoulli":
-            offset = torch.log(library.clamp_min(1.0)) - self.log_mean_library
-            value = -F.binary_cross_entropy_with_logits(
-                logits + offset.unsqueeze(1), x, reduction="none"
-            ).sum(1)
-            if cols is not None:
-                value = value * (self.scale.shape[1] / cols.numel())
-            return value
-        mu = self.mean(logits, None if self.absolute else library)
-        theta = torch.exp(self.log_theta[batch])
-        if self.likelihood == "zinb":
-            return zinb_log_prob(x, mu, theta, self.dropout_logits[batch]).sum(1)
-        return nb_log_prob(x, mu, theta).sum(1)
+        """``log p(x | z)`` per cell (summed over the features; ``cols``: a subset of features
+        (heads that allow it), scaled up to all of them; ``layers``: the kind's extra
+        matrices at the same entries, e.g. methylation's coverage)."""
+        value = self.head.log_prob(self, x, logits, library, batch, layers or {})
+        if cols is not None:
+            value = value * (self.scale.shape[1] / cols.numel())
+        return value
 
     def mean(self, logits: torch.Tensor, library: torch.Tensor | None) -> torch.Tensor:
         """NB mean: ``library * softmax(logits)``, or ``exp(logits)`` when ``library`` is
@@ -254,12 +248,6 @@ class HybridDecoder(nn.Module):
         self, logits: torch.Tensor, library: torch.Tensor | None, batch: int
     ) -> torch.Tensor:
         """Expected value per entry: ``library * softmax`` (NB; times ``1 - dropout`` for
-        ZINB; ``library=None`` with an ``absolute`` decoder: ``exp(logits)``) or the open
-        probability (Bernoulli)."""
-        if self.likelihood == "bernoulli":
-            offset = torch.log(library.clamp_min(1.0)) - self.log_mean_library
-            return torch.sigmoid(logits + offset.unsqueeze(1))
-        mu = self.mean(logits, library)
-        if self.likelihood == "zinb":
-            mu = mu * torch.sigmoid(-self.dropout_logits[batch])
-        return mu
+        ZINB; ``library=None`` with an ``absolute`` decoder: ``exp(logits)``), the open
+        probability (Bernoulli) or the methylation rate (binomial / beta-binomial)."""
+        return self.head.expected(self, logits, library, batch)

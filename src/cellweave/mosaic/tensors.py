@@ -70,6 +70,17 @@ class Batch:
     inputs: list[torch.Tensor]
     sources: list[tuple[SparseRows, torch.Tensor]]  # count rows and each cell's row in them
     library: list[torch.Tensor]
+    # per modality, the kind's extra matrices (e.g. methylation coverage) by name
+    layers: list[dict[str, SparseRows]] | None = None
+
+    def layer_values(
+        self, modality: int, positions: torch.Tensor, cols: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Dense rows of the modality's extra matrices at ``positions`` (features ``cols``)."""
+        if not self.layers or not self.layers[modality]:
+            return {}
+        where = self.sources[modality][1][positions]
+        return {k: rows.dense(where, cols) for k, rows in self.layers[modality].items()}
 
     def counts(
         self, modality: int, positions: torch.Tensor, cols: torch.Tensor | None = None
@@ -91,6 +102,7 @@ class TensorData:
         self.library = [torch.as_tensor(m.library) for m in data.modalities]
         self.inputs = None if data.backed else [torch.as_tensor(m.inputs) for m in data.modalities]
         self.counts = None if data.backed else [SparseRows(m.counts) for m in data.modalities]
+        self.layers = [{k: SparseRows(v) for k, v in m.layers.items()} for m in data.modalities]
 
     def to(self, device: torch.device | str) -> TensorData:
         self.device = torch.device(device)
@@ -102,6 +114,7 @@ class TensorData:
         if self.inputs is not None:
             self.inputs = [move(t) for t in self.inputs]
             self.counts = [c.to(self.device) for c in self.counts]
+        self.layers = [{k: v.to(self.device) for k, v in d.items()} for d in self.layers]
         return self
 
     def batch(self, cells: torch.Tensor, *, counts: bool = True) -> Batch:
@@ -131,4 +144,5 @@ class TensorData:
             inputs=inputs,
             sources=sources,
             library=[t[cells] for t in self.library],
+            layers=self.layers if counts else None,
         )

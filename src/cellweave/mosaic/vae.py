@@ -76,27 +76,23 @@ class MosaicConfig:
 
 
 def _absolute(m) -> bool:
-    """Whether the modality's decoder predicts absolute counts (protein, NB/ZINB): see
-    :class:`~.modules.HybridDecoder`."""
-    return m.kind == "protein" and m.likelihood in ("nb", "zinb")
+    """Whether the modality's decoder predicts absolute counts (its kind says so: protein,
+    NB/ZINB): see :class:`~.modules.HybridDecoder`."""
+    return m.kind_spec.absolute_decoder(m.likelihood)
 
 
 def _initial_bias(m) -> torch.Tensor:
-    """Log mean profile (NB; the log mean count for an absolute decoder) or logit of the mean
-    open fraction (Bernoulli) per feature of the modality ``m``."""
+    """Initial logits per feature of the modality ``m``, by its likelihood's head (NB: log
+    mean profile, or log mean count for an absolute decoder; Bernoulli: logit of the mean
+    open fraction; binomial: logit of the pooled rate)."""
     if m.counts is not None:
         rows = m.counts[m.present]
+        layers = {k: v[m.present] for k, v in m.layers.items()}
     else:  # backed: a block of rows is enough for an initial value
-        rows = m.read_counts(np.flatnonzero(m.present)[:20000])
-    col = np.asarray(rows.sum(axis=0)).ravel().astype(np.float64)
-    if m.likelihood == "bernoulli":
-        frac = (col + 0.5) / (rows.shape[0] + 1.0)
-        frac = np.clip(frac, 1e-6, 1 - 1e-6)
-        return torch.as_tensor(np.log(frac / (1 - frac)), dtype=torch.float32)
-    if _absolute(m):
-        return torch.as_tensor(np.log((col + 0.5) / rows.shape[0]), dtype=torch.float32)
-    prof = (col + 0.5) / (col.sum() + 0.5 * col.size)
-    return torch.as_tensor(np.log(prof), dtype=torch.float32)
+        cells = np.flatnonzero(m.present)[:20000]
+        rows, layers = m.read_counts(cells), m.read_layers(cells)
+    bias = m.head.initial_bias(rows, layers, absolute=_absolute(m))
+    return torch.as_tensor(bias, dtype=torch.float32)
 
 
 class MosaicModule(CellweaveModule):
@@ -253,7 +249,7 @@ class MosaicModule(CellweaveModule):
             cols = None
             n_feat = dec.scale.shape[1]
             limit = self.config.max_decoded_features
-            if subsample and dec.likelihood == "bernoulli" and limit and n_feat > limit:
+            if subsample and dec.head.subsample and limit and n_feat > limit:
                 cols = torch.randperm(n_feat, device=z.device)[:limit]
             batches, counts = torch.unique_consecutive(b.batch[rows], return_counts=True)
             parts, start = [], 0
@@ -261,7 +257,8 @@ class MosaicModule(CellweaveModule):
                 pos = rows[start : start + n]
                 logits = dec.logits(z[pos], vs[i], code, cols)
                 x = b.counts(i, pos, cols)
-                parts.append(dec.log_prob(x, logits, b.library[i][pos], code, cols))
+                layers = b.layer_values(i, pos, cols)
+                parts.append(dec.log_prob(x, logits, b.library[i][pos], code, cols, layers))
                 start += n
             recon = recon.index_add(0, rows, -self.mod_weights[i] * torch.cat(parts))
         return recon

@@ -12,7 +12,7 @@ from ..errors import (
     InputError,
     MissingKeyError,
 )
-from ._format import _keys_hint, _shown
+from ._format import _keys_hint
 from .fields import check_nonempty, check_spatial, check_unique_names, get_matrix
 from .matrix import check_counts, check_finite
 
@@ -86,6 +86,8 @@ def check_mudata(
     *,
     modalities: Sequence[str] | None = None,
     name: str = "mdata",
+    values: bool = True,
+    hint: str | None = None,
 ) -> dict[str, AnnData]:
     """Check a MuData and return its modalities by name.
 
@@ -99,6 +101,11 @@ def check_mudata(
         modality may hold only the cells it measured).
     name
         How to call ``mdata`` in messages.
+    values
+        Also check each modality's matrix (non-empty, finite, via :func:`check_adata`);
+        ``False`` checks names only (e.g. a backed file, whose values the caller samples).
+    hint
+        Extra words for the not-a-MuData message (another input the caller accepts).
 
     Returns
     -------
@@ -110,12 +117,13 @@ def check_mudata(
         raise InputError(
             f"{name} must be a MuData, got {type(mdata).__name__}: load multi-modal data with "
             "cellweave.io.read('file.h5mu') or build one with mudata.MuData({'rna': ..., ...})"
+            + (f" ({hint})" if hint else "")
         )
     wanted = list(mdata.mod.keys()) if modalities is None else list(modalities)
     missing = [m for m in wanted if m not in mdata.mod]
     if missing:
         raise MissingKeyError(
-            f"{name} lacks modality {_shown(missing)}: pass modalities that exist "
+            f"{name} has no modality {missing[0]!r}: pass modalities that exist "
             f"({_keys_hint(mdata.mod.keys())}) or add them to {name}.mod"
         )
     if not wanted:
@@ -123,8 +131,17 @@ def check_mudata(
     check_unique_names(mdata, axis="obs", name=name)
     out = {}
     for mod in wanted:
-        check_adata(
-            mdata.mod[mod], allow_zero_cells=True, allow_zero_genes=True, name=f"{name}['{mod}']"
-        )
+        where = f"{name}['{mod}']"
+        if mdata.mod[mod].n_obs == 0 or mdata.mod[mod].n_vars == 0:
+            what = "no cells" if mdata.mod[mod].n_obs == 0 else "no features"
+            raise EmptyDataError(
+                f"{name} modality {mod!r} holds {what}: remove it (del {name}.mod[{mod!r}]; "
+                f"{name}.update()) or leave it out of modalities"
+            )
+        if values:
+            check_adata(mdata.mod[mod], allow_zero_cells=True, allow_zero_genes=True, name=where)
+        else:
+            check_unique_names(mdata.mod[mod], axis="obs", name=where)
+            check_unique_names(mdata.mod[mod], axis="var", name=where)
         out[mod] = mdata.mod[mod]
     return out
