@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
-from scipy.spatial import cKDTree
 from scipy.spatial.distance import cdist
 
 from ..errors import NoSharedFeaturesError
+from ..graph import nearest_neighbors
 from ..validate import get_matrix, is_counts, shared_features
 
 __all__ = [
@@ -189,7 +189,7 @@ def spacing(coords: np.ndarray) -> float:
     """Median nearest-neighbour distance: the spot spacing of a lattice."""
     if len(coords) < 2:
         return 1.0
-    dist, _ = cKDTree(coords).query(coords, k=2)
+    dist, _ = nearest_neighbors(coords, 2)
     value = float(np.median(dist[:, 1]))
     return value if value > 0 else 1.0
 
