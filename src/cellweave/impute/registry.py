@@ -314,4 +314,3 @@ METHODS.add(
 def get_method(name: str) -> ImputeMethod:
     """The registered method called ``name`` (``InvalidOptionError`` listing the choices)."""
     return METHODS.get(name)
-

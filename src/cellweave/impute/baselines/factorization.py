@@ -7,7 +7,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ...errors import InputError
-from .smoothing import product_proportions, check_k, library, pooled_profile
+from .smoothing import check_k, library, pooled_profile, product_proportions
 
 __all__ = ["kl_nmf", "nmf"]
 
