@@ -1,41 +1,24 @@
 """``tl.map_cells`` and what follows from a mapping: genes, cell-type fractions, locations.
 
-Methods (``method=``):
+Every method is an entry of :data:`METHODS` (``cellweave map --list-methods`` prints them
+with their options and defaults): the solvers ``map_cells`` runs (kind ``"solver"``) —
+``"ot"`` (the default, ``"auto"``: unbalanced entropic OT on the cosine cost, each spot
+restricted to its most similar cells), ``"softmax"`` (perplexity-calibrated softmax per
+spot, semi-relaxed entropic OT), ``"gradient"`` (Tangram-like, fitted by gradient descent)
+and ``"fgw"`` (fused Gromov-Wasserstein with the spatial structure) — and the baselines of
+the leave-gene-out evaluation (kind ``"baseline"``: ``depth``, ``knn``, ``spage``). Every
+solver also takes the feature options of :func:`~cellweave.mapping.features.prepare_features`
+(``normalize``, ``scale``, ``n_pcs``, ``denoise``, ``gene_weights``, ``max_genes``).
 
-``"ot"`` (the default, ``"auto"``)
-    Unbalanced entropic optimal transport on the cosine cost, each spot restricted to its 50
-    most similar cells (:func:`cellweave.mapping.ot.entropic_plan`). Options: ``epsilon``
-    (0.15), ``unbalanced`` (0.1: KL weight of the relaxed marginals; ``None``: exact, then
-    each cell's 50 most similar spots join the candidates), ``spot_mass`` (``"uniform"`` or
-    ``"counts"``: proportional to the spots' totals), ``n_candidates`` (50; ``None``: dense
-    when small), ``max_iter``, ``tol``.
-``"softmax"``
-    Each spot spreads its mass over its most similar reference cells with softmax weights
-    whose temperature is set per spot for a fixed perplexity (semi-relaxed entropic OT; see
-    :func:`cellweave.mapping.ot.softmax_plan`). Options: ``perplexity`` (50),
-    ``n_candidates`` (``4 * perplexity``).
-``"fgw"``
-    Fused Gromov-Wasserstein: the expression cost plus the agreement of distances between
-    cells (geodesic, on their kNN graph in feature space) with distances between spots
-    (geodesic on the spatial kNN graph), novoSpaRc-style; uses ``adata_sp.obsm["spatial"]``.
-    Options: ``alpha`` (0.5, weight of the structure), ``epsilon`` (0.05; ``None``: exact),
-    ``n_neighbors`` (5), ``max_iter`` (20 outer iterations), ``tol``.
-``"gradient"``
-    Tangram-like softmax mapping of cells fitted for cosine similarity per gene and per spot
-    with a cell-density prior (:mod:`cellweave.mapping.gradient`). Options:
-    ``lambda_spot``, ``lambda_density``, ``lambda_entropy``, ``density`` (``"uniform"`` or
-    ``"counts"``), ``lr``, ``max_epochs``, ``batch_size``, ``n_candidates``.
-
-Feature options (any method): ``normalize``, ``scale``, ``n_pcs``, ``denoise``,
-``gene_weights``, ``max_genes`` (see :func:`cellweave.mapping.features.prepare_features`).
+Adding a solver: write its ``_run_<name>(feats, adata_sp, *, options..., device,
+random_state) -> (plan, info)`` adapter here and declare it with one ``_solver(...)`` call.
 """
 
 from __future__ import annotations
 
-import inspect
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -43,16 +26,20 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
-from ..errors import InputError, MissingKeyError, NoSharedFeaturesError
+from ..errors import InputError, InvalidOptionError, MissingKeyError, NoSharedFeaturesError
+from ..registry import Bool, Choice, Float, Int, Method, Option, Registry, Text
 from ..validate import check_obs_key, check_spatial
-from .features import Features, learned_gene_weights, prepare_features, to_dense
+from . import baselines
+from .features import MAX_GENES, Features, learned_gene_weights, prepare_features, to_dense
 from .result import UNS_KEY, Mapping
 
 __all__ = [
     "DEFAULT_METHOD",
     "EVALUATED_METHODS",
+    "FRACTIONS_KEY",
     "METHODS",
     "cell_type_fractions",
+    "check_params",
     "get_method",
     "map_cells",
     "predict_genes",
@@ -61,22 +48,27 @@ __all__ = [
 
 #: The method ``map_cells`` uses for ``method="auto"`` (measured best; ``docs/mapping.md``).
 DEFAULT_METHOD = "ot"
-#: cellweave's methods that the leave-gene-out evaluation runs for ``methods="all"``.
-EVALUATED_METHODS = ("ot", "softmax", "gradient", "fgw")
-#: Options of :func:`prepare_features`, accepted by every method.
-FEATURE_OPTIONS = ("normalize", "scale", "n_pcs", "denoise", "gene_weights", "max_genes")
+#: Key of the fractions in ``adata_sp.obsm`` when ``map_cells`` gets no ``key_added``.
+FRACTIONS_KEY = "cell_type_fractions"
+#: Kind of the entries of :data:`METHODS` that ``map_cells`` runs (the others, ``"baseline"``
+#: and ``"peer"``, are gene predictors for the leave-gene-out evaluation).
+SOLVER = "solver"
+#: Arguments ``map_cells`` passes to every solver besides its options.
+FIXED = ("device", "random_state")
 # Genes projected at once in project_genes (bounds the dense block in memory).
 _GENE_BLOCK = 1024
 
-
-@dataclass(frozen=True)
-class MethodSpec:
-    """A mapping method: its solver and the feature options it starts from."""
-
-    name: str
-    run: Callable[..., tuple[sparse.csr_matrix, dict[str, Any]]]
-    description: str
-    features: dict[str, Any] = field(default_factory=dict)
+#: Options of :func:`prepare_features`, accepted by every solver.
+FEATURE_OPTIONS_DECLARED: tuple[Option, ...] = (
+    Choice("normalize", "log_total", ("log_total", "total", "log", "none"), allow_none=True),
+    Choice("scale", True, (True, False, "mean")),
+    Int("n_pcs", 30, low=1, allow_none=True),
+    Int("denoise", 0, low=0),
+    Option("gene_weights", object, None, doc="'learned', one weight per gene, or gene -> weight"),
+    Int("max_genes", MAX_GENES, low=1, allow_none=True),
+)
+#: Names of :data:`FEATURE_OPTIONS_DECLARED`.
+FEATURE_OPTIONS = tuple(option.name for option in FEATURE_OPTIONS_DECLARED)
 
 
 # ---------------------------------------------------------------------------- solvers
@@ -249,51 +241,150 @@ def _run_gradient(
     return plan, info
 
 
-METHODS: dict[str, MethodSpec] = {
-    "softmax": MethodSpec(
-        "softmax",
-        _run_softmax,
-        "per-spot softmax over similar cells, perplexity-calibrated (semi-relaxed entropic OT)",
-    ),
-    "ot": MethodSpec("ot", _run_ot, "entropic optimal transport, balanced or unbalanced"),
-    "fgw": MethodSpec(
-        "fgw", _run_fgw, "fused Gromov-Wasserstein: expression cost plus spatial structure"
-    ),
-    "gradient": MethodSpec(
-        "gradient",
-        _run_gradient,
-        "Tangram-like softmax mapping fitted by gradient descent (cosine + density prior)",
-        features={"n_pcs": None, "scale": "mean", "normalize": "total"},
-    ),
-}
+# ---------------------------------------------------------------------------- registry
+
+#: Every mapping method: the solvers ``map_cells`` runs (kind ``"solver"``), and the gene
+#: predictors the leave-gene-out evaluation compares them with (kind ``"baseline"``; peers,
+#: kind ``"peer"``, are added by :func:`cellweave.mapping.evaluate.register_method`).
+METHODS = Registry("mapping method")
 
 
-def get_method(name: str) -> MethodSpec:
-    """The :class:`MethodSpec` of ``name`` (``"auto"`` is :data:`DEFAULT_METHOD`)."""
+def _solver(
+    name: str, runner: Any, description: str, options: list[Option], **features: Any
+) -> None:
+    """Register a solver: its own options plus the feature options, whose defaults are
+    ``features`` where given (the feature settings the solver starts from)."""
+    shared = [replace(o, default=features.get(o.name, o.default)) for o in FEATURE_OPTIONS_DECLARED]
+    METHODS.add(
+        name,
+        runner,
+        kind=SOLVER,
+        description=description,
+        options=[*options, *shared],
+        features=features,
+    )
+
+
+_solver(
+    "ot",
+    _run_ot,
+    "entropic optimal transport, balanced or unbalanced",
+    [
+        Float("epsilon", 0.15, low=0),
+        Float("unbalanced", 0.1, low=0, allow_none=True, doc="None: balanced"),
+        Choice("spot_mass", "uniform", ("uniform", "counts")),
+        Int("n_candidates", 50, low=1, allow_none=True),
+        Int("max_iter", 2000, low=1),
+        Float("tol", 1e-6, low=0),
+    ],
+)
+_solver(
+    "softmax",
+    _run_softmax,
+    "per-spot softmax over similar cells, perplexity-calibrated (semi-relaxed entropic OT)",
+    [Float("perplexity", 50.0, low=1), Int("n_candidates", None, low=1, allow_none=True)],
+)
+_solver(
+    "gradient",
+    _run_gradient,
+    "Tangram-like softmax mapping fitted by gradient descent (cosine + density prior)",
+    [
+        Choice("density", "uniform", ("uniform", "counts")),
+        Float("lambda_spot", 1.0, low=0),
+        Float("lambda_density", 1.0, low=0),
+        Float("lambda_entropy", 0.0),
+        Float("lr", 0.1, low=0),
+        Int("max_epochs", 300, low=1),
+        Int("batch_size", None, low=1, allow_none=True),
+        Int("n_candidates", None, low=1, allow_none=True),
+    ],
+    n_pcs=None,
+    scale="mean",
+    normalize="total",
+)
+_solver(
+    "fgw",
+    _run_fgw,
+    "fused Gromov-Wasserstein: expression cost plus spatial structure",
+    [
+        Float("alpha", 0.5, low=0, high=1),
+        Float("epsilon", 0.05, low=0, allow_none=True, doc="None: exact"),
+        Int("n_neighbors", 5, low=1),
+        Text("spatial_key", "spatial"),
+        Int("max_iter", 20, low=1),
+        Float("tol", 1e-7, low=0),
+    ],
+)
+METHODS.add(
+    "depth",
+    baselines.depth,
+    kind="baseline",
+    description="the spot's total over its genes times the gene's reference share (depth only)",
+)
+METHODS.add(
+    "knn",
+    baselines.knn,
+    kind="baseline",
+    description="average of the spot's nearest reference cells in a shared normalised space",
+    options=[Int("n_neighbors", 15, low=1)],
+)
+METHODS.add(
+    "spage",
+    baselines.spage,
+    kind="baseline",
+    description="SpaGE: principal-vector domain adaptation, then a weighted kNN",
+    options=[
+        Int("n_pv", None, low=1, allow_none=True),
+        Int("n_neighbors", 50, low=1),
+        Float("min_cosine", 0.3, low=-1, high=1),
+        Bool("normalize", True),
+    ],
+)
+
+#: cellweave's methods that the leave-gene-out evaluation runs for ``methods="all"``.
+EVALUATED_METHODS = tuple(METHODS.names(SOLVER))
+
+
+def get_method(name: str) -> Method:
+    """The solver called ``name`` (``"auto"`` is :data:`DEFAULT_METHOD`), or an
+    ``InvalidOptionError`` listing the solvers."""
     key = DEFAULT_METHOD if name == "auto" else name
-    if key not in METHODS:
-        raise InputError(
-            f"unknown mapping method {name!r}; choose among 'auto', {', '.join(map(repr, METHODS))}"
-        )
+    if key not in METHODS or METHODS[key].kind != SOLVER:
+        solvers = ", ".join(map(repr, METHODS.names(SOLVER)))
+        raise InvalidOptionError(f"unknown mapping method {name!r}; choose among 'auto', {solvers}")
     return METHODS[key]
 
 
-def _split_params(spec: MethodSpec, params: dict[str, Any]) -> tuple[dict, dict]:
-    # "None" (e.g. from the command line) means None
+def check_params(method: str, params: dict[str, Any]) -> tuple[Method, dict, dict]:
+    """The solver of ``method`` and ``params`` checked against its declared options, split
+    into feature options (over the solver's feature defaults) and solver options.
+
+    The string ``"None"`` (e.g. from the command line) means ``None``. An unknown or invalid
+    option is an :class:`~cellweave.errors.InvalidOptionError` naming the valid ones.
+    """
+    spec = get_method(method)
     params = {
         k: None if isinstance(v, str) and v.lower() == "none" else v for k, v in params.items()
     }
-    feature = {**spec.features, **{k: v for k, v in params.items() if k in FEATURE_OPTIONS}}
-    method = {k: v for k, v in params.items() if k not in FEATURE_OPTIONS}
-    accepted = set(inspect.signature(spec.run).parameters) - {"feats", "adata_sp"}
-    unknown = sorted(set(method) - accepted)
+    unknown = sorted(set(params) - set(spec.options))
     if unknown:
-        options = sorted((accepted - {"device", "random_state"}) | set(FEATURE_OPTIONS))
-        raise InputError(
+        raise InvalidOptionError(
             f"method {spec.name!r} has no option(s) {', '.join(unknown)}; its options are "
-            f"{', '.join(options)}"
+            f"{', '.join(sorted(spec.options))}"
         )
-    return feature, method
+    checked = {}
+    for key, value in params.items():
+        option = spec.options[key]
+        try:
+            checked[key] = option.check(value, owner=f"mapping method {spec.name!r}")
+        except InvalidOptionError:
+            words = option.expects().removeprefix("pass ")
+            raise InvalidOptionError(
+                f"mapping method {spec.name!r}: {key} must be {words}, got {value!r}"
+            ) from None
+    given = {k: v for k, v in checked.items() if k in FEATURE_OPTIONS}
+    solver = {k: v for k, v in checked.items() if k not in FEATURE_OPTIONS}
+    return spec, {**spec.meta["features"], **given}, solver
 
 
 # ---------------------------------------------------------------------------- map_cells
@@ -311,33 +402,40 @@ def _compute_mapping(
     device: str,
     params: dict[str, Any],
 ) -> Mapping:
-    spec = get_method(method)
-    feature_opts, method_opts = _split_params(spec, params)
+    """Check ``params`` against the solver's declared options (first, before any work),
+    then map."""
+    spec, feature_opts, method_opts = check_params(method, params)
+    data = _Inputs(adata_sc, adata_sp, genes, layer_sc, layer_sp, int(random_state), device)
     if isinstance(feature_opts.get("gene_weights"), str):
-        feature_opts["gene_weights"] = _learn_weights(
-            adata_sc,
-            adata_sp,
-            feature_opts,
-            method=method,
-            genes=genes,
-            layer_sc=layer_sc,
-            layer_sp=layer_sp,
-            random_state=random_state,
-            device=device,
-            params=params,
-        )
+        feature_opts["gene_weights"] = _learn_weights(data, spec, feature_opts, method_opts)
+    return _solve(data, spec, feature_opts, method_opts)
+
+
+class _Inputs:
+    """The data and settings of one mapping, passed together to :func:`_solve`."""
+
+    def __init__(self, adata_sc, adata_sp, genes, layer_sc, layer_sp, random_state, device):
+        self.adata_sc, self.adata_sp, self.genes = adata_sc, adata_sp, genes
+        self.layer_sc, self.layer_sp = layer_sc, layer_sp
+        self.random_state, self.device = random_state, device
+
+
+def _solve(data: _Inputs, spec: Method, feature_opts: dict, method_opts: dict) -> Mapping:
+    """Features, the solver's plan, and the plan back on every cell and spot of the inputs
+    (options already checked)."""
+    adata_sc, adata_sp = data.adata_sc, data.adata_sp
     start = time.perf_counter()
     feats = prepare_features(
         adata_sc,
         adata_sp,
-        genes=genes,
-        layer_sc=layer_sc,
-        layer_sp=layer_sp,
-        random_state=random_state,
+        genes=data.genes,
+        layer_sc=data.layer_sc,
+        layer_sp=data.layer_sp,
+        random_state=data.random_state,
         **feature_opts,
     )
-    sub, info = spec.run(
-        feats, adata_sp, device=device, random_state=int(random_state), **method_opts
+    sub, info = spec.runner(
+        feats, adata_sp, device=data.device, random_state=data.random_state, **method_opts
     )
     # Back to every cell (rows) and every spot (columns) of the inputs.
     if feats.cell_used.all() and not feats.spot_empty.any():
@@ -354,7 +452,7 @@ def _compute_mapping(
         "method": spec.name,
         **info,
         "features": feats.params,
-        "random_state": int(random_state),
+        "random_state": data.random_state,
         "seconds": time.perf_counter() - start,
     }
     return Mapping(
@@ -370,42 +468,31 @@ def _compute_mapping(
 
 
 def _learn_weights(
-    adata_sc: AnnData,
-    adata_sp: AnnData,
-    feature_opts: dict[str, Any],
-    *,
-    method: str,
-    genes: Sequence[str] | None,
-    layer_sc: str | None,
-    layer_sp: str | None,
-    random_state: int,
-    device: str,
-    params: dict[str, Any],
+    data: _Inputs, spec: Method, feature_opts: dict[str, Any], method_opts: dict[str, Any]
 ) -> pd.Series:
     """``gene_weights="learned"``: map once unweighted, weigh genes by how well that mapping
     reproduces them (:func:`~cellweave.mapping.features.learned_gene_weights`)."""
     if feature_opts["gene_weights"] != "learned":
-        raise InputError(
+        raise InvalidOptionError(
             f"gene_weights={feature_opts['gene_weights']!r}: pass 'learned', one weight per "
             "shared gene, or a mapping gene -> weight"
         )
-    first = _compute_mapping(
-        adata_sc,
-        adata_sp,
-        method=method,
-        genes=genes,
-        layer_sc=layer_sc,
-        layer_sp=layer_sp,
-        random_state=random_state,
-        device=device,
-        params={**params, "gene_weights": None},
-    )
+    first = _solve(data, spec, {**feature_opts, "gene_weights": None}, method_opts)
     used = list(first.genes)
-    predicted = first.predict(_columns(adata_sc, used, layer_sc), scale="proportions")
-    observed = to_dense(_columns(adata_sp, used, layer_sp))
+    predicted = first.predict(_columns(data.adata_sc, used, data.layer_sc), scale="proportions")
+    observed = to_dense(_columns(data.adata_sp, used, data.layer_sp))
     totals = observed.sum(axis=1, keepdims=True)
     observed = np.divide(observed, totals, out=np.zeros_like(observed), where=totals > 0)
     return pd.Series(learned_gene_weights(predicted, observed), index=used)
+
+
+def _result_keys(key_added: str | None) -> tuple[str, str]:
+    """``(uns key, obsm key of the fractions)`` of ``map_cells``: both from ``key_added``."""
+    if key_added is None:
+        return UNS_KEY, FRACTIONS_KEY
+    if not isinstance(key_added, str) or not key_added:
+        raise InvalidOptionError(f"key_added={key_added!r} is invalid; pass a non-empty string")
+    return key_added, f"{key_added}_fractions"
 
 
 def map_cells(
@@ -419,24 +506,29 @@ def map_cells(
     layer_sp: str | None = None,
     random_state: int = 0,
     device: str = "auto",
-    key_added: str = UNS_KEY,
+    key_added: str | None = None,
+    copy: bool = False,
     **params: Any,
-) -> Mapping:
+) -> Mapping | AnnData:
     """Map the cells of a scRNA-seq reference onto spots (or cells) of spatial data.
 
     Parameters
     ----------
     adata_sc
         Reference cells x genes (raw counts, or binarized / continuous non-negative values).
+        Never written to.
     adata_sp
         Spots x genes (counts or intensities), sharing genes with ``adata_sc``.
     method
-        ``"auto"`` (= :data:`DEFAULT_METHOD`, ``"ot"``), ``"ot"``, ``"softmax"``,
-        ``"fgw"`` or ``"gradient"`` (see the module docstring).
+        ``"auto"`` (= :data:`DEFAULT_METHOD`, ``"ot"``) or a solver of :data:`METHODS`:
+        ``"ot"``, ``"softmax"``, ``"gradient"``, ``"fgw"`` (see the module docstring and
+        ``cellweave map --list-methods``).
     genes
         Genes to map on (default: every shared gene).
     cell_type_key
-        When given, also compute :func:`cell_type_fractions` from ``adata_sc.obs[key]``.
+        When given, also write the per-spot fractions of ``adata_sc.obs[cell_type_key]``
+        (:meth:`Mapping.cell_type_fractions`). The per-cell most likely locations are
+        written into the reference only by :func:`cell_type_fractions`, when asked.
     layer_sc, layer_sp
         Layers to use instead of ``X``.
     random_state
@@ -444,17 +536,26 @@ def map_cells(
     device
         ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
     key_added
-        The mapping is stored in ``adata_sp.uns[key_added]`` (plan, cell names, genes,
-        totals, ``params``).
+        Names every key the call writes into ``adata_sp``: ``uns[key_added]`` (the sparse
+        plan, cell names, genes, totals and ``params``) and, with ``cell_type_key``,
+        ``obsm[f"{key_added}_fractions"]``. ``None`` (default): ``uns["mapping"]`` and
+        ``obsm["cell_type_fractions"]``.
+    copy
+        Write into a copy of ``adata_sp`` and return it (``adata_sp`` is left unchanged);
+        otherwise write in place and return the :class:`Mapping`.
     **params
-        Options of the method and of the features (see the module docstring).
+        Options of the method and of the features (declared with their types and ranges in
+        :data:`METHODS`; an unknown or invalid one is refused before any work).
 
     Returns
     -------
-    The :class:`~cellweave.mapping.result.Mapping` (a sparse cells x spots plan).
+    The :class:`~cellweave.mapping.result.Mapping` (a sparse cells x spots plan), or with
+    ``copy=True`` the changed copy of ``adata_sp``.
 
     Raises
     ------
+    InvalidOptionError
+        Unknown method, unknown option, or a value of the wrong type or out of range.
     NoSharedFeaturesError, DuplicateNamesError, MissingKeyError, EmptyDataError, InputError
         Unusable inputs; each message says how to fix them.
 
@@ -463,8 +564,10 @@ def map_cells(
     >>> mapping = cellweave.tl.map_cells(adata_sc, adata_sp)  # doctest: +SKIP
     >>> predicted = cellweave.tl.project_genes(adata_sp, adata_sc)  # doctest: +SKIP
     """
+    uns_key, fractions_key = _result_keys(key_added)
+    labels = None
     if cell_type_key is not None:
-        check_obs_key(adata_sc, cell_type_key, name="adata_sc")
+        labels = check_obs_key(adata_sc, cell_type_key, name="adata_sc")
     mapping = _compute_mapping(
         adata_sc,
         adata_sp,
@@ -476,10 +579,13 @@ def map_cells(
         device=device,
         params=params,
     )
-    adata_sp.uns[key_added] = mapping.to_uns()
-    if cell_type_key is not None:
-        cell_type_fractions(mapping, adata_sc, adata_sp, cell_type_key=cell_type_key)
-    return mapping
+    target = adata_sp.copy() if copy else adata_sp
+    target.uns[uns_key] = mapping.to_uns()
+    if labels is not None:
+        fractions = mapping.cell_type_fractions(labels.to_numpy())
+        fractions.index = target.obs_names
+        target.obsm[fractions_key] = fractions
+    return target if copy else mapping
 
 
 def predict_genes(

@@ -39,6 +39,7 @@ Two schemes (``scheme=``), scored on the same runs:
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -51,13 +52,14 @@ import pandas as pd
 from anndata import AnnData
 
 from .. import validate
+from .._params import jsonable
 from .._progress import track
 from .._utils import to_dense
 from ..errors import InputError
 from ..io import atomic_path
 from ..metrics.spatial import METRICS, accuracy_score, gene_scores
+from ..registry import Option
 from . import api
-from . import baselines as _baselines
 from . import features as _features
 
 __all__ = [
@@ -107,11 +109,15 @@ class MappingMethod:
     params: Mapping[str, Any] = field(default_factory=dict)
 
 
-_REGISTERED: dict[str, MappingMethod] = {}
+#: Keywords of :func:`~cellweave.mapping.api.predict_genes` itself (not solver options) that
+#: ``method_params`` of a cellweave method may hold.
+_PREDICT_KEYS = ("scale", "layer_sc", "layer_sp", "device")
 
 
 def register_method(name: str, predict: Callable[..., Any], *, kind: Kind = "peer") -> None:
-    """Make ``predict`` (a :class:`Predictor`) part of ``methods="all"`` under ``name``.
+    """Make ``predict`` (a :class:`Predictor`) part of ``methods="all"`` under ``name``: an
+    entry of kind ``kind`` in :data:`cellweave.mapping.api.METHODS`, its options read from
+    its keyword parameters.
 
     Used by ``benchmarks/peers_mapping.py`` to add the peers (Tangram, gimVI, novoSpaRc) when
     they are installed; the package itself never imports them. Re-registering a name
@@ -119,46 +125,88 @@ def register_method(name: str, predict: Callable[..., Any], *, kind: Kind = "pee
     """
     if kind not in ("cellweave", "peer", "baseline"):
         raise InputError(f"kind={kind!r} must be 'cellweave', 'peer' or 'baseline'")
-    _REGISTERED[name] = MappingMethod(name, kind, predict)
+    options, open_ended = _signature_options(predict)
+    api.METHODS.add(
+        name,
+        predict,
+        kind=kind,
+        description=(inspect.getdoc(predict) or name).splitlines()[0],
+        options=options,
+        replace=True,
+        open_ended=open_ended,
+    )
 
 
-def _cellweave_methods() -> dict[str, MappingMethod]:
-    """cellweave's own methods (``api.EVALUATED_METHODS``) through ``api.predict_genes``."""
-    predict_genes = api.predict_genes
+def _signature_options(predict: Callable[..., Any]) -> tuple[list[Option], bool]:
+    """Options of a predictor from its keyword parameters (any type, checked by it), and
+    whether it takes ``**kwargs`` (then its options cannot be checked up front)."""
+    try:
+        parameters = list(inspect.signature(predict).parameters.values())
+    except (TypeError, ValueError):
+        return [], True
+    options = [
+        Option(p.name, object, None if p.default is p.empty else p.default)
+        for p in parameters[3:]
+        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "random_state"
+    ]
+    return options, any(p.kind is p.VAR_KEYWORD for p in parameters)
 
-    def make(method: str) -> Callable[..., Any]:
-        def predict(adata_sc, adata_sp, genes, *, random_state=0, **params):
-            if "scale" in params:
-                return predict_genes(
-                    adata_sc, adata_sp, genes, method=method, random_state=random_state, **params
-                )
-            # relative expression for the normalized scheme; times each spot's total over the
-            # mapped genes (predict_genes' scale="counts") for the raw one
-            rel = predict_genes(
-                adata_sc,
-                adata_sp,
-                genes,
-                method=method,
-                random_state=random_state,
-                scale="proportions",
-                **params,
+
+def _cellweave_predictor(method: str) -> Callable[..., Any]:
+    """A gene predictor running the solver ``method`` through ``api.predict_genes``."""
+
+    def predict(adata_sc, adata_sp, genes, *, random_state=0, **params):
+        predict_genes = api.predict_genes
+        if "scale" in params:
+            return predict_genes(
+                adata_sc, adata_sp, genes, method=method, random_state=random_state, **params
             )
-            mapped = api._mapped_genes(adata_sc, adata_sp, genes)
-            totals = _features.row_totals(api._columns(adata_sp, mapped, params.get("layer_sp")))
-            return {"normalized": rel, "raw": rel * totals[:, None]}
+        # relative expression for the normalized scheme; times each spot's total over the
+        # mapped genes (predict_genes' scale="counts") for the raw one
+        rel = predict_genes(
+            adata_sc,
+            adata_sp,
+            genes,
+            method=method,
+            random_state=random_state,
+            scale="proportions",
+            **params,
+        )
+        mapped = api._mapped_genes(adata_sc, adata_sp, genes)
+        totals = _features.row_totals(api._columns(adata_sp, mapped, params.get("layer_sp")))
+        return {"normalized": rel, "raw": rel * totals[:, None]}
 
-        predict.__name__ = f"cellweave_{method}"
-        return predict
-
-    return {n: MappingMethod(n, "cellweave", make(n)) for n in api.EVALUATED_METHODS}
+    predict.__name__ = f"cellweave_{method}"
+    return predict
 
 
 def available_methods() -> dict[str, MappingMethod]:
-    """Every method ``methods="all"`` evaluates: cellweave's, the baselines, registered peers."""
-    out = _cellweave_methods()
-    out.update({n: MappingMethod(n, "baseline", fn) for n, fn in _baselines.BASELINES.items()})
-    out.update(_REGISTERED)
+    """Every method ``methods="all"`` evaluates, from :data:`cellweave.mapping.api.METHODS`:
+    cellweave's solvers (through ``api.predict_genes``), the baselines, registered peers."""
+    out = {}
+    for name in api.METHODS:
+        entry = api.METHODS[name]
+        if entry.kind == api.SOLVER:
+            out[name] = MappingMethod(name, "cellweave", _cellweave_predictor(name))
+        else:
+            out[name] = MappingMethod(name, entry.kind, entry.runner)
     return out
+
+
+def _checked(name: str, method: MappingMethod, options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` of an evaluated method checked against its registry entry, before any
+    work (a predictor passed in as a callable, or one taking ``**kwargs``, checks its own)."""
+    options = dict(options)
+    entry = api.METHODS[name] if name in api.METHODS else None
+    if entry is None:
+        return options
+    if entry.kind == api.SOLVER:
+        if getattr(method.predict, "__name__", "") == f"cellweave_{name}":
+            api.check_params(name, {k: v for k, v in options.items() if k not in _PREDICT_KEYS})
+        return options
+    if method.predict is not entry.runner or entry.meta.get("open_ended"):
+        return options
+    return entry.check_options(options)
 
 
 def _resolve_methods(
@@ -209,6 +257,7 @@ def _resolve_methods(
             f"method_params names method(s) {', '.join(stray)} that are not evaluated; use "
             f"names among {', '.join(chosen)}"
         )
+    params = {name: _checked(name, chosen[name], opts) for name, opts in params.items()}
     return [
         MappingMethod(m.name, m.kind, m.predict, {**m.params, **params.get(m.name, {})})
         for m in chosen.values()
@@ -548,7 +597,7 @@ class MappingEvaluation:
         for name, row in self.tables[s].iterrows():
             entry: dict[str, Any] = {"kind": str(row["kind"])}
             for key in (*SCORE_COLUMNS, "seconds", "cpu_seconds"):
-                entry[key] = _plain(row[key])
+                entry[key] = jsonable(row[key])
             methods[str(name)] = entry
         return {
             "folds": len(self.folds),
@@ -575,12 +624,3 @@ class MappingEvaluation:
 
     def __str__(self) -> str:
         return "\n\n".join(f"[{s}]\n{self.format(s)}" for s in self.tables)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        value = float(value)
-        return value if np.isfinite(value) else None
-    return value

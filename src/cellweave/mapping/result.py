@@ -11,6 +11,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
+from .._params import jsonable
 from ..errors import InputError, MissingKeyError
 
 __all__ = ["UNS_KEY", "Mapping"]
@@ -218,10 +219,12 @@ class Mapping:
 
     # ------------------------------------------------------------------ storage
     def to_uns(self) -> dict[str, Any]:
-        """The mapping as a dict storable in ``adata_sp.uns["mapping"]`` (h5ad-writable)."""
+        """The mapping as a dict storable in ``adata_sp.uns[key_added]`` (h5ad-writable;
+        ``params`` JSON-safe, ``None`` kept as the string ``"None"`` as mapping entries have
+        always stored it)."""
         return {
             "method": self.method,
-            "params": _storable(self.params),
+            "params": jsonable(self.params, none="None"),
             "plan": self.plan,
             "cell_names": self.cell_names.to_numpy(dtype=str),
             "genes": self.genes.to_numpy(dtype=str),
@@ -268,18 +271,3 @@ def _rows(X: Any, n: int, name: str) -> Any:
     if X.shape[0] != n:
         raise InputError(f"{name} has {X.shape[0]} rows for {n} reference cells")
     return X
-
-
-def _storable(params: dict[str, Any]) -> dict[str, Any]:
-    """Parameters with ``None`` as the string ``"None"`` (h5ad cannot store None)."""
-    out: dict[str, Any] = {}
-    for key, value in params.items():
-        if value is None:
-            out[key] = "None"
-        elif isinstance(value, dict):
-            out[key] = _storable(value)
-        elif isinstance(value, np.generic):
-            out[key] = value.item()
-        else:
-            out[key] = value
-    return out
