@@ -1,24 +1,14 @@
 """``tl.map_cells`` and what follows from a mapping: genes, cell-type fractions, locations.
 
-Every method is an entry of :data:`METHODS` (``cellweave map --list-methods`` prints them
-with their options and defaults): the solvers ``map_cells`` runs (kind ``"solver"``) —
-``"ot"`` (the default, ``"auto"``: unbalanced entropic OT on the cosine cost, each spot
-restricted to its most similar cells), ``"softmax"`` (perplexity-calibrated softmax per
-spot, semi-relaxed entropic OT), ``"gradient"`` (Tangram-like, fitted by gradient descent)
-and ``"fgw"`` (fused Gromov-Wasserstein with the spatial structure) — and the baselines of
-the leave-gene-out evaluation (kind ``"baseline"``: ``depth``, ``knn``, ``spage``). Every
-solver also takes the feature options of :func:`~cellweave.mapping.features.prepare_features`
-(``normalize``, ``scale``, ``n_pcs``, ``denoise``, ``gene_weights``, ``max_genes``).
-
-Adding a solver: write its ``_run_<name>(feats, adata_sp, *, options..., device,
-random_state) -> (plan, info)`` adapter here and declare it with one ``_solver(...)`` call.
+The solvers (``"ot"``, the default ``"auto"``; ``"softmax"``, ``"gradient"``, ``"fgw"``) are
+adapters here, each declared with its options by one :func:`add_solver` call; the registry
+(:data:`METHODS`, also holding the evaluation's baselines), the option check and the mapping
+itself live in :mod:`.methods`. ``cellweave map --list-methods`` prints them all.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -26,16 +16,27 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
-from ..errors import InputError, InvalidOptionError, MissingKeyError, NoSharedFeaturesError
-from ..registry import Bool, Choice, Float, Int, Method, Option, Registry, Text
+from ..errors import InputError, MissingKeyError, NoSharedFeaturesError
+from ..registry import Choice, Float, Int, Text
 from ..validate import check_obs_key, check_spatial
-from . import baselines
-from .features import MAX_GENES, Features, learned_gene_weights, prepare_features, to_dense
-from .result import UNS_KEY, Mapping
+from .features import Features
+from .methods import (
+    DEFAULT_METHOD,
+    FEATURE_OPTIONS,
+    METHODS,
+    SOLVER,
+    _columns,
+    add_solver,
+    check_params,
+    get_method,
+)
+from .methods import compute_mapping as _compute_mapping
+from .result import FRACTIONS_KEY, Mapping, result_keys
 
 __all__ = [
     "DEFAULT_METHOD",
     "EVALUATED_METHODS",
+    "FEATURE_OPTIONS",
     "FRACTIONS_KEY",
     "METHODS",
     "cell_type_fractions",
@@ -46,29 +47,8 @@ __all__ = [
     "project_genes",
 ]
 
-#: The method ``map_cells`` uses for ``method="auto"`` (measured best; ``docs/mapping.md``).
-DEFAULT_METHOD = "ot"
-#: Key of the fractions in ``adata_sp.obsm`` when ``map_cells`` gets no ``key_added``.
-FRACTIONS_KEY = "cell_type_fractions"
-#: Kind of the entries of :data:`METHODS` that ``map_cells`` runs (the others, ``"baseline"``
-#: and ``"peer"``, are gene predictors for the leave-gene-out evaluation).
-SOLVER = "solver"
-#: Arguments ``map_cells`` passes to every solver besides its options.
-FIXED = ("device", "random_state")
 # Genes projected at once in project_genes (bounds the dense block in memory).
 _GENE_BLOCK = 1024
-
-#: Options of :func:`prepare_features`, accepted by every solver.
-FEATURE_OPTIONS_DECLARED: tuple[Option, ...] = (
-    Choice("normalize", "log_total", ("log_total", "total", "log", "none"), allow_none=True),
-    Choice("scale", True, (True, False, "mean")),
-    Int("n_pcs", 30, low=1, allow_none=True),
-    Int("denoise", 0, low=0),
-    Option("gene_weights", object, None, doc="'learned', one weight per gene, or gene -> weight"),
-    Int("max_genes", MAX_GENES, low=1, allow_none=True),
-)
-#: Names of :data:`FEATURE_OPTIONS_DECLARED`.
-FEATURE_OPTIONS = tuple(option.name for option in FEATURE_OPTIONS_DECLARED)
 
 
 # ---------------------------------------------------------------------------- solvers
@@ -242,30 +222,9 @@ def _run_gradient(
 
 
 # ---------------------------------------------------------------------------- registry
+# Each solver above, declared with its options (the feature options are added to each).
 
-#: Every mapping method: the solvers ``map_cells`` runs (kind ``"solver"``), and the gene
-#: predictors the leave-gene-out evaluation compares them with (kind ``"baseline"``; peers,
-#: kind ``"peer"``, are added by :func:`cellweave.mapping.evaluate.register_method`).
-METHODS = Registry("mapping method")
-
-
-def _solver(
-    name: str, runner: Any, description: str, options: list[Option], **features: Any
-) -> None:
-    """Register a solver: its own options plus the feature options, whose defaults are
-    ``features`` where given (the feature settings the solver starts from)."""
-    shared = [replace(o, default=features.get(o.name, o.default)) for o in FEATURE_OPTIONS_DECLARED]
-    METHODS.add(
-        name,
-        runner,
-        kind=SOLVER,
-        description=description,
-        options=[*options, *shared],
-        features=features,
-    )
-
-
-_solver(
+add_solver(
     "ot",
     _run_ot,
     "entropic optimal transport, balanced or unbalanced",
@@ -278,13 +237,13 @@ _solver(
         Float("tol", 1e-6, low=0),
     ],
 )
-_solver(
+add_solver(
     "softmax",
     _run_softmax,
     "per-spot softmax over similar cells, perplexity-calibrated (semi-relaxed entropic OT)",
     [Float("perplexity", 50.0, low=1), Int("n_candidates", None, low=1, allow_none=True)],
 )
-_solver(
+add_solver(
     "gradient",
     _run_gradient,
     "Tangram-like softmax mapping fitted by gradient descent (cosine + density prior)",
@@ -302,7 +261,7 @@ _solver(
     scale="mean",
     normalize="total",
 )
-_solver(
+add_solver(
     "fgw",
     _run_fgw,
     "fused Gromov-Wasserstein: expression cost plus spatial structure",
@@ -315,184 +274,11 @@ _solver(
         Float("tol", 1e-7, low=0),
     ],
 )
-METHODS.add(
-    "depth",
-    baselines.depth,
-    kind="baseline",
-    description="the spot's total over its genes times the gene's reference share (depth only)",
-)
-METHODS.add(
-    "knn",
-    baselines.knn,
-    kind="baseline",
-    description="average of the spot's nearest reference cells in a shared normalised space",
-    options=[Int("n_neighbors", 15, low=1)],
-)
-METHODS.add(
-    "spage",
-    baselines.spage,
-    kind="baseline",
-    description="SpaGE: principal-vector domain adaptation, then a weighted kNN",
-    options=[
-        Int("n_pv", None, low=1, allow_none=True),
-        Int("n_neighbors", 50, low=1),
-        Float("min_cosine", 0.3, low=-1, high=1),
-        Bool("normalize", True),
-    ],
-)
-
 #: cellweave's methods that the leave-gene-out evaluation runs for ``methods="all"``.
 EVALUATED_METHODS = tuple(METHODS.names(SOLVER))
 
 
-def get_method(name: str) -> Method:
-    """The solver called ``name`` (``"auto"`` is :data:`DEFAULT_METHOD`), or an
-    ``InvalidOptionError`` listing the solvers."""
-    key = DEFAULT_METHOD if name == "auto" else name
-    if key not in METHODS or METHODS[key].kind != SOLVER:
-        solvers = ", ".join(map(repr, METHODS.names(SOLVER)))
-        raise InvalidOptionError(f"unknown mapping method {name!r}; choose among 'auto', {solvers}")
-    return METHODS[key]
-
-
-def check_params(method: str, params: dict[str, Any]) -> tuple[Method, dict, dict]:
-    """The solver of ``method`` and ``params`` checked against its declared options, split
-    into feature options (over the solver's feature defaults) and solver options.
-
-    The string ``"None"`` (e.g. from the command line) means ``None``. An unknown or invalid
-    option is an :class:`~cellweave.errors.InvalidOptionError` naming the valid ones.
-    """
-    spec = get_method(method)
-    params = {
-        k: None if isinstance(v, str) and v.lower() == "none" else v for k, v in params.items()
-    }
-    unknown = sorted(set(params) - set(spec.options))
-    if unknown:
-        raise InvalidOptionError(
-            f"method {spec.name!r} has no option(s) {', '.join(unknown)}; its options are "
-            f"{', '.join(sorted(spec.options))}"
-        )
-    checked = {}
-    for key, value in params.items():
-        option = spec.options[key]
-        try:
-            checked[key] = option.check(value, owner=f"mapping method {spec.name!r}")
-        except InvalidOptionError:
-            words = option.expects().removeprefix("pass ")
-            raise InvalidOptionError(
-                f"mapping method {spec.name!r}: {key} must be {words}, got {value!r}"
-            ) from None
-    given = {k: v for k, v in checked.items() if k in FEATURE_OPTIONS}
-    solver = {k: v for k, v in checked.items() if k not in FEATURE_OPTIONS}
-    return spec, {**spec.meta["features"], **given}, solver
-
-
 # ---------------------------------------------------------------------------- map_cells
-
-
-def _compute_mapping(
-    adata_sc: AnnData,
-    adata_sp: AnnData,
-    *,
-    method: str,
-    genes: Sequence[str] | None,
-    layer_sc: str | None,
-    layer_sp: str | None,
-    random_state: int,
-    device: str,
-    params: dict[str, Any],
-) -> Mapping:
-    """Check ``params`` against the solver's declared options (first, before any work),
-    then map."""
-    spec, feature_opts, method_opts = check_params(method, params)
-    data = _Inputs(adata_sc, adata_sp, genes, layer_sc, layer_sp, int(random_state), device)
-    if isinstance(feature_opts.get("gene_weights"), str):
-        feature_opts["gene_weights"] = _learn_weights(data, spec, feature_opts, method_opts)
-    return _solve(data, spec, feature_opts, method_opts)
-
-
-class _Inputs:
-    """The data and settings of one mapping, passed together to :func:`_solve`."""
-
-    def __init__(self, adata_sc, adata_sp, genes, layer_sc, layer_sp, random_state, device):
-        self.adata_sc, self.adata_sp, self.genes = adata_sc, adata_sp, genes
-        self.layer_sc, self.layer_sp = layer_sc, layer_sp
-        self.random_state, self.device = random_state, device
-
-
-def _solve(data: _Inputs, spec: Method, feature_opts: dict, method_opts: dict) -> Mapping:
-    """Features, the solver's plan, and the plan back on every cell and spot of the inputs
-    (options already checked)."""
-    adata_sc, adata_sp = data.adata_sc, data.adata_sp
-    start = time.perf_counter()
-    feats = prepare_features(
-        adata_sc,
-        adata_sp,
-        genes=data.genes,
-        layer_sc=data.layer_sc,
-        layer_sp=data.layer_sp,
-        random_state=data.random_state,
-        **feature_opts,
-    )
-    sub, info = spec.runner(
-        feats, adata_sp, device=data.device, random_state=data.random_state, **method_opts
-    )
-    # Back to every cell (rows) and every spot (columns) of the inputs.
-    if feats.cell_used.all() and not feats.spot_empty.any():
-        plan = sparse.csr_matrix(sub)
-    else:
-        cells = np.flatnonzero(feats.cell_used)
-        spots = np.flatnonzero(~feats.spot_empty)
-        coo = sparse.coo_matrix(sub)
-        plan = sparse.csr_matrix(
-            (coo.data, (cells[coo.row], spots[coo.col])), shape=(adata_sc.n_obs, adata_sp.n_obs)
-        )
-    plan.eliminate_zeros()
-    params_out = {
-        "method": spec.name,
-        **info,
-        "features": feats.params,
-        "random_state": data.random_state,
-        "seconds": time.perf_counter() - start,
-    }
-    return Mapping(
-        plan=plan,
-        cell_names=adata_sc.obs_names,
-        spot_names=adata_sp.obs_names,
-        genes=feats.genes,
-        cell_totals=feats.cell_totals,
-        spot_totals=feats.spot_totals,
-        method=spec.name,
-        params=params_out,
-    )
-
-
-def _learn_weights(
-    data: _Inputs, spec: Method, feature_opts: dict[str, Any], method_opts: dict[str, Any]
-) -> pd.Series:
-    """``gene_weights="learned"``: map once unweighted, weigh genes by how well that mapping
-    reproduces them (:func:`~cellweave.mapping.features.learned_gene_weights`)."""
-    if feature_opts["gene_weights"] != "learned":
-        raise InvalidOptionError(
-            f"gene_weights={feature_opts['gene_weights']!r}: pass 'learned', one weight per "
-            "shared gene, or a mapping gene -> weight"
-        )
-    first = _solve(data, spec, {**feature_opts, "gene_weights": None}, method_opts)
-    used = list(first.genes)
-    predicted = first.predict(_columns(data.adata_sc, used, data.layer_sc), scale="proportions")
-    observed = to_dense(_columns(data.adata_sp, used, data.layer_sp))
-    totals = observed.sum(axis=1, keepdims=True)
-    observed = np.divide(observed, totals, out=np.zeros_like(observed), where=totals > 0)
-    return pd.Series(learned_gene_weights(predicted, observed), index=used)
-
-
-def _result_keys(key_added: str | None) -> tuple[str, str]:
-    """``(uns key, obsm key of the fractions)`` of ``map_cells``: both from ``key_added``."""
-    if key_added is None:
-        return UNS_KEY, FRACTIONS_KEY
-    if not isinstance(key_added, str) or not key_added:
-        raise InvalidOptionError(f"key_added={key_added!r} is invalid; pass a non-empty string")
-    return key_added, f"{key_added}_fractions"
 
 
 def map_cells(
@@ -564,7 +350,7 @@ def map_cells(
     >>> mapping = cellweave.tl.map_cells(adata_sc, adata_sp)  # doctest: +SKIP
     >>> predicted = cellweave.tl.project_genes(adata_sp, adata_sc)  # doctest: +SKIP
     """
-    uns_key, fractions_key = _result_keys(key_added)
+    uns_key, fractions_key = result_keys(key_added)
     labels = None
     if cell_type_key is not None:
         labels = check_obs_key(adata_sc, cell_type_key, name="adata_sc")
@@ -665,11 +451,6 @@ def _mapped_genes(adata_sc: AnnData, adata_sp: AnnData, held_out: Sequence[str])
     :func:`predict_genes` maps on."""
     held_out = set(held_out)
     return [g for g in adata_sp.var_names if g in adata_sc.var_names and g not in held_out]
-
-
-def _columns(adata: AnnData, genes: Sequence[str], layer: str | None) -> Any:
-    X = adata.X if layer is None else adata.layers[layer]
-    return X[:, adata.var_names.get_indexer(list(genes))]
 
 
 def _resolve(mapping_or_adata_sp: Mapping | AnnData, adata_sp: AnnData | None):

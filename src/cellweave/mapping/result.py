@@ -12,12 +12,23 @@ from anndata import AnnData
 from scipy import sparse
 
 from .._params import jsonable
-from ..errors import InputError, MissingKeyError
+from ..errors import InputError, InvalidOptionError, MissingKeyError
 
-__all__ = ["UNS_KEY", "Mapping"]
+__all__ = ["FRACTIONS_KEY", "UNS_KEY", "Mapping", "result_keys"]
 
-#: Key of the mapping in ``adata_sp.uns``.
+#: Key of the mapping in ``adata_sp.uns`` when ``map_cells`` gets no ``key_added``.
 UNS_KEY = "mapping"
+#: Key of the fractions in ``adata_sp.obsm`` when ``map_cells`` gets no ``key_added``.
+FRACTIONS_KEY = "cell_type_fractions"
+
+
+def result_keys(key_added: str | None) -> tuple[str, str]:
+    """``(uns key, obsm key of the fractions)`` of ``map_cells``: both from ``key_added``."""
+    if key_added is None:
+        return UNS_KEY, FRACTIONS_KEY
+    if not isinstance(key_added, str) or not key_added:
+        raise InvalidOptionError(f"key_added={key_added!r} is invalid; pass a non-empty string")
+    return key_added, f"{key_added}_fractions"
 
 
 @dataclass
