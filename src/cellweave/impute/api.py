@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 from anndata import AnnData
-from scipy import sparse
 
 from .._params import jsonable
 from ..errors import InputError, InvalidOptionError
 from ..image import spot_image_features
 from ..validate import check_adata, check_spatial
+from .proportions import check_counts
 from .registry import ImputeMethod, get_method
 
 __all__ = ["DEFAULT_KEY", "DEFAULT_LAYER", "impute", "predict_proportions"]
@@ -66,8 +66,7 @@ def _predict(
         coords = check_spatial(adata, spatial_key=spatial_key)
     elif spatial_key in adata.obsm:
         coords = np.asarray(adata.obsm[spatial_key], dtype=np.float64)
-    X1 = sparse.csr_matrix(X, dtype=np.float64)
-    return spec.fn(X1, coords=coords, random_state=random_state, **params)
+    return spec.fn(check_counts(X), coords=coords, random_state=random_state, **params)
 
 
 def _image_similarity(adata: AnnData, *, spatial_key: str, **params: Any) -> dict[str, Any]:
