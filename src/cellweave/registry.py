@@ -235,10 +235,14 @@ class Registry:
     ----------
     what
         What the entries are, for messages ("imputation method", "modality kind").
+    entry
+        The :class:`Method` subclass the entries are made of (a capability may add
+        read-only views of its ``meta``, e.g. ``spatial``).
     """
 
-    def __init__(self, what: str) -> None:
+    def __init__(self, what: str, *, entry: type[Method] = Method) -> None:
         self.what = what
+        self.entry = entry
         self._methods: dict[str, Method] = {}
 
     def add(
@@ -249,13 +253,18 @@ class Registry:
         kind: str,
         description: str,
         options: Iterable[Option] = (),
+        replace: bool = False,
         **meta: Any,
     ) -> Method:
-        """Register ``runner`` under ``name`` and return its :class:`Method`."""
-        if name in self._methods:
+        """Register ``runner`` under ``name`` and return its :class:`Method`.
+
+        A name registered twice is an error unless ``replace`` (e.g. plug-ins registered
+        again at run time).
+        """
+        if name in self._methods and not replace:
             raise RuntimeError(f"{self.what} {name!r} registered twice")
         by_name = {option.name: option for option in options}
-        method = Method(name, kind, runner, description, by_name, meta, self.what)
+        method = self.entry(name, kind, runner, description, by_name, meta, self.what)
         self._methods[name] = method
         return method
 

@@ -46,6 +46,11 @@ def print_table(title: str, rows: Iterable[tuple], *, columns: tuple[str, ...]) 
     console.print(table)
 
 
+def print_methods(registry, title: str) -> None:
+    """``--list-methods``: a registry's table (name, kind, description, options=defaults)."""
+    print_table(title, registry.table(), columns=("method", "kind", "what", "options"))
+
+
 def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.3f}" if abs(value) < 1e4 else f"{value:.3g}"

@@ -17,6 +17,7 @@ from ._common import (
     overwrite_option,
     params_option,
     parse_params,
+    print_methods,
     print_table,
     seed_option,
     use_agg_backend,
@@ -91,15 +92,13 @@ def impute(
     from ..impute import METHODS, get_method
 
     if list_methods:
-        rows = [
-            (m.name, m.kind, "yes" if m.spatial else "no", m.description) for m in METHODS.values()
-        ]
-        print_table("imputation methods", rows, columns=("method", "kind", "spatial", "what"))
+        print_methods(METHODS, "imputation methods (options with their defaults)")
         return
     if path is None:
         raise click.UsageError("missing the input file PATH (.h5ad with counts and coordinates)")
     method_params = parse_params(params)
-    get_method(method)
+    # the method and its options are checked before anything is read or written
+    get_method(method).check_options(method_params if evaluate else _method_options(method_params))
     if evaluate:
         _evaluate(
             path,
@@ -120,6 +119,7 @@ def impute(
     if plot is not None:
         check_output(plot, overwrite=overwrite)
     from ..impute import impute as run_impute
+    from ..impute.api import DEFAULT_KEY, DEFAULT_LAYER
 
     adata = io.read_anndata(path, coords=coords, spatial_key=spatial_key)
     with status(f"imputing with {method}"):
@@ -132,13 +132,14 @@ def impute(
             **method_params,
         )
     io.write(adata, out, overwrite=overwrite)
-    info = adata.uns["impute"]
+    key = method_params.get("key_added")
+    layer_key, uns_key = (DEFAULT_LAYER, DEFAULT_KEY) if key is None else (key, key)
     console.print(
-        f"wrote {out}: layers['imputed'] ({adata.n_obs} spots x {adata.n_vars} genes, "
-        f"method {method}, {info['seconds']:.1f} s)"
+        f"wrote {out}: layers[{layer_key!r}] ({adata.n_obs} spots x {adata.n_vars} genes, "
+        f"method {method}, {adata.uns[uns_key]['seconds']:.1f} s)"
     )
     if plot is not None:
-        _plot(adata, plot, gene=gene, layer=layer, spatial_key=spatial_key)
+        _plot(adata, plot, gene=gene, layer=layer, spatial_key=spatial_key, key=layer_key)
         console.print(f"wrote {plot}")
 
 
@@ -188,6 +189,11 @@ def _evaluate(
         console.print(f"wrote {metrics_json}")
 
 
+def _method_options(params: dict) -> dict:
+    """``--param`` values that are the method's options (not ``tl.impute``'s own)."""
+    return {k: v for k, v in params.items() if k not in ("target_sum", "key_added")}
+
+
 def _parse_seeds(text: str) -> list[int]:
     try:
         seeds = [int(s) for s in text.split(",") if s.strip()]
@@ -200,14 +206,16 @@ def _parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def _plot(adata, path: Path, *, gene: str | None, layer: str | None, spatial_key: str) -> None:
+def _plot(
+    adata, path: Path, *, gene: str | None, layer: str | None, spatial_key: str, key: str
+) -> None:
     import numpy as np
 
     from ..plotting import spatial
     from ..pp import log_normalize
 
     use_agg_backend()
-    imputed = adata.layers["imputed"]
+    imputed = adata.layers[key]
     if gene is None:
         gene = str(adata.var_names[int(np.argmax(imputed.var(axis=0)))])
     elif gene not in adata.var_names:

@@ -18,13 +18,14 @@ from ._common import (
     overwrite_option,
     params_option,
     parse_params,
+    print_methods,
     seed_option,
 )
 
 
 @click.command("map")
-@click.argument("sc_path", metavar="SC", type=click.Path(path_type=Path))
-@click.argument("sp_path", metavar="SP", type=click.Path(path_type=Path))
+@click.argument("sc_path", metavar="SC", type=click.Path(path_type=Path), required=False)
+@click.argument("sp_path", metavar="SP", type=click.Path(path_type=Path), required=False)
 @click.option(
     "-o",
     "--out",
@@ -38,7 +39,7 @@ from ._common import (
     default="auto",
     show_default=True,
     help="Mapping method: auto (= ot, best for genes), softmax, ot, fgw or gradient (best "
-    "for cell-type fractions of spots that mix cells).",
+    "for cell-type fractions of spots that mix cells); see --list-methods.",
 )
 @click.option(
     "--cell-type-key",
@@ -70,6 +71,7 @@ from ._common import (
     help="With --evaluate: truth divided by spot depth (normalized) or raw values.",
 )
 @metrics_json_option()
+@click.option("--list-methods", is_flag=True, help="List the methods and exit.")
 @seed_option
 @overwrite_option
 def map_cmd(
@@ -86,16 +88,22 @@ def map_cmd(
     methods: str,
     scheme: str,
     metrics_json: Path | None,
+    list_methods: bool,
     random_state: int,
     overwrite: bool,
 ) -> None:
     """Map the cells of a scRNA-seq reference SC onto spatial data SP (.h5ad files sharing
     genes), predict genes at every spot and, with --cell-type-key, estimate cell-type
     fractions; or, with --evaluate, score methods on held-out genes."""
-    from ..mapping.api import get_method
+    from ..mapping.api import METHODS, check_params
 
-    get_method(method)
+    if list_methods:
+        print_methods(METHODS, "mapping methods (options with their defaults)")
+        return
+    if sc_path is None or sp_path is None:
+        raise click.UsageError("missing the input files SC and SP (.h5ad sharing genes)")
     method_params = parse_params(params)
+    check_params(method, method_params)  # before anything is read or written
     if evaluate:
         _evaluate(
             sc_path,

@@ -1,13 +1,12 @@
 """Spatial imputation: denoise sparse spatial counts (``cellweave.tl.impute``).
 
-Methods live in one registry (:data:`METHODS`): references (``raw``, ``gene_mean``),
-baselines (kNN, spatial smoothing, rings, MAGIC-like diffusion, NMF) and the models (neural
-matrix factorization and autoencoder with a spatial loss, the mixture of programs;
-``auto``). ``evaluate`` runs the
-molecular cross-validation protocol.
+Methods live in one registry (:data:`METHODS`, filled in :mod:`cellweave.impute.registry`):
+references (``raw``, ``gene_mean``), baselines (kNN, spatial smoothing, rings, MAGIC-like
+diffusion, NMF) and the models (neural matrix factorization and autoencoder with a spatial
+loss, the mixture of programs; ``auto``). ``evaluate`` runs the molecular cross-validation
+protocol.
 """
 
-from . import auto, autoencoder, baselines, mf, mixture  # noqa: F401  (register the methods)
 from .api import impute, predict_proportions
 from .evaluate import evaluate
 from .registry import METHODS, get_method

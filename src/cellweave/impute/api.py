@@ -1,20 +1,33 @@
-"""``tl.impute``: denoise spatial counts with any registered method."""
+"""``tl.impute``: denoise spatial counts with any registered method.
+
+Order of work: the method and its options are checked first (:meth:`Method.check_options`,
+nothing read yet), then the data once (:func:`cellweave.validate.check_adata`: counts,
+finite, names; the matrix becomes CSR float64 here and every function below trusts it),
+then the method runs and the result is written under ``key_added``.
+"""
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
 import numpy as np
 from anndata import AnnData
-from scipy import sparse
 
-from ..errors import InputError
+from .._params import jsonable
+from ..errors import InputError, InvalidOptionError
 from ..image import spot_image_features
 from ..validate import check_adata, check_spatial
-from .registry import get_method
+from .proportions import check_counts
+from .registry import ImputeMethod, get_method
 
-__all__ = ["impute", "predict_proportions"]
+__all__ = ["DEFAULT_KEY", "DEFAULT_LAYER", "impute", "predict_proportions"]
+
+#: Layer ``impute`` writes when no ``key_added`` is given.
+DEFAULT_LAYER = "imputed"
+#: Key of the ``uns`` entry (``params``, ``seconds``) when no ``key_added`` is given.
+DEFAULT_KEY = "impute"
 
 
 def predict_proportions(
@@ -28,21 +41,32 @@ def predict_proportions(
 ) -> np.ndarray:
     """Expected expression proportions per spot (rows sum to 1) from a registered method.
 
-    Validates the input as :func:`impute` does and returns ``P`` without writing anything.
+    Checks the method's options, then the input as :func:`impute` does, and returns ``P``
+    without writing anything.
     """
     spec = get_method(method)
+    params = spec.check_options(params)
+    return _predict(spec, adata, layer, spatial_key, _seed(random_state), params)
+
+
+def _predict(
+    spec: ImputeMethod,
+    adata: AnnData,
+    layer: str | None,
+    spatial_key: str,
+    random_state: int,
+    params: dict[str, Any],
+) -> np.ndarray:
+    """Validate the data once and run ``spec`` (its options already checked)."""
     X = check_adata(adata, layer=layer, require_counts=True, allow_zero_cells=True)
     if isinstance(params.get("similarity_features"), str):
         params = _image_similarity(adata, spatial_key=spatial_key, **params)
     coords = None
-    if spec.spatial or spatial_key in adata.obsm:
-        coords = (
-            check_spatial(adata, spatial_key=spatial_key)
-            if spec.spatial
-            else (np.asarray(adata.obsm[spatial_key], dtype=np.float64))
-        )
-    X1 = sparse.csr_matrix(X, dtype=np.float64)
-    return spec.fn(X1, coords=coords, random_state=random_state, **params)
+    if spec.spatial:
+        coords = check_spatial(adata, spatial_key=spatial_key)
+    elif spatial_key in adata.obsm:
+        coords = np.asarray(adata.obsm[spatial_key], dtype=np.float64)
+    return spec.fn(check_counts(X), coords=coords, random_state=random_state, **params)
 
 
 def _image_similarity(adata: AnnData, *, spatial_key: str, **params: Any) -> dict[str, Any]:
@@ -58,19 +82,34 @@ def _image_similarity(adata: AnnData, *, spatial_key: str, **params: Any) -> dic
     return params
 
 
+def _seed(random_state: Any) -> int:
+    if isinstance(random_state, bool) or not isinstance(random_state, int | np.integer):
+        raise InvalidOptionError(f"random_state={random_state!r} is invalid; pass an integer")
+    return int(random_state)
+
+
+def _check_target_sum(target_sum: Any) -> float:
+    ok = not isinstance(target_sum, bool | str) and isinstance(target_sum, int | float)
+    if not ok or not math.isfinite(target_sum) or target_sum <= 0:
+        raise InvalidOptionError(
+            f"target_sum={target_sum!r} is invalid; pass a positive number, e.g. 1e4"
+        )
+    return float(target_sum)
+
+
 def impute(
     adata: AnnData,
     *,
     method: str = "auto",
     layer: str | None = None,
     spatial_key: str = "spatial",
-    key_added: str = "imputed",
+    key_added: str | None = None,
     target_sum: float = 1e4,
     random_state: int = 0,
     copy: bool = False,
     **params: Any,
 ) -> AnnData | None:
-    """Denoise spatial counts; write ``layers[key_added]`` on the log1p-normalized scale.
+    """Denoise spatial counts; write the imputed layer on the log1p-normalized scale.
 
     Parameters
     ----------
@@ -78,77 +117,71 @@ def impute(
         Spots x genes with raw counts in ``X`` (or ``layers[layer]``) and, for spatial
         methods, coordinates in ``obsm[spatial_key]``.
     method
-        A registered method (``cellweave.impute.METHODS``); ``"auto"`` is the measured best
-        default (see ``benchmarks/results/impute.md``).
+        A registered method (``cellweave.impute.METHODS``; ``cellweave impute
+        --list-methods``); ``"auto"`` is the measured best default (see
+        ``benchmarks/results/impute.md``).
     layer
         Layer holding the counts (``X`` when ``None``).
     spatial_key
         Key of the coordinates in ``obsm``.
     key_added
-        Layer to write: ``log1p(target_sum * P)`` where ``P`` are the predicted expression
-        proportions of each spot; the proportions themselves are not stored.
+        Names every key the call writes: ``layers[key_added]`` and ``uns[key_added]``.
+        ``None`` (default): ``layers["imputed"]`` and ``uns["impute"]``.
     target_sum
-        Scale of the normalisation (as ``sc.pp.normalize_total``).
+        Scale of the normalisation (as ``sc.pp.normalize_total``), positive.
     random_state
         Seed; the same seed gives the same result.
     copy
         Return a modified copy instead of writing into ``adata``.
     **params
-        Options of the method (e.g. ``spatial_weight``, ``n_latent``). For the spatial
-        methods, ``similarity="gaussian"``/``"correlation"`` restricts smoothing to
-        neighbours with similar expression; ``similarity_features="image"`` gates by the
-        histology image in ``uns["spatial"]`` instead (colour under each spot, see
-        :func:`cellweave.image.spot_image_features`; ``similarity`` then defaults to
-        ``"gaussian"``), or pass an ``(n_spots, k)`` array of any features.
+        Options of the method (e.g. ``spatial_weight``, ``n_latent``; the registry declares
+        each with its type and range, and an unknown or invalid one is refused before any
+        work). For the spatial methods, ``similarity="gaussian"``/``"correlation"``
+        restricts smoothing to neighbours with similar expression;
+        ``similarity_features="image"`` gates by the histology image in ``uns["spatial"]``
+        instead (colour under each spot, see :func:`cellweave.image.spot_image_features`;
+        ``similarity`` then defaults to ``"gaussian"``), or pass an ``(n_spots, k)`` array
+        of any features.
 
     Returns
     -------
-    ``None``, or the modified copy when ``copy=True``. Writes ``layers[key_added]`` (float32)
-    and ``uns["impute"]`` with ``params`` (method, options, seed, seconds).
+    ``None``, or the modified copy when ``copy=True``. Writes the layer
+    ``log1p(target_sum * P)`` (float32; ``P``: the predicted expression proportions of
+    each spot, not stored) and the ``uns`` entry with ``params`` (method, options, seed)
+    and ``seconds``.
 
     Raises
     ------
+    InvalidOptionError
+        Unknown method, unknown option or a value of the wrong type or out of range.
     InputError
-        Not raw counts, NaN/inf, duplicate names, no coordinates for a spatial method, or an
-        unknown method — each with a one-line message naming the fix.
+        Not raw counts, NaN/inf, duplicate names, no coordinates for a spatial method —
+        each with a one-line message naming the fix.
     """
     start = time.perf_counter()
-    if isinstance(params.get("similarity_features"), str):
+    spec = get_method(method)
+    params = spec.check_options(params)
+    target_sum = _check_target_sum(target_sum)
+    random_state = _seed(random_state)
+    layer_key = DEFAULT_LAYER if key_added is None else key_added
+    uns_key = DEFAULT_KEY if key_added is None else key_added
+    image = isinstance(params.get("similarity_features"), str)
+    if image:
         params.setdefault("similarity", "gaussian")
-    P = predict_proportions(
-        adata,
-        method=method,
-        layer=layer,
-        spatial_key=spatial_key,
-        random_state=random_state,
-        **params,
-    )
+    P = _predict(spec, adata, layer, spatial_key, random_state, dict(params))
     adata = adata.copy() if copy else adata
-    adata.layers[key_added] = np.log1p(target_sum * P).astype(np.float32)
-    adata.uns["impute"] = {
-        "params": {
-            "method": method,
-            "layer": "X" if layer is None else layer,
-            "spatial_key": spatial_key,
-            "key_added": key_added,
-            "target_sum": float(target_sum),
-            "random_state": int(random_state),
-            **{k: _plain(v) for k, v in params.items() if k != "similarity_features"},
-            **(
-                {"similarity_features": params["similarity_features"]}
-                if isinstance(params.get("similarity_features"), str)
-                else {}
-            ),
-        },
+    adata.layers[layer_key] = np.log1p(target_sum * P).astype(np.float32)
+    recorded = {
+        "method": method,
+        "layer": "X" if layer is None else layer,
+        "spatial_key": spatial_key,
+        "key_added": layer_key,
+        "target_sum": target_sum,
+        "random_state": random_state,
+        **{k: v for k, v in params.items() if k != "similarity_features" or image},
+    }
+    adata.uns[uns_key] = {
+        "params": jsonable(recorded),
         "seconds": float(time.perf_counter() - start),
     }
     return adata if copy else None
-
-
-def _plain(value: Any) -> Any:
-    """Parameters as h5ad-writable scalars/lists."""
-    if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value if isinstance(value, str | int | float | bool) else str(value)

@@ -21,7 +21,6 @@ import numpy as np
 from ..errors import InputError
 from .mf import mf_refit, mf_select
 from .mixture import mixture_refit, mixture_select
-from .registry import check_counts, register
 from .selection import blend_deviance, inner_split
 
 __all__ = ["BLEND_GRID", "auto", "auto_predict"]
@@ -47,7 +46,6 @@ def auto_predict(
     to :func:`.mf.mf_select`. ``blend``: ``"auto"`` searches :data:`BLEND_GRID`; a number
     or list fixes or restricts the MF weight (``1.0``: MF alone, ``0.0``: mixture alone).
     """
-    X1 = check_counts(X1)
     grid = _blend_grid(blend)
     mixture_params = {k: params.pop(k) for k in _MIXTURE_PARAMS if k in params}
     if coords is None:
@@ -111,13 +109,6 @@ def _blend_grid(blend) -> list[float]:
     return grid
 
 
-@register(
-    "auto",
-    kind="model",
-    spatial=False,
-    description="the measured best default: a blend of MF with the spatial loss and the "
-    "mixture of programs, both tuned and blended by an inner molecular split",
-)
 def auto(X1, *, coords=None, random_state: int = 0, **params):
     """The best default measured on the shared data (see the module docstring). Without
     coordinates the spatial loss is left out (it is one of the candidates anyway)."""

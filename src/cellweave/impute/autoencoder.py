@@ -25,8 +25,7 @@ from torch import nn
 from ..nn import MLP
 from ..pp import log_normalize
 from ..train import fit
-from .models import CountData, ProportionModule, check_counts, gene_log_profile
-from .registry import register
+from .models import CountData, ProportionModule, gene_log_profile
 from .selection import inner_split
 from .spatial_loss import SpatialLoss, build_spatial_loss, spatial_penalty
 
@@ -129,7 +128,6 @@ def ae_predict(
     method: str = "ae",
 ) -> np.ndarray:
     """Proportions from the spatial autoencoder (see :func:`ae`)."""
-    X1 = check_counts(X1)
     spatial = None
     if spatial_weight > 0:
         spatial = build_spatial_loss(
@@ -175,13 +173,6 @@ def ae_predict(
     return module.predict()
 
 
-@register(
-    "ae",
-    kind="model",
-    spatial=True,
-    description="autoencoder (Poisson) with the spatial loss, early-stopped on an inner "
-    "molecular split",
-)
 def ae(X1, *, coords=None, random_state: int = 0, **params):
     """Autoencoder with the spatial loss.
 
@@ -211,12 +202,6 @@ def ae(X1, *, coords=None, random_state: int = 0, **params):
     return ae_predict(X1, coords=coords, random_state=random_state, **params)
 
 
-@register(
-    "ae_nospatial",
-    kind="model",
-    spatial=False,
-    description="autoencoder without the spatial loss (ae, spatial_weight=0)",
-)
 def ae_nospatial(X1, *, coords=None, random_state: int = 0, **params):
     """:func:`ae` with the spatial loss switched off (``spatial_weight=0``)."""
     params["spatial_weight"] = 0.0

@@ -31,11 +31,11 @@ from anndata import AnnData
 from scipy import sparse
 
 from .. import validate
+from .._params import jsonable
 from .._progress import track
 from ..errors import EmptyDataError, InputError, MissingKeyError
 from ..io import atomic_path
 from ..metrics.denoising import molecular_split, score_proportions
-from . import baselines as _baselines  # noqa: F401  (registers the references and baselines)
 from .registry import METHODS, ImputeMethod, get_method
 
 __all__ = [
@@ -88,10 +88,10 @@ class ImputeEvaluation:
             entry = {"kind": str(row["kind"])}
             for key, value in row.items():
                 if key != "kind":
-                    entry[str(key)] = _plain(value)
+                    entry[str(key)] = jsonable(value)
             methods[str(name)] = entry
         return {
-            "protocol": _plain(self.protocol),
+            "protocol": jsonable(self.protocol),
             "default": self.best() if default_name is None else str(default_name),
             "methods": methods,
         }
@@ -110,20 +110,6 @@ class ImputeEvaluation:
 
     def __str__(self) -> str:
         return self.format()
-
-
-def _plain(value: Any) -> Any:
-    """JSON-ready copy: numpy scalars to Python, NaN to None, containers recursively."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | np.ndarray):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.integer | bool | np.bool_):
-        return value.item() if isinstance(value, np.generic) else value
-    if isinstance(value, float | np.floating):
-        value = float(value)
-        return value if np.isfinite(value) else None
-    return value
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -173,7 +159,7 @@ def _resolve_methods(
     """Registered methods to run: references first, then the others in the given order."""
     if isinstance(methods, str):
         names = (
-            [m.name for m in METHODS.values() if has_coords or not m.spatial]
+            [n for n in METHODS if has_coords or not METHODS[n].spatial]
             if methods == "all"
             else [n.strip() for n in methods.split(",") if n.strip()]
         )
@@ -190,7 +176,10 @@ def _resolve_methods(
     return chosen
 
 
-def _check_params(method_params: Mapping[str, Mapping] | None, chosen: list[ImputeMethod]):
+def _check_params(
+    method_params: Mapping[str, Mapping] | None, chosen: list[ImputeMethod]
+) -> dict[str, dict[str, Any]]:
+    """Options per evaluated method, each checked against its declaration (before any work)."""
     method_params = dict(method_params or {})
     unknown = sorted(set(method_params) - {m.name for m in chosen})
     if unknown:
@@ -198,7 +187,8 @@ def _check_params(method_params: Mapping[str, Mapping] | None, chosen: list[Impu
             f"method_params names method(s) {', '.join(unknown)} that are not evaluated; "
             f"use names among {', '.join(m.name for m in chosen)}"
         )
-    return method_params
+    by_name = {m.name: m for m in chosen}
+    return {name: by_name[name].check_options(opts) for name, opts in method_params.items()}
 
 
 def _truth_proportions(adata: AnnData, truth_layer: str, keep: np.ndarray) -> np.ndarray:
@@ -346,12 +336,13 @@ def evaluate(
     -------
     :class:`ImputeEvaluation` with ``table``, ``per_seed`` and ``protocol``.
     """
+    has_coords = isinstance(adata, AnnData) and spatial_key in adata.obsm
+    chosen = _resolve_methods(methods, has_coords=has_coords, spatial_key=spatial_key)
+    params = _check_params(method_params, chosen)  # methods and options first, then the data
     X_all = _counts_matrix(adata, layer)
     keep = gene_filter(X_all, min_spot_fraction)
     X = X_all[:, keep]
     coords = _coordinates(adata, spatial_key)
-    chosen = _resolve_methods(methods, has_coords=coords is not None, spatial_key=spatial_key)
-    params = _check_params(method_params, chosen)
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise InputError("seeds is empty; pass at least one seed, e.g. seeds=(0, 1, 2)")

@@ -25,8 +25,7 @@ from scipy import sparse
 from torch import nn
 
 from ..train import fit
-from .models import CountData, ProportionModule, check_counts, gene_log_profile
-from .registry import register
+from .models import CountData, ProportionModule, gene_log_profile
 from .selection import inner_split, select_by_inner_split
 from .spatial_loss import SpatialLoss, build_spatial_loss, spatial_penalty
 
@@ -294,7 +293,6 @@ def mf_select(
     ``score_single``, which scores it on the inner split too (to compare model families).
     ``split``: that inner split when the caller already has it.
     """
-    X1 = check_counts(X1)
     spatial = _spatial_loss(
         X1,
         coords,
@@ -380,7 +378,6 @@ def mf_select(
 
 def mf_refit(X1, selection: MFSelection, *, random_state: int = 0) -> np.ndarray:
     """Refit on all of ``X1`` with the chosen absolute strengths (warm: the inner fit)."""
-    X1 = check_counts(X1)
     chosen, scale = selection.chosen, selection.scale
     settings = _settings(
         alpha=chosen["alpha"] * scale,
@@ -409,13 +406,6 @@ def mf_predict(X1, *, random_state: int = 0, return_info: bool = False, **params
     return P
 
 
-@register(
-    "mf",
-    kind="model",
-    spatial=True,
-    description="neural matrix factorisation (Poisson) with the spatial loss; penalties "
-    "chosen by an inner molecular split",
-)
 def mf(X1, *, coords=None, random_state: int = 0, **params):
     """Neural matrix factorisation with the spatial loss.
 
@@ -456,12 +446,6 @@ def mf(X1, *, coords=None, random_state: int = 0, **params):
     return mf_predict(X1, coords=coords, random_state=random_state, **params)
 
 
-@register(
-    "mf_nospatial",
-    kind="model",
-    spatial=False,
-    description="neural matrix factorisation without the spatial loss (mf, spatial_weight=0)",
-)
 def mf_nospatial(X1, *, coords=None, random_state: int = 0, **params):
     """:func:`mf` with the spatial loss switched off (``spatial_weight=0``)."""
     params["spatial_weight"] = 0.0

@@ -28,8 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from .baselines import _finish, _product_proportions, kl_nmf, pooled_profile
-from .registry import check_counts, register
+from .baselines import kl_nmf, pooled_profile, product_proportions, shrunk
 from .selection import inner_split, mcv_rank, select_by_inner_split
 
 __all__ = [
@@ -90,7 +89,6 @@ def mixture_select(
 ) -> MixtureSelection:
     """Choose the rank and the shrinkage on the inner split of ``X1`` (no refit); ``split``:
     that split when the caller already has it."""
-    X1 = check_counts(X1)
     rank = _check_rank(rank)
     if split is None:
         split = inner_split(X1, random_state=random_state)
@@ -109,7 +107,7 @@ def mixture_select(
             fits.clear()  # keep one dense reconstruction at a time
             fits[r] = (W, H, W @ H, pooled_profile(Xa))
         M, profile = fits[r][2:]
-        return _finish(M, M.sum(axis=1), prior=params["prior"], profile=profile), fits[r][:3]
+        return shrunk(M, M.sum(axis=1), prior=params["prior"], profile=profile), fits[r][:3]
 
     candidates = [{"rank": r, "prior": p} for r in ranks for p in priors]
     selection = select_by_inner_split(
@@ -131,7 +129,6 @@ def mixture_refit(
     X1, selection: MixtureSelection, *, random_state: int = 0, max_iter: int = REFIT_ITER
 ) -> np.ndarray:
     """Refit on all of ``X1`` (warm start from the inner fit) and shrink by the chosen prior."""
-    X1 = check_counts(X1)
     W, H, _ = kl_nmf(
         X1,
         rank=selection.rank,
@@ -139,16 +136,9 @@ def mixture_refit(
         random_state=random_state,
         init=selection.init,
     )
-    return _product_proportions(W, H, prior=selection.prior, profile=pooled_profile(X1))
+    return product_proportions(W, H, prior=selection.prior, profile=pooled_profile(X1))
 
 
-@register(
-    "mixture",
-    kind="model",
-    spatial=False,
-    description="Poisson NMF (mixture of programs) with rank and shrinkage chosen by an "
-    "inner molecular split",
-)
 def mixture(X1, *, coords=None, random_state: int = 0, **params):
     """Mixture-of-programs model (see the module docstring).
 

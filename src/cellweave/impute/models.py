@@ -24,7 +24,7 @@ from scipy import sparse
 from ..errors import InputError
 from ..nn import nb_log_prob
 from ..train import CellweaveModule
-from .registry import check_counts, to_proportions
+from .proportions import check_counts, to_proportions
 
 __all__ = [
     "CountData",

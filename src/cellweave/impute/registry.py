@@ -1,119 +1,316 @@
-"""The imputation methods behind ``tl.impute``: one registry, one calling convention.
+"""The imputation methods behind ``tl.impute``: one registry, every method in this file.
 
-Every method is a function ``fn(X1, *, coords, random_state, **params) -> P`` taking a spot x
-gene count matrix (CSR float64) and the spot coordinates (``None`` when absent), and returning
-expected expression proportions ``P`` (dense float64, rows sum to 1, strictly positive).
+Each entry of :data:`METHODS` (a :class:`cellweave.registry.Registry`) names a method, its
+kind (``"reference"``, ``"baseline"`` or ``"model"``), whether it needs coordinates
+(``spatial``), a one-line description, its options with types and ranges, and its runner
+``fn(X1, *, coords, random_state, **options) -> P`` (see :mod:`.proportions`).
+``tl.impute`` checks the options against these declarations before any work, and
+``cellweave impute --list-methods`` prints this table.
+
+Adding a method: write its runner (one module of :mod:`cellweave.impute`), then add one
+``METHODS.add(...)`` call below declaring its options.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any
 
 import numpy as np
-from scipy import sparse
 
-from ..errors import InputError, MissingKeyError
-from ..validate import check_coordinates
+from ..registry import Choice, Float, Int, Method, Option, Registry, Text
+from . import auto as _auto
+from . import autoencoder as _ae
+from . import baselines as _bl
+from . import mf as _mf
+from . import mixture as _mixture
+from .proportions import check_counts, require_coords, to_proportions
 
 __all__ = [
     "METHODS",
     "ImputeMethod",
+    "Values",
     "check_counts",
     "get_method",
-    "register",
     "require_coords",
     "to_proportions",
 ]
 
-Kind = Literal["reference", "baseline", "model"]
+#: Arguments every runner takes besides its options.
+FIXED = ("coords", "random_state")
 
 
 @dataclass(frozen=True)
-class ImputeMethod:
-    """A registered imputation method.
+class ImputeMethod(Method):
+    """A registered imputation method (:class:`cellweave.registry.Method` plus two views)."""
 
-    Attributes
-    ----------
-    name
-        Name used by ``tl.impute(method=...)`` and the CLI.
-    kind
-        ``"reference"`` (raw, gene mean), ``"baseline"`` or ``"model"``.
-    spatial
-        Whether the method needs spot coordinates.
-    fn
-        ``fn(X1, *, coords, random_state, **params) -> P``.
-    description
-        One line for help texts and reports.
-    """
+    @property
+    def fn(self) -> Callable[..., np.ndarray]:
+        """The runner ``fn(X1, *, coords, random_state, **options) -> P``."""
+        return self.runner
 
-    name: str
-    kind: Kind
-    spatial: bool
-    fn: Callable[..., np.ndarray]
-    description: str
+    @property
+    def spatial(self) -> bool:
+        """Whether the method needs spot coordinates."""
+        return bool(self.meta.get("spatial", False))
 
 
-METHODS: dict[str, ImputeMethod] = {}
+@dataclass(frozen=True)
+class Values(Option):
+    """An option that takes ``"auto"`` (``auto``: search a grid), one number (``scalar``)
+    and/or a list of numbers to search (``many``), each of ``type`` within ``low``/``high``."""
+
+    auto: bool = False
+    scalar: bool = True
+    many: bool = False
+
+    def check(self, value: Any, *, owner: str) -> Any:
+        """``value`` checked (numbers converted; a list stays a list)."""
+        if isinstance(value, str):
+            if self.auto and value == "auto":
+                return value
+            raise self._error(value, owner)
+        if isinstance(value, list | tuple | np.ndarray):
+            if not self.many or len(value) == 0:
+                raise self._error(value, owner)
+            return [self._one(v, owner) for v in value]
+        if value is not None and not self.scalar:
+            raise self._error(value, owner)
+        return self._one(value, owner)
+
+    def _one(self, value: Any, owner: str) -> Any:
+        return Option.check(self, value, owner=owner)
+
+    def expects(self) -> str:
+        """What a valid value looks like, in words."""
+        bounds = Option(self.name, self.type, low=self.low, high=self.high).expects()
+        bounds = bounds.removeprefix("pass an integer").removeprefix("pass a number")
+        one, several = ("an integer", "integers") if self.type is int else ("a number", "numbers")
+        forms = (["'auto'"] if self.auto else []) + ([one + bounds] if self.scalar else [])
+        if self.many:
+            forms.append(f"a list of {several}{bounds}")
+        if self.allow_none:
+            forms.append("None")
+        return "pass " + " or ".join(forms)
 
 
-def register(name: str, *, kind: Kind, spatial: bool, description: str):
-    """Decorator adding a method function to :data:`METHODS`."""
+def _values(name, type_, default, *, low=None, high=None, **how) -> Values:
+    allow_none = how.pop("allow_none", False)
+    return Values(name, type_, default, low, high, None, allow_none, "", **how)
 
-    def decorate(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
-        if name in METHODS:
-            raise RuntimeError(f"imputation method {name!r} registered twice")
-        METHODS[name] = ImputeMethod(name, kind, spatial, fn, description)
-        return fn
 
-    return decorate
+# ----------------------------------------------------------------------------- options
+
+_PRIOR = Float("prior", 30.0, low=0, doc="pseudo-molecules of the pooled profile per spot")
+_AVERAGE = Choice("average", "counts", ("counts", "proportions"))
+_N_COMPS = Int("n_comps", 30, low=1, doc="principal components of the expression space")
+_PSEUDOCOUNT = Float("pseudocount", _bl.RAW_PSEUDOCOUNT, low=0)
+_SIMILARITY = [
+    Choice("similarity", None, ("gaussian", "correlation"), allow_none=True),
+    Option("similarity_features", object, None, doc="'image' or an (n_spots, k) array"),
+]
+_GATE = [
+    *_SIMILARITY,
+    Float("similarity_scale", 1.0, low=0),
+    Float("similarity_threshold", 0.0),
+    _N_COMPS,
+]
+_WEIGHTS = _values("weights", float, (1.0, 0.5), low=0, scalar=False, many=True)
+_LIKELIHOOD = Choice("likelihood", "poisson", ("poisson", "multinomial", "nb", "mse"))
+_SPACE = Choice("space", "latent", ("genes", "latent"))
+_DEVICE = Text("device", "auto", doc="'auto', 'cpu' or 'cuda'")
+
+#: Options of the neural matrix factorisation (``mf``; ``auto`` forwards them too).
+MF_OPTIONS = [
+    Int("n_latent", 64, low=1),
+    _values("alpha", float, "auto", low=0, auto=True, many=True),
+    _values("spatial_weight", float, "auto", low=0, auto=True, many=True),
+    _SPACE,
+    _WEIGHTS,
+    *_SIMILARITY,
+    Int("n_neighbors", 6, low=1),
+    _LIKELIHOOD,
+    Int("max_epochs", 15, low=1),
+    Float("lr", 0.05, low=0),
+    _values("batch_size", int, "auto", low=1, auto=True, allow_none=True),
+    _DEVICE,
+]
+#: Options of the spatial autoencoder (``ae``).
+AE_OPTIONS = [
+    Int("n_latent", 16, low=1),
+    _values("hidden", int, (128,), low=1, scalar=False, many=True),
+    Float("dropout", 0.1, low=0, high=1),
+    Float("spatial_weight", 0.01, low=0),
+    _SPACE,
+    _WEIGHTS,
+    *_SIMILARITY,
+    Int("n_neighbors", 6, low=1),
+    _LIKELIHOOD,
+    Int("max_epochs", 100, low=1),
+    Int("patience", 5, low=1),
+    Float("lr", 3e-3, low=0),
+    Int("batch_size", None, low=1, allow_none=True),
+    _DEVICE,
+]
+#: Options of the mixture of programs (``mixture``; ``auto`` forwards all but ``max_iter``).
+MIXTURE_OPTIONS = [
+    _values("rank", int, "auto", low=1, auto=True),
+    Int("max_rank", 40, low=1),
+    _values("prior", float, "auto", low=0, auto=True, many=True),
+    Int("max_iter", _mixture.INNER_ITER, low=1),
+]
+
+
+def _without(options: list[Option], *names: str) -> list[Option]:
+    return [o for o in options if o.name not in names]
+
+
+# ----------------------------------------------------------------------------- registry
+
+METHODS = Registry("imputation method", entry=ImputeMethod)
+
+METHODS.add(
+    "raw",
+    _bl.raw,
+    kind="reference",
+    spatial=False,
+    description="observed proportions of X1 (pseudocount 1e-3 per entry)",
+    options=[_PSEUDOCOUNT],
+)
+METHODS.add(
+    "gene_mean",
+    _bl.gene_mean,
+    kind="reference",
+    spatial=False,
+    description="one profile for all spots: pooled proportions of X1",
+    options=[_PSEUDOCOUNT],
+)
+METHODS.add(
+    "shrinkage",
+    _bl.shrinkage,
+    kind="baseline",
+    spatial=False,
+    description="each spot's counts shrunk towards the gene mean (strength from an inner split)",
+    options=[Float("prior", None, low=0, allow_none=True, doc="None: chosen by an inner split")],
+)
+METHODS.add(
+    "knn",
+    _bl.knn,
+    kind="baseline",
+    spatial=False,
+    description="mean over the k nearest spots in expression space (PCA, cosine, self included)",
+    options=[Int("n_neighbors", 15, low=1), _N_COMPS, _AVERAGE, _PRIOR],
+)
+METHODS.add(
+    "diffusion",
+    _bl.diffusion,
+    kind="baseline",
+    spatial=False,
+    description="MAGIC-like diffusion of proportions over the expression kNN graph",
+    options=[
+        Int("n_neighbors", 15, low=1),
+        Int("ka", 5, low=1),
+        Int("t", 2, low=1),
+        _N_COMPS,
+        _AVERAGE,
+        Float("prior", 5.0, low=0),
+    ],
+)
+METHODS.add(
+    "spatial_knn",
+    _bl.spatial_knn,
+    kind="baseline",
+    spatial=True,
+    description="mean over the k spatially nearest spots (self included)",
+    options=[Int("n_neighbors", 7, low=1), _AVERAGE, _PRIOR, *_GATE],
+)
+METHODS.add(
+    "rings",
+    _bl.rings,
+    kind="baseline",
+    spatial=True,
+    description="order-weighted ring smoothing (self 1, order 1 weight 1, order 2 weight 0.5)",
+    options=[
+        _WEIGHTS,
+        Float("self_weight", 1.0, low=0),
+        Choice("graph", "auto", ("auto", "grid", "knn", "radius")),
+        Int("n_neighbors", 6, low=1),
+        _AVERAGE,
+        _PRIOR,
+        *_GATE,
+    ],
+)
+METHODS.add(
+    "nmf",
+    _bl.nmf,
+    kind="baseline",
+    spatial=False,
+    description="non-negative matrix factorization with KL (Poisson) loss",
+    options=[
+        Int("rank", 10, low=1),
+        Int("max_iter", 100, low=1),
+        Float("prior", 10.0, low=0),
+    ],
+)
+METHODS.add(
+    "mf",
+    _mf.mf,
+    kind="model",
+    spatial=True,
+    description="neural matrix factorisation (Poisson) with the spatial loss; penalties "
+    "chosen by an inner molecular split",
+    options=MF_OPTIONS,
+)
+METHODS.add(
+    "mf_nospatial",
+    _mf.mf_nospatial,
+    kind="model",
+    spatial=False,
+    description="neural matrix factorisation without the spatial loss (mf, spatial_weight=0)",
+    options=_without(MF_OPTIONS, "spatial_weight"),
+)
+METHODS.add(
+    "ae",
+    _ae.ae,
+    kind="model",
+    spatial=True,
+    description="autoencoder (Poisson) with the spatial loss, early-stopped on an inner "
+    "molecular split",
+    options=AE_OPTIONS,
+)
+METHODS.add(
+    "ae_nospatial",
+    _ae.ae_nospatial,
+    kind="model",
+    spatial=False,
+    description="autoencoder without the spatial loss (ae, spatial_weight=0)",
+    options=_without(AE_OPTIONS, "spatial_weight"),
+)
+METHODS.add(
+    "mixture",
+    _mixture.mixture,
+    kind="model",
+    spatial=False,
+    description="Poisson NMF (mixture of programs) with rank and shrinkage chosen by an "
+    "inner molecular split",
+    options=MIXTURE_OPTIONS,
+)
+METHODS.add(
+    "auto",
+    _auto.auto,
+    kind="model",
+    spatial=False,
+    description="the measured best default: a blend of MF with the spatial loss and the "
+    "mixture of programs, both tuned and blended by an inner molecular split",
+    options=[
+        _values("blend", float, "auto", low=0, high=1, auto=True, many=True),
+        *MF_OPTIONS,
+        *_without(MIXTURE_OPTIONS, "max_iter"),
+    ],
+)
 
 
 def get_method(name: str) -> ImputeMethod:
-    """The registered method called ``name`` (``InputError`` listing the choices otherwise)."""
-    if name not in METHODS:
-        raise InputError(
-            f"unknown imputation method {name!r}; choose one of {', '.join(sorted(METHODS))}"
-        )
-    return METHODS[name]
-
-
-def to_proportions(M: np.ndarray, *, floor: float = 1e-8) -> np.ndarray:
-    """Rows of a non-negative matrix as strictly positive proportions (rows sum to 1).
-
-    Entries are floored at ``floor`` times the row mean so that no proportion is zero;
-    an all-zero row becomes uniform.
-    """
-    M = np.asarray(M, dtype=np.float64)
-    M = np.where(np.isfinite(M), np.maximum(M, 0.0), 0.0)
-    totals = M.sum(axis=1, keepdims=True)
-    uniform = np.full_like(M, 1.0 / M.shape[1])
-    P = np.divide(M, totals, out=uniform.copy(), where=totals > 0)
-    P = np.maximum(P, floor / M.shape[1])
-    return P / P.sum(axis=1, keepdims=True)
-
-
-def check_counts(X1) -> sparse.csr_matrix:
-    """``X1`` as CSR float64 with at least one spot and gene (every method's first step)."""
-    X1 = sparse.csr_matrix(X1, dtype=np.float64)
-    if X1.shape[0] == 0 or X1.shape[1] == 0:
-        raise InputError(f"the count matrix has shape {X1.shape}; pass at least one spot and gene")
-    return X1
-
-
-def require_coords(coords, *, n_obs: int, method: str, fix: str) -> np.ndarray:
-    """Finite ``(n_obs, d)`` coordinates of a spatial method, or a one-line error.
-
-    ``fix`` completes the message when coordinates are missing (e.g. which non-spatial
-    method to use instead, or how to switch a spatial loss off).
-    """
-    if coords is None:
-        raise MissingKeyError(
-            f"method {method!r} needs spot coordinates in obsm['spatial']; store them there "
-            f"(or pass spatial_key=...) or {fix}"
-        )
-    coords = check_coordinates(coords, name="coordinates", allow_nonfinite=False)
-    if coords.shape[0] != n_obs:
-        raise InputError(f"{coords.shape[0]} coordinates for {n_obs} spots; pass one row per spot")
-    return coords
+    """The registered method called ``name`` (``InvalidOptionError`` listing the choices)."""
+    return METHODS.get(name)

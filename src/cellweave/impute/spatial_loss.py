@@ -32,7 +32,7 @@ from torch import nn
 
 from .. import graph as _graph
 from ..errors import InputError
-from .registry import require_coords
+from .proportions import require_coords
 from .similarity import Metric, gate_by_similarity
 
 __all__ = [

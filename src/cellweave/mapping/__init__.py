@@ -2,8 +2,8 @@
 
 From a mapping (:class:`Mapping`, a sparse cells x spots plan): predicted expression of any
 reference gene at every spot (:func:`project_genes`), cell-type fractions per spot and the
-most likely location of every cell (:func:`cell_type_fractions`). Methods: ``"softmax"``
-(default), ``"ot"``, ``"fgw"``, ``"gradient"`` (see :mod:`cellweave.mapping.api`).
+most likely location of every cell (:func:`cell_type_fractions`). Methods: the entries of
+:data:`METHODS` (``cellweave map --list-methods``; see :mod:`cellweave.mapping.api`).
 """
 
 from .api import (
@@ -17,6 +17,13 @@ from .api import (
 )
 from .features import prepare_features, shared_genes
 from .result import Mapping
+
+if __doc__:  # the default and the solvers named from the registry (no drift)
+    __doc__ += (
+        f'\nThe default (``method="auto"``) is ``{DEFAULT_METHOD!r}``; the solvers are '
+        + ", ".join(f"``{name!r}``" for name in METHODS.names("solver"))
+        + ".\n"
+    )
 
 __all__ = [
     "DEFAULT_METHOD",

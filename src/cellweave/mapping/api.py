@@ -1,82 +1,51 @@
 """``tl.map_cells`` and what follows from a mapping: genes, cell-type fractions, locations.
 
-Methods (``method=``):
-
-``"ot"`` (the default, ``"auto"``)
-    Unbalanced entropic optimal transport on the cosine cost, each spot restricted to its 50
-    most similar cells (:func:`cellweave.mapping.ot.entropic_plan`). Options: ``epsilon``
-    (0.15), ``unbalanced`` (0.1: KL weight of the relaxed marginals; ``None``: exact, then
-    each cell's 50 most similar spots join the candidates), ``spot_mass`` (``"uniform"`` or
-    ``"counts"``: proportional to the spots' totals), ``n_candidates`` (50; ``None``: dense
-    when small), ``max_iter``, ``tol``.
-``"softmax"``
-    Each spot spreads its mass over its most similar reference cells with softmax weights
-    whose temperature is set per spot for a fixed perplexity (semi-relaxed entropic OT; see
-    :func:`cellweave.mapping.ot.softmax_plan`). Options: ``perplexity`` (50),
-    ``n_candidates`` (``4 * perplexity``).
-``"fgw"``
-    Fused Gromov-Wasserstein: the expression cost plus the agreement of distances between
-    cells (geodesic, on their kNN graph in feature space) with distances between spots
-    (geodesic on the spatial kNN graph), novoSpaRc-style; uses ``adata_sp.obsm["spatial"]``.
-    Options: ``alpha`` (0.5, weight of the structure), ``epsilon`` (0.05; ``None``: exact),
-    ``n_neighbors`` (5), ``max_iter`` (20 outer iterations), ``tol``.
-``"gradient"``
-    Tangram-like softmax mapping of cells fitted for cosine similarity per gene and per spot
-    with a cell-density prior (:mod:`cellweave.mapping.gradient`). Options:
-    ``lambda_spot``, ``lambda_density``, ``lambda_entropy``, ``density`` (``"uniform"`` or
-    ``"counts"``), ``lr``, ``max_epochs``, ``batch_size``, ``n_candidates``.
-
-Feature options (any method): ``normalize``, ``scale``, ``n_pcs``, ``denoise``,
-``gene_weights``, ``max_genes`` (see :func:`cellweave.mapping.features.prepare_features`).
+The solvers (``"ot"``, the default ``"auto"``; ``"softmax"``, ``"gradient"``, ``"fgw"``) are
+adapters here, each declared with its options by one :func:`add_solver` call; the registry
+(:data:`METHODS`, also holding the evaluation's baselines), the option check and the mapping
+itself live in :mod:`.methods`. ``cellweave map --list-methods`` prints them all.
 """
 
 from __future__ import annotations
 
-import inspect
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
 from ..errors import InputError
+from ..registry import Choice, Float, Int, Text
 from ..validate import check_obs_key, check_spatial
-from .features import Features, learned_gene_weights, prepare_features, to_dense
+from .features import Features
 from .fractions import cell_type_fractions
 from .genes import _columns, _mapped_genes, predict_genes, project_genes  # noqa: F401 (evaluate)
-from .result import UNS_KEY, Mapping
+from .methods import (
+    DEFAULT_METHOD,
+    FEATURE_OPTIONS,
+    METHODS,
+    SOLVER,
+    add_solver,
+    check_params,
+    get_method,
+)
+from .methods import compute_mapping as _compute_mapping
+from .result import FRACTIONS_KEY, Mapping, result_keys
 
 __all__ = [
     "DEFAULT_METHOD",
     "EVALUATED_METHODS",
+    "FEATURE_OPTIONS",
+    "FRACTIONS_KEY",
     "METHODS",
     "cell_type_fractions",
+    "check_params",
     "get_method",
     "map_cells",
     "predict_genes",
     "project_genes",
 ]
-
-#: The method ``map_cells`` uses for ``method="auto"`` (measured best; ``docs/mapping.md``).
-DEFAULT_METHOD = "ot"
-#: cellweave's methods that the leave-gene-out evaluation runs for ``methods="all"``.
-EVALUATED_METHODS = ("ot", "softmax", "gradient", "fgw")
-#: Options of :func:`prepare_features`, accepted by every method.
-FEATURE_OPTIONS = ("normalize", "scale", "n_pcs", "denoise", "gene_weights", "max_genes")
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    """A mapping method: its solver and the feature options it starts from."""
-
-    name: str
-    run: Callable[..., tuple[sparse.csr_matrix, dict[str, Any]]]
-    description: str
-    features: dict[str, Any] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------- solvers
@@ -253,163 +222,64 @@ def _run_gradient(
     return plan, info
 
 
-METHODS: dict[str, MethodSpec] = {
-    "softmax": MethodSpec(
-        "softmax",
-        _run_softmax,
-        "per-spot softmax over similar cells, perplexity-calibrated (semi-relaxed entropic OT)",
-    ),
-    "ot": MethodSpec("ot", _run_ot, "entropic optimal transport, balanced or unbalanced"),
-    "fgw": MethodSpec(
-        "fgw", _run_fgw, "fused Gromov-Wasserstein: expression cost plus spatial structure"
-    ),
-    "gradient": MethodSpec(
-        "gradient",
-        _run_gradient,
-        "Tangram-like softmax mapping fitted by gradient descent (cosine + density prior)",
-        features={"n_pcs": None, "scale": "mean", "normalize": "total"},
-    ),
-}
+# ---------------------------------------------------------------------------- registry
+# Each solver above, declared with its options (the feature options are added to each).
 
-
-def get_method(name: str) -> MethodSpec:
-    """The :class:`MethodSpec` of ``name`` (``"auto"`` is :data:`DEFAULT_METHOD`)."""
-    key = DEFAULT_METHOD if name == "auto" else name
-    if key not in METHODS:
-        raise InputError(
-            f"unknown mapping method {name!r}; choose among 'auto', {', '.join(map(repr, METHODS))}"
-        )
-    return METHODS[key]
-
-
-def _split_params(spec: MethodSpec, params: dict[str, Any]) -> tuple[dict, dict]:
-    # "None" (e.g. from the command line) means None
-    params = {
-        k: None if isinstance(v, str) and v.lower() == "none" else v for k, v in params.items()
-    }
-    feature = {**spec.features, **{k: v for k, v in params.items() if k in FEATURE_OPTIONS}}
-    method = {k: v for k, v in params.items() if k not in FEATURE_OPTIONS}
-    accepted = set(inspect.signature(spec.run).parameters) - {"feats", "adata_sp"}
-    unknown = sorted(set(method) - accepted)
-    if unknown:
-        options = sorted((accepted - {"device", "random_state"}) | set(FEATURE_OPTIONS))
-        raise InputError(
-            f"method {spec.name!r} has no option(s) {', '.join(unknown)}; its options are "
-            f"{', '.join(options)}"
-        )
-    return feature, method
+add_solver(
+    "ot",
+    _run_ot,
+    "entropic optimal transport, balanced or unbalanced",
+    [
+        Float("epsilon", 0.15, low=0),
+        Float("unbalanced", 0.1, low=0, allow_none=True, doc="None: balanced"),
+        Choice("spot_mass", "uniform", ("uniform", "counts")),
+        Int("n_candidates", 50, low=1, allow_none=True),
+        Int("max_iter", 2000, low=1),
+        Float("tol", 1e-6, low=0),
+    ],
+)
+add_solver(
+    "softmax",
+    _run_softmax,
+    "per-spot softmax over similar cells, perplexity-calibrated (semi-relaxed entropic OT)",
+    [Float("perplexity", 50.0, low=1), Int("n_candidates", None, low=1, allow_none=True)],
+)
+add_solver(
+    "gradient",
+    _run_gradient,
+    "Tangram-like softmax mapping fitted by gradient descent (cosine + density prior)",
+    [
+        Choice("density", "uniform", ("uniform", "counts")),
+        Float("lambda_spot", 1.0, low=0),
+        Float("lambda_density", 1.0, low=0),
+        Float("lambda_entropy", 0.0),
+        Float("lr", 0.1, low=0),
+        Int("max_epochs", 300, low=1),
+        Int("batch_size", None, low=1, allow_none=True),
+        Int("n_candidates", None, low=1, allow_none=True),
+    ],
+    n_pcs=None,
+    scale="mean",
+    normalize="total",
+)
+add_solver(
+    "fgw",
+    _run_fgw,
+    "fused Gromov-Wasserstein: expression cost plus spatial structure",
+    [
+        Float("alpha", 0.5, low=0, high=1),
+        Float("epsilon", 0.05, low=0, allow_none=True, doc="None: exact"),
+        Int("n_neighbors", 5, low=1),
+        Text("spatial_key", "spatial"),
+        Int("max_iter", 20, low=1),
+        Float("tol", 1e-7, low=0),
+    ],
+)
+#: cellweave's methods that the leave-gene-out evaluation runs for ``methods="all"``.
+EVALUATED_METHODS = tuple(METHODS.names(SOLVER))
 
 
 # ---------------------------------------------------------------------------- map_cells
-
-
-def _compute_mapping(
-    adata_sc: AnnData,
-    adata_sp: AnnData,
-    *,
-    method: str,
-    genes: Sequence[str] | None,
-    layer_sc: str | None,
-    layer_sp: str | None,
-    random_state: int,
-    device: str,
-    params: dict[str, Any],
-) -> Mapping:
-    spec = get_method(method)
-    feature_opts, method_opts = _split_params(spec, params)
-    if isinstance(feature_opts.get("gene_weights"), str):
-        feature_opts["gene_weights"] = _learn_weights(
-            adata_sc,
-            adata_sp,
-            feature_opts,
-            method=method,
-            genes=genes,
-            layer_sc=layer_sc,
-            layer_sp=layer_sp,
-            random_state=random_state,
-            device=device,
-            params=params,
-        )
-    start = time.perf_counter()
-    feats = prepare_features(
-        adata_sc,
-        adata_sp,
-        genes=genes,
-        layer_sc=layer_sc,
-        layer_sp=layer_sp,
-        random_state=random_state,
-        **feature_opts,
-    )
-    sub, info = spec.run(
-        feats, adata_sp, device=device, random_state=int(random_state), **method_opts
-    )
-    # Back to every cell (rows) and every spot (columns) of the inputs.
-    if feats.cell_used.all() and not feats.spot_empty.any():
-        plan = sparse.csr_matrix(sub)
-    else:
-        cells = np.flatnonzero(feats.cell_used)
-        spots = np.flatnonzero(~feats.spot_empty)
-        coo = sparse.coo_matrix(sub)
-        plan = sparse.csr_matrix(
-            (coo.data, (cells[coo.row], spots[coo.col])), shape=(adata_sc.n_obs, adata_sp.n_obs)
-        )
-    plan.eliminate_zeros()
-    params_out = {
-        "method": spec.name,
-        **info,
-        "features": feats.params,
-        "random_state": int(random_state),
-        "seconds": time.perf_counter() - start,
-    }
-    return Mapping(
-        plan=plan,
-        cell_names=adata_sc.obs_names,
-        spot_names=adata_sp.obs_names,
-        genes=feats.genes,
-        cell_totals=feats.cell_totals,
-        spot_totals=feats.spot_totals,
-        method=spec.name,
-        params=params_out,
-    )
-
-
-def _learn_weights(
-    adata_sc: AnnData,
-    adata_sp: AnnData,
-    feature_opts: dict[str, Any],
-    *,
-    method: str,
-    genes: Sequence[str] | None,
-    layer_sc: str | None,
-    layer_sp: str | None,
-    random_state: int,
-    device: str,
-    params: dict[str, Any],
-) -> pd.Series:
-    """``gene_weights="learned"``: map once unweighted, weigh genes by how well that mapping
-    reproduces them (:func:`~cellweave.mapping.features.learned_gene_weights`)."""
-    if feature_opts["gene_weights"] != "learned":
-        raise InputError(
-            f"gene_weights={feature_opts['gene_weights']!r}: pass 'learned', one weight per "
-            "shared gene, or a mapping gene -> weight"
-        )
-    first = _compute_mapping(
-        adata_sc,
-        adata_sp,
-        method=method,
-        genes=genes,
-        layer_sc=layer_sc,
-        layer_sp=layer_sp,
-        random_state=random_state,
-        device=device,
-        params={**params, "gene_weights": None},
-    )
-    used = list(first.genes)
-    predicted = first.predict(_columns(adata_sc, used, layer_sc), scale="proportions")
-    observed = to_dense(_columns(adata_sp, used, layer_sp))
-    totals = observed.sum(axis=1, keepdims=True)
-    observed = np.divide(observed, totals, out=np.zeros_like(observed), where=totals > 0)
-    return pd.Series(learned_gene_weights(predicted, observed), index=used)
 
 
 def map_cells(
@@ -423,24 +293,29 @@ def map_cells(
     layer_sp: str | None = None,
     random_state: int = 0,
     device: str = "auto",
-    key_added: str = UNS_KEY,
+    key_added: str | None = None,
+    copy: bool = False,
     **params: Any,
-) -> Mapping:
+) -> Mapping | AnnData:
     """Map the cells of a scRNA-seq reference onto spots (or cells) of spatial data.
 
     Parameters
     ----------
     adata_sc
         Reference cells x genes (raw counts, or binarized / continuous non-negative values).
+        Never written to.
     adata_sp
         Spots x genes (counts or intensities), sharing genes with ``adata_sc``.
     method
-        ``"auto"`` (= :data:`DEFAULT_METHOD`, ``"ot"``), ``"ot"``, ``"softmax"``,
-        ``"fgw"`` or ``"gradient"`` (see the module docstring).
+        ``"auto"`` (= :data:`DEFAULT_METHOD`, ``"ot"``) or a solver of :data:`METHODS`:
+        ``"ot"``, ``"softmax"``, ``"gradient"``, ``"fgw"`` (see the module docstring and
+        ``cellweave map --list-methods``).
     genes
         Genes to map on (default: every shared gene).
     cell_type_key
-        When given, also compute :func:`cell_type_fractions` from ``adata_sc.obs[key]``.
+        When given, also write the per-spot fractions of ``adata_sc.obs[cell_type_key]``
+        (:meth:`Mapping.cell_type_fractions`). The per-cell most likely locations are
+        written into the reference only by :func:`cell_type_fractions`, when asked.
     layer_sc, layer_sp
         Layers to use instead of ``X``.
     random_state
@@ -448,17 +323,26 @@ def map_cells(
     device
         ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
     key_added
-        The mapping is stored in ``adata_sp.uns[key_added]`` (plan, cell names, genes,
-        totals, ``params``).
+        Names every key the call writes into ``adata_sp``: ``uns[key_added]`` (the sparse
+        plan, cell names, genes, totals and ``params``) and, with ``cell_type_key``,
+        ``obsm[f"{key_added}_fractions"]``. ``None`` (default): ``uns["mapping"]`` and
+        ``obsm["cell_type_fractions"]``.
+    copy
+        Write into a copy of ``adata_sp`` and return it (``adata_sp`` is left unchanged);
+        otherwise write in place and return the :class:`Mapping`.
     **params
-        Options of the method and of the features (see the module docstring).
+        Options of the method and of the features (declared with their types and ranges in
+        :data:`METHODS`; an unknown or invalid one is refused before any work).
 
     Returns
     -------
-    The :class:`~cellweave.mapping.result.Mapping` (a sparse cells x spots plan).
+    The :class:`~cellweave.mapping.result.Mapping` (a sparse cells x spots plan), or with
+    ``copy=True`` the changed copy of ``adata_sp``.
 
     Raises
     ------
+    InvalidOptionError
+        Unknown method, unknown option, or a value of the wrong type or out of range.
     NoSharedFeaturesError, DuplicateNamesError, MissingKeyError, EmptyDataError, InputError
         Unusable inputs; each message says how to fix them.
 
@@ -467,8 +351,10 @@ def map_cells(
     >>> mapping = cellweave.tl.map_cells(adata_sc, adata_sp)  # doctest: +SKIP
     >>> predicted = cellweave.tl.project_genes(adata_sp, adata_sc)  # doctest: +SKIP
     """
+    uns_key, fractions_key = result_keys(key_added)
+    labels = None
     if cell_type_key is not None:
-        check_obs_key(adata_sc, cell_type_key, name="adata_sc")
+        labels = check_obs_key(adata_sc, cell_type_key, name="adata_sc")
     mapping = _compute_mapping(
         adata_sc,
         adata_sp,
@@ -480,7 +366,10 @@ def map_cells(
         device=device,
         params=params,
     )
-    adata_sp.uns[key_added] = mapping.to_uns()
-    if cell_type_key is not None:
-        cell_type_fractions(mapping, adata_sc, adata_sp, cell_type_key=cell_type_key)
-    return mapping
+    target = adata_sp.copy() if copy else adata_sp
+    target.uns[uns_key] = mapping.to_uns()
+    if labels is not None:
+        fractions = mapping.cell_type_fractions(labels.to_numpy())
+        fractions.index = target.obs_names
+        target.obsm[fractions_key] = fractions
+    return target if copy else mapping

@@ -41,24 +41,31 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 
 from .. import validate
+from .._params import jsonable
 from .._progress import track
 from .._utils import to_dense
 from ..errors import InputError
 from ..io import atomic_path
 from ..metrics.spatial import METRICS, accuracy_score, gene_scores
 from . import api
-from . import baselines as _baselines
 from . import features as _features
+from .predictors import (
+    MappingMethod,
+    Predictor,
+    available_methods,
+    checked_options,
+    register_method,
+)
 
 __all__ = [
     "MappingEvaluation",
@@ -72,93 +79,12 @@ __all__ = [
     "shared_genes",
 ]
 
-Kind = Literal["cellweave", "peer", "baseline"]
 Scheme = Literal["normalized", "raw"]
 SCHEMES: tuple[Scheme, ...] = ("normalized", "raw")
 #: Columns of :attr:`MappingEvaluation.table` holding per-gene medians (and their metric).
 SCORE_COLUMNS = {"pcc": "PCC", "ssim": "SSIM", "rmse": "RMSE", "js": "JS"}
 #: Method that is always evaluated (the depth-only reference).
 ALWAYS = ("depth",)
-
-
-class Predictor(Protocol):
-    """A gene predictor: ``predict(adata_sc, adata_sp, genes, *, random_state=0, **params)``.
-
-    ``adata_sp`` holds only the fold's training genes (raw values as given, ``obsm`` kept),
-    ``adata_sc`` the full scRNA-seq data; returns an ``(adata_sp.n_obs, len(genes))`` array
-    (or DataFrame / sparse matrix) with the predicted values of ``genes`` at every spot, or
-    a dict ``{"normalized": P, "raw": P}`` when the method predicts each scheme's target
-    differently (relative expression for the normalized scheme, values on the spatial data's
-    own scale for the raw one).
-    """
-
-    def __call__(
-        self, adata_sc: AnnData, adata_sp: AnnData, genes: Sequence[str], *, random_state: int
-    ) -> Any: ...
-
-
-@dataclass(frozen=True)
-class MappingMethod:
-    """A named gene predictor and what it is (``"cellweave"``, ``"peer"`` or ``"baseline"``)."""
-
-    name: str
-    kind: Kind
-    predict: Callable[..., Any]
-    params: Mapping[str, Any] = field(default_factory=dict)
-
-
-_REGISTERED: dict[str, MappingMethod] = {}
-
-
-def register_method(name: str, predict: Callable[..., Any], *, kind: Kind = "peer") -> None:
-    """Make ``predict`` (a :class:`Predictor`) part of ``methods="all"`` under ``name``.
-
-    Used by ``benchmarks/peers_mapping.py`` to add the peers (Tangram, gimVI, novoSpaRc) when
-    they are installed; the package itself never imports them. Re-registering a name
-    replaces it.
-    """
-    if kind not in ("cellweave", "peer", "baseline"):
-        raise InputError(f"kind={kind!r} must be 'cellweave', 'peer' or 'baseline'")
-    _REGISTERED[name] = MappingMethod(name, kind, predict)
-
-
-def _cellweave_methods() -> dict[str, MappingMethod]:
-    """cellweave's own methods (``api.EVALUATED_METHODS``) through ``api.predict_genes``."""
-    predict_genes = api.predict_genes
-
-    def make(method: str) -> Callable[..., Any]:
-        def predict(adata_sc, adata_sp, genes, *, random_state=0, **params):
-            if "scale" in params:
-                return predict_genes(
-                    adata_sc, adata_sp, genes, method=method, random_state=random_state, **params
-                )
-            # relative expression for the normalized scheme; times each spot's total over the
-            # mapped genes (predict_genes' scale="counts") for the raw one
-            rel = predict_genes(
-                adata_sc,
-                adata_sp,
-                genes,
-                method=method,
-                random_state=random_state,
-                scale="proportions",
-                **params,
-            )
-            mapped = api._mapped_genes(adata_sc, adata_sp, genes)
-            totals = _features.row_totals(api._columns(adata_sp, mapped, params.get("layer_sp")))
-            return {"normalized": rel, "raw": rel * totals[:, None]}
-
-        predict.__name__ = f"cellweave_{method}"
-        return predict
-
-    return {n: MappingMethod(n, "cellweave", make(n)) for n in api.EVALUATED_METHODS}
-
-
-def available_methods() -> dict[str, MappingMethod]:
-    """Every method ``methods="all"`` evaluates: cellweave's, the baselines, registered peers."""
-    out = _cellweave_methods()
-    out.update({n: MappingMethod(n, "baseline", fn) for n, fn in _baselines.BASELINES.items()})
-    out.update(_REGISTERED)
-    return out
 
 
 def _resolve_methods(
@@ -209,6 +135,7 @@ def _resolve_methods(
             f"method_params names method(s) {', '.join(stray)} that are not evaluated; use "
             f"names among {', '.join(chosen)}"
         )
+    params = {name: checked_options(name, chosen[name], opts) for name, opts in params.items()}
     return [
         MappingMethod(m.name, m.kind, m.predict, {**m.params, **params.get(m.name, {})})
         for m in chosen.values()
@@ -548,7 +475,7 @@ class MappingEvaluation:
         for name, row in self.tables[s].iterrows():
             entry: dict[str, Any] = {"kind": str(row["kind"])}
             for key in (*SCORE_COLUMNS, "seconds", "cpu_seconds"):
-                entry[key] = _plain(row[key])
+                entry[key] = jsonable(row[key])
             methods[str(name)] = entry
         return {
             "folds": len(self.folds),
@@ -575,12 +502,3 @@ class MappingEvaluation:
 
     def __str__(self) -> str:
         return "\n\n".join(f"[{s}]\n{self.format(s)}" for s in self.tables)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        value = float(value)
-        return value if np.isfinite(value) else None
-    return value

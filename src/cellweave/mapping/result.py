@@ -11,12 +11,24 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
-from ..errors import InputError, MissingKeyError
+from .._params import jsonable
+from ..errors import InputError, InvalidOptionError, MissingKeyError
 
-__all__ = ["UNS_KEY", "Mapping"]
+__all__ = ["FRACTIONS_KEY", "UNS_KEY", "Mapping", "result_keys"]
 
-#: Key of the mapping in ``adata_sp.uns``.
+#: Key of the mapping in ``adata_sp.uns`` when ``map_cells`` gets no ``key_added``.
 UNS_KEY = "mapping"
+#: Key of the fractions in ``adata_sp.obsm`` when ``map_cells`` gets no ``key_added``.
+FRACTIONS_KEY = "cell_type_fractions"
+
+
+def result_keys(key_added: str | None) -> tuple[str, str]:
+    """``(uns key, obsm key of the fractions)`` of ``map_cells``: both from ``key_added``."""
+    if key_added is None:
+        return UNS_KEY, FRACTIONS_KEY
+    if not isinstance(key_added, str) or not key_added:
+        raise InvalidOptionError(f"key_added={key_added!r} is invalid; pass a non-empty string")
+    return key_added, f"{key_added}_fractions"
 
 
 @dataclass
@@ -218,10 +230,12 @@ class Mapping:
 
     # ------------------------------------------------------------------ storage
     def to_uns(self) -> dict[str, Any]:
-        """The mapping as a dict storable in ``adata_sp.uns["mapping"]`` (h5ad-writable)."""
+        """The mapping as a dict storable in ``adata_sp.uns[key_added]`` (h5ad-writable;
+        ``params`` JSON-safe, ``None`` kept as the string ``"None"`` as mapping entries have
+        always stored it)."""
         return {
             "method": self.method,
-            "params": _storable(self.params),
+            "params": jsonable(self.params, none="None"),
             "plan": self.plan,
             "cell_names": self.cell_names.to_numpy(dtype=str),
             "genes": self.genes.to_numpy(dtype=str),
@@ -268,18 +282,3 @@ def _rows(X: Any, n: int, name: str) -> Any:
     if X.shape[0] != n:
         raise InputError(f"{name} has {X.shape[0]} rows for {n} reference cells")
     return X
-
-
-def _storable(params: dict[str, Any]) -> dict[str, Any]:
-    """Parameters with ``None`` as the string ``"None"`` (h5ad cannot store None)."""
-    out: dict[str, Any] = {}
-    for key, value in params.items():
-        if value is None:
-            out[key] = "None"
-        elif isinstance(value, dict):
-            out[key] = _storable(value)
-        elif isinstance(value, np.generic):
-            out[key] = value.item()
-        else:
-            out[key] = value
-    return out

@@ -1,0 +1,243 @@
+"""The mapping registry: every method ``map_cells`` and the evaluation know, with options.
+
+:data:`METHODS` (a :class:`cellweave.registry.Registry`) holds the solvers ``map_cells`` runs
+(kind ``"solver"``, declared next to their adapters in :mod:`.api` with :func:`add_solver`),
+the baselines of the leave-gene-out evaluation (kind ``"baseline"``, declared here) and the
+peers added at run time (kind ``"peer"``, :func:`.predictors.register_method`).
+:func:`check_params` checks a call's options against the declarations before any work;
+:func:`compute_mapping` then maps. ``cellweave map --list-methods`` prints the table.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scipy import sparse
+
+from ..errors import InvalidOptionError
+from ..registry import Bool, Choice, Float, Int, Method, Option, Registry
+from . import baselines
+from .features import MAX_GENES, learned_gene_weights, prepare_features, to_dense
+from .genes import _columns
+from .result import Mapping
+
+__all__ = [
+    "DEFAULT_METHOD",
+    "FEATURE_OPTIONS",
+    "METHODS",
+    "SOLVER",
+    "add_solver",
+    "check_params",
+    "compute_mapping",
+    "get_method",
+]
+
+#: The method ``map_cells`` uses for ``method="auto"`` (measured best; ``docs/mapping.md``).
+DEFAULT_METHOD = "ot"
+#: Kind of the entries of :data:`METHODS` that ``map_cells`` runs (the others, ``"baseline"``
+#: and ``"peer"``, are gene predictors for the leave-gene-out evaluation).
+SOLVER = "solver"
+#: Arguments ``map_cells`` passes to every solver besides its options.
+FIXED = ("device", "random_state")
+
+#: Options of :func:`prepare_features`, accepted by every solver.
+FEATURE_OPTIONS_DECLARED: tuple[Option, ...] = (
+    Choice("normalize", "log_total", ("log_total", "total", "log", "none"), allow_none=True),
+    Choice("scale", True, (True, False, "mean")),
+    Int("n_pcs", 30, low=1, allow_none=True),
+    Int("denoise", 0, low=0),
+    Option("gene_weights", object, None, doc="'learned', one weight per gene, or gene -> weight"),
+    Int("max_genes", MAX_GENES, low=1, allow_none=True),
+)
+#: Names of :data:`FEATURE_OPTIONS_DECLARED`.
+FEATURE_OPTIONS = tuple(option.name for option in FEATURE_OPTIONS_DECLARED)
+
+#: Every mapping method (see the module docstring).
+METHODS = Registry("mapping method")
+
+
+def add_solver(
+    name: str, runner: Any, description: str, options: list[Option], **features: Any
+) -> None:
+    """Register a solver: its own options plus the feature options, whose defaults are
+    ``features`` where given (the feature settings the solver starts from)."""
+    shared = [replace(o, default=features.get(o.name, o.default)) for o in FEATURE_OPTIONS_DECLARED]
+    METHODS.add(
+        name,
+        runner,
+        kind=SOLVER,
+        description=description,
+        options=[*options, *shared],
+        features=features,
+    )
+
+
+METHODS.add(
+    "depth",
+    baselines.depth,
+    kind="baseline",
+    description="the spot's total over its genes times the gene's reference share (depth only)",
+)
+METHODS.add(
+    "knn",
+    baselines.knn,
+    kind="baseline",
+    description="average of the spot's nearest reference cells in a shared normalised space",
+    options=[Int("n_neighbors", 15, low=1)],
+)
+METHODS.add(
+    "spage",
+    baselines.spage,
+    kind="baseline",
+    description="SpaGE: principal-vector domain adaptation, then a weighted kNN",
+    options=[
+        Int("n_pv", None, low=1, allow_none=True),
+        Int("n_neighbors", 50, low=1),
+        Float("min_cosine", 0.3, low=-1, high=1),
+        Bool("normalize", True),
+    ],
+)
+
+
+def get_method(name: str) -> Method:
+    """The solver called ``name`` (``"auto"`` is :data:`DEFAULT_METHOD`), or an
+    ``InvalidOptionError`` listing the solvers."""
+    key = DEFAULT_METHOD if name == "auto" else name
+    if key not in METHODS or METHODS[key].kind != SOLVER:
+        solvers = ", ".join(map(repr, METHODS.names(SOLVER)))
+        raise InvalidOptionError(f"unknown mapping method {name!r}; choose among 'auto', {solvers}")
+    return METHODS[key]
+
+
+def check_params(method: str, params: dict[str, Any]) -> tuple[Method, dict, dict]:
+    """The solver of ``method`` and ``params`` checked against its declared options, split
+    into feature options (over the solver's feature defaults) and solver options.
+
+    The string ``"None"`` (e.g. from the command line) means ``None``. An unknown or invalid
+    option is an :class:`~cellweave.errors.InvalidOptionError` naming the valid ones.
+    """
+    spec = get_method(method)
+    params = {
+        k: None if isinstance(v, str) and v.lower() == "none" else v for k, v in params.items()
+    }
+    unknown = sorted(set(params) - set(spec.options))
+    if unknown:
+        raise InvalidOptionError(
+            f"method {spec.name!r} has no option(s) {', '.join(unknown)}; its options are "
+            f"{', '.join(sorted(spec.options))}"
+        )
+    checked = {}
+    for key, value in params.items():
+        option = spec.options[key]
+        try:
+            checked[key] = option.check(value, owner=f"mapping method {spec.name!r}")
+        except InvalidOptionError:
+            words = option.expects().removeprefix("pass ")
+            raise InvalidOptionError(
+                f"mapping method {spec.name!r}: {key} must be {words}, got {value!r}"
+            ) from None
+    given = {k: v for k, v in checked.items() if k in FEATURE_OPTIONS}
+    solver = {k: v for k, v in checked.items() if k not in FEATURE_OPTIONS}
+    return spec, {**spec.meta["features"], **given}, solver
+
+
+def compute_mapping(
+    adata_sc: AnnData,
+    adata_sp: AnnData,
+    *,
+    method: str,
+    genes: Sequence[str] | None,
+    layer_sc: str | None,
+    layer_sp: str | None,
+    random_state: int,
+    device: str,
+    params: dict[str, Any],
+) -> Mapping:
+    """Check ``params`` against the solver's declared options (first, before any work),
+    then map."""
+    spec, feature_opts, method_opts = check_params(method, params)
+    data = _Inputs(adata_sc, adata_sp, genes, layer_sc, layer_sp, int(random_state), device)
+    if isinstance(feature_opts.get("gene_weights"), str):
+        feature_opts["gene_weights"] = _learn_weights(data, spec, feature_opts, method_opts)
+    return _solve(data, spec, feature_opts, method_opts)
+
+
+class _Inputs:
+    """The data and settings of one mapping, passed together to :func:`_solve`."""
+
+    def __init__(self, adata_sc, adata_sp, genes, layer_sc, layer_sp, random_state, device):
+        self.adata_sc, self.adata_sp, self.genes = adata_sc, adata_sp, genes
+        self.layer_sc, self.layer_sp = layer_sc, layer_sp
+        self.random_state, self.device = random_state, device
+
+
+def _solve(data: _Inputs, spec: Method, feature_opts: dict, method_opts: dict) -> Mapping:
+    """Features, the solver's plan, and the plan back on every cell and spot of the inputs
+    (options already checked)."""
+    adata_sc, adata_sp = data.adata_sc, data.adata_sp
+    start = time.perf_counter()
+    feats = prepare_features(
+        adata_sc,
+        adata_sp,
+        genes=data.genes,
+        layer_sc=data.layer_sc,
+        layer_sp=data.layer_sp,
+        random_state=data.random_state,
+        **feature_opts,
+    )
+    sub, info = spec.runner(
+        feats, adata_sp, device=data.device, random_state=data.random_state, **method_opts
+    )
+    # Back to every cell (rows) and every spot (columns) of the inputs.
+    if feats.cell_used.all() and not feats.spot_empty.any():
+        plan = sparse.csr_matrix(sub)
+    else:
+        cells = np.flatnonzero(feats.cell_used)
+        spots = np.flatnonzero(~feats.spot_empty)
+        coo = sparse.coo_matrix(sub)
+        plan = sparse.csr_matrix(
+            (coo.data, (cells[coo.row], spots[coo.col])), shape=(adata_sc.n_obs, adata_sp.n_obs)
+        )
+    plan.eliminate_zeros()
+    params_out = {
+        "method": spec.name,
+        **info,
+        "features": feats.params,
+        "random_state": data.random_state,
+        "seconds": time.perf_counter() - start,
+    }
+    return Mapping(
+        plan=plan,
+        cell_names=adata_sc.obs_names,
+        spot_names=adata_sp.obs_names,
+        genes=feats.genes,
+        cell_totals=feats.cell_totals,
+        spot_totals=feats.spot_totals,
+        method=spec.name,
+        params=params_out,
+    )
+
+
+def _learn_weights(
+    data: _Inputs, spec: Method, feature_opts: dict[str, Any], method_opts: dict[str, Any]
+) -> pd.Series:
+    """``gene_weights="learned"``: map once unweighted, weigh genes by how well that mapping
+    reproduces them (:func:`~cellweave.mapping.features.learned_gene_weights`)."""
+    if feature_opts["gene_weights"] != "learned":
+        raise InvalidOptionError(
+            f"gene_weights={feature_opts['gene_weights']!r}: pass 'learned', one weight per "
+            "shared gene, or a mapping gene -> weight"
+        )
+    first = _solve(data, spec, {**feature_opts, "gene_weights": None}, method_opts)
+    used = list(first.genes)
+    predicted = first.predict(_columns(data.adata_sc, used, data.layer_sc), scale="proportions")
+    observed = to_dense(_columns(data.adata_sp, used, data.layer_sp))
+    totals = observed.sum(axis=1, keepdims=True)
+    observed = np.divide(observed, totals, out=np.zeros_like(observed), where=totals > 0)
+    return pd.Series(learned_gene_weights(predicted, observed), index=used)
