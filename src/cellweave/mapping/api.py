@@ -16,6 +16,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from ..errors import InputError
+from ..graph import nearest_neighbors
 from ..registry import Choice, Float, Int, Text
 from ..validate import check_obs_key, check_spatial
 from .features import Features
@@ -122,10 +123,9 @@ def _geodesic(points: np.ndarray, n_neighbors: int) -> np.ndarray:
     """Shortest-path distances on the kNN graph of ``points``, scaled to maximum 1
     (disconnected pairs get 1.5 times the largest finite distance)."""
     from scipy.sparse.csgraph import shortest_path
-    from scipy.spatial import cKDTree
 
     k = int(min(n_neighbors, len(points) - 1))
-    dist, idx = cKDTree(points).query(points, k=k + 1)
+    dist, idx = nearest_neighbors(points, k + 1, backend="kdtree")
     rows = np.repeat(np.arange(len(points)), k)
     graph = sparse.csr_matrix(
         (np.maximum(dist[:, 1:].ravel(), 1e-12), (rows, idx[:, 1:].ravel())),

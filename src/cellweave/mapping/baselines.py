@@ -28,11 +28,11 @@ import scipy.linalg
 from anndata import AnnData
 from scipy import sparse
 from sklearn.decomposition import PCA
-from sklearn.neighbors import NearestNeighbors
 from sklearn.preprocessing import normalize
 
 from .. import validate
 from ..errors import InputError, MissingKeyError
+from ..graph import nearest_neighbors
 from .features import row_totals, to_dense
 
 __all__ = ["BASELINES", "depth", "knn", "principal_vectors", "spage"]
@@ -145,9 +145,8 @@ def knn(
     train = _training_genes(adata_sc, adata_sp)
     sc_train = _columns(adata_sc, train, name="adata_sc")
     sp_train = _columns(adata_sp, train, name="adata_sp")
-    nn = NearestNeighbors(n_neighbors=k, metric="cosine", algorithm="brute")
-    nn.fit(_shared_space(sc_train))
-    index = nn.kneighbors(_shared_space(sp_train), return_distance=False)
+    space_sc, space_sp = _shared_space(sc_train), _shared_space(sp_train)
+    index = nearest_neighbors(space_sc, k, query=space_sp, metric="cosine")[1]
     values = _divide_rows(_columns(adata_sc, genes, name="adata_sc"), row_totals(sc_train))
     return _neighbour_average(index, np.full(index.shape, 1.0 / k), values)
 
@@ -249,8 +248,7 @@ def spage(
     source, _, cosine = principal_vectors(source_z, target_z, n_pv, random_state=random_state)
     effective = max(int((np.diag(cosine) > min_cosine).sum()), 1)
     S = source[:effective].T
-    nn = NearestNeighbors(n_neighbors=k, metric="cosine", algorithm="brute").fit(source_z @ S)
-    distances, index = nn.kneighbors(target_z @ S)
+    distances, index = nearest_neighbors(source_z @ S, k, query=target_z @ S, metric="cosine")
     return _neighbour_average(index, _spage_weights(distances), sc_test)
 
 

@@ -7,11 +7,10 @@ from collections.abc import Sequence
 
 import numpy as np
 from scipy import sparse
-from scipy.spatial import cKDTree
-from sklearn.neighbors import NearestNeighbors
 
 from ... import graph as _graph
 from ...errors import InputError
+from ...graph import nearest_neighbors
 from ..proportions import require_coords
 from ..similarity import Metric, expression_features, gate_by_similarity
 from ..spatial_loss import ring_orders
@@ -28,11 +27,10 @@ def _knn_indices(features: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     n = features.shape[0]
     k = min(k, n)
     if features.shape[1] <= 3:
-        dist, idx = cKDTree(features).query(features, k=k)
-        return dist.reshape(n, k), idx.reshape(n, k)
-    algorithm = "brute" if n < 5000 else "auto"
-    nn = NearestNeighbors(n_neighbors=k, algorithm=algorithm).fit(features)
-    return nn.kneighbors(features)
+        backend = "kdtree"
+    else:
+        backend = "brute" if n < 5000 else "sklearn"
+    return nearest_neighbors(features, k, backend=backend)
 
 
 def _unit_rows(features: np.ndarray) -> np.ndarray:
