@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 
 #: Attribute -> submodule loaded on first access (``pl`` is :mod:`cellweave.plotting`).
 _SUBMODULES = {
+    "align": "align",
     "errors": "errors",
     "graph": "graph",
     "image": "image",
@@ -24,8 +25,10 @@ _SUBMODULES = {
     "mapping": "mapping",
     "metrics": "metrics",
     "mosaic": "mosaic",
+    "ot": "ot",
     "pl": "plotting",
     "pp": "pp",
+    "registry": "registry",
     "sim": "sim",
     "tl": "tl",
     "validate": "validate",
