@@ -70,6 +70,10 @@ class Batch:
     inputs: list[torch.Tensor]
     sources: list[tuple[SparseRows, torch.Tensor]]  # count rows and each cell's row in them
     library: list[torch.Tensor]
+    total: int = 0  # cells of the whole split (validation batches: the loss is a share of it)
+
+    def __len__(self) -> int:
+        return int(self.cells.numel())
 
     def counts(
         self, modality: int, positions: torch.Tensor, cols: torch.Tensor | None = None
