@@ -4,7 +4,8 @@
 :class:`~.model.MosaicModel` apart from the data keys (``batch_key``, ``label_key``,
 ``graph_key``, ``modality``); :func:`check_options` refuses an unknown or
 ill-typed one with one :class:`~cellweave.errors.InvalidOptionError` naming the valid ones,
-before any work. The architecture and loss options build :class:`MosaicConfig` by name
+before any work; :func:`choose_n_clusters` gives the default ``n_clusters`` without labels.
+The architecture and loss options build :class:`MosaicConfig` by name
 (:meth:`MosaicConfig.from_options`); the data options go to
 :meth:`~.data.MosaicData.from_mudata`.
 """
@@ -20,8 +21,9 @@ import numpy as np
 
 from ..errors import InvalidOptionError
 from ..registry import Bool, Choice, Float, Int, Method, Option
+from .data import MosaicData
 
-__all__ = ["DATA_OPTIONS", "MODEL", "MosaicConfig", "check_options"]
+__all__ = ["DATA_OPTIONS", "MODEL", "MosaicConfig", "check_options", "choose_n_clusters"]
 
 
 @dataclass
@@ -175,3 +177,31 @@ def _weights(value: Any) -> dict[str, float]:
             raise _invalid("modality_weights", value, expects)
         out[str(key)] = number
     return out
+
+
+def choose_n_clusters(
+    data: MosaicData, *, k_range: Sequence[int] = range(4, 31, 2), random_state: int = 0
+) -> int:
+    """Default number of clusters without labels: the ``k`` in ``k_range`` with the highest
+    silhouette of k-means on the encoder inputs of the modality measured in most cells
+    (3000 cells at most)."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import silhouette_score
+
+    m = max(data.modalities, key=lambda m: int(m.present.sum()))
+    cells = np.flatnonzero(m.present)
+    rng = np.random.default_rng(random_state)
+    cells = np.sort(rng.choice(cells, min(3000, cells.size), replace=False))
+    if m.inputs is not None:
+        x = m.inputs[cells]
+    else:
+        x = m.representation.transform(m.read_counts(cells))
+    best, best_k = -np.inf, int(k_range[0])
+    for k in k_range:
+        if k >= cells.size:
+            break
+        labels = KMeans(n_clusters=int(k), n_init=2, random_state=random_state).fit_predict(x)
+        score = silhouette_score(x, labels)
+        if score > best:
+            best, best_k = score, int(k)
+    return best_k

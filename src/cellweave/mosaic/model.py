@@ -25,7 +25,7 @@ from ..errors import InputError, MissingKeyError
 from ..train import FitResult, fit
 from .analysis import differential as _differential
 from .analysis import impute as _impute
-from .config import DATA_OPTIONS, MODEL, MosaicConfig, check_options
+from .config import DATA_OPTIONS, MODEL, MosaicConfig, check_options, choose_n_clusters
 from .data import KINDS, MosaicData, _labels
 from .datamodule import MosaicDataModule
 from .guidance import gene_protein_links, graph_from_links
@@ -101,34 +101,6 @@ def _guidance_graph(mdata: Any, data: MosaicData, graph_key: Any) -> sparse.csr_
     return total
 
 
-def choose_n_clusters(
-    data: MosaicData, *, k_range: Sequence[int] = range(4, 31, 2), random_state: int = 0
-) -> int:
-    """Default number of clusters without labels: the ``k`` in ``k_range`` with the highest
-    silhouette of k-means on the encoder inputs of the modality measured in most cells
-    (3000 cells at most)."""
-    from sklearn.cluster import KMeans
-    from sklearn.metrics import silhouette_score
-
-    m = max(data.modalities, key=lambda m: int(m.present.sum()))
-    cells = np.flatnonzero(m.present)
-    rng = np.random.default_rng(random_state)
-    cells = np.sort(rng.choice(cells, min(3000, cells.size), replace=False))
-    if m.inputs is not None:
-        x = m.inputs[cells]
-    else:
-        x = m.representation.transform(m.read_counts(cells))
-    best, best_k = -np.inf, int(k_range[0])
-    for k in k_range:
-        if k >= cells.size:
-            break
-        labels = KMeans(n_clusters=int(k), n_init=2, random_state=random_state).fit_predict(x)
-        score = silhouette_score(x, labels)
-        if score > best:
-            best, best_k = score, int(k)
-    return best_k
-
-
 class MosaicModel:
     """Mosaic integration of RNA, ATAC and protein measured in any subset per batch.
 
@@ -140,36 +112,30 @@ class MosaicModel:
     batch_key
         ``mdata.obs`` column of batches (``None``: one batch, no adversary).
     label_key
-        ``mdata.obs`` column of cell labels, NaN for unlabelled cells: enables the
-        semi-supervised mode (labelled cells fix their cluster; a classifier loss on
-        ``q(c | z)``; labelled cells in every minibatch).
+        ``mdata.obs`` column of cell labels (or one label per cell), NaN for unlabelled
+        cells: the semi-supervised mode (labelled cells fix their cluster; a classifier loss
+        on ``q(c | z)``; labelled cells in every minibatch).
     graph_key
         Guidance graph: a key (or keys) of ``mdata.varp``, a links table, ``"auto"`` (the
         ``varp`` graphs ``gene_peak``/``gene_protein``/``guidance`` that exist, plus a
         gene–protein graph by name matching when RNA and protein are present) or ``None``.
     modality
         Kind of an AnnData input (``"rna"``, ``"atac"``, ``"protein"``).
-    n_latent
-        Dimension of the latent space.
-    n_clusters
-        Clusters of the mixture prior. Default: the number of label classes when labels are
-        given, else :func:`choose_n_clusters` (silhouette of k-means on the inputs).
-    n_continuous
-        Dimension of the continuous within-cluster variable ``u``.
-    mixture
-        ``"exact"`` (sum over clusters) or ``"gumbel"`` (Gumbel-softmax sample).
-    modalities, modality_types, likelihoods, representations, max_features, n_comps
-        Modality options, see :meth:`MosaicData.from_mudata`.
-    label_classes
-        The known label classes (default: the labels present).
-    encoder_hidden, n_embedding, decoder_hidden, dropout
-        Encoder hidden widths, modality embedding width, decoder MLP widths (empty: linear
-        GLUE-style decoder), dropout.
-    graph_weight, adversarial_weight, classification_weight, align_weight, modality_dropout,
-    kl_warmup, modality_weights, temperature
-        Loss weights and schedule, see :mod:`cellweave.mosaic.vae`.
-    random_state
-        Seed of the fitting subsamples and the initial weights.
+    **options
+        The options of :data:`cellweave.mosaic.config.MODEL` (types, ranges, defaults; an
+        unknown or invalid one is an ``InvalidOptionError`` before any work):
+        ``n_latent`` (latent dimension); ``n_clusters`` (mixture prior; default the label
+        classes, else :func:`choose_n_clusters`); ``n_continuous`` (within-cluster ``u``);
+        ``mixture`` (``"exact"`` sum over clusters or ``"gumbel"`` sample);
+        ``modalities``, ``modality_types``, ``likelihoods``, ``representations``,
+        ``max_features``, ``n_comps`` (see :meth:`MosaicData.from_mudata`);
+        ``label_classes`` (default: the labels present); ``encoder_hidden``,
+        ``n_embedding``, ``decoder_hidden`` (empty: linear GLUE-style decoder), ``dropout``;
+        the loss weights and schedule ``graph_weight``, ``adversarial_weight``,
+        ``mmd_weight``, ``classification_weight``, ``align_weight``, ``modality_dropout``,
+        ``kl_warmup``, ``encode_batch``, ``discriminator_lr``, ``modality_weights``,
+        ``temperature`` (see :mod:`cellweave.mosaic.vae`); ``random_state`` (seed of the
+        fitting subsamples and the initial weights).
     """
 
     def __init__(
