@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import lightning.pytorch
 import pytest
 import torch
 
@@ -126,3 +127,95 @@ def test_index_loader_batches():
 def test_auto_device_uses_cuda_when_present():
     result = fit(LinearFit(), n_train=64, max_epochs=1, seed=0)
     assert result.device == "cuda"
+
+
+class Rows(torch.utils.data.Dataset):
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i]
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """Rows in an order fixed by the epoch (Lightning calls ``set_epoch``)."""
+
+    def __init__(self, n):
+        self.n, self.epochs = n, []
+
+    def set_epoch(self, epoch):
+        self.epochs.append(epoch)
+
+    def __len__(self):
+        return self.n
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.epochs[-1] if self.epochs else -1)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+
+class LinearData(lightning.pytorch.LightningDataModule):
+    def __init__(self, *, validate=True):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(96, 3, generator=g)
+        self.y = self.x @ torch.tensor([1.0, -2.0, 0.5])
+        self.validate = validate
+        self.sampler = EpochSampler(64)
+        self.setups = 0
+
+    def setup(self, stage=None):
+        self.setups += 1
+
+    def train_dataloader(self):
+        data = Rows(self.x[:64], self.y[:64])
+        return torch.utils.data.DataLoader(data, batch_size=16, sampler=self.sampler)
+
+    def val_dataloader(self):
+        n = 32 if self.validate else 0
+        return torch.utils.data.DataLoader(Rows(self.x[64 : 64 + n], self.y[64 : 64 + n]), 32)
+
+
+class LinearModule(lightning.pytorch.LightningModule):
+    """Parameters and losses only: the batches come from the datamodule."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(3))
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return ((x @ self.w - y) ** 2).mean()
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val_loss", ((x @ self.w - y) ** 2).mean())
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=0.05)
+
+
+def test_fit_with_a_datamodule_validates_and_sets_sampler_epochs():
+    module, data = LinearModule(), LinearData()
+    result = fit(module, datamodule=data, max_epochs=150, patience=10, seed=0)
+    torch.testing.assert_close(module.w.detach(), torch.tensor([1.0, -2.0, 0.5]), atol=2e-2, rtol=0)
+    assert result.best_score is not None and result.best_score < 1e-3
+    assert data.sampler.epochs[:3] == [0, 1, 2]
+    assert module.device.type == "cpu"
+
+
+def test_fit_with_a_datamodule_without_validation_runs_all_epochs():
+    module, data = LinearModule(), LinearData(validate=False)
+    result = fit(module, datamodule=data, max_epochs=3, seed=0)
+    assert result.epochs == [0, 1, 2] and result.best_score is None
+    again = LinearModule()
+    fit(again, datamodule=LinearData(validate=False), max_epochs=3, seed=0)
+    torch.testing.assert_close(again.w.detach(), module.w.detach(), rtol=0, atol=0)
+
+
+def test_fit_needs_rows_or_a_datamodule():
+    with pytest.raises(TypeError, match="datamodule"):
+        fit(LinearFit(), max_epochs=1)

@@ -1,15 +1,23 @@
 """One Lightning training wrapper for every cellweave model.
 
-Models subclass :class:`CellweaveModule` (a ``LightningModule`` that holds its own data and
-receives batches of *row indices*), and :func:`fit` trains them: ``device="auto"`` (CUDA
-when present, else CPU), seeded, a progress bar only on an interactive terminal, early
-stopping on a validation metric with the best weights restored, optional checkpoints and
-resume, and no log folders written anywhere.
+:func:`fit` trains a model two ways:
+
+* a ``LightningModule`` (parameters and losses only) fed by a ``LightningDataModule`` that
+  holds the split, the samplers and the data (``fit(module, datamodule=dm)``); the mosaic
+  model trains so, and multi-device training builds on it;
+* a :class:`CellweaveModule` (a ``LightningModule`` that holds its own small data and
+  receives batches of *row indices*, ``fit(module, n_train=n)``), for models whose data is a
+  few tensors (imputation MF/AE, the gradient mapper).
+
+Either way: ``device="auto"`` (CUDA when present, else CPU), seeded, a progress bar only on
+an interactive terminal, early stopping on a validation metric with the best weights
+restored, optional checkpoints and resume, and no log folders written anywhere.
 
 Example
 -------
 >>> module = MyModel(...)  # a CellweaveModule
 >>> result = fit(module, n_train=n_spots, n_val=n_spots, max_epochs=100, seed=0)
+>>> result = fit(vae, datamodule=MyDataModule(...), max_epochs=100, seed=0)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -25,14 +33,28 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
+from lightning.pytorch import (
+    Callback,
+    LightningDataModule,
+    LightningModule,
+    Trainer,
+    seed_everything,
+)
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from lightning.pytorch.utilities.model_helpers import is_overridden
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    RandomSampler,
+    Sampler,
+    SequentialSampler,
+)
 
 from ._progress import progress_enabled
 from ._utils import resolve_device
 
-__all__ = ["CellweaveModule", "FitResult", "fit", "index_loader"]
+__all__ = ["CellweaveModule", "FitResult", "fit", "index_loader", "index_sampler"]
 
 _QUIET_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning")
 _QUIET_MESSAGES = (
@@ -87,22 +109,48 @@ class CellweaveModule(LightningModule):
         self.move_data(self.device)
         self._val_total = torch.zeros((), device=self.device)
 
-    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        loss = self.loss(batch.to(self.device))
-        self.log("train_loss", loss.detach(), on_step=False, on_epoch=True, prog_bar=True)
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss = self.loss(_on_device(batch, self.device))
+        self.log(
+            "train_loss",
+            loss.detach(),
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(batch),
+        )
         return loss
 
     def on_validation_epoch_start(self) -> None:
         self._val_total = torch.zeros((), device=self.device)
 
-    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
-        self._val_total = self._val_total + self.validation_loss(batch.to(self.device)).detach()
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        loss = self.validation_loss(_on_device(batch, self.device))
+        self._val_total = self._val_total + loss.detach()
 
     def on_validation_epoch_end(self) -> None:
         self.log("val_loss", self._val_total, prog_bar=True)
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+
+def _on_device(batch: Any, device: torch.device) -> Any:
+    """A batch of row indices moved to ``device``; a datamodule's batch as it comes (its
+    ``transfer_batch_to_device`` already placed it)."""
+    return batch.to(device) if isinstance(batch, torch.Tensor) else batch
+
+
+def _validates(datamodule: LightningDataModule) -> bool:
+    """Whether ``datamodule`` has validation batches (its ``setup("fit")`` runs first)."""
+    if not is_overridden("val_dataloader", datamodule, LightningDataModule):
+        return False
+    datamodule.setup("fit")
+    loader = datamodule.val_dataloader()
+    try:
+        return loader is not None and len(loader) > 0
+    except TypeError:  # an iterable without a length: assume it has batches
+        return loader is not None
 
 
 # ------------------------------------------------------------------------------ data
@@ -126,6 +174,34 @@ class _Rows(Dataset):
 
 def _identity(batch: torch.Tensor) -> torch.Tensor:
     return batch
+
+
+def index_sampler(
+    n: int,
+    *,
+    batch_size: int | None = None,
+    shuffle: bool = True,
+    steps_per_epoch: int | None = None,
+    seed: int = 0,
+) -> tuple[Sampler[int], int]:
+    """The order of rows ``0..n-1`` in an epoch and the batch size (see :func:`index_loader`).
+
+    Returns a sampler of row indices (a seeded :class:`~torch.utils.data.RandomSampler` whose
+    generator carries on from epoch to epoch; sequential rows when ``shuffle=False``; the
+    rows repeated ``steps_per_epoch`` times for full batches) and the rows per batch; wrap
+    them in a :class:`~torch.utils.data.BatchSampler` (``drop_last=False``).
+    """
+    size = n if batch_size is None else max(1, min(int(batch_size), n))
+    steps = -(-n // size) if steps_per_epoch is None else max(1, int(steps_per_epoch))
+    if size == n:  # full batch: every batch is all the rows, the order does not matter
+        return _RepeatedRows(n, steps), size
+    if shuffle:
+        generator = torch.Generator().manual_seed(int(seed))
+        sampler = RandomSampler(
+            range(n), replacement=False, num_samples=steps * size, generator=generator
+        )
+        return sampler, size
+    return SequentialSampler(range(n)), size
 
 
 def index_loader(
@@ -152,36 +228,25 @@ def index_loader(
     seed
         Seed of the shuffling generator.
     """
-    size = n if batch_size is None else max(1, min(int(batch_size), n))
-    steps = -(-n // size) if steps_per_epoch is None else max(1, int(steps_per_epoch))
-    if size == n:  # full batch: every batch is all the rows, the order does not matter
-        dataset: Dataset = _RepeatedRows(n, steps)
-        sampler = SequentialSampler(range(n * steps))
-    elif shuffle:
-        dataset = _Rows(n)
-        generator = torch.Generator().manual_seed(int(seed))
-        sampler = RandomSampler(
-            range(n), replacement=False, num_samples=steps * size, generator=generator
-        )
-    else:
-        dataset = _Rows(n)
-        sampler = SequentialSampler(range(n))
+    sampler, size = index_sampler(
+        n, batch_size=batch_size, shuffle=shuffle, steps_per_epoch=steps_per_epoch, seed=seed
+    )
     batches = BatchSampler(sampler, batch_size=size, drop_last=False)
-    return DataLoader(dataset, batch_sampler=batches, collate_fn=_identity, num_workers=0)
+    return DataLoader(_Rows(n), batch_sampler=batches, collate_fn=_identity, num_workers=0)
 
 
-class _RepeatedRows(_Rows):
-    """``steps`` back-to-back copies of the rows, for several full-batch steps per epoch."""
+class _RepeatedRows(Sampler[int]):
+    """Rows ``0..n-1``, ``steps`` times in a row (several full-batch steps per epoch)."""
 
     def __init__(self, n: int, steps: int) -> None:
-        super().__init__(n * steps)
-        self.rows = int(n)
+        self.n, self.steps = int(n), int(steps)
 
-    def __getitem__(self, i: int) -> int:
-        return int(i) % self.rows
+    def __len__(self) -> int:
+        return self.n * self.steps
 
-    def __getitems__(self, indices: list[int]) -> torch.Tensor:
-        return torch.as_tensor(indices, dtype=torch.long) % self.rows
+    def __iter__(self) -> Iterator[int]:
+        for _ in range(self.steps):
+            yield from range(self.n)
 
 
 # ------------------------------------------------------------------------------ callbacks
@@ -314,9 +379,10 @@ def _progress_bar(enabled: bool) -> list[Callback]:
 
 
 def fit(
-    module: CellweaveModule,
+    module: LightningModule,
     *,
-    n_train: int,
+    datamodule: LightningDataModule | None = None,
+    n_train: int | None = None,
     n_val: int | None = None,
     batch_size: int | None = None,
     val_batch_size: int | None = None,
@@ -340,10 +406,17 @@ def fit(
     Parameters
     ----------
     module
-        A :class:`CellweaveModule` holding its data; batches are row indices ``0..n_train-1``
-        (training) and ``0..n_val-1`` (validation).
+        The model. Without ``datamodule``: a :class:`CellweaveModule` holding its data, whose
+        batches are row indices ``0..n_train-1`` (training) and ``0..n_val-1`` (validation).
+        With ``datamodule``: a ``LightningModule`` (parameters and losses only) that receives
+        the datamodule's batches.
+    datamodule
+        A ``LightningDataModule`` holding the split, the samplers and the data (its
+        ``setup`` may run more than once); it validates when its ``val_dataloader`` yields
+        batches. Then ``n_train``, ``n_val``, the batch sizes and ``steps_per_epoch`` are not
+        used: the datamodule's loaders decide.
     n_train
-        Rows to train on.
+        Rows to train on (without ``datamodule``).
     n_val
         Rows to validate on (``None``: no validation, no early stopping).
     batch_size, val_batch_size
@@ -382,7 +455,12 @@ def fit(
     resolved = resolve_device(device)
     accelerator = "gpu" if resolved == "cuda" else "cpu"
     show = progress_enabled() if progress is None else bool(progress)
-    validate = n_val is not None and n_val > 0
+    if datamodule is None and n_train is None:
+        raise TypeError("fit() needs n_train (rows of a CellweaveModule) or a datamodule")
+    if datamodule is None:
+        validate = n_val is not None and n_val > 0
+    else:
+        validate = _validates(datamodule)
 
     best = _BestState("val_loss")
     counter = _EpochCounter()
@@ -432,20 +510,26 @@ def fit(
                 default_root_dir=root,
                 callbacks=callbacks,
             )
-            train_loader = index_loader(
-                n_train, batch_size=batch_size, steps_per_epoch=steps_per_epoch, seed=seed
-            )
-            val_loader = (
-                index_loader(n_val, batch_size=val_batch_size, shuffle=False) if validate else None
-            )
-            trainer.fit(
-                module,
-                train_dataloaders=train_loader,
-                val_dataloaders=val_loader,
-                ckpt_path=ckpt_path,
-            )
+            if datamodule is not None:
+                trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+            else:
+                train_loader = index_loader(
+                    n_train, batch_size=batch_size, steps_per_epoch=steps_per_epoch, seed=seed
+                )
+                val_loader = (
+                    index_loader(n_val, batch_size=val_batch_size, shuffle=False)
+                    if validate
+                    else None
+                )
+                trainer.fit(
+                    module,
+                    train_dataloaders=train_loader,
+                    val_dataloaders=val_loader,
+                    ckpt_path=ckpt_path,
+                )
     module.to("cpu")
-    module.move_data(torch.device("cpu"))
+    if isinstance(module, CellweaveModule):
+        module.move_data(torch.device("cpu"))
     return FitResult(
         epochs=counter.epochs,
         global_step=int(trainer.global_step),

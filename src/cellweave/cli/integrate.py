@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import click
@@ -106,13 +105,13 @@ def integrate(
     latent space: writes obsm['X_cellweave'], cluster probabilities, attention weights and
     predicted labels, and a UMAP coloured by batch and label."""
     import anndata as ad
-    import numpy as np
 
+    from .. import tl
     from ..errors import InputError, MissingKeyError
-    from ..mosaic import MosaicModel
-    from ..mosaic.api import write_results
+    from ..mosaic.config import check_options
 
-    model_params = parse_params(params)
+    options = {"n_latent": n_latent, "n_clusters": n_clusters, **parse_params(params)}
+    check_options({**options, "random_state": random_state})  # before any work
     check_output(out, inputs=[path], overwrite=overwrite)
     plot_path = None if no_plot else (plot or out.with_name(out.name.split(".")[0] + "_umap.png"))
     for extra in (metrics_json, plot_path):
@@ -145,7 +144,6 @@ def integrate(
         # checked before training, so that a typo does not cost a training run
         source_target_masks(obs[batch_key].astype(str).to_numpy(), sources, batch_key=batch_key)
     truth = None
-    model_label_key = label_key
     if label_key is not None:
         if label_key not in obs.columns:
             raise MissingKeyError(
@@ -153,66 +151,50 @@ def integrate(
             )
         truth = obs[label_key].astype(object).where(obs[label_key].notna(), None)
         if labelled_fraction == 0:
-            model_label_key = None
             console.print(f"training unsupervised: {label_key!r} is used only for scoring")
-        elif labelled_fraction is not None:
-            from ..metrics.scib import labelled_split
-
-            known = truth.notna().to_numpy()
-            keep = np.zeros(len(truth), dtype=bool)
-            keep[known] = labelled_split(
-                truth[known].astype(str).to_numpy(),
-                train_size=labelled_fraction,
-                random_state=random_state,
-            )
-            model_label_key = "_cellweave_labelled"
-            obs[model_label_key] = truth.where(keep, None).to_numpy()
-            console.print(f"kept the labels of {int(keep.sum())} of {len(truth)} cells")
     graph: object = graph_key
     if graph_key.lower() == "none":
         graph = None
     elif graph_key != "auto":
         graph = comma_list(graph_key)
-    model = MosaicModel(
+    model = tl.integrate(
         data,
         batch_key=batch_key,
-        label_key=model_label_key,
+        label_key=label_key,
+        labelled_fraction=labelled_fraction,
         graph_key=graph,
         modality=modality,
-        n_latent=n_latent,
-        n_clusters=n_clusters,
+        max_epochs=max_epochs,
+        device=device,
         random_state=random_state,
-        **model_params,
+        return_model=True,
+        **options,
     )
     console.print(str(model))
-    start = time.perf_counter()
-    model.train(max_epochs=max_epochs, device=device, random_state=random_state)
-    seconds = time.perf_counter() - start
-    write_results(data, model)
+    supervised = label_key is not None and labelled_fraction != 0
+    if labelled_fraction not in (None, 0):
+        n_kept = int((model.data.label_codes >= 0).sum())
+        console.print(f"kept the labels of {n_kept} of {len(truth)} cells")
+    info = model.train_params
+    seconds = float(info["seconds"])
     use_rep = "X_cellweave"
     if sources is not None:
-        from ..mosaic.transport import transport_batches
-
         with status(f"moving {', '.join(sources)} by optimal transport"):
-            transport_batches(data, sources, batch_key=batch_key, device=device)
+            tl.transport_batches(data, sources, batch_key=batch_key, device=device)
         moved = data.uns["cellweave_transport"]
         use_rep = moved["params"]["key_added"]
         console.print(
             f"moved {moved['n_moved']} cells of {', '.join(sources)} onto the others: "
             f"obsm[{use_rep!r}]"
         )
-    if model_label_key not in (None, label_key):
-        del obs[model_label_key]
     io.write(data, out, overwrite=overwrite)
-    info = model.train_params
     console.print(
-        f"wrote {out}: obsm['X_cellweave'] ({model.data.n_cells} cells x {n_latent}; "
-        f"{info['epochs']} epochs, {seconds:.1f} s on {info['device']})"
+        f"wrote {out}: obsm['X_cellweave'] ({model.data.n_cells} cells x "
+        f"{model.config.n_latent}; {info['epochs']} epochs, {seconds:.1f} s on {info['device']})"
     )
     if save_model is not None:
         model.save(save_model, overwrite=overwrite)
         console.print(f"wrote {save_model}/ (MosaicModel.load('{save_model}', mdata))")
-    supervised = model_label_key is not None
     if metrics_json is not None:
         _metrics(
             data, truth, batch_key, use_rep, metrics_json, seconds, supervised, overwrite=overwrite

@@ -12,6 +12,7 @@ any subset per batch (see ``docs/mosaic.md``).
 from __future__ import annotations
 
 from .api import integrate
+from .config import choose_n_clusters
 from .data import MosaicData, UnknownLabelError
 from .guidance import (
     CD_ALIASES,
@@ -23,7 +24,7 @@ from .guidance import (
     read_bed,
     read_gtf,
 )
-from .model import MosaicModel, choose_n_clusters
+from .model import MosaicModel
 from .transport import barycentric_projection, transport_batches
 
 __all__ = [

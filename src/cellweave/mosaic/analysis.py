@@ -15,23 +15,49 @@ with the Bayes factor ``log(p / (1 - p))``. ``is_de_fdr`` selects the features w
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 import torch
 
 from ..errors import EmptyDataError, InputError, MissingKeyError
+from .data import MosaicData
 
-if TYPE_CHECKING:
-    from .model import MosaicModel
-
-__all__ = ["differential", "impute"]
+__all__ = ["GenerativeModel", "differential", "impute"]
 
 _EPS = 1e-8
 
 
-def _transform_batch(model: MosaicModel, index: int, batch: str | None) -> int:
+class GenerativeModel(Protocol):
+    """What :func:`impute` and :func:`differential` use of a trained model (the public
+    methods of :class:`~cellweave.mosaic.MosaicModel`)."""
+
+    data: MosaicData
+    mdata: Any
+
+    def infer(
+        self,
+        cells: np.ndarray | None = None,
+        *,
+        use_modalities: Sequence[str] | None = None,
+        batch_size: int = 4096,
+    ) -> dict[str, np.ndarray]: ...
+
+    def decode(
+        self,
+        modality: str,
+        z: Any,
+        *,
+        transform_batch: int | str,
+        library_size: float | None,
+        batch_size: int = 4096,
+    ) -> np.ndarray: ...
+
+    def predicts_totals(self, modality: str) -> bool: ...
+
+
+def _transform_batch(model: GenerativeModel, index: int, batch: str | None) -> int:
     m = model.data.modalities[index]
     names = model.data.batch_names
     if batch is None:
@@ -42,49 +68,23 @@ def _transform_batch(model: MosaicModel, index: int, batch: str | None) -> int:
     return names.index(batch)
 
 
-def _modality_index(model: MosaicModel, modality: str) -> int:
+def _modality_index(model: GenerativeModel, modality: str) -> int:
     names = model.data.names
     if modality not in names:
         raise MissingKeyError(f"the model has no modality {modality!r}: use one of {names}")
     return names.index(modality)
 
 
-@torch.no_grad()
-def _feature_embedding(model: MosaicModel, index: int) -> torch.Tensor:
-    """Mean feature embeddings ``V`` of the modality ``index`` (computed once per call of
-    :func:`impute` / :func:`differential`, shared by all chunks)."""
-    module = model.module
-    return module.graph.mean()[module.offsets[index] : module.offsets[index + 1]]
-
-
-@torch.no_grad()
-def _decode(
-    model: MosaicModel,
-    index: int,
-    z: torch.Tensor,
-    batch: int,
-    library: float | None,
-    v: torch.Tensor,
-) -> torch.Tensor:
-    """Expected values; ``library=None`` (absolute decoders only): the decoder's own totals
-    (the head may fix the library: Bernoulli always uses the mean library)."""
-    dec = model.module.decoders[index]
-    logits = dec.logits(z, v, batch)
-    library = dec.head.decode_library(dec, library)  # Bernoulli: the mean depth
-    lib = None if library is None else torch.full((z.shape[0],), float(library))
-    return dec.expected(logits, lib, batch)
-
-
-def _mask(model: MosaicModel, use: Sequence[str] | None) -> torch.Tensor | None:
+def _check_modalities(model: GenerativeModel, use: Sequence[str] | None) -> np.ndarray | None:
     if use is None:
         return None
     for name in use:
         _modality_index(model, name)
-    return torch.as_tensor([name in use for name in model.data.names])
+    return np.asarray([name in use for name in model.data.names])
 
 
 def impute(
-    model: MosaicModel,
+    model: GenerativeModel,
     modality: str,
     *,
     cells: str | np.ndarray = "missing",
@@ -103,9 +103,9 @@ def impute(
         idx = np.flatnonzero(~m.present) if cells == "missing" else np.arange(model.data.n_cells)
     else:
         idx = np.asarray(cells, dtype=np.int64)
-    mask = _mask(model, use_modalities)
+    mask = _check_modalities(model, use_modalities)
     if mask is not None:
-        usable = (model.data.present[idx] & mask.numpy()).any(1)
+        usable = (model.data.present[idx] & mask).any(1)
         if not usable.all():
             raise EmptyDataError(
                 f"{int((~usable).sum())} cell(s) measured none of use_modalities="
@@ -113,18 +113,15 @@ def impute(
             )
     batch = _transform_batch(model, i, transform_batch)
     # an absolute decoder (protein) predicts each cell's total itself
-    absolute = model.module.decoders[i].absolute
+    absolute = model.predicts_totals(modality)
     if library_size is not None:
         library = float(library_size)
     else:
         library = None if absolute else float(np.median(m.library[m.present]))
     out = np.zeros((idx.size, m.n_features), dtype=np.float32)
     if idx.size:
-        z = model._infer_all(idx, mask=mask)["mean"]
-        v = _feature_embedding(model, i)
-        for start in range(0, idx.size, 4096):
-            zz = torch.as_tensor(z[start : start + 4096])
-            out[start : start + zz.shape[0]] = _decode(model, i, zz, batch, library, v).numpy()
+        z = model.infer(idx, use_modalities=use_modalities)["mean"]
+        out[:] = model.decode(modality, z, transform_batch=batch, library_size=library)
     obs = pd.DataFrame(index=model.data.obs_names[idx])
     var = pd.DataFrame(index=pd.Index(m.features))
     adata = ad.AnnData(out, obs=obs, var=var)
@@ -136,7 +133,7 @@ def impute(
     return adata
 
 
-def _group_cells(model: MosaicModel, groupby, group) -> np.ndarray:
+def _group_cells(model: GenerativeModel, groupby, group) -> np.ndarray:
     if isinstance(groupby, str):
         if groupby not in model.mdata.obs.columns:
             raise MissingKeyError(f"mdata.obs has no column {groupby!r}: pass an existing column")
@@ -153,7 +150,7 @@ def _group_cells(model: MosaicModel, groupby, group) -> np.ndarray:
 
 
 def differential(
-    model: MosaicModel,
+    model: GenerativeModel,
     groupby,
     group1,
     group2=None,
@@ -213,17 +210,14 @@ def differential(
     rng = np.random.default_rng(random_state)
     gen = torch.Generator().manual_seed(int(random_state))
     batch = _transform_batch(model, i, transform_batch)
-    v = _feature_embedding(model, i)
     rhos = []
     for cells in (cells1, cells2):
         pick = rng.choice(cells, int(n_samples), replace=True)
-        post = model._infer_all(pick)
+        post = model.infer(pick)
         mean, std = torch.as_tensor(post["mean"]), torch.exp(0.5 * torch.as_tensor(post["log_var"]))
         z = mean + std * torch.randn(mean.shape, generator=gen)
-        rho = torch.cat(
-            [_decode(model, i, z[s : s + 2048], batch, 1.0, v) for s in range(0, z.shape[0], 2048)]
-        )
-        rhos.append(rho.numpy().astype(np.float64))
+        rho = model.decode(name, z, transform_batch=batch, library_size=1.0, batch_size=2048)
+        rhos.append(rho.astype(np.float64))
     r1, r2 = rhos
     lfc = np.log2(r1 + _EPS) - np.log2(r2 + _EPS)
     p = (np.abs(lfc) > delta).mean(0) if mode == "change" else (r1 > r2).mean(0)

@@ -7,9 +7,14 @@ from typing import Any
 
 import numpy as np
 
+from .._params import params_entry
+from ..errors import InvalidOptionError
+from .config import check_options
 from .model import MosaicModel, _softmax
 
-__all__ = ["integrate"]
+__all__ = ["integrate", "result_keys", "write_results"]
+
+_DEFAULT_KEY = "X_cellweave"
 
 
 def integrate(
@@ -19,15 +24,15 @@ def integrate(
     label_key: str | None = None,
     modality: str | None = None,
     graph_key: Any = "auto",
-    n_latent: int = 20,
-    n_clusters: int | None = None,
+    labelled_fraction: float | None = None,
     max_epochs: int = 100,
     batch_size: int | None = None,
     device: str = "auto",
     random_state: int = 0,
-    key_added: str = "cellweave",
+    key_added: str | None = None,
     train_kwargs: Mapping[str, Any] | None = None,
     copy: bool = False,
+    return_model: bool = False,
     **model_kwargs: Any,
 ):
     """Integrate a mosaic MuData (or one modality in several batches) with :class:`MosaicModel`.
@@ -37,44 +42,57 @@ def integrate(
     data
         MuData whose modalities hold only the cells that measured them, or an AnnData (one
         modality measured in several batches) with ``modality=``.
-    batch_key, label_key, modality, graph_key, n_latent, n_clusters
+    batch_key, label_key, modality, graph_key
         See :class:`MosaicModel`.
+    labelled_fraction
+        Train with the labels of a stratified fraction of the labelled cells only
+        (:func:`cellweave.metrics.scib.labelled_split` with ``random_state``), e.g. to score
+        label transfer on the others; ``0``: train without labels. ``data.obs`` is not changed.
     max_epochs, batch_size, device
         See :meth:`MosaicModel.train`.
     random_state
         Seed of everything.
     key_added
-        Prefix of the output keys.
+        ``obsm`` key of the latent (default ``"X_cellweave"``); every other key is named
+        from it (see below) and the call's parameters go to ``uns[key_added]["params"]``
+        (default ``uns["cellweave"]``).
     train_kwargs
         Further :meth:`MosaicModel.train` options.
     copy
         Return a modified copy instead of writing into ``data``.
+    return_model
+        Return the trained :class:`MosaicModel` (``model.mdata`` holds the results; not with
+        ``copy=True``).
     **model_kwargs
-        Further :class:`MosaicModel` options.
+        Further :class:`MosaicModel` options (checked before any work).
 
     Returns
     -------
-    ``None`` (or the copy with ``copy=True``). Written into ``data``:
+    ``None``, the copy with ``copy=True`` or the model with ``return_model=True``. Written
+    into ``data`` (``<base>`` is ``key_added`` without a leading ``"X_"``; see
+    :func:`result_keys`):
 
-    * ``obsm["X_<key>"]`` - posterior mean of the latent, ``(n_cells, n_latent)``;
-    * ``obsm["<key>_clusters"]`` - cluster probabilities ``q(c | z)``;
-    * ``obsm["<key>_attention"]`` - fusion weights per modality (columns in
-      ``uns[key]["modalities"]``);
-    * ``obs["<key>_label"]``, ``obs["<key>_label_probability"]`` and
-      ``obsm["<key>_label_probabilities"]`` (columns ``uns[key]["label_classes"]``) -
+    * ``obsm[key_added]`` - posterior mean of the latent, ``(n_cells, n_latent)``;
+    * ``obsm["<base>_clusters"]`` - cluster probabilities ``q(c | z)``;
+    * ``obsm["<base>_attention"]`` - fusion weights per modality (columns in
+      ``uns[...]["modalities"]``);
+    * ``obs["<base>_label"]``, ``obs["<base>_label_probability"]`` and
+      ``obsm["<base>_label_probabilities"]`` (columns ``uns[...]["label_classes"]``) -
       predicted labels (clusters without labels);
-    * ``uns[key]`` - ``params`` (model and training), ``modalities``, ``label_classes``,
-      ``epochs``, ``seconds``.
+    * ``uns[<base>]`` (``uns[key_added]`` when given) - ``params`` (model and training),
+      ``modalities``, ``label_classes``, ``epochs``, ``seconds``.
     """
+    check_options({**model_kwargs, "random_state": random_state})
+    if copy and return_model:
+        raise InvalidOptionError("pass copy=True or return_model=True, not both")
     data = data.copy() if copy else data
+    labels = _labels(data, label_key, labelled_fraction, random_state)
     model = MosaicModel(
         data,
         batch_key=batch_key,
-        label_key=label_key,
+        label_key=labels,
         modality=modality,
         graph_key=graph_key,
-        n_latent=n_latent,
-        n_clusters=n_clusters,
         random_state=random_state,
         **model_kwargs,
     )
@@ -86,25 +104,63 @@ def integrate(
         **dict(train_kwargs or {}),
     )
     write_results(data, model, key_added=key_added)
+    if return_model:
+        return model
     return data if copy else None
 
 
-def write_results(data: Any, model: MosaicModel, *, key_added: str = "cellweave") -> None:
+def _labels(data: Any, label_key: str | None, fraction: float | None, seed: int) -> Any:
+    """``label_key``, or (with ``fraction``) the labels of a stratified fraction of the
+    labelled cells, the others ``None`` (``fraction=0``: no labels)."""
+    if label_key is None or fraction is None:
+        return label_key
+    if fraction == 0:
+        return None
+    if not 0 < fraction < 1:
+        raise InvalidOptionError(f"labelled_fraction={fraction!r} is invalid; pass 0 <= f < 1")
+    from ..metrics.scib import labelled_split
+
+    if label_key not in data.obs.columns:
+        return label_key  # the model names the missing column
+    col = data.obs[label_key]
+    truth = col.astype(object).where(col.notna(), None)
+    known = truth.notna().to_numpy()
+    keep = np.zeros(len(truth), dtype=bool)
+    keep[known] = labelled_split(
+        truth[known].astype(str).to_numpy(), train_size=fraction, random_state=seed
+    )
+    return truth.where(keep, None).to_numpy()
+
+
+def result_keys(key_added: str | None = None) -> dict[str, str]:
+    """The keys :func:`integrate` writes for ``key_added``: ``latent``, ``clusters``,
+    ``attention``, ``label_probabilities`` (``obsm``), ``label``, ``label_probability``
+    (``obs``) and ``uns``."""
+    latent = key_added or _DEFAULT_KEY
+    base = latent[2:] if latent.startswith("X_") and len(latent) > 2 else latent
+    keys = {"latent": latent, "uns": key_added or base}
+    for name in ("clusters", "attention", "label", "label_probability", "label_probabilities"):
+        keys[name] = f"{base}_{name}"
+    return keys
+
+
+def write_results(data: Any, model: MosaicModel, *, key_added: str | None = None) -> None:
     """Write a trained model's outputs into ``data`` (see :func:`integrate`)."""
-    post = model._infer_all()  # one inference pass for every output
+    keys = result_keys(key_added)
+    post = model.infer()  # one inference pass for every output
     labels, probs = model._labels_from_logits(post["logits"])
 
-    data.obsm[f"X_{key_added}"] = post["mean"].astype(np.float32)
-    data.obsm[f"{key_added}_clusters"] = _softmax(post["logits"]).astype(np.float32)
-    data.obsm[f"{key_added}_attention"] = post["attention"].astype(np.float32)
-    data.obs[f"{key_added}_label"] = labels.to_numpy()
-    data.obs[f"{key_added}_label"] = data.obs[f"{key_added}_label"].astype("category")
-    data.obs[f"{key_added}_label_probability"] = probs.to_numpy().max(1).astype(np.float32)
-    data.obsm[f"{key_added}_label_probabilities"] = probs.to_numpy().astype(np.float32)
-    data.uns[key_added] = {
-        "params": {"model": model.init_params, "train": model.train_params},
-        "modalities": list(model.data.names),
-        "label_classes": list(probs.columns),
-        "epochs": int(model.train_params.get("epochs", 0)),
-        "seconds": float(model.train_params.get("seconds", 0.0)),
-    }
+    data.obsm[keys["latent"]] = post["mean"].astype(np.float32)
+    data.obsm[keys["clusters"]] = _softmax(post["logits"]).astype(np.float32)
+    data.obsm[keys["attention"]] = post["attention"].astype(np.float32)
+    data.obs[keys["label"]] = labels.to_numpy()
+    data.obs[keys["label"]] = data.obs[keys["label"]].astype("category")
+    data.obs[keys["label_probability"]] = probs.to_numpy().max(1).astype(np.float32)
+    data.obsm[keys["label_probabilities"]] = probs.to_numpy().astype(np.float32)
+    data.uns[keys["uns"]] = params_entry(
+        {"model": model.init_params, "train": model.train_params},
+        modalities=list(model.data.names),
+        label_classes=list(probs.columns),
+        epochs=int(model.train_params.get("epochs", 0)),
+        seconds=float(model.train_params.get("seconds", 0.0)),
+    )

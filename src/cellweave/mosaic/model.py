@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,24 +20,22 @@ import pandas as pd
 import torch
 from scipy import sparse
 
-from .. import __version__
-from ..errors import FileFormatError, InputError, MissingKeyError
+from .._params import jsonable
+from ..errors import InputError, MissingKeyError
 from ..train import FitResult, fit
 from .analysis import differential as _differential
 from .analysis import impute as _impute
-from .data import MosaicData
+from .config import DATA_OPTIONS, MODEL, MosaicConfig, check_options, choose_n_clusters
+from .data import MosaicData, _labels
+from .datamodule import MosaicDataModule
 from .guidance import gene_protein_links, graph_from_links
 from .kinds import kind_names
-from .sampling import balanced_table, blocks, split_cells
-from .vae import MosaicConfig, MosaicModule
+from .persist import read_model, write_model
+from .vae import MosaicModule
 
 __all__ = ["MosaicModel", "choose_n_clusters"]
 
 _AUTO_GRAPHS = ("gene_peak", "gene_protein", "guidance")
-_WEIGHTS, _ARRAYS, _META, _GRAPH = "weights.pt", "representation.npz", "model.json", "graph.npz"
-# version of the saved layout and of what the weights mean; 2: protein decoded as absolute
-# counts (a format-1 protein decoder's weights would decode wrongly), bump on any such change
-_FORMAT = 2
 
 
 def _as_mudata(data: Any, modality: str | None):
@@ -107,34 +104,6 @@ def _guidance_graph(mdata: Any, data: MosaicData, graph_key: Any) -> sparse.csr_
     return total
 
 
-def choose_n_clusters(
-    data: MosaicData, *, k_range: Sequence[int] = range(4, 31, 2), random_state: int = 0
-) -> int:
-    """Default number of clusters without labels: the ``k`` in ``k_range`` with the highest
-    silhouette of k-means on the encoder inputs of the modality measured in most cells
-    (3000 cells at most)."""
-    from sklearn.cluster import KMeans
-    from sklearn.metrics import silhouette_score
-
-    m = max(data.modalities, key=lambda m: int(m.present.sum()))
-    cells = np.flatnonzero(m.present)
-    rng = np.random.default_rng(random_state)
-    cells = np.sort(rng.choice(cells, min(3000, cells.size), replace=False))
-    if m.inputs is not None:
-        x = m.inputs[cells]
-    else:
-        x = m.representation.transform(m.read_counts(cells))
-    best, best_k = -np.inf, int(k_range[0])
-    for k in k_range:
-        if k >= cells.size:
-            break
-        labels = KMeans(n_clusters=int(k), n_init=2, random_state=random_state).fit_predict(x)
-        score = silhouette_score(x, labels)
-        if score > best:
-            best, best_k = score, int(k)
-    return best_k
-
-
 class MosaicModel:
     """Mosaic integration of RNA, ATAC and protein measured in any subset per batch.
 
@@ -146,36 +115,30 @@ class MosaicModel:
     batch_key
         ``mdata.obs`` column of batches (``None``: one batch, no adversary).
     label_key
-        ``mdata.obs`` column of cell labels, NaN for unlabelled cells: enables the
-        semi-supervised mode (labelled cells fix their cluster; a classifier loss on
-        ``q(c | z)``; labelled cells in every minibatch).
+        ``mdata.obs`` column of cell labels (or one label per cell), NaN for unlabelled
+        cells: the semi-supervised mode (labelled cells fix their cluster; a classifier loss
+        on ``q(c | z)``; labelled cells in every minibatch).
     graph_key
         Guidance graph: a key (or keys) of ``mdata.varp``, a links table, ``"auto"`` (the
         ``varp`` graphs ``gene_peak``/``gene_protein``/``guidance`` that exist, plus a
         gene–protein graph by name matching when RNA and protein are present) or ``None``.
     modality
         Kind of an AnnData input (``"rna"``, ``"atac"``, ``"protein"``).
-    n_latent
-        Dimension of the latent space.
-    n_clusters
-        Clusters of the mixture prior. Default: the number of label classes when labels are
-        given, else :func:`choose_n_clusters` (silhouette of k-means on the inputs).
-    n_continuous
-        Dimension of the continuous within-cluster variable ``u``.
-    mixture
-        ``"exact"`` (sum over clusters) or ``"gumbel"`` (Gumbel-softmax sample).
-    modalities, modality_types, likelihoods, representations, max_features, n_comps
-        Modality options, see :meth:`MosaicData.from_mudata`.
-    label_classes
-        The known label classes (default: the labels present).
-    encoder_hidden, n_embedding, decoder_hidden, dropout
-        Encoder hidden widths, modality embedding width, decoder MLP widths (empty: linear
-        GLUE-style decoder), dropout.
-    graph_weight, adversarial_weight, classification_weight, align_weight, modality_dropout,
-    kl_warmup, modality_weights, temperature
-        Loss weights and schedule, see :mod:`cellweave.mosaic.vae`.
-    random_state
-        Seed of the fitting subsamples and the initial weights.
+    **options
+        The options of :data:`cellweave.mosaic.config.MODEL` (types, ranges, defaults; an
+        unknown or invalid one is an ``InvalidOptionError`` before any work):
+        ``n_latent`` (latent dimension); ``n_clusters`` (mixture prior; default the label
+        classes, else :func:`choose_n_clusters`); ``n_continuous`` (within-cluster ``u``);
+        ``mixture`` (``"exact"`` sum over clusters or ``"gumbel"`` sample);
+        ``modalities``, ``modality_types``, ``likelihoods``, ``representations``,
+        ``max_features``, ``n_comps`` (see :meth:`MosaicData.from_mudata`);
+        ``label_classes`` (default: the labels present); ``encoder_hidden``,
+        ``n_embedding``, ``decoder_hidden`` (empty: linear GLUE-style decoder), ``dropout``;
+        the loss weights and schedule ``graph_weight``, ``adversarial_weight``,
+        ``mmd_weight``, ``classification_weight``, ``align_weight``, ``modality_dropout``,
+        ``kl_warmup``, ``encode_batch``, ``discriminator_lr``, ``modality_weights``,
+        ``temperature`` (see :mod:`cellweave.mosaic.vae`); ``random_state`` (seed of the
+        fitting subsamples and the initial weights).
     """
 
     def __init__(
@@ -183,97 +146,63 @@ class MosaicModel:
         mdata: Any,
         *,
         batch_key: str | None = None,
-        label_key: str | None = None,
+        label_key: str | np.ndarray | pd.Series | None = None,
         graph_key: Any = "auto",
         modality: str | None = None,
-        n_latent: int = 20,
-        n_clusters: int | None = None,
-        n_continuous: int = 2,
-        mixture: str = "exact",
-        modalities: Sequence[str] | None = None,
-        modality_types: Mapping[str, str] | None = None,
-        likelihoods: Mapping[str, str] | str | None = None,
-        representations: Mapping[str, str] | str | None = None,
-        max_features: Mapping[str, int | None] | int | None = None,
-        n_comps: int | None = None,
-        label_classes: Sequence[str] | None = None,
-        encoder_hidden: Sequence[int] = (256,),
-        n_embedding: int = 128,
-        decoder_hidden: Sequence[int] = (64,),
-        dropout: float = 0.1,
-        graph_weight: float = 0.5,
-        adversarial_weight: float = 0.05,
-        mmd_weight: float = 0.3,
-        classification_weight: float = 0.5,
-        align_weight: float = 0.1,
-        modality_dropout: float = 0.3,
-        kl_warmup: int = 5,
-        encode_batch: bool = False,
-        discriminator_lr: float = 5.0,
-        modality_weights: Mapping[str, float] | None = None,
-        temperature: float = 0.5,
-        random_state: int = 0,
         _saved: Mapping[str, Any] | None = None,
+        **options: Any,
     ) -> None:
-        params = {k: v for k, v in locals().items() if k not in ("self", "mdata", "_saved")}
-        if mixture not in ("exact", "gumbel"):
-            raise InputError(f"mixture={mixture!r} is unknown: use 'exact' or 'gumbel'")
+        opts = check_options(options)  # before any work: one InvalidOptionError
+        seed = opts.pop("random_state")
+        labels = None if label_key is None or isinstance(label_key, str) else label_key
         mdata = _as_mudata(mdata, modality)
         self.mdata = mdata
         saved = _saved or {}
+        data_options = {o.name: opts.pop(o.name) for o in DATA_OPTIONS}
+        classes = saved.get("label_classes", data_options.pop("label_classes"))
         self.data = MosaicData.from_mudata(
             mdata,
             batch_key=batch_key,
-            label_key=label_key,
-            modalities=modalities,
-            modality_types=modality_types,
-            likelihoods=likelihoods,
-            representations=representations,
-            max_features=max_features,
-            n_comps=n_comps,
-            label_classes=saved.get("label_classes", label_classes),
+            label_key=None if labels is not None else label_key,
+            label_classes=classes,
             batch_names=saved.get("batch_names"),
             fitted=saved.get("fitted"),
-            random_state=random_state,
+            random_state=seed,
+            **data_options,
         )
-        n_classes = len(self.data.label_classes)
-        if n_clusters is None:
-            n_clusters = n_classes or choose_n_clusters(self.data, random_state=random_state)
-        if n_clusters < max(n_classes, 1):
-            raise InputError(
-                f"n_clusters={n_clusters} is smaller than the {n_classes} label classes: pass "
-                f"n_clusters >= {n_classes}"
+        if labels is not None:
+            self.data.label_codes, self.data.label_classes = _given_labels(
+                self.data, labels, classes
             )
-        params["n_clusters"] = int(n_clusters)
-        if isinstance(graph_key, pd.DataFrame):
-            params["graph_key"] = "<links table>"
-        self.init_params = _jsonable(params)
-        self.config = MosaicConfig(
-            n_latent=int(n_latent),
-            n_clusters=int(n_clusters),
-            n_continuous=int(n_continuous),
-            encoder_hidden=_widths(encoder_hidden),
-            n_embedding=int(n_embedding),
-            dropout=float(dropout),
-            decoder_hidden=_widths(decoder_hidden),
-            mixture=mixture,
-            temperature=float(temperature),
-            graph_weight=float(graph_weight),
-            adversarial_weight=float(adversarial_weight),
-            mmd_weight=float(mmd_weight),
-            classification_weight=float(classification_weight),
-            align_weight=float(align_weight),
-            modality_dropout=float(modality_dropout),
-            kl_warmup=int(kl_warmup),
-            encode_batch=bool(encode_batch),
-            discriminator_lr=float(discriminator_lr),
-            modality_weights=dict(modality_weights or {}),
+        n_classes = len(self.data.label_classes)
+        if opts["n_clusters"] is None:
+            opts["n_clusters"] = n_classes or choose_n_clusters(self.data, random_state=seed)
+        if opts["n_clusters"] < max(n_classes, 1):
+            raise InputError(
+                f"n_clusters={opts['n_clusters']} is smaller than the {n_classes} label classes: "
+                f"pass n_clusters >= {n_classes}"
+            )
+        self.init_params = jsonable(
+            {
+                "batch_key": batch_key,
+                "label_key": "<labels>" if labels is not None else label_key,
+                "graph_key": "<links table>" if isinstance(graph_key, pd.DataFrame) else graph_key,
+                "modality": modality,
+                **MODEL.defaults(),
+                **options,
+                "n_clusters": int(opts["n_clusters"]),
+                "random_state": seed,
+            }
         )
+        self.config = MosaicConfig.from_options(opts)
         self.graph = (
             saved["graph"] if "graph" in saved else _guidance_graph(mdata, self.data, graph_key)
         )
-        torch.manual_seed(int(random_state))
-        self.module = MosaicModule(self.data, self.config, graph=self.graph)
+        self.datamodule = MosaicDataModule(self.data, seed=seed)
+        torch.manual_seed(seed)
+        self.module = MosaicModule(
+            self.data, self.config, sample=self.datamodule.sample(), graph=self.graph
+        )
         self.is_trained = False
         self.fit_result: FitResult | None = None
         self.train_params: dict[str, Any] = {}
@@ -307,7 +236,8 @@ class MosaicModel:
         num_threads: int | None = None,
         progress: bool | None = None,
     ) -> FitResult:
-        """Fit the model with Lightning (:func:`cellweave.train.fit`).
+        """Fit the model with Lightning (:func:`cellweave.train.fit`) on the batches of a
+        :class:`~.datamodule.MosaicDataModule` (kept as ``model.datamodule``).
 
         Parameters
         ----------
@@ -339,45 +269,20 @@ class MosaicModel:
             Show a progress bar (default: on an interactive terminal).
         """
         seed = int(self.init_params["random_state"] if random_state is None else random_state)
-        if batch_size is None:
-            batch_size = int(np.clip(self.data.n_cells // 16, 64, 512))
-        rng = np.random.default_rng(seed)
-        data, module = self.data, self.module
-        if data.backed:  # stream blocks of consecutive cells from disk
-            block = max(1, int(batch_size) // 8)
-            units = blocks(np.arange(data.n_cells), block)
-            n_val = round(float(validation_fraction) * units.shape[0])
-            order = torch.as_tensor(rng.permutation(units.shape[0]))
-            module.train_units = units[torch.sort(order[n_val:]).values]
-            module.val_units = units[torch.sort(order[:n_val]).values]
-            train_cells = module.train_units[module.train_units >= 0].numpy()
-            module.table_fn = None
-            step_units, val_step = 8, 8
-        else:
-            train_cells, val_cells = split_cells(
-                data.batch_codes, float(validation_fraction), rng, min_cells=2
-            )
-            if balance_batches and len(data.batch_names) > 1:
-                codes = data.batch_codes
-                module.table_fn = lambda epoch: balanced_table(train_cells, codes, seed, epoch)
-                module.train_units = module.table_fn(0)
-            else:
-                module.table_fn = None
-                module.train_units = torch.as_tensor(train_cells).unsqueeze(1)
-            module.val_units = torch.as_tensor(val_cells).unsqueeze(1)
-            step_units, val_step = int(batch_size), 4096
-        labelled = np.intersect1d(np.flatnonzero(data.label_codes >= 0), train_cells)
-        module.labelled = torch.as_tensor(labelled, dtype=torch.long)
-        module.n_labelled_per_batch = int(labelled_per_batch) if labelled.size else 0
-        module.lr = float(lr)
-        n_val = int(module.val_units.shape[0])
+        self.datamodule = MosaicDataModule(
+            self.data,
+            batch_size=batch_size,
+            validation_fraction=validation_fraction,
+            labelled_per_batch=labelled_per_batch,
+            balance_batches=balance_batches,
+            seed=seed,
+            tensors=self.datamodule.tensors,
+        )
+        self.module.lr = float(lr)
         start = time.perf_counter()
         result = fit(
-            module,
-            n_train=int(module.train_units.shape[0]),
-            n_val=n_val if n_val else None,
-            batch_size=step_units,
-            val_batch_size=val_step,
+            self.module,
+            datamodule=self.datamodule,
             max_epochs=int(max_epochs),
             early_stopping=bool(early_stopping),
             patience=int(patience),
@@ -388,13 +293,13 @@ class MosaicModel:
             progress=progress,
             num_threads=num_threads,
         )
-        module.eval()
+        self.module.eval()
         self.is_trained = True
         self.fit_result = result
-        self.train_params = _jsonable(
+        self.train_params = jsonable(
             {
                 "max_epochs": max_epochs,
-                "batch_size": batch_size,
+                "batch_size": self.datamodule.batch_size,
                 "lr": lr,
                 "validation_fraction": validation_fraction,
                 "early_stopping": early_stopping,
@@ -415,34 +320,114 @@ class MosaicModel:
         if not self.is_trained:
             raise InputError("the model is not trained: call model.train() (or load a saved model)")
 
-    def _chunks(self, cells: np.ndarray | None, size: int = 4096):
-        cells = np.arange(self.data.n_cells) if cells is None else np.asarray(cells)
-        for start in range(0, cells.size, size):
-            yield torch.as_tensor(cells[start : start + size], dtype=torch.long)
+    def _modality_index(self, modality: str) -> int:
+        names = self.data.names
+        if modality not in names:
+            raise MissingKeyError(f"the model has no modality {modality!r}: use one of {names}")
+        return names.index(modality)
 
     @torch.no_grad()
-    def _infer_all(self, cells: np.ndarray | None = None, *, mask=None) -> dict[str, np.ndarray]:
+    def infer(
+        self,
+        cells: np.ndarray | None = None,
+        *,
+        use_modalities: Sequence[str] | None = None,
+        batch_size: int = 4096,
+    ) -> dict[str, np.ndarray]:
+        """The encoder's outputs for ``cells`` (indices; default all).
+
+        Parameters
+        ----------
+        cells
+            Cell indices (default: every cell).
+        use_modalities
+            Modalities the encoder may use (default: all a cell measured).
+        batch_size
+            Cells per forward pass.
+
+        Returns
+        -------
+        ``{"mean", "log_var"}`` of ``q(z | x)``, ``"attention"`` (fusion weights per
+        modality), ``"logits"`` of ``q(c | z)`` at the mean and ``"batch"`` codes, one row
+        per cell.
+        """
         self._check_trained()
         self.module.eval()
+        mask = None
+        if use_modalities is not None:
+            for name in use_modalities:
+                self._modality_index(name)
+            mask = torch.as_tensor([name in use_modalities for name in self.data.names])
+        cells = np.arange(self.data.n_cells) if cells is None else np.asarray(cells)
         parts: dict[str, list[np.ndarray]] = {}
-        for chunk in self._chunks(cells):
-            out = self.module.infer(chunk, mask=mask)
+        for start in range(0, cells.size, batch_size):
+            chunk = torch.as_tensor(cells[start : start + batch_size], dtype=torch.long)
+            out = self.module.infer(self.datamodule.batch(chunk, counts=False), mask=mask)
             for k, v in out.items():
                 parts.setdefault(k, []).append(v.cpu().numpy())
         return {k: np.concatenate(v) for k, v in parts.items()}
 
+    @torch.no_grad()
+    def decode(
+        self,
+        modality: str,
+        z: Any,
+        *,
+        transform_batch: int | str,
+        library_size: float | None,
+        batch_size: int = 4096,
+    ) -> np.ndarray:
+        """Expected values of ``modality`` at latent points ``z`` (``(n, n_latent)``).
+
+        Parameters
+        ----------
+        modality
+            Modality to generate.
+        z
+            Latent points.
+        transform_batch
+            Batch (name or code) whose decoder parameters (scale, bias) are used.
+        library_size
+            Library size of the output; ``None`` only where :meth:`predicts_totals` (the
+            decoder's own totals). Ignored for Bernoulli (open probabilities).
+        batch_size
+            Points per decoder pass.
+
+        Returns
+        -------
+        ``(n, n_features)`` float32 array.
+        """
+        self._check_trained()
+        i = self._modality_index(modality)
+        if isinstance(transform_batch, str):
+            transform_batch = self.data.batch_names.index(transform_batch)
+        z = torch.as_tensor(np.asarray(z, dtype=np.float32))
+        v = self.module.feature_embedding(i)
+        parts = [
+            self.module.expected(i, z[s : s + batch_size], int(transform_batch), library_size, v)
+            for s in range(0, z.shape[0], batch_size)
+        ]
+        if not parts:
+            return np.zeros((0, self.data.modalities[i].n_features), dtype=np.float32)
+        return torch.cat(parts).numpy()
+
+    def predicts_totals(self, modality: str) -> bool:
+        """Whether the decoder of ``modality`` predicts each cell's total itself (absolute
+        counts, protein), so :meth:`decode` needs no library size."""
+        return bool(self.module.decoders[self._modality_index(modality)].absolute)
+
     def get_latent_representation(self, *, cells: np.ndarray | None = None) -> np.ndarray:
         """Posterior means of ``z``, ``(n_cells, n_latent)`` float32 (``cells``: indices)."""
-        return self._infer_all(cells)["mean"].astype(np.float32)
+        return self.infer(cells)["mean"].astype(np.float32)
 
     def get_cluster_probabilities(self) -> np.ndarray:
         """``q(c | z)`` at the posterior mean, ``(n_cells, n_clusters)``."""
-        logits = self._infer_all()["logits"]
+        logits = self.infer()["logits"]
         return _softmax(logits)
 
     def get_attention(self) -> pd.DataFrame:
         """Per-cell fusion weights over the modalities (0 for those a cell lacks)."""
-        att = self._infer_all()["attention"]
+        att = self.infer()["attention"]
         return pd.DataFrame(att, index=self.data.obs_names, columns=self.data.names)
 
     def predict_labels(self, *, return_probabilities: bool = False):
@@ -454,7 +439,7 @@ class MosaicModel:
         A Series of labels, and with ``return_probabilities`` also a DataFrame cells x
         classes (rows sum to 1).
         """
-        labels, probs = self._labels_from_logits(self._infer_all()["logits"])
+        labels, probs = self._labels_from_logits(self.infer()["logits"])
         if return_probabilities:
             return labels, probs
         return labels
@@ -552,74 +537,37 @@ class MosaicModel:
         """Write the model to the folder ``path``: ``model.json`` (init parameters, features,
         batches, classes), ``representation.npz``, ``graph.npz`` and ``weights.pt``."""
         self._check_trained()
-        path = Path(path)
-        if path.exists() and any(path.iterdir()) and not overwrite:
-            raise FileFormatError(f"{path} exists and is not empty: pass overwrite=True")
-        path.mkdir(parents=True, exist_ok=True)
-        fitted = self.data.fitted_state()
-        arrays = {
-            f"{mod}/{key}": value
-            for mod, info in fitted.items()
-            for key, value in info.pop("arrays").items()
-        }
         meta = {
-            "format": _FORMAT,
-            "cellweave_version": __version__,
             "init_params": self.init_params,
             "train_params": self.train_params,
             "batch_names": self.data.batch_names,
             "label_classes": self.data.label_classes,
-            "fitted": fitted,
         }
-        (path / _META).write_text(json.dumps(meta, indent=1))
-        np.savez(path / _ARRAYS, **arrays)
-        graph = self.graph if self.graph is not None else sparse.csr_matrix((0, 0))
-        sparse.save_npz(path / _GRAPH, sparse.csr_matrix(graph))
-        torch.save(self.module.state_dict(), path / _WEIGHTS)
-        return path
+        return write_model(
+            path,
+            meta,
+            fitted=self.data.fitted_state(),
+            graph=self.graph,
+            state=self.module.state_dict(),
+            overwrite=overwrite,
+        )
 
     @classmethod
     def load(cls, path: str | Path, mdata: Any, *, modality: str | None = None) -> MosaicModel:
         """Load a model saved with :meth:`save` and attach it to ``mdata`` (same features and
         batches; labels, if any, among the saved classes)."""
-        path = Path(path)
-        for name in (_META, _ARRAYS, _GRAPH, _WEIGHTS):
-            if not (path / name).exists():
-                raise FileFormatError(f"{path / name} is missing: {path} is not a saved model")
-        meta = json.loads((path / _META).read_text())
-        if meta.get("format", 1) != _FORMAT:
-            raise FileFormatError(
-                f"{path} holds a model of format {meta.get('format', 1)} (cellweave "
-                f"{meta.get('cellweave_version', '?')}); this cellweave reads format {_FORMAT}: "
-                "train the model again"
-            )
-        with np.load(path / _ARRAYS) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-        fitted = meta["fitted"]
-        for mod, info in fitted.items():
-            prefix = f"{mod}/"
-            info["arrays"] = {
-                k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)
-            }
-        graph = sparse.load_npz(path / _GRAPH)
+        saved = read_model(path)
+        meta = saved.pop("meta")
+        state = saved.pop("state")
         params = dict(meta["init_params"])
         if modality is not None:
             params["modality"] = modality
-        params["modalities"] = list(fitted)
-        for key in ("encoder_hidden", "decoder_hidden"):
-            params[key] = tuple(params[key])
-        saved = {
-            "fitted": fitted,
-            "batch_names": meta["batch_names"],
-            "label_classes": meta["label_classes"],
-            "graph": graph if graph.shape[0] else None,
-        }
+        params["modalities"] = list(saved["fitted"])
         params.pop("graph_key", None)
         label_key = params.get("label_key")
         if label_key is not None and label_key not in mdata.obs.columns:
             params["label_key"] = None  # query data without labels: predict the saved classes
         model = cls(mdata, _saved=saved, **params)
-        state = torch.load(path / _WEIGHTS, map_location="cpu", weights_only=True)
         model.module.load_state_dict(state)
         model.module.eval()
         model.is_trained = True
@@ -628,28 +576,21 @@ class MosaicModel:
         return model
 
 
-def _widths(value: Any) -> tuple[int, ...]:
-    """Hidden widths from an int, a sequence, or a string like ``"128,64"`` (CLI)."""
-    if isinstance(value, int | np.integer):
-        return (int(value),)
-    if isinstance(value, str):
-        return tuple(int(v) for v in value.split(",") if v.strip())
-    return tuple(int(v) for v in value)
+def _given_labels(
+    data: MosaicData, labels: Any, classes: Sequence[str] | None
+) -> tuple[np.ndarray, list[str]]:
+    """Label codes and classes from labels given per cell (NaN/None: unlabelled)."""
+    values = np.asarray(labels, dtype=object)
+    if values.shape != (data.n_cells,):
+        raise InputError(
+            f"label_key holds {values.shape[0] if values.ndim else 1} labels for "
+            f"{data.n_cells} cells: pass an obs column name or one label per cell"
+        )
+    obs = pd.DataFrame({"labels": values}, index=data.obs_names)
+    return _labels(obs, "labels", data.n_cells, classes)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
     x = logits - logits.max(1, keepdims=True)
     e = np.exp(x)
     return e / e.sum(1, keepdims=True)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | range):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return str(value)

@@ -5,14 +5,23 @@ padding). In memory a unit is one cell and the table is redrawn every epoch so t
 (sample) contributes the same number of cells (small batches oversampled, at most
 ``max_oversampling`` times their size). With backed data a unit is a block of consecutive
 cells, so a step reads a few contiguous runs from disk instead of scattered rows.
+
+:class:`UnitSampler` draws the units of an epoch the way Lightning expects a sampler to
+(``set_epoch`` before each epoch, a seeded generator); :class:`LabelledCells` adds labelled
+cells to every training step (semi-supervised mode).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 import numpy as np
 import torch
+from torch.utils.data import Sampler
 
-__all__ = ["balanced_table", "blocks", "split_cells"]
+from ..train import index_sampler
+
+__all__ = ["LabelledCells", "UnitSampler", "balanced_table", "blocks", "split_cells"]
 
 
 def split_cells(
@@ -74,3 +83,79 @@ def blocks(cells: np.ndarray, size: int) -> torch.Tensor:
     table = np.full(n_blocks * size, -1, dtype=np.int64)
     table[: cells.size] = cells
     return torch.as_tensor(table.reshape(n_blocks, size))
+
+
+class UnitSampler(Sampler[int]):
+    """The units of one epoch, in the order the steps see them.
+
+    Parameters
+    ----------
+    units
+        Unit ids (1-D: cells, or rows of the data module's table of blocks), or a function of
+        the epoch giving them (a fresh batch-balanced draw every epoch); the count must not
+        change.
+    batch_size
+        Units per step (the :class:`~torch.utils.data.BatchSampler` around this groups them).
+    shuffle
+        Seeded random order (a generator that carries on from epoch to epoch, as
+        :func:`cellweave.train.index_loader`); sequential otherwise.
+    seed
+        Seed of the order.
+    """
+
+    def __init__(
+        self,
+        units: torch.Tensor | Callable[[int], torch.Tensor],
+        *,
+        batch_size: int,
+        shuffle: bool = True,
+        seed: int = 0,
+    ) -> None:
+        self.units = units
+        self.epoch = 0
+        n = int(self._table().shape[0])
+        self.order, self.batch_size = index_sampler(
+            n, batch_size=batch_size, shuffle=shuffle, seed=seed
+        )
+
+    def _table(self) -> torch.Tensor:
+        return self.units(self.epoch) if callable(self.units) else self.units
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning before every epoch (the balanced draw depends on it)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __iter__(self) -> Iterator[int]:
+        table = self._table().reshape(-1).tolist()
+        for i in self.order:
+            yield table[i]
+
+
+class LabelledCells:
+    """Labelled training cells added to every training step.
+
+    Parameters
+    ----------
+    cells
+        The labelled training cells.
+    per_step
+        Cells drawn (with replacement) per step; ``0`` or no labelled cells: none.
+
+    The draw uses torch's global generator on the batch's device, at the start of the step.
+    """
+
+    def __init__(self, cells: np.ndarray, per_step: int) -> None:
+        self.cells = torch.as_tensor(np.asarray(cells), dtype=torch.long)
+        self.per_step = int(per_step) if self.cells.numel() else 0
+
+    def add(self, cells: torch.Tensor) -> torch.Tensor:
+        """``cells`` followed by ``per_step`` labelled cells (on ``cells``' device)."""
+        if not self.per_step:
+            return cells
+        if self.cells.device != cells.device:
+            self.cells = self.cells.to(cells.device)
+        pick = torch.randint(0, self.cells.numel(), (self.per_step,), device=cells.device)
+        return torch.cat([cells, self.cells[pick]])

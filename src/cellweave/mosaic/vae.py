@@ -23,9 +23,6 @@ over ``kl_warmup`` epochs. The validation loss is the (beta = 1) negative ELBO.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -34,45 +31,13 @@ from torch import nn
 
 from ..nn import MLP, grad_reverse
 from ..train import CellweaveModule
+from .config import MosaicConfig
 from .data import MosaicData
 from .guidance import GraphEncoder
 from .modules import GatedAttentionFusion, HybridDecoder, MixturePrior, normal_log_prob
-from .tensors import TensorData
+from .tensors import Batch
 
 __all__ = ["MosaicConfig", "MosaicModule"]
-
-
-@dataclass
-class MosaicConfig:
-    """Architecture and loss weights of :class:`MosaicModule` (see the module docstring)."""
-
-    n_latent: int = 20
-    n_clusters: int = 10
-    n_continuous: int = 2
-    encoder_hidden: Sequence[int] = (256,)
-    n_embedding: int = 128
-    dropout: float = 0.1
-    decoder_hidden: Sequence[int] = (64,)
-    mixture: str = "exact"
-    temperature: float = 0.5
-    graph_weight: float = 0.5
-    graph_samples: int = 4096
-    adversarial_weight: float = 0.05
-    mmd_weight: float = 0.3
-    classification_weight: float = 0.5
-    align_weight: float = 0.1
-    modality_dropout: float = 0.3
-    kl_warmup: int = 5
-    max_decoded_features: int | None = 8192
-    encode_batch: bool = False
-    discriminator_lr: float = 5.0
-    modality_weights: dict[str, float] = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        out["encoder_hidden"] = list(self.encoder_hidden)
-        out["decoder_hidden"] = list(self.decoder_hidden)
-        return out
 
 
 def _absolute(m) -> bool:
@@ -96,14 +61,18 @@ def _initial_bias(m) -> torch.Tensor:
 
 
 class MosaicModule(CellweaveModule):
-    """The mosaic VAE; trained with :func:`cellweave.train.fit` on batches of unit indices.
+    """The mosaic VAE: parameters and losses only, trained with :func:`cellweave.train.fit`
+    on the :class:`~.tensors.Batch` objects of a :class:`~.datamodule.MosaicDataModule`.
 
     Parameters
     ----------
     data
-        The mosaic arrays.
+        The mosaic arrays (their shapes, kinds and feature means set up the layers; not kept).
     config
         Architecture and loss weights.
+    sample
+        A batch of cells sorted by batch (:meth:`~.datamodule.MosaicDataModule.sample`): the
+        initial model's likelihood on it scales the ELBO term.
     graph
         Guidance graph over the concatenated features of ``data``'s modalities (or ``None``).
     lr, weight_decay
@@ -115,14 +84,14 @@ class MosaicModule(CellweaveModule):
         data: MosaicData,
         config: MosaicConfig,
         *,
+        sample: Batch,
         graph: sparse.csr_matrix | None = None,
         lr: float = 2e-3,
         weight_decay: float = 0.0,
     ) -> None:
         super().__init__(lr=lr, weight_decay=weight_decay)
         self.config = config
-        self.data = data
-        self.tensors = TensorData(data)
+        self.n_cells = data.n_cells
         cfg = config
         self.n_classes = len(data.label_classes)
         self.n_batches = len(data.batch_names)
@@ -166,36 +135,16 @@ class MosaicModule(CellweaveModule):
             for m in data.modalities
         )
         self.mod_weights = [float(cfg.modality_weights.get(m.name, 1.0)) for m in data.modalities]
-        self.register_buffer("nll_scale", torch.tensor(self._baseline_nll()))
-        # sampling state (set by the model before fitting)
-        self.train_units = torch.zeros((0, 1), dtype=torch.long)
-        self.val_units = torch.zeros((0, 1), dtype=torch.long)
-        self.labelled = torch.zeros(0, dtype=torch.long)
-        self.n_labelled_per_batch = 0
-        self.table_fn = None
+        self.register_buffer("nll_scale", torch.tensor(self._baseline_nll(sample)))
         self.history: list[dict[str, float]] = []
 
     # ------------------------------------------------------------------ setup
     @torch.no_grad()
-    def _baseline_nll(self, n: int = 2000) -> float:
+    def _baseline_nll(self, b: Batch) -> float:
         """Mean per-cell NLL of the initial model at ``z = 0`` (feature means) on a sample."""
-        rng = np.random.default_rng(0)
-        cells = np.sort(rng.choice(self.data.n_cells, min(n, self.data.n_cells), replace=False))
-        cells = torch.as_tensor(cells)
-        cells = cells[torch.argsort(self.tensors.batch_codes[cells])]
-        b = self.tensors.batch(cells)
-        z = torch.zeros(cells.numel(), self.config.n_latent)
-        vs = [torch.zeros(m.n_features, self.config.n_latent) for m in self.data.modalities]
+        z = torch.zeros(b.cells.numel(), self.config.n_latent)
+        vs = [torch.zeros(n, self.config.n_latent) for n in np.diff(self.offsets).tolist()]
         return max(float(self.reconstruction(b, z, vs, subsample=False).mean()), 1.0)
-
-    def move_data(self, device: torch.device) -> None:
-        self.tensors.to(device)
-        for name in ("train_units", "val_units", "labelled"):
-            setattr(self, name, getattr(self, name).to(device))
-
-    def on_train_epoch_start(self) -> None:
-        if self.table_fn is not None:  # a fresh batch-balanced table every epoch
-            self.train_units = self.table_fn(int(self.current_epoch)).to(self.device)
 
     # ------------------------------------------------------------------ forward pieces
     def embed(self, inputs: list[torch.Tensor], batch: torch.Tensor) -> torch.Tensor:
@@ -228,10 +177,6 @@ class MosaicModule(CellweaveModule):
             keep = torch.where(empty.unsqueeze(1), pick, keep)
         return keep
 
-    def _cells(self, units: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        cells = units[index].reshape(-1)
-        return cells[cells >= 0]
-
     def _beta(self) -> float:
         warm = max(int(self.config.kl_warmup), 0)
         return 1.0 if warm == 0 else min(1.0, (int(self.current_epoch) + 1) / warm)
@@ -263,11 +208,10 @@ class MosaicModule(CellweaveModule):
             recon = recon.index_add(0, rows, -self.mod_weights[i] * torch.cat(parts))
         return recon
 
-    def objective(self, cells: torch.Tensor, *, train: bool) -> dict[str, torch.Tensor]:
-        """Every loss term of the batch ``cells`` (see the module docstring)."""
+    def objective(self, b: Batch, *, train: bool) -> dict[str, torch.Tensor]:
+        """Every loss term of the batch ``b`` (cells sorted by batch; see the module
+        docstring)."""
         cfg = self.config
-        cells = cells[torch.argsort(self.tensors.batch_codes[cells.to(self.tensors.device)])]
-        b = self.tensors.batch(cells)
         e = self.embed(b.inputs, b.batch)
         mask = self._hide(b.present) if train else b.present
         mu, log_var, _ = self.posterior(e, mask)
@@ -289,7 +233,7 @@ class MosaicModule(CellweaveModule):
         if self.graph.has_graph and cfg.graph_weight > 0:
             graph = self.graph.loss(v, n_samples=cfg.graph_samples)
             out["graph"] = graph
-            loss = loss + cfg.graph_weight * (graph + self.graph.kl(v_mean) / self.data.n_cells)
+            loss = loss + cfg.graph_weight * (graph + self.graph.kl(v_mean) / self.n_cells)
         if self.discriminator is not None:
             # the discriminator learns at full strength (Adam); the encoder gets its reversed
             # gradient scaled by adversarial_weight
@@ -336,27 +280,19 @@ class MosaicModule(CellweaveModule):
             groups.append({"params": disc, "lr": self.lr * self.config.discriminator_lr})
         return torch.optim.Adam(groups, lr=self.lr, weight_decay=self.weight_decay)
 
-    def loss(self, index: torch.Tensor) -> torch.Tensor:
-        cells = self._cells(self.train_units, index)
-        if self.n_labelled_per_batch and self.labelled.numel():
-            pick = torch.randint(
-                0, self.labelled.numel(), (self.n_labelled_per_batch,), device=self.device
-            )
-            cells = torch.cat([cells, self.labelled[pick]])
-        out = self.objective(cells, train=True)
+    def loss(self, b: Batch) -> torch.Tensor:
+        out = self.objective(b, train=True)
         self.log_dict(
             {f"train_{k}": v.detach() for k, v in out.items() if k != "loss"},
             on_step=False,
             on_epoch=True,
+            batch_size=len(b),
         )
         return out["loss"]
 
-    def validation_loss(self, index: torch.Tensor) -> torch.Tensor:
-        cells = self._cells(self.val_units, index)
-        return self.objective(cells, train=False)["loss"] * cells.numel() / self._n_val_cells()
-
-    def _n_val_cells(self) -> int:
-        return max(int((self.val_units >= 0).sum()), 1)
+    def validation_loss(self, b: Batch) -> torch.Tensor:
+        """The batch's share of the validation loss (mean over the split's ``b.total``)."""
+        return self.objective(b, train=False)["loss"] * b.cells.numel() / max(b.total, 1)
 
     def on_train_epoch_end(self) -> None:
         metrics = self.trainer.callback_metrics if self._trainer is not None else {}
@@ -366,12 +302,9 @@ class MosaicModule(CellweaveModule):
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
-    def infer(
-        self, cells: torch.Tensor, *, mask: torch.Tensor | None = None
-    ) -> dict[str, torch.Tensor]:
-        """Posterior mean, log variance, attention and cluster logits of ``cells``
+    def infer(self, b: Batch, *, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Posterior mean, log variance, attention and cluster logits of the batch's cells
         (``mask``: which modalities the encoder may use; default all measured)."""
-        b = self.tensors.batch(cells, counts=False)
         use = b.present if mask is None else (b.present & mask.to(b.present.device))
         mu, log_var, attention = self.posterior(self.embed(b.inputs, b.batch), use)
         return {
@@ -381,6 +314,29 @@ class MosaicModule(CellweaveModule):
             "logits": self.prior.logits(mu),
             "batch": b.batch,
         }
+
+    @torch.no_grad()
+    def feature_embedding(self, index: int) -> torch.Tensor:
+        """Mean feature embeddings ``V`` of the modality ``index`` (from the graph encoder)."""
+        return self.graph.mean()[self.offsets[index] : self.offsets[index + 1]]
+
+    @torch.no_grad()
+    def expected(
+        self,
+        index: int,
+        z: torch.Tensor,
+        batch: int,
+        library: float | None,
+        v: torch.Tensor,
+    ) -> torch.Tensor:
+        """Expected values of the modality ``index`` at ``z`` with the decoder parameters of
+        ``batch``; ``library=None`` (absolute decoders only): the decoder's own totals
+        (Bernoulli always uses the mean library). ``v``: :meth:`feature_embedding`."""
+        dec = self.decoders[index]
+        logits = dec.logits(z, v, batch)
+        library = dec.head.decode_library(dec, library)  # Bernoulli: the mean depth
+        lib = None if library is None else torch.full((z.shape[0],), float(library))
+        return dec.expected(logits, lib, batch)
 
 
 def _batch_mmd(x: torch.Tensor, batch: torch.Tensor, n_batches: int) -> torch.Tensor:
