@@ -116,3 +116,28 @@ def test_usage_errors(tmp_path, mosaic_file):
     assert result.exit_code == 2 and "--label-key" in result.output
     result = _invoke(str(mosaic_file), "-o", str(mosaic_file))
     assert "input file" in str(result.exception)
+
+
+def test_list_methods_prints_the_modality_kinds_from_the_registry():
+    from cellweave.mosaic.kinds import MODALITY_KINDS
+
+    result = _invoke("--list-methods")
+    assert result.exit_code == 0, result.output
+    assert list(MODALITY_KINDS) == ["rna", "atac", "protein", "methylation"]
+    for name in MODALITY_KINDS:
+        assert name in result.output
+
+
+def test_unknown_modality_kind_is_one_line_before_reading(tmp_path):
+    from cellweave.errors import InvalidOptionError
+
+    missing = tmp_path / "absent.h5ad"  # never read: the kind is checked first
+    result = _invoke(str(missing), "-o", str(tmp_path / "x.h5mu"), "--modality", "banana")
+    assert isinstance(result.exception, InvalidOptionError)
+    message = str(result.exception)
+    assert "'banana'" in message and "methylation" in message and "\n" not in message
+
+
+def test_missing_path_or_out_is_a_usage_error(tmp_path, mosaic_file):
+    assert _invoke().exit_code == 2
+    assert _invoke(str(mosaic_file)).exit_code == 2

@@ -18,15 +18,14 @@ from ._common import (
     overwrite_option,
     params_option,
     parse_params,
+    print_methods,
     seed_option,
 )
 
 
 @click.command()
-@click.argument("path", type=click.Path(path_type=Path))
-@click.option(
-    "-o", "--out", type=click.Path(path_type=Path), required=True, help="Output .h5mu / .h5ad."
-)
+@click.argument("path", type=click.Path(path_type=Path), required=False)
+@click.option("-o", "--out", type=click.Path(path_type=Path), help="Output .h5mu / .h5ad.")
 @click.option("--batch-key", default="batch", show_default=True, help="obs column of batches.")
 @click.option(
     "--label-key",
@@ -43,9 +42,10 @@ from ._common import (
 )
 @click.option(
     "--modality",
-    type=click.Choice(["rna", "atac", "protein"]),
     default=None,
-    help="Kind of a .h5ad input (one modality measured in several batches).",
+    metavar="KIND",
+    help="Kind of a .h5ad input (one modality measured in several batches): a modality kind "
+    "of --list-methods (rna, atac, protein, methylation).",
 )
 @click.option(
     "--graph-key",
@@ -78,11 +78,12 @@ from ._common import (
 @click.option(
     "--save-model", type=click.Path(path_type=Path), default=None, help="Folder for the model."
 )
+@click.option("--list-methods", is_flag=True, help="List the modality kinds and exit.")
 @seed_option
 @overwrite_option
 def integrate(
-    path: Path,
-    out: Path,
+    path: Path | None,
+    out: Path | None,
     batch_key: str,
     label_key: str | None,
     labelled_fraction: float | None,
@@ -98,6 +99,7 @@ def integrate(
     plot: Path | None,
     no_plot: bool,
     save_model: Path | None,
+    list_methods: bool,
     random_state: int,
     overwrite: bool,
 ) -> None:
@@ -109,7 +111,17 @@ def integrate(
     from .. import tl
     from ..errors import InputError, MissingKeyError
     from ..mosaic.config import check_options
+    from ..mosaic.kinds import MODALITY_KINDS
 
+    if list_methods:
+        print_methods(MODALITY_KINDS, "modality kinds (options with their defaults)")
+        return
+    if path is None or out is None:
+        raise click.UsageError(
+            "pass the input PATH (.h5mu mosaic, or .h5ad with --modality) and -o OUT"
+        )
+    if modality is not None:
+        MODALITY_KINDS.get(modality)  # an unknown kind: one line naming the kinds
     options = {"n_latent": n_latent, "n_clusters": n_clusters, **parse_params(params)}
     check_options({**options, "random_state": random_state})  # before any work
     check_output(out, inputs=[path], overwrite=overwrite)
@@ -125,8 +137,8 @@ def integrate(
         data = io.read(path)
     if isinstance(data, ad.AnnData) and modality is None:
         raise InputError(
-            f"{path.name} holds one modality (AnnData): pass --modality rna|atac|protein, or a "
-            ".h5mu mosaic"
+            f"{path.name} holds one modality (AnnData): pass --modality "
+            f"{'|'.join(MODALITY_KINDS)}, or a .h5mu mosaic"
         )
     if not isinstance(data, ad.AnnData) and modality is not None:
         raise InputError("--modality is for .h5ad inputs; a .h5mu names its own modalities")
