@@ -46,9 +46,9 @@ def evaluated_output(out: Path | None, *, inputs: Iterable[Path], overwrite: boo
 
 def evaluation_request(
     methods: str,
-    *,
     default: str,
     method_params: dict,
+    *,
     metrics_json: Path | None,
     overwrite: bool,
 ) -> tuple[str | list[str], dict[str, dict] | None]:

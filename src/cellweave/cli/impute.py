@@ -147,11 +147,7 @@ def _evaluate(
     from ..impute import evaluate
 
     chosen, params = evaluation_request(
-        methods,
-        default=default,
-        method_params=method_params,
-        metrics_json=metrics_json,
-        overwrite=overwrite,
+        methods, default, method_params, metrics_json=metrics_json, overwrite=overwrite
     )
     adata = io.read_anndata(path, coords=coords, spatial_key=spatial_key)
     seed_list = _parse_seeds(seeds)

@@ -180,12 +180,9 @@ def _evaluate(
     from ..mapping.api import DEFAULT_METHOD
     from ..mapping.evaluate import evaluate
 
+    default = DEFAULT_METHOD if method == "auto" else method
     chosen, params = evaluation_request(
-        methods,
-        default=DEFAULT_METHOD if method == "auto" else method,
-        method_params=method_params,
-        metrics_json=metrics_json,
-        overwrite=overwrite,
+        methods, default, method_params, metrics_json=metrics_json, overwrite=overwrite
     )
     adata_sc = io.read_anndata(sc_path)
     adata_sp = io.read_anndata(sp_path)
