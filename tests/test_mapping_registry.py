@@ -164,3 +164,15 @@ def test_peers_are_registry_entries_with_options(pair, peers):
         )
     with pytest.raises(InvalidOptionError, match="no option"):
         evaluate.evaluate(ref, sp, methods=["ot"], folds=2, method_params={"ot": {"perplexity": 5}})
+
+
+def test_gradient_options_are_keywords_of_gradient_plan():
+    """The gradient adapter forwards its options to ``gradient_plan`` (no second signature):
+    every option it declares must be one of that function's keywords."""
+    import inspect
+
+    from cellweave.mapping.gradient import gradient_plan
+
+    keywords = set(inspect.signature(gradient_plan).parameters)
+    declared = set(api.METHODS["gradient"].options) - set(methods.FEATURE_OPTIONS)
+    assert declared and declared <= keywords

@@ -36,6 +36,31 @@ def check_output(out: Path, *, inputs: Iterable[Path] = (), overwrite: bool = Fa
     return out
 
 
+def evaluated_output(out: Path | None, *, inputs: Iterable[Path], overwrite: bool) -> Path:
+    """``-o/--out`` of a command that writes it unless ``--evaluate``: required, checked by
+    :func:`check_output`."""
+    if out is None:
+        raise click.UsageError("missing -o/--out (or pass --evaluate)")
+    return check_output(out, inputs=inputs, overwrite=overwrite)
+
+
+def evaluation_request(
+    methods: str,
+    default: str,
+    method_params: dict,
+    *,
+    metrics_json: Path | None,
+    overwrite: bool,
+) -> tuple[str | list[str], dict[str, dict] | None]:
+    """``--evaluate``'s methods (``"all"`` or the ``--methods`` list) and the ``--param``
+    values as options of the ``default`` method; an existing ``--metrics-json`` is refused
+    first (before any file is read)."""
+    if metrics_json is not None:
+        check_output(metrics_json, overwrite=overwrite)
+    chosen = "all" if methods == "all" else comma_list(methods)
+    return chosen, ({default: method_params} if method_params else None)
+
+
 def print_table(title: str, rows: Iterable[tuple], *, columns: tuple[str, ...]) -> None:
     """Print a rich table of rows to stdout."""
     table = Table(title=title, title_justify="left")
@@ -46,9 +71,10 @@ def print_table(title: str, rows: Iterable[tuple], *, columns: tuple[str, ...]) 
     console.print(table)
 
 
-def print_methods(registry, title: str) -> None:
-    """``--list-methods``: a registry's table (name, kind, description, options=defaults)."""
-    print_table(title, registry.table(), columns=("method", "kind", "what", "options"))
+def print_methods(registry, title: str, *, entry: str = "method") -> None:
+    """``--list-methods``: a registry's table (name, kind, description, options=defaults);
+    ``entry`` heads the name column."""
+    print_table(title, registry.table(), columns=(entry, "kind", "what", "options"))
 
 
 def _fmt(value) -> str:
@@ -72,6 +98,32 @@ evaluate_methods_option = click.option(
     show_default=True,
     help="With --evaluate: 'all' or a comma-separated list.",
 )
+
+
+spatial_key_option = click.option("--spatial-key", default="spatial", show_default=True)
+
+
+def out_option(help: str, *, required: bool = False, short: bool = True, dest: str = "out"):
+    """``-o/--out PATH`` (``short=False``: ``--out`` only), stored in ``dest``."""
+    names = ("-o", "--out") if short else ("--out",)
+    return click.option(
+        *names, dest, type=click.Path(path_type=Path), default=None, required=required, help=help
+    )
+
+
+def path_option(name: str, help: str):
+    """An optional ``--name PATH`` (``--plot``, ``--coords``, ...)."""
+    return click.option(name, type=click.Path(path_type=Path), default=None, help=help)
+
+
+def layer_option(help: str):
+    """``--layer NAME`` (default: ``X``)."""
+    return click.option("--layer", default=None, help=help)
+
+
+def list_methods_option(help: str = "List the methods and exit."):
+    """``--list-methods``: print the registry's table and exit."""
+    return click.option("--list-methods", is_flag=True, help=help)
 
 
 def params_option(example: str):

@@ -12,11 +12,16 @@ from ..errors import InvalidOptionError
 from ._common import (
     check_output,
     console,
+    layer_option,
+    list_methods_option,
+    out_option,
     overwrite_option,
     params_option,
     parse_params,
-    print_table,
+    path_option,
+    print_methods,
     seed_option,
+    spatial_key_option,
     use_agg_backend,
 )
 
@@ -38,13 +43,7 @@ def _overlap(value: str) -> float | None:
 @click.command()
 @click.argument("path_a", type=click.Path(path_type=Path), required=False)
 @click.argument("path_b", type=click.Path(path_type=Path), required=False)
-@click.option(
-    "-o",
-    "--out",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Output .h5ad: section B with obsm[KEY_ADDED] and uns[KEY_ADDED] (required).",
-)
+@out_option("Output .h5ad: section B with obsm[KEY_ADDED] and uns[KEY_ADDED] (required).")
 @click.option(
     "--alpha",
     type=click.FloatRange(0.0, 1.0),
@@ -65,17 +64,12 @@ def _overlap(value: str) -> float | None:
     help="Compare no features across sections (two modalities without shared features).",
 )
 @click.option("--reflection", is_flag=True, help="Allow a mirrored section.")
-@click.option("--layer", default=None, help="Layer of both files to compare (default: X).")
-@click.option("--spatial-key", default="spatial", show_default=True)
+@layer_option("Layer of both files to compare (default: X).")
+@spatial_key_option
 @click.option("--key-added", default="spatial_aligned", show_default=True)
-@click.option(
-    "--plot",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Save a PNG of the two sections overlaid before and after alignment.",
-)
+@path_option("--plot", "Save a PNG of the two sections overlaid before and after alignment.")
 @params_option("refine=3")
-@click.option("--list-methods", is_flag=True, help="List the align solvers and exit.")
+@list_methods_option("List the align solvers and exit.")
 @seed_option
 @overwrite_option
 def align(
@@ -106,8 +100,7 @@ def align(
     from ..align import SOLVERS, align_sections
 
     if list_methods:
-        columns = ("solver", "kind", "what", "options")
-        print_table("align solvers", SOLVERS.table(), columns=columns)
+        print_methods(SOLVERS, "align solvers", entry="solver")
         return
     if path_a is None or path_b is None:
         raise click.UsageError("missing the input files PATH_A and PATH_B (.h5ad)")

@@ -10,47 +10,37 @@ from .. import io
 from .._progress import status
 from ._common import (
     check_output,
-    comma_list,
     console,
     evaluate_methods_option,
+    evaluated_output,
+    evaluation_request,
+    layer_option,
+    list_methods_option,
     metrics_json_option,
+    out_option,
     overwrite_option,
     params_option,
     parse_params,
+    path_option,
     print_methods,
     print_table,
     seed_option,
+    spatial_key_option,
     use_agg_backend,
 )
 
 
 @click.command()
 @click.argument("path", type=click.Path(path_type=Path), required=False)
-@click.option(
-    "-o",
-    "--out",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Output .h5ad with layers['imputed'] (required unless --evaluate).",
-)
+@out_option("Output .h5ad with layers['imputed'] (required unless --evaluate).")
 @click.option(
     "--method", default="auto", show_default=True, help="Imputation method (see --list-methods)."
 )
 @params_option("spatial_weight=0.5")
-@click.option("--layer", default=None, help="Layer with raw counts (default: X).")
-@click.option("--spatial-key", default="spatial", show_default=True)
-@click.option(
-    "--coords",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="CSV of coordinates (for CSV/10x inputs).",
-)
-@click.option(
-    "--plot",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Save a PNG: a gene raw vs imputed on the tissue.",
-)
+@layer_option("Layer with raw counts (default: X).")
+@spatial_key_option
+@path_option("--coords", "CSV of coordinates (for CSV/10x inputs).")
+@path_option("--plot", "Save a PNG: a gene raw vs imputed on the tissue.")
 @click.option("--gene", default=None, help="Gene for --plot (default: the most variable).")
 @click.option(
     "--evaluate",
@@ -65,7 +55,7 @@ from ._common import (
     help="With --evaluate: comma-separated molecular-split seeds.",
 )
 @metrics_json_option()
-@click.option("--list-methods", is_flag=True, help="List the methods and exit.")
+@list_methods_option()
 @seed_option
 @overwrite_option
 def impute(
@@ -113,9 +103,7 @@ def impute(
             overwrite=overwrite,
         )
         return
-    if out is None:
-        raise click.UsageError("missing -o/--out (or pass --evaluate)")
-    check_output(out, inputs=[path], overwrite=overwrite)
+    evaluated_output(out, inputs=[path], overwrite=overwrite)
     if plot is not None:
         check_output(plot, overwrite=overwrite)
     from ..impute import impute as run_impute
@@ -158,12 +146,11 @@ def _evaluate(
 ) -> None:
     from ..impute import evaluate
 
-    if metrics_json is not None:
-        check_output(metrics_json, overwrite=overwrite)
+    chosen, params = evaluation_request(
+        methods, default, method_params, metrics_json=metrics_json, overwrite=overwrite
+    )
     adata = io.read_anndata(path, coords=coords, spatial_key=spatial_key)
-    chosen = "all" if methods == "all" else comma_list(methods)
     seed_list = _parse_seeds(seeds)
-    params = {default: method_params} if method_params else None
     result = evaluate(
         adata,
         methods=chosen,

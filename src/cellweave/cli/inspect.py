@@ -10,7 +10,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from .. import io, validate
-from ._common import print_table
+from ._common import layer_option, print_table, spatial_key_option
 
 
 @click.command()
@@ -27,8 +27,8 @@ from ._common import print_table
     is_flag=True,
     help="Fail (exit 2) unless spatial coordinates are present.",
 )
-@click.option("--spatial-key", default="spatial", show_default=True)
-@click.option("--layer", default=None, help="Check this layer instead of X.")
+@spatial_key_option
+@layer_option("Check this layer instead of X.")
 def inspect(
     path: Path, require_counts: bool, require_spatial: bool, spatial_key: str, layer: str | None
 ) -> None:

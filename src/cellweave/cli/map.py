@@ -9,12 +9,15 @@ import click
 from .. import io
 from .._progress import status
 from ._common import (
-    check_output,
     comma_list,
     console,
     device_option,
     evaluate_methods_option,
+    evaluated_output,
+    evaluation_request,
+    list_methods_option,
     metrics_json_option,
+    out_option,
     overwrite_option,
     params_option,
     parse_params,
@@ -26,13 +29,9 @@ from ._common import (
 @click.command("map")
 @click.argument("sc_path", metavar="SC", type=click.Path(path_type=Path), required=False)
 @click.argument("sp_path", metavar="SP", type=click.Path(path_type=Path), required=False)
-@click.option(
-    "-o",
-    "--out",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Output .h5ad: SP with uns['mapping'], obsm['predicted_genes'] and, with "
-    "--cell-type-key, obsm['cell_type_fractions'] (required unless --evaluate).",
+@out_option(
+    "Output .h5ad: SP with uns['mapping'], obsm['predicted_genes'] and, with "
+    "--cell-type-key, obsm['cell_type_fractions'] (required unless --evaluate)."
 )
 @click.option(
     "--method",
@@ -71,7 +70,7 @@ from ._common import (
     help="With --evaluate: truth divided by spot depth (normalized) or raw values.",
 )
 @metrics_json_option()
-@click.option("--list-methods", is_flag=True, help="List the methods and exit.")
+@list_methods_option()
 @seed_option
 @overwrite_option
 def map_cmd(
@@ -118,9 +117,7 @@ def map_cmd(
             overwrite=overwrite,
         )
         return
-    if out is None:
-        raise click.UsageError("missing -o/--out (or pass --evaluate)")
-    check_output(out, inputs=[sc_path, sp_path], overwrite=overwrite)
+    evaluated_output(out, inputs=[sc_path, sp_path], overwrite=overwrite)
     from ..mapping.api import map_cells, project_genes
 
     adata_sc = io.read_anndata(sc_path)
@@ -183,13 +180,12 @@ def _evaluate(
     from ..mapping.api import DEFAULT_METHOD
     from ..mapping.evaluate import evaluate
 
-    if metrics_json is not None:
-        check_output(metrics_json, overwrite=overwrite)
+    default = DEFAULT_METHOD if method == "auto" else method
+    chosen, params = evaluation_request(
+        methods, default, method_params, metrics_json=metrics_json, overwrite=overwrite
+    )
     adata_sc = io.read_anndata(sc_path)
     adata_sp = io.read_anndata(sp_path)
-    chosen = "all" if methods == "all" else comma_list(methods)
-    default = DEFAULT_METHOD if method == "auto" else method
-    params = {default: method_params} if method_params else None
     result = evaluate(
         adata_sc,
         adata_sp,

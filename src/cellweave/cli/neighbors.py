@@ -9,17 +9,21 @@ import click
 from .. import io
 from ..graph import spatial_neighbors
 from ..io import read_spatial
-from ._common import check_output, console, overwrite_option, print_table, use_agg_backend
+from ._common import (
+    check_output,
+    console,
+    out_option,
+    overwrite_option,
+    path_option,
+    print_table,
+    spatial_key_option,
+    use_agg_backend,
+)
 
 
 @click.command()
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Output .h5ad (the input is never modified).",
-)
+@out_option("Output .h5ad (the input is never modified).", required=True, short=False)
 @click.option(
     "--method",
     type=click.Choice(["auto", "grid", "knn", "radius"]),
@@ -36,19 +40,9 @@ from ._common import check_output, console, overwrite_option, print_table, use_a
 )
 @click.option("--n-neighbors", type=click.IntRange(min=1), default=6, show_default=True)
 @click.option("--radius", type=float, default=None, help="Radius for --method radius.")
-@click.option("--spatial-key", default="spatial", show_default=True)
-@click.option(
-    "--coords",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="CSV of coordinates (for CSV/10x inputs without obsm['spatial']).",
-)
-@click.option(
-    "--plot",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Also save a PNG of the spots coloured by their number of neighbours.",
-)
+@spatial_key_option
+@path_option("--coords", "CSV of coordinates (for CSV/10x inputs without obsm['spatial']).")
+@path_option("--plot", "Also save a PNG of the spots coloured by their number of neighbours.")
 @overwrite_option
 def neighbors(
     path: Path,

@@ -8,7 +8,7 @@ import click
 
 from .. import io
 from .._progress import status
-from ._common import check_output, console, overwrite_option, seed_option
+from ._common import check_output, console, out_option, overwrite_option, seed_option
 
 
 @click.group()
@@ -17,12 +17,8 @@ def simulate() -> None:
 
 
 @simulate.command("spatial")
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Folder for spatial.h5ad and reference.h5ad.",
+@out_option(
+    "Folder for spatial.h5ad and reference.h5ad.", required=True, short=False, dest="out_dir"
 )
 @click.option("--n-spots", type=click.IntRange(min=1), default=1000, show_default=True)
 @click.option("--n-genes", type=click.IntRange(min=1), default=200, show_default=True)
@@ -56,7 +52,7 @@ def simulate_spatial_cmd(out_dir: Path, overwrite: bool, **params) -> None:
 
 
 @simulate.command("mosaic")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output .h5mu file.")
+@out_option("Output .h5mu file.", required=True, short=False)
 @click.option("--n-cells", type=click.IntRange(min=1), default=3000, show_default=True)
 @click.option("--n-genes", type=click.IntRange(min=1), default=500, show_default=True)
 @click.option("--n-peaks", type=click.IntRange(min=1), default=2000, show_default=True)

@@ -128,18 +128,17 @@ def ae_predict(
     method: str = "ae",
 ) -> np.ndarray:
     """Proportions from the spatial autoencoder (see :func:`ae`)."""
-    spatial = None
-    if spatial_weight > 0:
-        spatial = build_spatial_loss(
-            X1,
-            coords,
-            weights=weights,
-            similarity=similarity,
-            similarity_features=similarity_features,
-            n_neighbors=n_neighbors,
-            random_state=random_state,
-            method=method,
-        )
+    spatial = build_spatial_loss(
+        X1,
+        coords,
+        spatial_weight=spatial_weight,
+        weights=weights,
+        similarity=similarity,
+        similarity_features=similarity_features,
+        n_neighbors=n_neighbors,
+        random_state=random_state,
+        method=method,
+    )
     X1a, X1b = inner_split(X1, random_state=random_state)
     torch.manual_seed(int(random_state))
     module = AEModule(

@@ -181,32 +181,6 @@ def _settings(
     )
 
 
-def _spatial_loss(
-    X1,
-    coords,
-    *,
-    spatial_weight,
-    weights,
-    similarity,
-    similarity_features,
-    n_neighbors,
-    random_state,
-    method: str,
-) -> SpatialLoss | None:
-    if isinstance(spatial_weight, int | float) and spatial_weight == 0:
-        return None
-    return build_spatial_loss(
-        X1,
-        coords,
-        weights=weights,
-        similarity=similarity,
-        similarity_features=similarity_features,
-        n_neighbors=n_neighbors,
-        random_state=random_state,
-        method=method,
-    )
-
-
 def _grid(value, default: Sequence[float]) -> list[float]:
     if value == "auto":
         return [float(v) for v in default]
@@ -293,7 +267,7 @@ def mf_select(
     ``score_single``, which scores it on the inner split too (to compare model families).
     ``split``: that inner split when the caller already has it.
     """
-    spatial = _spatial_loss(
+    spatial = build_spatial_loss(
         X1,
         coords,
         spatial_weight=spatial_weight,

@@ -219,6 +219,7 @@ def build_spatial_loss(
     X1,
     coords,
     *,
+    spatial_weight: float | str | Sequence[float],
     weights: Sequence[float],
     similarity: Metric | None,
     similarity_features: np.ndarray | None,
@@ -227,7 +228,10 @@ def build_spatial_loss(
     method: str,
 ) -> SpatialLoss | None:
     """The spatial loss of a model over the spots of ``X1`` (``None`` when no spot has a
-    neighbour); raises the one-line coordinates error when ``coords`` is missing."""
+    neighbour, or when ``spatial_weight`` is a number ``<= 0``: the loss is off); raises the
+    one-line coordinates error when ``coords`` is missing."""
+    if isinstance(spatial_weight, int | float) and spatial_weight <= 0:
+        return None
     coords = require_coords(
         coords,
         n_obs=X1.shape[0],

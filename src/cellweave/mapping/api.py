@@ -181,45 +181,17 @@ def _run_fgw(
 
 
 def _run_gradient(
-    feats: Features,
-    adata_sp: AnnData,
-    *,
-    density: str = "uniform",
-    lambda_spot: float = 1.0,
-    lambda_density: float = 1.0,
-    lambda_entropy: float = 0.0,
-    lr: float = 0.1,
-    max_epochs: int = 300,
-    batch_size: int | None = None,
-    n_candidates: int | None = None,
-    device: str = "auto",
-    random_state: int = 0,
+    feats: Features, adata_sp: AnnData, *, density: str = "uniform", **options: Any
 ) -> tuple[sparse.csr_matrix, dict[str, Any]]:
+    """:func:`~cellweave.mapping.gradient.gradient_plan` with the spot masses of
+    ``density``; ``options`` (its loss weights, training, ``device``, ``random_state``) and
+    their defaults are that function's own."""
     from .gradient import gradient_plan
 
     plan, info = gradient_plan(
-        feats.sc,
-        feats.sp_mapped,
-        density=_spot_mass(feats, density),
-        n_candidates=n_candidates,
-        lambda_spot=lambda_spot,
-        lambda_density=lambda_density,
-        lambda_entropy=lambda_entropy,
-        lr=lr,
-        max_epochs=max_epochs,
-        batch_size=batch_size,
-        random_state=random_state,
-        device=device,
+        feats.sc, feats.sp_mapped, density=_spot_mass(feats, density), **options
     )
-    info.update(
-        density=density,
-        lambda_spot=lambda_spot,
-        lambda_density=lambda_density,
-        lambda_entropy=lambda_entropy,
-        lr=lr,
-        max_epochs=max_epochs,
-    )
-    return plan, info
+    return plan, {**info, "density": density}
 
 
 # ---------------------------------------------------------------------------- registry

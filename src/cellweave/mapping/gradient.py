@@ -205,7 +205,8 @@ def gradient_plan(
     random_state: int = 0,
     device: str = "auto",
 ) -> tuple[sparse.csr_matrix, dict[str, Any]]:
-    """Fit the gradient mapper and return its plan and a training summary.
+    """Fit the gradient mapper and return its plan and a training summary (with the loss
+    weights, ``lr`` and ``max_epochs`` it used).
 
     Parameters
     ----------
@@ -281,4 +282,11 @@ def gradient_plan(
     passes = len(result.epochs) * (steps or 1)
     info = {"epochs": passes, "steps": result.global_step, "device": result.device}
     info["seconds"] = result.seconds
+    info.update(
+        lambda_spot=lambda_spot,
+        lambda_density=lambda_density,
+        lambda_entropy=lambda_entropy,
+        lr=lr,
+        max_epochs=max_epochs,
+    )
     return module.plan(), info

@@ -81,6 +81,7 @@ class Batch:
             return {}
         where = self.sources[modality][1][positions]
         return {k: rows.dense(where, cols) for k, rows in self.layers[modality].items()}
+
     total: int = 0  # cells of the whole split (validation batches: the loss is a share of it)
 
     def __len__(self) -> int:
