@@ -16,7 +16,7 @@ The penalty strengths are chosen by an inner molecular split of the training cou
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -156,28 +156,13 @@ def fit_mf(
 # ----------------------------------------------------------------------------- methods
 
 
-def _settings(
-    *,
-    n_latent: int,
-    alpha: float,
-    spatial_weight: float,
-    space: Space,
-    likelihood: str,
-    max_epochs: int,
-    lr: float,
-    batch_size: int | None,
-    device: str,
-) -> MFSettings:
-    return MFSettings(
-        n_latent=int(n_latent),
-        alpha=float(alpha),
-        spatial_weight=float(spatial_weight),
-        space=space,
-        likelihood=likelihood,
-        max_epochs=int(max_epochs),
-        lr=float(lr),
-        batch_size=batch_size,
-        device=device,
+def _with_penalties(base: MFSettings, penalties: dict[str, float], scale: float) -> MFSettings:
+    """``base`` with the absolute penalty strengths: ``penalties`` (``alpha``,
+    ``spatial_weight``) are per molecule of a typical spot, ``scale`` its molecules."""
+    return replace(
+        base,
+        alpha=float(penalties["alpha"] * scale),
+        spatial_weight=float(penalties["spatial_weight"] * scale),
     )
 
 
@@ -229,7 +214,7 @@ class MFSelection:
     scale: float
     warm: dict[str, torch.Tensor] | None
     scores: list[tuple[dict[str, Any], float]]
-    base: dict[str, Any]
+    base: MFSettings  # alpha and spatial_weight: see _with_penalties
     spatial: SpatialLoss | None
     heldout: np.ndarray | None = None
 
@@ -282,22 +267,19 @@ def mf_select(
         batch_size = _auto_batch_size(*X1.shape)
     alphas = _grid(alpha, ALPHA_GRID)
     lams = [0.0] if spatial is None else _grid(spatial_weight, SPATIAL_GRID)
-    base = dict(
-        n_latent=n_latent,
+    base = MFSettings(
+        n_latent=int(n_latent),
         space=space,
         likelihood=likelihood,
-        max_epochs=max_epochs,
-        lr=lr,
+        max_epochs=int(max_epochs),
+        lr=float(lr),
         batch_size=batch_size,
         device=device,
     )
-    warm_epochs = _warm_epochs(max_epochs)
+    warm_epochs = _warm_epochs(base.max_epochs)
 
     def fit_candidate(Xa, Xb, params, warm):
-        scale = _scale(Xa)
-        settings = _settings(
-            alpha=params["alpha"] * scale, spatial_weight=params["spatial_weight"] * scale, **base
-        )
+        settings = _with_penalties(base, params, _scale(Xa))
         epochs = None if warm is None else warm_epochs
         module = fit_mf(
             Xa, settings, spatial=spatial, warm=warm, max_epochs=epochs, seed=random_state
@@ -352,12 +334,7 @@ def mf_select(
 
 def mf_refit(X1, selection: MFSelection, *, random_state: int = 0) -> np.ndarray:
     """Refit on all of ``X1`` with the chosen absolute strengths (warm: the inner fit)."""
-    chosen, scale = selection.chosen, selection.scale
-    settings = _settings(
-        alpha=chosen["alpha"] * scale,
-        spatial_weight=chosen["spatial_weight"] * scale,
-        **selection.base,
-    )
+    settings = _with_penalties(selection.base, selection.chosen, selection.scale)
     warm_epochs = _warm_epochs(settings.max_epochs)
     module = fit_mf(
         X1,

@@ -14,6 +14,7 @@ Everything that was used to generate the data is returned with it (see
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,24 +125,8 @@ def simulate_spatial(
     counts with ``obs["cell_type"]``, ``layers["true_expression"]`` and
     ``uns["sim"]["batch_shift"]``. See ``docs/simulator_spatial.md``.
     """
-    params = _validate(
-        n_spots=n_spots,
-        grid=grid,
-        n_genes=n_genes,
-        n_cell_types=n_cell_types,
-        n_domains=n_domains,
-        cells_per_spot=cells_per_spot,
-        library_size=library_size,
-        library_sd=library_sd,
-        dispersion=dispersion,
-        dropout=dropout,
-        n_ref_cells=n_ref_cells,
-        ref_library_size=ref_library_size,
-        batch_effect=batch_effect,
-        n_marker_genes=n_marker_genes,
-        n_spatial_genes=n_spatial_genes,
-        type_log_sd=type_log_sd,
-    )
+    # the arguments (the only locals so far), checked, as plain scalars for uns["sim"]
+    params = _validate(dict(locals()))
     rng = _check_rng(random_state)
     params["random_state"] = _seed_label(random_state)
     # Independent streams per stage, so that e.g. changing `dropout` leaves counts_full as is.
@@ -208,8 +193,9 @@ def _seed_label(random_state: RandomState) -> int | str:
     return "None" if random_state is None else "Generator"
 
 
-def _validate(**kw: Any) -> dict[str, Any]:
-    """Check every parameter; return them as plain Python scalars (for ``uns``)."""
+def _validate(kw: Mapping[str, Any]) -> dict[str, Any]:
+    """Check every parameter of :func:`simulate_spatial` (by name in ``kw``); return them as
+    plain Python scalars (for ``uns``; ``random_state`` is labelled by the caller)."""
     p: dict[str, Any] = {}
     for name in ("n_spots", "n_genes", "n_cell_types", "n_domains", "n_ref_cells"):
         p[name] = _check_int(name, kw[name], 1)
