@@ -9,6 +9,7 @@ cross a boundary: multiply the graph's weights by these scores, e.g.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -17,7 +18,7 @@ from scipy import sparse
 from ..errors import InputError
 from ..pp import log_normalize, pca
 
-__all__ = ["expression_features", "similarity_weights"]
+__all__ = ["SimilarityGate", "expression_features", "gate_by_similarity", "similarity_weights"]
 
 Metric = Literal["gaussian", "correlation"]
 
@@ -190,3 +191,28 @@ def gate_by_similarity(
         relative=relative,
     )
     return sparse.csr_matrix(W.multiply(S))
+
+
+@dataclass(frozen=True)
+class SimilarityGate:
+    """The similarity gating of a smoother's graph, as one value (see :func:`gate_by_similarity`
+    for the meaning of each field; ``metric=None``: no gating)."""
+
+    metric: Metric | None = None
+    scale: float = 1.0
+    threshold: float = 0.0
+    n_comps: int = 30
+    features: np.ndarray | None = None
+
+    def apply(self, W, X, *, random_state: int = 0) -> sparse.csr_matrix:
+        """``W`` gated by the similarity of the spots of ``X`` (:func:`gate_by_similarity`)."""
+        return gate_by_similarity(
+            W,
+            X,
+            metric=self.metric,
+            scale=self.scale,
+            threshold=self.threshold,
+            n_comps=self.n_comps,
+            random_state=random_state,
+            features=self.features,
+        )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial.distance import cdist
 
+from .._docs import doc_features_ab, doc_params
 from ..errors import InputError
 
 __all__ = ["cosine_cost", "normalize_cost", "pair_cost", "sqeuclidean_cost", "unit_rows"]
@@ -35,13 +36,13 @@ def unit_rows(X: np.ndarray) -> np.ndarray:
     return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
 
 
+@doc_params(features=doc_features_ab)
 def cosine_cost(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     """Dense float64 ``1 - cosine similarity`` between the rows of ``A`` and ``B``.
 
     Parameters
     ----------
-    A, B
-        ``(n, d)`` and ``(m, d)`` features.
+    {features}
 
     Returns
     -------
@@ -50,13 +51,13 @@ def cosine_cost(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     return 1.0 - unit_rows(A).astype(np.float64) @ unit_rows(B).astype(np.float64).T
 
 
+@doc_params(features=doc_features_ab)
 def sqeuclidean_cost(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     """Dense float64 squared Euclidean distances between the rows of ``A`` and ``B``.
 
     Parameters
     ----------
-    A, B
-        ``(n, d)`` and ``(m, d)`` features.
+    {features}
 
     Returns
     -------
@@ -65,6 +66,7 @@ def sqeuclidean_cost(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     return cdist(np.asarray(A, dtype=np.float64), np.asarray(B, dtype=np.float64), "sqeuclidean")
 
 
+@doc_params(features=doc_features_ab)
 def pair_cost(
     A: np.ndarray,
     B: np.ndarray,
@@ -77,8 +79,7 @@ def pair_cost(
 
     Parameters
     ----------
-    A, B
-        ``(n, d)`` and ``(m, d)`` features.
+    {features}
     rows, cols
         Indices of the pairs into ``A`` and ``B``.
     metric

@@ -10,6 +10,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
+from .._docs import doc_adata, doc_adata_name, doc_params
 from ..errors import (
     DuplicateNamesError,
     EmptyDataError,
@@ -31,17 +32,16 @@ __all__ = [
 ]
 
 
+@doc_params(adata=doc_adata, name=doc_adata_name)
 def get_matrix(adata: AnnData, *, layer: str | None = None, name: str = "adata") -> Any:
     """Return ``adata.X`` or ``adata.layers[layer]``, raising when it is absent.
 
     Parameters
     ----------
-    adata
-        The data.
+    {adata}
     layer
         Layer to use instead of ``adata.X``.
-    name
-        How to call ``adata`` in the message.
+    {name}
     """
     if layer is not None:
         return check_layer(adata, layer, name=name)
@@ -73,6 +73,7 @@ def check_obs_key(adata: AnnData, key: str, *, name: str = "adata") -> pd.Series
     return adata.obs[key]
 
 
+@doc_params(adata=doc_adata, name=doc_adata_name)
 def check_nonempty(
     adata: AnnData,
     *,
@@ -85,16 +86,14 @@ def check_nonempty(
 
     Parameters
     ----------
-    adata
-        The data.
+    {adata}
     layer
         Check this layer instead of ``adata.X``.
     allow_zero_cells
         Accept cells (rows) whose values are all zero.
     allow_zero_genes
         Accept genes (columns) whose values are all zero.
-    name
-        How to call ``adata`` in the message.
+    {name}
     """
     if adata.n_obs == 0 or adata.n_vars == 0:
         raise EmptyDataError(
@@ -135,6 +134,7 @@ def check_unique_names(adata: AnnData, *, axis: str = "obs", name: str = "adata"
     )
 
 
+@doc_params(adata=doc_adata, name=doc_adata_name)
 def check_spatial(
     adata: AnnData,
     *,
@@ -146,14 +146,12 @@ def check_spatial(
 
     Parameters
     ----------
-    adata
-        The data.
+    {adata}
     spatial_key
         Key of the coordinates in ``adata.obsm``.
     ndim
         Accepted number(s) of coordinate columns.
-    name
-        How to call ``adata`` in the message.
+    {name}
 
     Returns
     -------

@@ -12,7 +12,7 @@ from ... import graph as _graph
 from ...errors import InputError
 from ...graph import nearest_neighbors
 from ..proportions import require_coords
-from ..similarity import Metric, expression_features, gate_by_similarity
+from ..similarity import Metric, SimilarityGate, expression_features
 from ..spatial_loss import ring_orders
 from .reference import gene_mean
 from .smoothing import NON_SPATIAL, PRIOR, Average, check_k, library, smooth
@@ -155,17 +155,10 @@ def spatial_knn(
     k = check_k(n_neighbors)
     _, idx = _knn_indices(coords, k)
     W = _self_included(idx, np.ones(idx.shape), X1.shape[0])
-    W = gate_by_similarity(
-        W,
-        X1,
-        metric=similarity,
-        scale=similarity_scale,
-        threshold=similarity_threshold,
-        n_comps=n_comps,
-        random_state=random_state,
-        features=similarity_features,
+    gate = SimilarityGate(
+        similarity, similarity_scale, similarity_threshold, n_comps, similarity_features
     )
-    return smooth(W, X1, average=average, prior=prior)
+    return smooth(gate.apply(W, X1, random_state=random_state), X1, average=average, prior=prior)
 
 
 def rings(
@@ -197,14 +190,7 @@ def rings(
     )
     W = _graph.ring_weights(order, weights=weights, normalize=None)
     W = sparse.csr_matrix(W + self_weight * sparse.eye(X1.shape[0], format="csr"))
-    W = gate_by_similarity(
-        W,
-        X1,
-        metric=similarity,
-        scale=similarity_scale,
-        threshold=similarity_threshold,
-        n_comps=n_comps,
-        random_state=random_state,
-        features=similarity_features,
+    gate = SimilarityGate(
+        similarity, similarity_scale, similarity_threshold, n_comps, similarity_features
     )
-    return smooth(W, X1, average=average, prior=prior)
+    return smooth(gate.apply(W, X1, random_state=random_state), X1, average=average, prior=prior)
