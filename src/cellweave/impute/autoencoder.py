@@ -22,10 +22,17 @@ import torch
 from scipy import sparse
 from torch import nn
 
+from .._docs import doc_params
 from ..nn import MLP
 from ..pp import log_normalize
 from ..train import fit
-from .models import CountData, ProportionModule, gene_log_profile
+from .models import (
+    CountData,
+    ProportionModule,
+    doc_likelihood,
+    doc_runner_inputs,
+    gene_log_profile,
+)
 from .selection import inner_split
 from .spatial_loss import SpatialLoss, build_spatial_loss, spatial_penalty
 
@@ -172,17 +179,13 @@ def ae_predict(
     return module.predict()
 
 
+@doc_params(inputs=doc_runner_inputs, likelihood=doc_likelihood)
 def ae(X1, *, coords=None, random_state: int = 0, **params):
     """Autoencoder with the spatial loss.
 
     Parameters
     ----------
-    X1
-        Counts, spots x genes (CSR).
-    coords
-        ``(n_spots, 2)`` coordinates (required unless ``spatial_weight=0``).
-    random_state
-        Seed of the initialisation, the inner split and the batches.
+    {inputs}
     n_latent, hidden, dropout
         Latent dimension, encoder hidden widths, encoder dropout.
     spatial_weight
@@ -192,8 +195,7 @@ def ae(X1, *, coords=None, random_state: int = 0, **params):
         over genes).
     weights, similarity, n_neighbors
         Ring weights, optional similarity gating, kNN size on irregular data.
-    likelihood
-        ``"poisson"`` (= multinomial), ``"nb"`` or ``"mse"``.
+    {likelihood}
     max_epochs, patience, lr, batch_size, device
         Training (epochs of 10 full-batch steps or one pass of ``batch_size`` spots);
         early stopping patience in epochs.

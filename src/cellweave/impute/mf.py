@@ -24,8 +24,15 @@ import torch
 from scipy import sparse
 from torch import nn
 
+from .._docs import doc_params
 from ..train import fit
-from .models import CountData, ProportionModule, gene_log_profile
+from .models import (
+    CountData,
+    ProportionModule,
+    doc_likelihood,
+    doc_runner_inputs,
+    gene_log_profile,
+)
 from .selection import inner_split, select_by_inner_split
 from .spatial_loss import SpatialLoss, build_spatial_loss, spatial_penalty
 
@@ -357,17 +364,13 @@ def mf_predict(X1, *, random_state: int = 0, return_info: bool = False, **params
     return P
 
 
+@doc_params(inputs=doc_runner_inputs, likelihood=doc_likelihood)
 def mf(X1, *, coords=None, random_state: int = 0, **params):
     """Neural matrix factorisation with the spatial loss.
 
     Parameters
     ----------
-    X1
-        Counts, spots x genes (CSR).
-    coords
-        ``(n_spots, 2)`` coordinates (required unless ``spatial_weight=0``).
-    random_state
-        Seed of the initialisation, the inner split and the batches.
+    {inputs}
     n_latent
         Embedding dimension ``d`` (default 64; the L2 penalty decides how much of it is used).
     alpha
@@ -386,8 +389,7 @@ def mf(X1, *, coords=None, random_state: int = 0, **params):
         similarity so that the loss does not smooth across tissue boundaries.
     similarity_features
         Features for that similarity instead of the expression, one row per spot.
-    likelihood
-        ``"poisson"`` (= multinomial), ``"nb"`` or ``"mse"``.
+    {likelihood}
     max_epochs, lr, batch_size, device
         Training: epochs of 10 full-batch steps (or one pass of ``batch_size`` spots), Adam
         learning rate, spots per minibatch (``None``: full batch; ``"auto"``: full batch

@@ -31,8 +31,22 @@ __all__ = [
     "Likelihood",
     "ProportionModule",
     "check_counts",
+    "doc_likelihood",
+    "doc_runner_inputs",
     "gene_log_profile",
 ]
+
+#: Docstring fragments of the neural runners (:func:`cellweave._docs.doc_params`).
+doc_runner_inputs = """\
+X1
+    Counts, spots x genes (CSR).
+coords
+    ``(n_spots, 2)`` coordinates (required unless ``spatial_weight=0``).
+random_state
+    Seed of the initialisation, the inner split and the batches."""
+doc_likelihood = """\
+likelihood
+    ``"poisson"`` (= multinomial), ``"nb"`` or ``"mse"``."""
 
 Likelihood = Literal["poisson", "multinomial", "nb", "mse"]
 _LIKELIHOODS = ("poisson", "multinomial", "nb", "mse")
