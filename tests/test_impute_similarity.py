@@ -8,7 +8,7 @@ from scipy import sparse
 
 from cellweave.errors import InputError
 from cellweave.graph import neighbor_rings, ring_weights
-from cellweave.impute.similarity import gate_by_similarity
+from cellweave.impute.similarity import SimilarityGate, gate_by_similarity
 
 
 def grid(n_side: int = 10) -> np.ndarray:
@@ -51,3 +51,18 @@ def test_features_shape_checked():
     W = ring_weights(neighbor_rings(coords, max_order=1)[0], normalize=None)
     with pytest.raises(InputError, match="one row of features per spot"):
         gate_by_similarity(W, None, metric="gaussian", features=np.zeros((3, 2)))
+
+
+def test_similarity_gate_is_gate_by_similarity_with_its_fields():
+    coords = grid(6)
+    W = ring_weights(neighbor_rings(coords, max_order=1)[0], normalize=None)
+    rng = np.random.default_rng(1)
+    X = sparse.csr_matrix(rng.poisson(2.0, (len(coords), 12)).astype(float))
+    gate = SimilarityGate("correlation", 1.0, 0.2, 5)
+    expected = gate_by_similarity(
+        W, X, metric="correlation", threshold=0.2, n_comps=5, random_state=3
+    )
+    gated = gate.apply(W, X, random_state=3)
+    assert np.allclose(gated.toarray(), expected.toarray())
+    assert not np.allclose(gated.toarray(), sparse.csr_matrix(W).toarray())
+    assert np.allclose(SimilarityGate().apply(W, X).toarray(), sparse.csr_matrix(W).toarray())
