@@ -129,12 +129,10 @@ class ModalityData:
 
     @property
     def n_features(self) -> int:
-        """Number of features (genes, peaks, proteins, ...) the model uses."""
         return len(self.features)
 
     @property
     def n_inputs(self) -> int:
-        """Width of the encoder input (the representation of the features)."""
         return self.representation.n_dims(self.n_features)
 
     def read_counts(self, cells: np.ndarray) -> sparse.csr_matrix:
