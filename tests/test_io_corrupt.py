@@ -295,3 +295,17 @@ def test_cli_integrate_refuses_corrupt_h5mu(files, tmp_path, capsys, kind):
     assert code == 2, err
     assert len(err.strip().splitlines()) == 1 and FIX in err, err
     assert not out.exists() and not list(tmp_path.glob(".tmp-*"))
+
+
+def test_mosaic_backed_blocks_are_checked_before_slicing():
+    """Rows read from a backed file (opened without cellweave.io) are checked per block."""
+    from cellweave.mosaic.data import _read_backed
+
+    source = _csr(8, 5)
+    rows, cols = np.array([3, 0, -1, 2]), np.array([0, 2])  # -1: an empty row
+    good = _read_backed(source, rows, cols, lambda block: block)
+    assert good.shape == (4, 2)
+    source.indices[source.indptr[2]] = 40  # a garbled column index in row 2
+    with pytest.raises(FileFormatError) as err:
+        _read_backed(source, rows, cols, lambda block: block)
+    assert_one_line(err, "backed file", "column index 40", FIX)
