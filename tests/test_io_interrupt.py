@@ -162,7 +162,10 @@ def test_remove_stale_temps_returns_what_it_removed(tmp_path):
     stale = tmp_path / f".tmp-{_dead_pid():08x}1234-model"
     stale.write_bytes(b"")
     _age(stale)
-    assert io.remove_stale_temps(target) == [stale]
+    old_style = tmp_path / ".tmp-ffffffff9abc-model"  # random hex of an earlier version
+    old_style.write_bytes(b"")
+    _age(old_style)
+    assert sorted(io.remove_stale_temps(target)) == sorted([stale, old_style])
     assert io.remove_stale_temps(target) == []
 
 

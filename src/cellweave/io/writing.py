@@ -61,8 +61,11 @@ def temp_sibling(path: PathLike) -> Path:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (names of older versions hold random hex: no such pid)."""
     if pid == os.getpid():
         return True
+    if not 0 < pid < 2**31:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
