@@ -7,6 +7,7 @@ import os
 import click
 
 from ..errors import CellweaveError
+from ._signals import Interrupted, interruptible
 from .app import cli
 
 __all__ = ["cli", "main"]
@@ -16,10 +17,16 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors become one line on stderr and exit code 2 (never a traceback).
 
     Returns the exit code (the console script passes it to ``sys.exit``). Set
-    ``CELLWEAVE_DEBUG=1`` to see the traceback of an unexpected error.
+    ``CELLWEAVE_DEBUG=1`` to see the traceback of an unexpected error. SIGINT (Ctrl-C) and
+    SIGTERM stop the run cleanly: temporaries removed, no partial output, one line, exit 130
+    (SIGINT) or 143 (SIGTERM).
     """
     try:
-        code = cli.main(args=argv, prog_name="cellweave", standalone_mode=False)
+        with interruptible():
+            code = cli.main(args=argv, prog_name="cellweave", standalone_mode=False)
+    except Interrupted as exc:
+        click.echo(f"cellweave: {exc}: stopped; no partial output left", err=True)
+        code = exc.code
     except click.exceptions.Abort:
         click.echo("cellweave: aborted", err=True)
         code = 130

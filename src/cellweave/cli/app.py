@@ -21,7 +21,8 @@ def cli() -> None:
     """cellweave: weave single-cell and spatial multi-omics data together.
 
     Start with `cellweave demo` (simulated data, no input needed), then run a subcommand on
-    your own .h5ad/.h5mu files. Errors are one line on stderr with exit code 2.
+    your own .h5ad/.h5mu files. Errors are one line on stderr with exit code 2; Ctrl-C stops
+    a run cleanly (exit 130, no partial output).
     """
 
 

@@ -23,7 +23,7 @@ from scipy import sparse
 from .._utils import check_random_state
 from ..errors import EmptyDataError, InputError, MissingKeyError
 from ..pp import log_normalize
-from ..validate import check_counts, check_finite, check_mudata
+from ..validate import check_counts, check_finite, check_mudata, check_sparse
 from .kinds import Head, ModalityKind, get_kind, infer_kind, kind_names, likelihood_names
 from .represent import Representation
 
@@ -168,6 +168,7 @@ def _read_backed(source: Any, rows: np.ndarray, cols: np.ndarray, prepare):
         block = sparse.csr_matrix(source[int(sorted_rows[0]) : int(sorted_rows[-1]) + 1])
     else:
         block = sparse.csr_matrix(source[sorted_rows])
+    check_sparse(block, what="a block of rows read from the backed file")  # before any slicing
     if block.shape[1] != len(cols) or not np.array_equal(cols, np.arange(len(cols))):
         block = block[:, cols]
     block = prepare(sparse.csr_matrix(block, dtype=np.float32))

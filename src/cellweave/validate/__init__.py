@@ -20,6 +20,7 @@ from .fields import (
 )
 from .matrix import check_counts, check_finite, is_counts, nonzero_mask
 from .objects import check_adata, check_mudata
+from .structure import check_sparse, check_structure, sparse_problem
 
 __all__ = [
     "check_adata",
@@ -30,10 +31,13 @@ __all__ = [
     "check_mudata",
     "check_nonempty",
     "check_obs_key",
+    "check_sparse",
     "check_spatial",
+    "check_structure",
     "check_unique_names",
     "get_matrix",
     "is_counts",
     "nonzero_mask",
     "shared_features",
+    "sparse_problem",
 ]

@@ -1,14 +1,8 @@
-"""Read and write single-cell and spatial data.
+"""Readers: AnnData, MuData, 10x HDF5 / MTX, counts tables, coordinates tables.
 
-:func:`read` loads AnnData (``.h5ad``), MuData (``.h5mu``), 10x Genomics HDF5 (``.h5``) and MTX
-(a directory or its ``matrix.mtx[.gz]``) output, and plain counts tables
-(``.csv``/``.tsv``/``.txt``, optionally gzipped), always fully into memory and without
-modifying the file. A separate coordinates table can be joined by cell name into
-``obsm['spatial']``.
-
-:func:`write` saves atomically: the data go to a temporary file next to the target, which is
-renamed over it only once complete, so a crash never leaves a half-written file.
-:func:`atomic_path` offers the same for any writer (figures, checkpoints).
+Every AnnData/MuData read is checked structurally (:func:`cellweave.validate.check_structure`)
+before it is returned, so a corrupt or truncated file is refused in one line instead of
+crashing later in scipy.
 """
 
 from __future__ import annotations
@@ -16,8 +10,6 @@ from __future__ import annotations
 import contextlib
 import gzip
 import os
-import secrets
-import shutil
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,18 +21,16 @@ import scipy.sparse as sp
 from anndata import AnnData
 from anndata.utils import make_index_unique as ad_make_index_unique
 
-from .errors import DuplicateNamesError, FileFormatError, InputError, MissingKeyError
-from .validate import check_spatial
+from ..errors import DuplicateNamesError, FileFormatError, InputError, MissingKeyError
+from ..validate import check_spatial, check_structure
 
 __all__ = [
     "SUPPORTED_FORMATS",
-    "atomic_path",
     "read",
     "read_anndata",
     "read_coords",
     "read_mudata",
     "read_spatial",
-    "write",
 ]
 
 PathLike = str | os.PathLike
@@ -122,10 +112,11 @@ def _kind(path: Path) -> str:
 # --------------------------------------------------------------------------------------------
 # readers
 # --------------------------------------------------------------------------------------------
-def _read_h5ad(path: Path) -> AnnData:
+def _read_h5ad(path: Path, backed: bool = False) -> AnnData:
     import anndata as ad
 
-    return ad.read_h5ad(path)  # backed=None: fully in memory, file opened read-only
+    # backed=None: fully in memory; "r": X stays on disk; either way the file is read-only
+    return ad.read_h5ad(path, backed="r" if backed else None)
 
 
 @contextlib.contextmanager
@@ -136,11 +127,11 @@ def _quiet_mudata() -> Iterator[None]:
         yield
 
 
-def _read_h5mu(path: Path) -> Any:
+def _read_h5mu(path: Path, backed: bool = False) -> Any:
     import mudata as md
 
-    with _quiet_mudata():
-        return md.read_h5mu(path)  # backed=False: fully in memory, file opened read-only
+    with _quiet_mudata():  # backed=False: fully in memory; "r": X on disk, read-only
+        return md.read_h5mu(path, backed="r" if backed else False)
 
 
 def _read_10x_h5(path: Path) -> AnnData:
@@ -257,6 +248,7 @@ def read(
     spatial_key: str = "spatial",
     sep: str | None = None,
     transpose: bool = False,
+    backed: bool = False,
 ) -> Any:
     """Read single-cell or spatial data from a file, choosing the reader from the extension.
 
@@ -276,31 +268,45 @@ def read(
         Separator of a counts table (default: from the extension; sniffed for ``.txt``).
     transpose
         The counts table has genes in rows and cells in columns.
+    backed
+        ``.h5ad``/``.h5mu`` only: leave ``X`` (each modality's) on disk, opened read-only
+        (``backed="r"`` of anndata / mudata), for data larger than memory.
 
     Returns
     -------
-    AnnData, or MuData for ``.h5mu``, held fully in memory. The file is opened read-only.
+    AnnData, or MuData for ``.h5mu``, held fully in memory unless ``backed``. The file is
+    opened read-only.
 
     Raises
     ------
     FileFormatError
-        The file is missing, of an unknown format, or cannot be read.
+        The file is missing, of an unknown format, cannot be read, or is corrupt or truncated
+        (every sparse matrix is checked structurally, ``O(nnz)``, before it is returned).
     """
     path = _existing(path)
     kind = _kind(path)
+    if backed and kind not in ("h5ad", "h5mu"):
+        raise InputError(
+            f"backed=True reads .h5ad or .h5mu files, not {path.name}: convert it with "
+            "cellweave.io.write, or read it into memory (backed=False)"
+        )
     try:
         if kind == "table":
             data = _read_table(path, sep=sep, transpose=transpose)
+        elif backed:
+            data = _READERS[kind][1](path, backed=True)
         else:
             data = _READERS[kind][1](path)
     except InputError:
         raise
     except Exception as err:
         label = "counts table" if kind == "table" else _READERS[kind][0]
+        fix = "" if kind == "table" else "; if so, the file is corrupt or truncated: re-export it"
         raise FileFormatError(
             f"could not read {path} as {label} ({_one_line(err)}): check that the file is "
-            "complete and really is in that format"
+            f"complete and really is in that format{fix}"
         ) from err
+    _check_read(data, path)
     if coords is not None:
         if not isinstance(data, AnnData):
             raise InputError(
@@ -310,6 +316,31 @@ def read(
             )
         data.obsm[spatial_key] = _join_coords(data, coords)
     return data
+
+
+def _check_read(data: Any, path: Path) -> None:
+    """Refuse structurally unsound matrices (closing a backed file first)."""
+    try:
+        check_structure(data, source=path)
+    except Exception as err:
+        _close(data)
+        if isinstance(err, InputError):
+            raise
+        raise FileFormatError(
+            f"could not check the matrices of {path} ({_one_line(err)}): the file is corrupt "
+            "or truncated: re-export it"
+        ) from err
+
+
+def _close(data: Any) -> None:
+    """Close the file of a backed AnnData / MuData (nothing for in-memory data)."""
+    with contextlib.suppress(Exception):
+        if getattr(data, "isbacked", False):
+            data.file.close()
+    for adata in getattr(data, "mod", {}).values():
+        with contextlib.suppress(Exception):
+            if adata.isbacked:
+                adata.file.close()
 
 
 def read_anndata(path: PathLike, **kwargs: Any) -> AnnData:
@@ -323,11 +354,11 @@ def read_anndata(path: PathLike, **kwargs: Any) -> AnnData:
     return data
 
 
-def read_mudata(path: PathLike) -> Any:
+def read_mudata(path: PathLike, **kwargs: Any) -> Any:
     """Like :func:`read`, but require the file to hold a MuData (a ``.h5mu`` file)."""
     from mudata import MuData
 
-    data = read(path)
+    data = read(path, **kwargs)
     if not isinstance(data, MuData):
         raise FileFormatError(
             f"{path} holds a {type(data).__name__}, but multi-modal MuData is required: pass a "
@@ -452,126 +483,3 @@ def _join_coords(adata: AnnData, coords: PathLike | pd.DataFrame) -> np.ndarray:
             f"{list(missing[:5])}): add them, or subset the data to the cells with coordinates"
         )
     return table.loc[adata.obs_names].to_numpy()
-
-
-# --------------------------------------------------------------------------------------------
-# writing
-# --------------------------------------------------------------------------------------------
-def _check_target(path: Path, *, overwrite: bool) -> None:
-    if path.is_dir():
-        raise FileFormatError(f"{path} is a directory: give a file name to write to")
-    if path.exists() and not overwrite:
-        raise FileFormatError(
-            f"{path} already exists: pass overwrite=True (--overwrite on the command line) "
-            "or choose another path"
-        )
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-
-
-@contextlib.contextmanager
-def atomic_path(path: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it to ``path`` when the block succeeds.
-
-    The temporary name ends with the target's full name (``.tmp-<random>-out.png``), so
-    writers that infer the format from the extension work. If the block raises, the temporary
-    file is removed and ``path`` is left untouched. Parent directories are created.
-
-    Parameters
-    ----------
-    path
-        The file to create.
-    overwrite
-        Replace ``path`` if it already exists (otherwise raise :class:`FileFormatError`).
-
-    Examples
-    --------
-    >>> with atomic_path("figures/umap.png", overwrite=True) as tmp:  # doctest: +SKIP
-    ...     fig.savefig(tmp)
-    """
-    path = Path(path).expanduser()
-    _check_target(path, overwrite=overwrite)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise FileFormatError(
-            f"cannot create the folder {path.parent} ({_one_line(err)}): choose an output path "
-            "in a writable folder"
-        ) from err
-    tmp = path.parent / f".tmp-{secrets.token_hex(6)}-{path.name}"
-    try:
-        yield tmp
-        if not tmp.exists():
-            raise FileFormatError(f"nothing was written to {path}: the writer created no file")
-        if tmp.is_file():
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-        _check_target(path, overwrite=overwrite)  # it may have appeared meanwhile
-        os.replace(tmp, path)
-    except BaseException:
-        _remove(tmp)
-        raise
-
-
-def _expect_suffix(path: Path, allowed: tuple[str, ...], what: str) -> None:
-    if not path.name.lower().endswith(allowed):
-        raise FileFormatError(
-            f"cannot write {what} to {path}: its extension must be {' or '.join(allowed)}; "
-            f"rename the output, e.g. {path.stem}{allowed[0]}"
-        )
-
-
-def write(
-    data: Any,
-    path: PathLike,
-    *,
-    overwrite: bool = False,
-    compression: str | None = "gzip",
-) -> Path:
-    """Write data atomically to ``path``.
-
-    Parameters
-    ----------
-    data
-        AnnData (to ``.h5ad``), MuData (to ``.h5mu``) or a pandas DataFrame (to ``.csv``,
-        ``.tsv``, optionally ``.gz``; the index is written as the first column).
-    path
-        Output file; parent directories are created.
-    overwrite
-        Replace an existing file (otherwise raise :class:`FileFormatError`).
-    compression
-        HDF5 dataset compression for AnnData/MuData (``"gzip"``, ``"lzf"`` or ``None``).
-
-    Returns
-    -------
-    The path written.
-    """
-    from mudata import MuData
-
-    path = Path(path).expanduser()
-    if isinstance(data, MuData):
-        _expect_suffix(path, (".h5mu",), "MuData")
-        with atomic_path(path, overwrite=overwrite) as tmp, _quiet_mudata():
-            data.write_h5mu(tmp, compression=compression)
-    elif isinstance(data, AnnData):
-        _expect_suffix(path, (".h5ad",), "AnnData")
-        with atomic_path(path, overwrite=overwrite) as tmp:
-            data.write_h5ad(tmp, compression=compression)
-    elif isinstance(data, pd.DataFrame):
-        allowed = (".csv", ".tsv", ".csv.gz", ".tsv.gz")
-        _expect_suffix(path, allowed, "a table")
-        sep = "\t" if _suffix(path) == ".tsv" else ","
-        with atomic_path(path, overwrite=overwrite) as tmp:
-            data.to_csv(tmp, sep=sep)  # compression inferred from the name (tmp ends like path)
-    else:
-        raise InputError(
-            f"cannot write a {type(data).__name__}: write accepts AnnData (.h5ad), MuData "
-            "(.h5mu) or a pandas DataFrame (.csv/.tsv)"
-        )
-    return path

@@ -1,0 +1,43 @@
+"""Read and write single-cell and spatial data.
+
+:func:`read` loads AnnData (``.h5ad``), MuData (``.h5mu``), 10x Genomics HDF5 (``.h5``) and MTX
+(a directory or its ``matrix.mtx[.gz]``) output, and plain counts tables
+(``.csv``/``.tsv``/``.txt``, optionally gzipped), fully into memory (or, for ``.h5ad``/``.h5mu``,
+``backed``) and without modifying the file. A separate coordinates table can be joined by cell
+name into ``obsm['spatial']``. Every matrix read is checked structurally first: a corrupt or
+truncated file is one :class:`~cellweave.errors.FileFormatError` line, never a crash.
+
+:func:`write` saves atomically: the data go to a temporary file next to the target, which is
+renamed over it only once complete, so a crash never leaves a half-written file.
+:func:`atomic_path` offers the same for any writer (figures, checkpoints), :func:`atomic_dir`
+for a folder (a saved model).
+
+Layout: ``readers.py`` (formats, :func:`read` and friends, coordinates), ``writing.py``
+(temporary names, stale temporaries, :func:`atomic_path`, :func:`atomic_dir`, :func:`write`).
+"""
+
+from __future__ import annotations
+
+from .readers import (
+    SUPPORTED_FORMATS,
+    read,
+    read_anndata,
+    read_coords,
+    read_mudata,
+    read_spatial,
+)
+from .writing import atomic_dir, atomic_path, remove_stale_temps, temp_sibling, write
+
+__all__ = [
+    "SUPPORTED_FORMATS",
+    "atomic_dir",
+    "atomic_path",
+    "read",
+    "read_anndata",
+    "read_coords",
+    "read_mudata",
+    "read_spatial",
+    "remove_stale_temps",
+    "temp_sibling",
+    "write",
+]
