@@ -28,12 +28,12 @@ def check_random_state(random_state: RandomState) -> np.random.Generator:
 
 
 def resolve_device(device: str = "auto") -> str:
-    """Resolve ``"auto"`` to ``"cuda"`` when a GPU is visible, else ``"cpu"``."""
-    if device != "auto":
-        return device
-    import torch
+    """The torch device name of a device string: ``"auto"`` is ``"cuda"`` when a GPU is
+    visible, else ``"cpu"``; ``"gpu"`` is ``"cuda"``; an unknown or unavailable device is an
+    :class:`~cellweave.errors.InvalidOptionError` (see :func:`cellweave.device.parse_device`)."""
+    from .device import check_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return check_device(device)
 
 
 def to_dense(X: Any, dtype: Any = np.float64) -> np.ndarray:
