@@ -131,6 +131,21 @@ def test_mps_without_mps_is_unavailable(monkeypatch):
     assert_one_line(info.value, "'mps' is not available", "MPS")
 
 
+def test_float64_computations_refuse_mps(monkeypatch):
+    gpus(monkeypatch, 0)
+    mps(monkeypatch, True)
+    assert parse_device("mps").name == "mps"
+    with pytest.raises(InvalidOptionError) as info:
+        parse_device("mps", float64=True)
+    assert_one_line(info.value, "'mps' is not available", "float64")
+    assert check_device("cpu", float64=True) == "cpu"
+    C, a = np.ones((2, 2)), np.full(2, 0.5)
+    with pytest.raises(InvalidOptionError, match="float64"):
+        cw.ot.sinkhorn(C, a, a, device="mps")
+    with pytest.raises(InvalidOptionError, match="float64"):
+        cw.tl.align_sections(None, None, device="mps")
+
+
 def test_the_registry_option_checks_and_keeps_the_value(monkeypatch):
     from cellweave.impute import get_method
 

@@ -95,7 +95,7 @@ def available_devices() -> list[str]:
     return found
 
 
-def parse_device(device: Any = "auto") -> TargetDevice:
+def parse_device(device: Any = "auto", *, float64: bool = False) -> TargetDevice:
     """Check a device string and return where to compute (see the module's table).
 
     Parameters
@@ -103,6 +103,9 @@ def parse_device(device: Any = "auto") -> TargetDevice:
     device
         ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"gpu"`` or ``"mps"`` (case and
         surrounding spaces ignored), or a :class:`torch.device`.
+    float64
+        The computation is in float64 (the transport solvers): MPS, which has no float64,
+        is refused.
 
     Returns
     -------
@@ -127,6 +130,8 @@ def parse_device(device: Any = "auto") -> TargetDevice:
     if text == "mps":
         if not _mps_available():
             raise _unavailable(device, "torch has no MPS (Apple GPU) backend here")
+        if float64:
+            raise _unavailable(device, "this computation is in float64, which MPS lacks")
         return TargetDevice("mps", "mps", 1)
     if text in ("cuda", "gpu"):
         _require_gpus(device, 1)
@@ -139,10 +144,10 @@ def parse_device(device: Any = "auto") -> TargetDevice:
     return TargetDevice(f"cuda:{index}", "gpu", [index])
 
 
-def check_device(device: Any = "auto") -> str:
+def check_device(device: Any = "auto", *, float64: bool = False) -> str:
     """The torch device name of ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``),
     or :class:`~cellweave.errors.InvalidOptionError` (see :func:`parse_device`)."""
-    return parse_device(device).name
+    return parse_device(device, float64=float64).name
 
 
 class DeviceOption(Option):

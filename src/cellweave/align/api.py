@@ -223,7 +223,7 @@ def align_sections(
             "nonrigid_smoothness": nonrigid_smoothness,
         }
     )
-    check_device(device)
+    check_device(device, float64=True)  # FGW runs in float64
     features = FeatureOptions(genes, feature_pairs, layer, options["n_pcs"], options["n_top_genes"])
     steps = _steps(options, features, device=device)
     xa, xb = _coordinates(adata_a, adata_b, spatial_key=spatial_key, layer=layer)

@@ -67,7 +67,7 @@ def barycentric_projection(
     -------
     ``(n, d)`` float64: the projected source cells.
     """
-    check_device(device)
+    check_device(device, float64=True)  # Sinkhorn runs in float64
     source = np.asarray(source, dtype=np.float64)
     target = np.asarray(target, dtype=np.float64)
     if source.ndim != 2 or target.ndim != 2 or source.shape[1] != target.shape[1]:
@@ -171,7 +171,7 @@ def transport_batches(
     ``None`` (or the copy). Written: ``obsm[key_added]`` and ``uns["cellweave_transport"]``
     (``params``, ``n_moved``, ``mean_shift``: mean distance a source cell moved).
     """
-    check_device(device)
+    check_device(device, float64=True)
     if use_rep not in data.obsm:
         raise MissingKeyError(
             f"obsm has no {use_rep!r} (keys: {', '.join(data.obsm) or 'none'}): run "
