@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 #: Attribute -> submodule loaded on first access (``pl`` is :mod:`cellweave.plotting`).
 _SUBMODULES = {
     "align": "align",
+    "device": "device",
     "errors": "errors",
     "graph": "graph",
     "image": "image",

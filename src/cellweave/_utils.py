@@ -27,13 +27,14 @@ def check_random_state(random_state: RandomState) -> np.random.Generator:
     raise TypeError(f"random_state must be None, an int or a numpy Generator, got {random_state!r}")
 
 
-def resolve_device(device: str = "auto") -> str:
-    """Resolve ``"auto"`` to ``"cuda"`` when a GPU is visible, else ``"cpu"``."""
-    if device != "auto":
-        return device
-    import torch
+def resolve_device(device: str = "auto", *, float64: bool = False) -> str:
+    """The torch device name of a device string: ``"auto"`` is ``"cuda"`` when a GPU is
+    visible, else ``"cpu"``; ``"gpu"`` is ``"cuda"``; an unknown or unavailable device (MPS
+    for a ``float64`` computation) is an :class:`~cellweave.errors.InvalidOptionError` (see
+    :func:`cellweave.device.parse_device`)."""
+    from .device import check_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return check_device(device, float64=float64)
 
 
 def to_dense(X: Any, dtype: Any = np.float64) -> np.ndarray:

@@ -52,7 +52,7 @@ from torch.utils.data import (
 )
 
 from ._progress import progress_enabled
-from ._utils import resolve_device
+from .device import parse_device
 
 __all__ = ["CellweaveModule", "FitResult", "fit", "index_loader", "index_sampler"]
 
@@ -316,7 +316,8 @@ class FitResult:
     stopped_early
         Whether early stopping ended training.
     device
-        ``"cpu"`` or ``"cuda"``.
+        The torch device trained on: ``"cpu"``, ``"cuda"`` (the first GPU), ``"cuda:N"``
+        or ``"mps"``.
     seconds
         Wall time of the call.
     """
@@ -431,7 +432,9 @@ def fit(
     check_val_every_n_epoch
         Validate every this many epochs.
     device
-        ``"auto"`` (CUDA when present, else CPU), ``"cpu"`` or ``"cuda"``.
+        ``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"`` / ``"gpu"`` (the
+        first GPU), ``"cuda:N"`` or ``"mps"``; see :func:`cellweave.device.parse_device`
+        (an unknown or unavailable device is an ``InvalidOptionError`` before any work).
     seed
         Seeds Python, NumPy and torch (``lightning.seed_everything``) and the batch order.
     checkpoint_dir
@@ -452,8 +455,8 @@ def fit(
     :class:`FitResult`.
     """
     start = time.perf_counter()
-    resolved = resolve_device(device)
-    accelerator = "gpu" if resolved == "cuda" else "cpu"
+    target = parse_device(device)  # one line InvalidOptionError before any work
+    accelerator = target.accelerator
     show = progress_enabled() if progress is None else bool(progress)
     if datamodule is None and n_train is None:
         raise TypeError("fit() needs n_train (rows of a CellweaveModule) or a datamodule")
@@ -496,7 +499,7 @@ def fit(
         with tempfile.TemporaryDirectory(prefix="cellweave-train-") as root:
             trainer = Trainer(
                 accelerator=accelerator,
-                devices=1,
+                devices=target.devices,
                 max_epochs=int(max_epochs),
                 max_steps=int(max_steps),
                 logger=False,
@@ -536,6 +539,6 @@ def fit(
         best_epoch=best.best_epoch if validate else None,
         best_score=best.best_score if validate else None,
         stopped_early=bool(stopper is not None and stopper.stopped_epoch > 0),
-        device=resolved,
+        device=target.name,
         seconds=time.perf_counter() - start,
     )

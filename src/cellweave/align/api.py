@@ -24,6 +24,7 @@ from anndata import AnnData
 
 from .._params import params_entry
 from .._utils import RandomState, check_random_state
+from ..device import check_device
 from ..errors import InputError
 from ..registry import Method
 from ..validate import check_adata, check_spatial
@@ -177,7 +178,9 @@ def align_sections(
     random_state
         Seed of the subsampling and of the PCA.
     device
-        Device of the FGW tensor products (``"auto"``: CUDA when available).
+        Device of the FGW tensor products: ``"auto"`` (CUDA when available), ``"cpu"``,
+        ``"cuda"``, ``"cuda:N"``, ``"gpu"`` or ``"mps"`` (checked before any work, see
+        :func:`cellweave.device.parse_device`).
     key_added
         Key of everything the call writes: ``obsm[key_added]`` (the aligned coordinates, on
         both sections with ``copy=False``; ``adata_a``'s are a copy of its coordinates) and
@@ -220,6 +223,7 @@ def align_sections(
             "nonrigid_smoothness": nonrigid_smoothness,
         }
     )
+    check_device(device, float64=True)  # FGW runs in float64
     features = FeatureOptions(genes, feature_pairs, layer, options["n_pcs"], options["n_top_genes"])
     steps = _steps(options, features, device=device)
     xa, xb = _coordinates(adata_a, adata_b, spatial_key=spatial_key, layer=layer)

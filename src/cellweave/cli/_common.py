@@ -89,8 +89,24 @@ overwrite_option = click.option(
 seed_option = click.option(
     "--seed", "random_state", type=int, default=0, show_default=True, help="Random seed."
 )
+
+
+def _check_device(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """``--device`` checked while the command line is parsed, before any file is read: an
+    unknown or unavailable device is one line and exit 2 (the value is kept as written)."""
+    if value != "auto":  # always valid; checking it would load torch for nothing
+        from ..device import check_device
+
+        check_device(value)
+    return value
+
+
 device_option = click.option(
-    "--device", default="auto", show_default=True, help="auto (CUDA when present), cpu or cuda."
+    "--device",
+    default="auto",
+    show_default=True,
+    callback=_check_device,
+    help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N (GPU number N), gpu or mps.",
 )
 evaluate_methods_option = click.option(
     "--methods",

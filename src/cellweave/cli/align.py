@@ -12,6 +12,7 @@ from ..errors import InvalidOptionError
 from ._common import (
     check_output,
     console,
+    device_option,
     layer_option,
     list_methods_option,
     out_option,
@@ -70,6 +71,7 @@ def _overlap(value: str) -> float | None:
 @path_option("--plot", "Save a PNG of the two sections overlaid before and after alignment.")
 @params_option("refine=3")
 @list_methods_option("List the align solvers and exit.")
+@device_option
 @seed_option
 @overwrite_option
 def align(
@@ -87,6 +89,7 @@ def align(
     plot: Path | None,
     params: tuple[str, ...],
     list_methods: bool,
+    device: str,
     random_state: int,
     overwrite: bool,
 ) -> None:
@@ -125,6 +128,7 @@ def align(
             reflection=reflection,
             layer=layer,
             random_state=random_state,
+            device=device,
             key_added=key_added,
             **solver_params,
         )

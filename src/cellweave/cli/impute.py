@@ -8,9 +8,11 @@ import click
 
 from .. import io
 from .._progress import status
+from ..errors import InvalidOptionError
 from ._common import (
     check_output,
     console,
+    device_option,
     evaluate_methods_option,
     evaluated_output,
     evaluation_request,
@@ -56,6 +58,7 @@ from ._common import (
 )
 @metrics_json_option()
 @list_methods_option()
+@device_option
 @seed_option
 @overwrite_option
 def impute(
@@ -73,6 +76,7 @@ def impute(
     seeds: str,
     metrics_json: Path | None,
     list_methods: bool,
+    device: str,
     random_state: int,
     overwrite: bool,
 ) -> None:
@@ -101,8 +105,10 @@ def impute(
             method_params=method_params,
             default=method,
             overwrite=overwrite,
+            device=device,
         )
         return
+    _add_device(method_params, get_method(method), device)
     evaluated_output(out, inputs=[path], overwrite=overwrite)
     if plot is not None:
         check_output(plot, overwrite=overwrite)
@@ -143,6 +149,7 @@ def _evaluate(
     method_params,
     default,
     overwrite,
+    device,
 ) -> None:
     from ..impute import evaluate
 
@@ -158,6 +165,7 @@ def _evaluate(
         layer=layer,
         spatial_key=spatial_key,
         method_params=params,
+        device=device,
     )
     table = result.table
     columns = [
@@ -174,6 +182,26 @@ def _evaluate(
     if metrics_json is not None:
         result.write_json(metrics_json, default_name=default)
         console.print(f"wrote {metrics_json}")
+
+
+def _add_device(params: dict, spec, device: str) -> None:
+    """``--device`` into the options of a method that takes one; a method that runs on the
+    CPU only refuses a GPU device (one line, before any file is read)."""
+    if device == "auto" or "device" in params:
+        return
+    if "device" in spec.options:
+        params["device"] = device
+        return
+    from ..device import check_device
+
+    if check_device(device) != "cpu":
+        from ..impute import METHODS
+
+        takers = [n for n in METHODS if "device" in METHODS[n].options]
+        raise InvalidOptionError(
+            f"imputation method {spec.name!r} runs on the CPU only; --device {device} "
+            f"applies to {', '.join(takers)}"
+        )
 
 
 def _method_options(params: dict) -> dict:

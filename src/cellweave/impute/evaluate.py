@@ -33,6 +33,7 @@ from scipy import sparse
 from .. import validate
 from .._params import jsonable
 from .._progress import track
+from ..device import check_device
 from ..errors import EmptyDataError, InputError, MissingKeyError
 from ..io import atomic_path
 from ..metrics.denoising import molecular_split, score_proportions
@@ -300,6 +301,7 @@ def evaluate(
     method_params: Mapping[str, Mapping[str, Any]] | None = None,
     truth_layer: str | None = None,
     masked_fraction: float | str | None = "auto",
+    device: str = "auto",
 ) -> ImputeEvaluation:
     """Score imputation methods by molecular cross-validation (see the module docstring).
 
@@ -331,6 +333,10 @@ def evaluate(
         (``masked_nonzero_rmse``; each method is fitted once more per seed; biased towards
         non-zero predictors, reported only for comparison with older benchmarks).
         ``"auto"``: 0.1 when ``truth_layer`` is given, else skipped; ``None``: skipped.
+    device
+        Device of the methods that take one (``mf``, ``ae``, ``auto``) unless
+        ``method_params`` names one; the others run on the CPU. Checked before any work
+        (:func:`cellweave.device.parse_device`).
 
     Returns
     -------
@@ -339,6 +345,11 @@ def evaluate(
     has_coords = isinstance(adata, AnnData) and spatial_key in adata.obsm
     chosen = _resolve_methods(methods, has_coords=has_coords, spatial_key=spatial_key)
     params = _check_params(method_params, chosen)  # methods and options first, then the data
+    check_device(device)
+    if device != "auto":
+        for method in chosen:
+            if "device" in method.options:
+                params.setdefault(method.name, {}).setdefault("device", device)
     X_all = _counts_matrix(adata, layer)
     keep = gene_filter(X_all, min_spot_fraction)
     X = X_all[:, keep]

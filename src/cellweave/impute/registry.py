@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from ..registry import Choice, Float, Int, Method, Option, Registry, Text
+from ..device import device_option
+from ..registry import Choice, Float, Int, Method, Option, Registry
 from . import auto as _auto
 from . import autoencoder as _ae
 from . import baselines as _bl
@@ -119,7 +120,7 @@ _GATE = [
 _WEIGHTS = _values("weights", float, (1.0, 0.5), low=0, scalar=False, many=True)
 _LIKELIHOOD = Choice("likelihood", "poisson", ("poisson", "multinomial", "nb", "mse"))
 _SPACE = Choice("space", "latent", ("genes", "latent"))
-_DEVICE = Text("device", "auto", doc="'auto', 'cpu' or 'cuda'")
+_DEVICE = device_option("device", "auto")
 
 #: Options of the neural matrix factorisation (``mf``; ``auto`` forwards them too).
 MF_OPTIONS = [

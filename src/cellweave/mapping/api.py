@@ -293,7 +293,8 @@ def map_cells(
     random_state
         Seed; the same seed gives the same mapping.
     device
-        ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+        ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"gpu"`` or
+        ``"mps"`` (checked before any work, see :func:`cellweave.device.parse_device`).
     key_added
         Names every key the call writes into ``adata_sp``: ``uns[key_added]`` (the sparse
         plan, cell names, genes, totals and ``params``) and, with ``cell_type_key``,

@@ -229,7 +229,8 @@ def gradient_plan(
     random_state
         Seed of the initialization, batch order and Lightning.
     device
-        ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"gpu"`` or ``"mps"``
+        (:func:`cellweave.device.parse_device`).
     """
     n_cells, n_spots = F_sc.shape[0], F_sp.shape[0]
     if n_candidates is None:

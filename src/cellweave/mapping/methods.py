@@ -20,6 +20,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
+from ..device import check_device
 from ..errors import InvalidOptionError
 from ..registry import Bool, Choice, Float, Int, Method, Option, Registry
 from . import baselines
@@ -162,6 +163,7 @@ def compute_mapping(
     """Check ``params`` against the solver's declared options (first, before any work),
     then map."""
     spec, feature_opts, method_opts = check_params(method, params)
+    check_device(device)
     data = _Inputs(adata_sc, adata_sp, genes, layer_sc, layer_sp, int(random_state), device)
     if isinstance(feature_opts.get("gene_weights"), str):
         feature_opts["gene_weights"] = _learn_weights(data, spec, feature_opts, method_opts)

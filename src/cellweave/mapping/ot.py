@@ -92,7 +92,8 @@ def softmax_plan(
     spot_mass
         Mass of each spot (default ``1 / n_spots``).
     device
-        ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"gpu"`` or ``"mps"``
+        (:func:`cellweave.device.parse_device`).
 
     Returns
     -------

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from .._params import params_entry
+from ..device import check_device
 from ..errors import InvalidOptionError
 from .config import check_options
 from .model import MosaicModel, _softmax
@@ -83,6 +84,7 @@ def integrate(
       ``modalities``, ``label_classes``, ``epochs``, ``seconds``.
     """
     check_options({**model_kwargs, "random_state": random_state})
+    check_device(device)
     if copy and return_model:
         raise InvalidOptionError("pass copy=True or return_model=True, not both")
     data = data.copy() if copy else data

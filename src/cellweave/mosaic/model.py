@@ -21,6 +21,7 @@ import torch
 from scipy import sparse
 
 from .._params import jsonable
+from ..device import check_device
 from ..errors import InputError, MissingKeyError
 from ..train import FitResult, fit
 from .analysis import differential as _differential
@@ -260,7 +261,9 @@ class MosaicModel:
         checkpoint_dir, resume
             Write ``last.ckpt`` there after every epoch; ``resume=True`` continues from it.
         device
-            ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+            ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"gpu"``
+            or ``"mps"`` (checked before any work, see
+            :func:`cellweave.device.parse_device`).
         random_state
             Seed of the split, the sampling and the training (default: the model's).
         num_threads
@@ -268,6 +271,7 @@ class MosaicModel:
         progress
             Show a progress bar (default: on an interactive terminal).
         """
+        check_device(device)
         seed = int(self.init_params["random_state"] if random_state is None else random_state)
         self.datamodule = MosaicDataModule(
             self.data,

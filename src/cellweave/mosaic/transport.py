@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 
+from ..device import check_device
 from ..errors import EmptyDataError, InputError, MissingKeyError, NonFiniteError
 from ..ot import (
     MAX_DENSE,
@@ -59,12 +60,14 @@ def barycentric_projection(
         cells a side, refused beyond :data:`~cellweave.ot.MAX_DENSE`). With a small
         ``epsilon`` the dense plan has almost no mass outside these pairs.
     max_iter, device
-        Sinkhorn iterations at most; ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        Sinkhorn iterations at most; ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``,
+        ``"gpu"`` or ``"mps"`` (see :func:`cellweave.device.parse_device`).
 
     Returns
     -------
     ``(n, d)`` float64: the projected source cells.
     """
+    check_device(device, float64=True)  # Sinkhorn runs in float64
     source = np.asarray(source, dtype=np.float64)
     target = np.asarray(target, dtype=np.float64)
     if source.ndim != 2 or target.ndim != 2 or source.shape[1] != target.shape[1]:
@@ -168,6 +171,7 @@ def transport_batches(
     ``None`` (or the copy). Written: ``obsm[key_added]`` and ``uns["cellweave_transport"]``
     (``params``, ``n_moved``, ``mean_shift``: mean distance a source cell moved).
     """
+    check_device(device, float64=True)
     if use_rep not in data.obsm:
         raise MissingKeyError(
             f"obsm has no {use_rep!r} (keys: {', '.join(data.obsm) or 'none'}): run "

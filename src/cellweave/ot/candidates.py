@@ -54,7 +54,8 @@ def topk_similar(
     k
         Neighbours per row of ``A`` (at most ``n_B``).
     device
-        ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"gpu"`` or ``"mps"``
+        (:func:`cellweave.device.parse_device`).
     sort
         Sort each row's neighbours by decreasing similarity (otherwise in no particular
         order, which is faster).
@@ -104,7 +105,8 @@ def candidate_pairs(
         problems stay feasible (one pass over the similarities, in blocks of rows of ``A``,
         merged into every ``B`` row's running best).
     device
-        ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"gpu"`` or ``"mps"``
+        (:func:`cellweave.device.parse_device`).
 
     Returns
     -------

@@ -144,7 +144,8 @@ def fused_gromov_wasserstein(
     random_state
         Seed of the random starts (used when ``n_init > 1``).
     device
-        ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"`` for the tensor products.
+        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"gpu"`` or
+        ``"mps"`` for the tensor products (:func:`cellweave.device.parse_device`).
     max_entries
         Refuse problems with a dense matrix larger than this (see :func:`check_fgw_size`).
     return_log
@@ -167,7 +168,7 @@ def fused_gromov_wasserstein(
         raise InputError(f"epsilon must be None (exact) or a positive number, got {epsilon!r}")
     if int(n_init) < 1 or int(max_iter) < 1:
         raise InputError(f"n_init and max_iter must be >= 1, got {n_init} and {max_iter}")
-    dev = torch.device(resolve_device(device))
+    dev = torch.device(resolve_device(device, float64=True))
     rng = check_random_state(random_state)
     starts = [problem.initial_plan(G0)]
     for _ in range(int(n_init) - 1):

@@ -61,7 +61,7 @@ def _device(device: str, *arrays: Any) -> Any:
         for x in arrays:
             if _is_tensor(x):
                 return x.device
-    return torch.device(resolve_device(device))
+    return torch.device(resolve_device(device, float64=True))
 
 
 def _tensor(x: Any, dev: Any) -> Any:
@@ -280,7 +280,8 @@ def sinkhorn(
         with ``(max C - min C) / epsilon <= POT_MAX_RANGE`` and no warm start, else
         ``"log"`` (see the module docstring).
     device
-        ``"auto"`` (a tensor's own device, else CUDA when present), ``"cpu"`` or ``"cuda"``.
+        ``"auto"`` (a tensor's own device, else CUDA when present), ``"cpu"``, ``"cuda"``,
+        ``"cuda:N"``, ``"gpu"`` or ``"mps"`` (:func:`cellweave.device.parse_device`).
     return_potentials
         Also return the dual potentials ``(f, g)`` (``"log"`` solver).
 
