@@ -109,7 +109,7 @@ def fingerprint(module: LightningModule, extra: Mapping[str, Any] | None = None)
 
 
 def _rng_state() -> dict[str, Any]:
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()  # noqa: NPY002 (global)
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": {
@@ -130,7 +130,7 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
     keys = n["keys"].numpy().astype(np.uint32)
-    np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["gauss"]))
+    np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["gauss"]))  # noqa: NPY002
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
@@ -158,7 +158,7 @@ def _generators(obj: Any, depth: int = 0) -> list[torch.Generator]:
 def _train_generators(trainer: Trainer) -> list[torch.Generator]:
     try:
         loaders = trainer.train_dataloader
-    except Exception:  # noqa: BLE001 - no loader yet
+    except Exception:  # no loader yet
         return []
     seen: dict[int, torch.Generator] = {}
     for g in _generators(loaders):
@@ -360,9 +360,7 @@ def resumed_message(path: Path, checkpoint: Mapping[str, Any]) -> str:
         done = int(checkpoint["loops"]["fit_loop"]["epoch_progress"]["total"]["processed"])
     except (KeyError, TypeError):
         done = int(checkpoint.get("epoch", 0)) + 1
-    return (
-        f"cellweave: resuming from {path} at epoch {done} ({done} epochs and {step} steps done)"
-    )
+    return f"cellweave: resuming from {path} at epoch {done} ({done} epochs and {step} steps done)"
 
 
 def announce(message: str) -> None:

@@ -52,8 +52,8 @@ from torch.utils.data import (
 )
 
 from ._progress import progress_enabled
-from .checkpoint import checkpointing, setup_checkpoints
 from ._utils import resolve_device
+from .checkpoint import checkpointing, setup_checkpoints
 
 __all__ = [
     "CellweaveModule",
@@ -386,8 +386,6 @@ def _progress_bar(enabled: bool) -> list[Callback]:
         return [TQDMProgressBar()]
 
 
-
-
 def fit(
     module: LightningModule,
     *,
@@ -524,9 +522,7 @@ def fit(
                 callbacks=callbacks,
             )
             if datamodule is not None:
-                trainer.fit(
-                    module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True
-                )
+                trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
             else:
                 train_loader = index_loader(
                     n_train, batch_size=batch_size, steps_per_epoch=steps_per_epoch, seed=seed
