@@ -239,3 +239,20 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, capfd, kind):
     # the checkpoint now holds a finished run
     for path in folder.rglob(CHECKPOINT_NAME):
         assert read_checkpoint(path)["cellweave"]["finished"]
+
+
+def test_gradient_mapping_checkpoints_and_resumes(tmp_path, capfd):
+    from cellweave import tl
+    from cellweave.sim import simulate_spatial
+
+    sp, ref = simulate_spatial(n_spots=60, n_genes=40, n_ref_cells=80, random_state=3)
+    kw = dict(method="gradient", max_epochs=20, random_state=0, device="cpu")
+    full = tl.map_cells(ref, sp, **kw)
+    first = tl.map_cells(ref, sp, checkpoint_dir=tmp_path, **kw)
+    assert (tmp_path / "fit-000" / CHECKPOINT_NAME).exists()
+    again = tl.map_cells(ref, sp, checkpoint_dir=tmp_path, resume=True, **kw)
+    assert "cellweave: resuming from" in capfd.readouterr().err
+    for m in (first, again):
+        np.testing.assert_allclose(m.plan.toarray(), full.plan.toarray(), rtol=1e-6, atol=1e-9)
+    with pytest.raises(CheckpointError, match="another model or data"):
+        tl.map_cells(ref, sp, checkpoint_dir=tmp_path, resume=True, **{**kw, "lr": 0.05})
