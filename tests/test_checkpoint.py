@@ -256,3 +256,23 @@ def test_gradient_mapping_checkpoints_and_resumes(tmp_path, capfd):
         np.testing.assert_allclose(m.plan.toarray(), full.plan.toarray(), rtol=1e-6, atol=1e-9)
     with pytest.raises(CheckpointError, match="another model or data"):
         tl.map_cells(ref, sp, checkpoint_dir=tmp_path, resume=True, **{**kw, "lr": 0.05})
+
+
+@pytest.mark.filterwarnings("ignore:You're resuming from a checkpoint that ended before")
+def test_mid_epoch_checkpoint_resumes_at_its_step(tmp_path, monkeypatch):
+    crash = {"on": True}
+
+    def hook(self, batch, idx):
+        if crash["on"] and self.current_epoch == 2 and idx == 5:
+            raise RuntimeError("crash")
+
+    monkeypatch.setattr(Noisy, "on_train_batch_start", hook, raising=False)
+    with pytest.raises(RuntimeError, match="crash"):
+        _fit(Noisy(), tmp_path, early_stopping=False, checkpoint_every_n_steps=4)
+    assert read_checkpoint(tmp_path / CHECKPOINT_NAME)["global_step"] == 20  # 2 epochs + 4
+    crash["on"] = False
+    resumed = Noisy()
+    result = _fit(resumed, tmp_path, resume=True, early_stopping=False)
+    # the rest of epoch 2 (4 steps) then epochs 3-7: as many steps as an uninterrupted run
+    assert result.epochs == [2, 3, 4, 5, 6, 7] and resumed.seen == [3, 4, 5, 6, 7]
+    assert result.global_step == 64
