@@ -276,3 +276,27 @@ def test_mid_epoch_checkpoint_resumes_at_its_step(tmp_path, monkeypatch):
     # the rest of epoch 2 (4 steps) then epochs 3-7: as many steps as an uninterrupted run
     assert result.epochs == [2, 3, 4, 5, 6, 7] and resumed.seen == [3, 4, 5, 6, 7]
     assert result.global_step == 64
+
+
+def test_cli_impute_checkpoints_resumes_and_refuses_other_options(tmp_path, capsys):
+    import anndata as ad
+
+    from cellweave.sim import simulate_spatial
+
+    adata, _ = simulate_spatial(n_spots=80, n_genes=40, random_state=0)
+    path, folder = tmp_path / "in.h5ad", tmp_path / "ckpt"
+    adata.write_h5ad(path)
+    args = ["impute", str(path), "--method", "mf", "--param", "max_epochs=3"]
+    args += ["--param", "alpha=1", "--param", "spatial_weight=0.1"]
+    assert main([*args, "-o", str(tmp_path / "a.h5ad"), "--checkpoint-dir", str(folder)]) == 0
+    assert (folder / "fit-000" / CHECKPOINT_NAME).exists()
+    capsys.readouterr()
+    out = tmp_path / "b.h5ad"
+    assert main([*args, "-o", str(out), "--checkpoint-dir", str(folder), "--resume"]) == 0
+    assert "cellweave: resuming from" in capsys.readouterr().err
+    a, b = ad.read_h5ad(tmp_path / "a.h5ad"), ad.read_h5ad(out)
+    np.testing.assert_array_equal(a.layers["imputed"], b.layers["imputed"])
+    other = [*args[:-1], "spatial_weight=0.2", "-o", str(tmp_path / "c.h5ad")]
+    assert main([*other, "--checkpoint-dir", str(folder), "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "another model or data" in err and len(err.splitlines()) == 1
