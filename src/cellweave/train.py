@@ -27,7 +27,7 @@ import logging
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ from lightning.pytorch import (
     Trainer,
     seed_everything,
 )
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch.utils.data import (
     BatchSampler,
@@ -52,9 +52,17 @@ from torch.utils.data import (
 )
 
 from ._progress import progress_enabled
+from .checkpoint import checkpointing, setup_checkpoints
 from .device import parse_device
 
-__all__ = ["CellweaveModule", "FitResult", "fit", "index_loader", "index_sampler"]
+__all__ = [
+    "CellweaveModule",
+    "FitResult",
+    "checkpointing",
+    "fit",
+    "index_loader",
+    "index_sampler",
+]
 
 _QUIET_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning")
 _QUIET_MESSAGES = (
@@ -398,6 +406,8 @@ def fit(
     seed: int = 0,
     checkpoint_dir: str | Path | None = None,
     resume: bool | str | Path = False,
+    checkpoint_every_n_steps: int | None = None,
+    fingerprint: Mapping[str, Any] | None = None,
     progress: bool | None = None,
     num_threads: int | None = None,
     deterministic: bool = True,
@@ -438,10 +448,19 @@ def fit(
     seed
         Seeds Python, NumPy and torch (``lightning.seed_everything``) and the batch order.
     checkpoint_dir
-        Write ``last.ckpt`` there after every epoch (``None``: no checkpoints).
+        Write ``last.ckpt`` there atomically after every epoch (``None``: no checkpoints;
+        inside a :func:`checkpointing` block, its next ``fit-NNN`` subfolder), see
+        :class:`cellweave.checkpoint.EpochCheckpoint`.
     resume
-        ``True``: continue from ``checkpoint_dir/last.ckpt`` when it exists; a path: continue
-        from that checkpoint.
+        ``True``: continue from ``checkpoint_dir/last.ckpt`` when it exists (weights,
+        optimiser, epoch and step, random states, early stopping and best weights; a line on
+        stderr says where); a path: continue from that checkpoint. A checkpoint of another
+        model or data is refused (:class:`cellweave.checkpoint.CheckpointError`).
+    checkpoint_every_n_steps
+        Also write the checkpoint every this many optimiser steps (long epochs).
+    fingerprint
+        What else identifies the model and data in the checkpoint (init parameters, a hash
+        of the data's names), besides the module's class, parameter shapes and data tensors.
     progress
         Show a progress bar (default: only on an interactive terminal, see
         :func:`cellweave._progress.progress_enabled`).
@@ -480,19 +499,11 @@ def fit(
             check_on_train_epoch_end=False,
         )
         callbacks.append(stopper)
-    ckpt_path = None
-    if checkpoint_dir is not None:
-        checkpoint_dir = Path(checkpoint_dir)
-        checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        callbacks.append(
-            ModelCheckpoint(dirpath=checkpoint_dir, save_last=True, save_top_k=0, monitor=None)
-        )
-    if resume:
-        path = Path(resume) if not isinstance(resume, bool) else None
-        if path is None and checkpoint_dir is not None:
-            path = checkpoint_dir / "last.ckpt"
-        if path is not None and path.exists():
-            ckpt_path = str(path)
+    saver, ckpt_path = setup_checkpoints(
+        module, checkpoint_dir, resume, every_n_steps=checkpoint_every_n_steps, extra=fingerprint
+    )
+    if saver is not None:
+        callbacks.append(saver)
 
     with _quiet(), _torch_settings(num_threads, deterministic and accelerator == "cpu"):
         seed_everything(int(seed), workers=False, verbose=False)
@@ -503,7 +514,7 @@ def fit(
                 max_epochs=int(max_epochs),
                 max_steps=int(max_steps),
                 logger=False,
-                enable_checkpointing=checkpoint_dir is not None,
+                enable_checkpointing=saver is not None,
                 enable_progress_bar=show,
                 enable_model_summary=False,
                 num_sanity_val_steps=0,
@@ -514,7 +525,7 @@ def fit(
                 callbacks=callbacks,
             )
             if datamodule is not None:
-                trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+                trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
             else:
                 train_loader = index_loader(
                     n_train, batch_size=batch_size, steps_per_epoch=steps_per_epoch, seed=seed
@@ -529,6 +540,7 @@ def fit(
                     train_dataloaders=train_loader,
                     val_dataloaders=val_loader,
                     ckpt_path=ckpt_path,
+                    weights_only=True,
                 )
     module.to("cpu")
     if isinstance(module, CellweaveModule):

@@ -193,3 +193,27 @@ def _parse_value(text: str) -> object:
         except ValueError:
             pass
     return text
+
+
+def checkpoint_options(func):
+    """``--checkpoint-dir DIR`` and ``--resume``: checkpoints of the trained models after
+    every epoch, and resuming a killed run from them (keywords ``checkpoint_dir``,
+    ``resume``)."""
+    func = click.option(
+        "--resume",
+        is_flag=True,
+        help="Continue a killed run from the checkpoints in --checkpoint-dir (same seed, "
+        "same result as an uninterrupted run).",
+    )(func)
+    return click.option(
+        "--checkpoint-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Write a checkpoint of the trained models after every epoch into this folder.",
+    )(func)
+
+
+def check_resume(checkpoint_dir: Path | None, resume: bool) -> None:
+    """``--resume`` needs ``--checkpoint-dir`` (a usage error otherwise)."""
+    if resume and checkpoint_dir is None:
+        raise click.UsageError("--resume needs --checkpoint-dir DIR (the folder to resume from)")

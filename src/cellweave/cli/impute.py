@@ -11,6 +11,8 @@ from .._progress import status
 from ..errors import InvalidOptionError
 from ._common import (
     check_output,
+    check_resume,
+    checkpoint_options,
     console,
     device_option,
     evaluate_methods_option,
@@ -59,6 +61,7 @@ from ._common import (
 @metrics_json_option()
 @list_methods_option()
 @device_option
+@checkpoint_options
 @seed_option
 @overwrite_option
 def impute(
@@ -77,6 +80,8 @@ def impute(
     metrics_json: Path | None,
     list_methods: bool,
     device: str,
+    checkpoint_dir: Path | None,
+    resume: bool,
     random_state: int,
     overwrite: bool,
 ) -> None:
@@ -90,6 +95,7 @@ def impute(
         return
     if path is None:
         raise click.UsageError("missing the input file PATH (.h5ad with counts and coordinates)")
+    check_resume(checkpoint_dir, resume)
     method_params = parse_params(params)
     # the method and its options are checked before anything is read or written
     get_method(method).check_options(method_params if evaluate else _method_options(method_params))
@@ -123,6 +129,8 @@ def impute(
             layer=layer,
             spatial_key=spatial_key,
             random_state=random_state,
+            checkpoint_dir=checkpoint_dir,
+            resume=resume,
             **method_params,
         )
     io.write(adata, out, overwrite=overwrite)

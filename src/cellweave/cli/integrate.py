@@ -11,6 +11,8 @@ from .. import io
 from .._progress import status
 from ._common import (
     check_output,
+    check_resume,
+    checkpoint_options,
     comma_list,
     console,
     device_option,
@@ -79,6 +81,7 @@ from ._common import (
     "--save-model", type=click.Path(path_type=Path), default=None, help="Folder for the model."
 )
 @click.option("--list-methods", is_flag=True, help="List the modality kinds and exit.")
+@checkpoint_options
 @seed_option
 @overwrite_option
 def integrate(
@@ -100,6 +103,8 @@ def integrate(
     no_plot: bool,
     save_model: Path | None,
     list_methods: bool,
+    checkpoint_dir: Path | None,
+    resume: bool,
     random_state: int,
     overwrite: bool,
 ) -> None:
@@ -120,6 +125,7 @@ def integrate(
         raise click.UsageError(
             "pass the input PATH (.h5mu mosaic, or .h5ad with --modality) and -o OUT"
         )
+    check_resume(checkpoint_dir, resume)
     if modality is not None:
         MODALITY_KINDS.get(modality)  # an unknown kind: one line naming the kinds
     options = {"n_latent": n_latent, "n_clusters": n_clusters, **parse_params(params)}
@@ -179,6 +185,8 @@ def integrate(
         max_epochs=max_epochs,
         device=device,
         random_state=random_state,
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
         return_model=True,
         **options,
     )

@@ -9,6 +9,8 @@ import click
 from .. import io
 from .._progress import status
 from ._common import (
+    check_resume,
+    checkpoint_options,
     comma_list,
     console,
     device_option,
@@ -71,6 +73,7 @@ from ._common import (
 )
 @metrics_json_option()
 @list_methods_option()
+@checkpoint_options
 @seed_option
 @overwrite_option
 def map_cmd(
@@ -88,6 +91,8 @@ def map_cmd(
     scheme: str,
     metrics_json: Path | None,
     list_methods: bool,
+    checkpoint_dir: Path | None,
+    resume: bool,
     random_state: int,
     overwrite: bool,
 ) -> None:
@@ -101,6 +106,7 @@ def map_cmd(
         return
     if sc_path is None or sp_path is None:
         raise click.UsageError("missing the input files SC and SP (.h5ad sharing genes)")
+    check_resume(checkpoint_dir, resume)
     method_params = parse_params(params)
     check_params(method, method_params)  # before anything is read or written
     if evaluate:
@@ -130,6 +136,8 @@ def map_cmd(
             cell_type_key=cell_type_key,
             random_state=random_state,
             device=device,
+            checkpoint_dir=checkpoint_dir,
+            resume=resume,
             **method_params,
         )
     genes = _genes_to_predict(predict, adata_sc, adata_sp)

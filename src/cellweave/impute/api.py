@@ -8,16 +8,20 @@ then the method runs and the result is written under ``key_added``.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from anndata import AnnData
+from scipy import sparse
 
 from .._params import jsonable
 from ..errors import InputError, InvalidOptionError
 from ..image import spot_image_features
+from ..train import checkpointing
 from ..validate import check_adata, check_spatial
 from .proportions import check_counts
 from .registry import ImputeMethod, get_method
@@ -97,6 +101,19 @@ def _check_target_sum(target_sum: Any) -> float:
     return float(target_sum)
 
 
+def _names(adata: AnnData, layer: str | None) -> dict[str, str]:
+    """A hash of the spots' and genes' names, the shape and the counts (what a checkpoint
+    belongs to)."""
+    h = hashlib.sha256(repr(adata.shape).encode())
+    for names in (adata.obs_names, adata.var_names):
+        h.update("\x1f".join(map(str, names)).encode() + b"\x1e")
+    X = adata.X if layer is None else adata.layers.get(layer)
+    parts = (X.data, X.indices, X.indptr) if sparse.issparse(X) else (X,)
+    for part in parts:
+        h.update(np.ascontiguousarray(np.asarray(part)).tobytes())
+    return {"data": h.hexdigest()}
+
+
 def impute(
     adata: AnnData,
     *,
@@ -106,6 +123,8 @@ def impute(
     key_added: str | None = None,
     target_sum: float = 1e4,
     random_state: int = 0,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
     copy: bool = False,
     **params: Any,
 ) -> AnnData | None:
@@ -131,6 +150,12 @@ def impute(
         Scale of the normalisation (as ``sc.pp.normalize_total``), positive.
     random_state
         Seed; the same seed gives the same result.
+    checkpoint_dir, resume
+        Trained methods (``mf``, ``ae``, ``auto`` ...) write a checkpoint of every model
+        they fit after every epoch, one subfolder per fit (``fit-000``, ``fit-001``, ... in
+        call order); ``resume=True`` continues a killed run from there (finished fits are
+        restored, not retrained) and gives the result of an uninterrupted run. Methods that
+        do not train ignore them.
     copy
         Return a modified copy instead of writing into ``adata``.
     **params
@@ -168,7 +193,12 @@ def impute(
     image = isinstance(params.get("similarity_features"), str)
     if image:
         params.setdefault("similarity", "gaussian")
-    P = _predict(spec, adata, layer, spatial_key, random_state, dict(params))
+    run = None
+    if checkpoint_dir is not None:
+        run = {"method": method, "params": jsonable(params), "random_state": random_state}
+        run.update(_names(adata, layer))
+    with checkpointing(checkpoint_dir, resume=resume, fingerprint=run):
+        P = _predict(spec, adata, layer, spatial_key, random_state, dict(params))
     adata = adata.copy() if copy else adata
     adata.layers[layer_key] = np.log1p(target_sum * P).astype(np.float32)
     recorded = {

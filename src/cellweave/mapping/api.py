@@ -8,16 +8,20 @@ itself live in :mod:`.methods`. ``cellweave map --list-methods`` prints them all
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from anndata import AnnData
 from scipy import sparse
 
+from .._params import jsonable
 from ..errors import InputError
 from ..graph import nearest_neighbors
 from ..registry import Choice, Float, Int, Text
+from ..train import checkpointing
 from ..validate import check_obs_key, check_spatial
 from .features import Features
 from .fractions import cell_type_fractions
@@ -266,6 +270,8 @@ def map_cells(
     random_state: int = 0,
     device: str = "auto",
     key_added: str | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
     copy: bool = False,
     **params: Any,
 ) -> Mapping | AnnData:
@@ -300,6 +306,10 @@ def map_cells(
         plan, cell names, genes, totals and ``params``) and, with ``cell_type_key``,
         ``obsm[f"{key_added}_fractions"]``. ``None`` (default): ``uns["mapping"]`` and
         ``obsm["cell_type_fractions"]``.
+    checkpoint_dir, resume
+        The trained solver (``"gradient"``) writes a checkpoint after every epoch into
+        ``checkpoint_dir/fit-000``; ``resume=True`` continues a killed run from it (same
+        result as an uninterrupted run). The other methods ignore them.
     copy
         Write into a copy of ``adata_sp`` and return it (``adata_sp`` is left unchanged);
         otherwise write in place and return the :class:`Mapping`.
@@ -328,17 +338,25 @@ def map_cells(
     labels = None
     if cell_type_key is not None:
         labels = check_obs_key(adata_sc, cell_type_key, name="adata_sc")
-    mapping = _compute_mapping(
-        adata_sc,
-        adata_sp,
-        method=method,
-        genes=genes,
-        layer_sc=layer_sc,
-        layer_sp=layer_sp,
-        random_state=random_state,
-        device=device,
-        params=params,
-    )
+    run = None
+    if checkpoint_dir is not None:
+        names = [adata_sc.obs_names, adata_sp.obs_names, adata_sc.var_names, adata_sp.var_names]
+        run = {"method": method, "genes": genes, "params": jsonable(params), "seed": random_state}
+        run["names"] = [
+            hashlib.sha256("\x1f".join(map(str, n)).encode()).hexdigest() for n in names
+        ]
+    with checkpointing(checkpoint_dir, resume=resume, fingerprint=run):
+        mapping = _compute_mapping(
+            adata_sc,
+            adata_sp,
+            method=method,
+            genes=genes,
+            layer_sc=layer_sc,
+            layer_sp=layer_sp,
+            random_state=random_state,
+            device=device,
+            params=params,
+        )
     target = adata_sp.copy() if copy else adata_sp
     target.uns[uns_key] = mapping.to_uns()
     if labels is not None:

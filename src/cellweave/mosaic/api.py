@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,8 @@ def integrate(
     batch_size: int | None = None,
     device: str = "auto",
     random_state: int = 0,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
     key_added: str | None = None,
     train_kwargs: Mapping[str, Any] | None = None,
     copy: bool = False,
@@ -53,6 +56,10 @@ def integrate(
         See :meth:`MosaicModel.train`.
     random_state
         Seed of everything.
+    checkpoint_dir, resume
+        Write a checkpoint there after every epoch (atomically); ``resume=True`` continues
+        a killed run from it and ends where an uninterrupted run ends (see
+        :meth:`MosaicModel.train`).
     key_added
         ``obsm`` key of the latent (default ``"X_cellweave"``); every other key is named
         from it (see below) and the call's parameters go to ``uns[key_added]["params"]``
@@ -103,6 +110,8 @@ def integrate(
         batch_size=batch_size,
         device=device,
         random_state=random_state,
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
         **dict(train_kwargs or {}),
     )
     write_results(data, model, key_added=key_added)

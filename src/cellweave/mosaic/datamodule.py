@@ -20,6 +20,7 @@ The model also uses :meth:`MosaicDataModule.batch` outside training (inference).
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import numpy as np
@@ -159,6 +160,23 @@ class MosaicDataModule(LightningDataModule):
         if self.table is not None:
             return int((self.table[self.val_units] >= 0).sum())
         return int(self.val_units.numel())
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies the training data and its sampling in a checkpoint: cells,
+        features, batches and labels (hashed) and the sampling settings."""
+        data = self.data
+        h = hashlib.sha256()
+        for names in (data.obs_names, data.batch_names, data.label_classes, data.names):
+            h.update("\x1f".join(map(str, names)).encode() + b"\x1e")
+        for m in data.modalities:
+            h.update("\x1f".join(map(str, m.features)).encode() + b"\x1e")
+            h.update(np.asarray(m.present).tobytes())
+        h.update(np.asarray(data.batch_codes).tobytes() + np.asarray(data.label_codes).tobytes())
+        settings = (self.batch_size, self.validation_fraction, self.labelled_per_batch)
+        return {
+            "data": h.hexdigest(),
+            "sampling": [*settings, self.balance_batches, self.seed, bool(data.backed)],
+        }
 
     # ------------------------------------------------------------------ loaders
     def _loader(self, units: Any, *, batch_size: int, shuffle: bool) -> DataLoader:

@@ -259,7 +259,8 @@ class MosaicModel:
         balance_batches
             Draw every epoch's cells with equal shares per batch (in memory only).
         checkpoint_dir, resume
-            Write ``last.ckpt`` there after every epoch; ``resume=True`` continues from it.
+            Write ``last.ckpt`` there atomically after every epoch; ``resume=True`` continues
+            from it exactly (another model's or data's checkpoint is refused).
         device
             ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"gpu"``
             or ``"mps"`` (checked before any work, see
@@ -294,6 +295,7 @@ class MosaicModel:
             seed=seed,
             checkpoint_dir=checkpoint_dir,
             resume=resume,
+            fingerprint={"init_params": self.init_params, **self.datamodule.fingerprint()},
             progress=progress,
             num_threads=num_threads,
         )
