@@ -259,12 +259,10 @@ class MosaicModel:
         balance_batches
             Draw every epoch's cells with equal shares per batch (in memory only).
         checkpoint_dir, resume
-            Write ``last.ckpt`` there atomically after every epoch; ``resume=True`` continues
-            from it exactly (another model's or data's checkpoint is refused).
+            ``last.ckpt`` written there atomically every epoch; ``resume=True`` continues exactly.
         device
-            ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"gpu"``
-            or ``"mps"`` (checked before any work, see
-            :func:`cellweave.device.parse_device`).
+            ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"gpu"`` or ``"mps"``, checked
+            before any work (:func:`cellweave.device.parse_device`).
         random_state
             Seed of the split, the sampling and the training (default: the model's).
         num_threads
