@@ -25,7 +25,7 @@ from ..train import checkpointing
 from ..validate import check_obs_key, check_spatial
 from .features import Features
 from .fractions import cell_type_fractions
-from .genes import _columns, _mapped_genes, predict_genes, project_genes  # noqa: F401 (evaluate)
+from .genes import predict_genes, project_genes
 from .methods import (
     DEFAULT_METHOD,
     FEATURE_OPTIONS,

@@ -18,6 +18,7 @@ from ..errors import InputError
 from ..registry import Option
 from . import api
 from . import features as _features
+from .genes import _columns, _mapped_genes
 
 __all__ = [
     "Kind",
@@ -120,8 +121,8 @@ def _cellweave_predictor(method: str) -> Callable[..., Any]:
             scale="proportions",
             **params,
         )
-        mapped = api._mapped_genes(adata_sc, adata_sp, genes)
-        totals = _features.row_totals(api._columns(adata_sp, mapped, params.get("layer_sp")))
+        mapped = _mapped_genes(adata_sc, adata_sp, genes)
+        totals = _features.row_totals(_columns(adata_sp, mapped, params.get("layer_sp")))
         return {"normalized": rel, "raw": rel * totals[:, None]}
 
     predict.__name__ = f"cellweave_{method}"
