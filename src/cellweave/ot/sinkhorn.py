@@ -309,29 +309,34 @@ def sinkhorn(
         trouble = any("umerical error" in str(w.message) for w in caught)
         if solver == "pot" or (not trouble and bool(np.isfinite(_numpy(plan)).all())):
             return plan
-    import torch
-
-    log_a = torch.log(torch.as_tensor(a_np, device=dev))
-    log_b = torch.log(torch.as_tensor(b_np, device=dev))
     kernel = _Dense(-_tensor(C, dev) / epsilon)
     f, g = (None, None) if init is None else (_tensor(init[0], dev), _tensor(init[1], dev))
+    plan, (f, g) = _log_domain(
+        kernel, C, a_np, b_np, dev, epsilon=epsilon, rho_a=rho_a, rho_b=rho_b,
+        f=f, g=g, max_iter=max_iter, tol=tol, stop=stop,
+    )  # fmt: skip
+    return (plan, (f, g)) if return_potentials else plan
+
+
+def _log_domain(kernel, like, a_np, b_np, dev, *, epsilon, rho_a, rho_b, **loop) -> Any:
+    """:func:`_iterate` on ``kernel`` from the masses ``a_np, b_np`` (``loop``: its other
+    keywords); returns the plan (a torch tensor when ``like`` is one, else numpy) and the
+    dual potentials ``(f, g)``."""
+    import torch
+
+    a_t = torch.as_tensor(a_np, device=dev)
     f, g = _iterate(
         kernel,
-        log_a,
-        log_b,
+        torch.log(a_t),
+        torch.log(torch.as_tensor(b_np, device=dev)),
         epsilon=epsilon,
         fa=_fraction(rho_a, epsilon),
         fb=_fraction(rho_b, epsilon),
-        f=f,
-        g=g,
-        max_iter=max_iter,
-        tol=tol,
-        stop=stop,
-        a=torch.as_tensor(a_np, device=dev),
+        a=a_t,
+        **loop,
     )
     plan = kernel.plan(f, g, epsilon)
-    plan = plan if _is_tensor(C) else plan.cpu().numpy()
-    return (plan, (f, g)) if return_potentials else plan
+    return (plan if _is_tensor(like) else plan.cpu().numpy()), (f, g)
 
 
 def _pot_suits(C: Any, epsilon: float, *, balanced: bool) -> bool:
@@ -396,8 +401,6 @@ def sparse_sinkhorn(
     -------
     The plan's value on every pair (a torch tensor when ``cost`` is one, else numpy).
     """
-    import torch
-
     a_np, b_np = _check(a, b, epsilon=epsilon, rho_a=rho_a, rho_b=rho_b, stop="potentials")
     dev = _device(device, cost, a, b)
     n, m = len(a_np), len(b_np)
@@ -408,15 +411,8 @@ def sparse_sinkhorn(
         n,
         m,
     )
-    f, g = _iterate(
-        kernel,
-        torch.log(torch.as_tensor(a_np, device=dev)),
-        torch.log(torch.as_tensor(b_np, device=dev)),
-        epsilon=epsilon,
-        fa=_fraction(rho_a, epsilon),
-        fb=_fraction(rho_b, epsilon),
-        max_iter=max_iter,
-        tol=tol,
-    )
-    values = kernel.plan(f, g, epsilon)
-    return values if _is_tensor(cost) else values.cpu().numpy()
+    values, _ = _log_domain(
+        kernel, cost, a_np, b_np, dev, epsilon=epsilon, rho_a=rho_a, rho_b=rho_b,
+        max_iter=max_iter, tol=tol,
+    )  # fmt: skip
+    return values
