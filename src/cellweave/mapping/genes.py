@@ -63,9 +63,9 @@ def predict_genes(
             "predict, but at least 2 are needed to map cells: check that both data sets name "
             "genes the same way"
         )
-    from .api import _compute_mapping
+    from .methods import compute_mapping  # methods reads this module's _columns
 
-    mapping = _compute_mapping(
+    mapping = compute_mapping(
         adata_sc,
         adata_sp,
         method=method,
