@@ -26,17 +26,8 @@ from . import autoencoder as _ae
 from . import baselines as _bl
 from . import mf as _mf
 from . import mixture as _mixture
-from .proportions import check_counts, require_coords, to_proportions
 
-__all__ = [
-    "METHODS",
-    "ImputeMethod",
-    "Values",
-    "check_counts",
-    "get_method",
-    "require_coords",
-    "to_proportions",
-]
+__all__ = ["METHODS", "ImputeMethod", "Values", "get_method"]
 
 #: Arguments every runner takes besides its options.
 FIXED = ("coords", "random_state")

@@ -343,28 +343,29 @@ def _close(data: Any) -> None:
                 adata.file.close()
 
 
-def read_anndata(path: PathLike, **kwargs: Any) -> AnnData:
-    """Like :func:`read`, but require the file to hold an AnnData (not a MuData)."""
+def _read_as(path: PathLike, cls: type, required: str, fix: str, **kwargs: Any) -> Any:
+    """:func:`read`, then require an instance of ``cls`` (``required`` and ``fix`` complete
+    the one-line error)."""
     data = read(path, **kwargs)
-    if not isinstance(data, AnnData):
+    if not isinstance(data, cls):
         raise FileFormatError(
-            f"{path} holds a {type(data).__name__}, but a single-modality AnnData is required: "
-            "pass a .h5ad file (or save one modality with mdata['rna'].write_h5ad(...))"
+            f"{path} holds a {type(data).__name__}, but {required} is required: {fix}"
         )
     return data
+
+
+def read_anndata(path: PathLike, **kwargs: Any) -> AnnData:
+    """Like :func:`read`, but require the file to hold an AnnData (not a MuData)."""
+    fix = "pass a .h5ad file (or save one modality with mdata['rna'].write_h5ad(...))"
+    return _read_as(path, AnnData, "a single-modality AnnData", fix, **kwargs)
 
 
 def read_mudata(path: PathLike, **kwargs: Any) -> Any:
     """Like :func:`read`, but require the file to hold a MuData (a ``.h5mu`` file)."""
     from mudata import MuData
 
-    data = read(path, **kwargs)
-    if not isinstance(data, MuData):
-        raise FileFormatError(
-            f"{path} holds a {type(data).__name__}, but multi-modal MuData is required: pass a "
-            ".h5mu file (build one with mudata.MuData({'rna': rna, 'atac': atac}).write(...))"
-        )
-    return data
+    fix = "pass a .h5mu file (build one with mudata.MuData({'rna': rna, 'atac': atac}).write(...))"
+    return _read_as(path, MuData, "multi-modal MuData", fix, **kwargs)
 
 
 def read_spatial(

@@ -85,7 +85,6 @@ __all__ = [
     "silhouette_samples",
 ]
 
-#: Elements of one distance chunk (rows x n) in silhouette / FOSCTTM (~64 MB of float64).
 BIO_METRICS = ("NMI", "ARI", "silhouette_label", "cLISI", "isolated_label")
 BATCH_METRICS = ("silhouette_batch", "iLISI", "graph_connectivity")
 

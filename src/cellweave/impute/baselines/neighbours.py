@@ -46,13 +46,15 @@ def _self_included(idx: np.ndarray, weights: np.ndarray, n: int) -> sparse.csr_m
 
 
 def _expression_space(X1, n_comps, random_state):
+    """Which spots have counts, and the expression features (PCA) of all spots (zeros for
+    the spots without counts)."""
     has = library(X1) > 0
     features = np.zeros((X1.shape[0], 1))
     if has.sum() >= 1:
         sub = expression_features(X1[has], n_comps=n_comps, random_state=random_state)
         features = np.zeros((X1.shape[0], sub.shape[1]))
         features[has] = sub
-    return X1, has, features
+    return has, features
 
 
 def _expand(W_sub: sparse.csr_matrix, has: np.ndarray) -> sparse.csr_matrix:
@@ -61,8 +63,7 @@ def _expand(W_sub: sparse.csr_matrix, has: np.ndarray) -> sparse.csr_matrix:
     n = has.size
     pos = np.flatnonzero(has)
     coo = W_sub.tocoo()
-    W = sparse.csr_matrix((coo.data, (pos[coo.row], pos[coo.col])), shape=(n, n))
-    return W
+    return sparse.csr_matrix((coo.data, (pos[coo.row], pos[coo.col])), shape=(n, n))
 
 
 def knn(
@@ -79,7 +80,7 @@ def knn(
     the principal components of log-normalized counts. Spots without counts get the pooled
     profile."""
     k = check_k(n_neighbors)
-    X1, has, features = _expression_space(X1, n_comps, random_state)
+    has, features = _expression_space(X1, n_comps, random_state)
     if not has.any():
         return gene_mean(X1)
     Z = _unit_rows(features[has])  # Euclidean on unit vectors ranks like cosine
@@ -123,7 +124,7 @@ def diffusion(
     k = check_k(n_neighbors)
     t = check_k(t, name="t")
     ka = check_k(ka, name="ka")
-    X1, has, features = _expression_space(X1, n_comps, random_state)
+    has, features = _expression_space(X1, n_comps, random_state)
     if not has.any():
         return gene_mean(X1)
     W = _expand(_magic_operator(features[has], k, ka), has)
