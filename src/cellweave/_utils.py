@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 
-__all__ = ["RandomState", "check_random_state", "resolve_device", "to_dense"]
+__all__ = ["RandomState", "check_random_state", "to_dense"]
 
 RandomState = int | np.random.Generator | None
 
@@ -25,16 +25,6 @@ def check_random_state(random_state: RandomState) -> np.random.Generator:
     if random_state is None or isinstance(random_state, int | np.integer):
         return np.random.default_rng(random_state)
     raise TypeError(f"random_state must be None, an int or a numpy Generator, got {random_state!r}")
-
-
-def resolve_device(device: str = "auto", *, float64: bool = False) -> str:
-    """The torch device name of a device string: ``"auto"`` is ``"cuda"`` when a GPU is
-    visible, else ``"cpu"``; ``"gpu"`` is ``"cuda"``; an unknown or unavailable device (MPS
-    for a ``float64`` computation) is an :class:`~cellweave.errors.InvalidOptionError` (see
-    :func:`cellweave.device.parse_device`)."""
-    from .device import check_device
-
-    return check_device(device, float64=float64)
 
 
 def to_dense(X: Any, dtype: Any = np.float64) -> np.ndarray:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 
-from .._utils import resolve_device
+from ..device import check_device
 from ..errors import InputError
 from .costs import pair_cost, unit_rows
 
@@ -67,7 +67,7 @@ def topk_similar(
     import torch
 
     k = int(min(k, B.shape[0]))
-    dev = torch.device(resolve_device(device))
+    dev = torch.device(check_device(device))
     Bt = torch.as_tensor(np.ascontiguousarray(B, dtype=np.float32), device=dev)
     step = max(1, _BLOCK_ENTRIES // max(1, B.shape[0]))
     index = np.empty((A.shape[0], k), dtype=np.int64)
@@ -128,7 +128,7 @@ def _both_sides(A, B, *, k: int, device: str) -> tuple[np.ndarray, np.ndarray, n
     """:func:`candidate_pairs` with ``sides="both"``."""
     import torch
 
-    dev = torch.device(resolve_device(device))
+    dev = torch.device(check_device(device))
     A = torch.as_tensor(unit_rows(A), device=dev)
     B = torch.as_tensor(unit_rows(B), device=dev)
     n, m = A.shape[0], B.shape[0]

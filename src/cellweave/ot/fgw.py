@@ -34,7 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from .._utils import RandomState, check_random_state, resolve_device
+from .._utils import RandomState, check_random_state
+from ..device import check_device
 from ..errors import InputError
 from .exact import exact_transport
 from .sinkhorn import _Dense, _iterate
@@ -168,7 +169,7 @@ def fused_gromov_wasserstein(
         raise InputError(f"epsilon must be None (exact) or a positive number, got {epsilon!r}")
     if int(n_init) < 1 or int(max_iter) < 1:
         raise InputError(f"n_init and max_iter must be >= 1, got {n_init} and {max_iter}")
-    dev = torch.device(resolve_device(device, float64=True))
+    dev = torch.device(check_device(device, float64=True))
     rng = check_random_state(random_state)
     starts = [problem.initial_plan(G0)]
     for _ in range(int(n_init) - 1):

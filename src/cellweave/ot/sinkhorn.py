@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from .._utils import resolve_device
+from ..device import check_device
 from ..errors import InputError
 
 __all__ = ["POT_MAX_RANGE", "SOLVERS", "check_marginals", "sinkhorn", "sparse_sinkhorn"]
@@ -61,7 +61,7 @@ def _device(device: str, *arrays: Any) -> Any:
         for x in arrays:
             if _is_tensor(x):
                 return x.device
-    return torch.device(resolve_device(device, float64=True))
+    return torch.device(check_device(device, float64=True))
 
 
 def _tensor(x: Any, dev: Any) -> Any:
