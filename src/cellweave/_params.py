@@ -16,29 +16,25 @@ import numpy as np
 __all__ = ["jsonable", "params_entry"]
 
 
-def jsonable(value: Any, *, none: Any = None) -> Any:
+def jsonable(value: Any) -> Any:
     """``value`` as JSON/h5ad-safe data.
 
     numpy scalars and arrays become Python numbers and lists, NaN and infinities ``None``,
     tuples and ranges lists, mappings string-keyed dicts, paths and any other object its
-    ``str``; ``None``, ``bool``, ``int`` and ``str`` stay as they are. ``none``: what
-    ``None`` (and NaN) becomes, for a format that has always stored it otherwise (the
-    mapping entry keeps the string ``"None"`` its files have always held).
+    ``str``; ``None``, ``bool``, ``int`` and ``str`` stay as they are.
     """
-    if value is None:
-        return none
-    if isinstance(value, bool | str):
+    if value is None or isinstance(value, bool | str):
         return value
     if isinstance(value, Mapping):
-        return {str(k): jsonable(v, none=none) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple | range | np.ndarray):
-        return [jsonable(v, none=none) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.generic):
-        return jsonable(value.item(), none=none)
+        return jsonable(value.item())
     if isinstance(value, int):
         return value
     if isinstance(value, float):
-        return value if math.isfinite(value) else none
+        return value if math.isfinite(value) else None
     if isinstance(value, Path):
         return str(value)
     return str(value)

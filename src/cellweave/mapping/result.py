@@ -235,7 +235,7 @@ class Mapping:
         always stored it)."""
         return {
             "method": self.method,
-            "params": jsonable(self.params, none="None"),
+            "params": _none_as_string(jsonable(self.params)),
             "plan": self.plan,
             "cell_names": self.cell_names.to_numpy(dtype=str),
             "genes": self.genes.to_numpy(dtype=str),
@@ -282,3 +282,15 @@ def _rows(X: Any, n: int, name: str) -> Any:
     if X.shape[0] != n:
         raise InputError(f"{name} has {X.shape[0]} rows for {n} reference cells")
     return X
+
+
+def _none_as_string(value: Any) -> Any:
+    """JSON-safe params with ``None`` as the string ``"None"``, as mapping entries have always
+    stored it."""
+    if value is None:
+        return "None"
+    if isinstance(value, dict):
+        return {k: _none_as_string(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_none_as_string(v) for v in value]
+    return value
