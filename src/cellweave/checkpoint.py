@@ -311,9 +311,8 @@ class EpochCheckpoint(Checkpoint):
 
     def save(self, trainer: Trainer) -> None:
         """Write the checkpoint now (temporary file + ``os.replace``)."""
-        checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
         with atomic_path(self.path, overwrite=True) as tmp:
-            torch.save(checkpoint, tmp)
+            trainer.save_checkpoint(tmp, weights_only=False)
 
 
 def setup_checkpoints(

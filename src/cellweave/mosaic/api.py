@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.special import softmax
 
 from .._params import params_entry
 from ..device import check_device
 from ..errors import InvalidOptionError
 from .config import check_options
-from .model import MosaicModel, _softmax
+from .model import MosaicModel
 
 __all__ = ["integrate", "result_keys", "write_results"]
 
@@ -162,7 +163,7 @@ def write_results(data: Any, model: MosaicModel, *, key_added: str | None = None
     labels, probs = model._labels_from_logits(post["logits"])
 
     data.obsm[keys["latent"]] = post["mean"].astype(np.float32)
-    data.obsm[keys["clusters"]] = _softmax(post["logits"]).astype(np.float32)
+    data.obsm[keys["clusters"]] = softmax(post["logits"], axis=1).astype(np.float32)
     data.obsm[keys["attention"]] = post["attention"].astype(np.float32)
     data.obs[keys["label"]] = labels.to_numpy()
     data.obs[keys["label"]] = data.obs[keys["label"]].astype("category")

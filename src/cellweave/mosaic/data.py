@@ -28,8 +28,6 @@ from .kinds import Head, ModalityKind, get_kind, infer_kind, kind_names, likelih
 from .represent import Representation
 
 __all__ = [
-    "KINDS",
-    "LIKELIHOODS",
     "ModalityData",
     "MosaicData",
     "UnknownLabelError",
@@ -37,9 +35,6 @@ __all__ = [
     "infer_kind",
 ]
 
-#: the modality kinds and likelihoods registered at import (see :mod:`.kinds`)
-KINDS = kind_names()
-LIKELIHOODS = likelihood_names()
 _FIT_CELLS = 20_000
 _READ_BLOCK = 20_000
 

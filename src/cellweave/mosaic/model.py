@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 from scipy import sparse
+from scipy.special import softmax
 
 from .._params import jsonable
 from ..device import check_device
@@ -427,7 +428,7 @@ class MosaicModel:
     def get_cluster_probabilities(self) -> np.ndarray:
         """``q(c | z)`` at the posterior mean, ``(n_cells, n_clusters)``."""
         logits = self.infer()["logits"]
-        return _softmax(logits)
+        return softmax(logits, axis=1)
 
     def get_attention(self) -> pd.DataFrame:
         """Per-cell fusion weights over the modalities (0 for those a cell lacks)."""
@@ -452,10 +453,10 @@ class MosaicModel:
         """:meth:`predict_labels` (labels and probabilities) from cluster logits of all cells."""
         classes = self.data.label_classes
         if classes:
-            probs = _softmax(logits[:, : len(classes)])
+            probs = softmax(logits[:, : len(classes)], axis=1)
             names = list(classes)
         else:
-            probs = _softmax(logits)
+            probs = softmax(logits, axis=1)
             names = [f"cluster_{k}" for k in range(probs.shape[1])]
         labels = pd.Series(
             pd.Categorical(np.asarray(names)[probs.argmax(1)], categories=names),
@@ -592,9 +593,3 @@ def _given_labels(
         )
     obs = pd.DataFrame({"labels": values}, index=data.obs_names)
     return _labels(obs, "labels", data.n_cells, classes)
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    x = logits - logits.max(1, keepdims=True)
-    e = np.exp(x)
-    return e / e.sum(1, keepdims=True)

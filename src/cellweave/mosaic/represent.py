@@ -27,7 +27,6 @@ from ..errors import InputError
 from ..pp import log_normalize
 
 __all__ = [
-    "REPRESENTATIONS",
     "Representation",
     "Transform",
     "centred_svd",
@@ -35,8 +34,6 @@ __all__ = [
     "representation_names",
 ]
 
-#: the built-in representations (kinds may add more: :func:`representation_names`)
-REPRESENTATIONS = ("lognorm", "pca", "lsi", "clr", "binary")
 _TARGET_SUM = 1e4
 
 

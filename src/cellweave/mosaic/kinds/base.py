@@ -18,7 +18,7 @@ A head is shared by every kind that uses its likelihood (NB serves RNA and prote
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -133,7 +133,6 @@ class ModalityKind:
     max_features: int | None = None
     absolute: bool = False
     layers: tuple[str, ...] = ()
-    meta: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def likelihoods(self) -> tuple[str, ...]:
