@@ -15,23 +15,49 @@ with the Bayes factor ``log(p / (1 - p))``. ``is_de_fdr`` selects the features w
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 import torch
 
 from ..errors import EmptyDataError, InputError, MissingKeyError
+from .data import MosaicData
 
-if TYPE_CHECKING:
-    from .model import MosaicModel
-
-__all__ = ["differential", "impute"]
+__all__ = ["GenerativeModel", "differential", "impute"]
 
 _EPS = 1e-8
 
 
-def _transform_batch(model: MosaicModel, index: int, batch: str | None) -> int:
+class GenerativeModel(Protocol):
+    """What :func:`impute` and :func:`differential` use of a trained model (the public
+    methods of :class:`~cellweave.mosaic.MosaicModel`)."""
+
+    data: MosaicData
+    mdata: Any
+
+    def infer(
+        self,
+        cells: np.ndarray | None = None,
+        *,
+        use_modalities: Sequence[str] | None = None,
+        batch_size: int = 4096,
+    ) -> dict[str, np.ndarray]: ...
+
+    def decode(
+        self,
+        modality: str,
+        z: Any,
+        *,
+        transform_batch: int | str,
+        library_size: float | None,
+        batch_size: int = 4096,
+    ) -> np.ndarray: ...
+
+    def predicts_totals(self, modality: str) -> bool: ...
+
+
+def _transform_batch(model: GenerativeModel, index: int, batch: str | None) -> int:
     m = model.data.modalities[index]
     names = model.data.batch_names
     if batch is None:
@@ -42,14 +68,14 @@ def _transform_batch(model: MosaicModel, index: int, batch: str | None) -> int:
     return names.index(batch)
 
 
-def _modality_index(model: MosaicModel, modality: str) -> int:
+def _modality_index(model: GenerativeModel, modality: str) -> int:
     names = model.data.names
     if modality not in names:
         raise MissingKeyError(f"the model has no modality {modality!r}: use one of {names}")
     return names.index(modality)
 
 
-def _check_modalities(model: MosaicModel, use: Sequence[str] | None) -> np.ndarray | None:
+def _check_modalities(model: GenerativeModel, use: Sequence[str] | None) -> np.ndarray | None:
     if use is None:
         return None
     for name in use:
@@ -58,7 +84,7 @@ def _check_modalities(model: MosaicModel, use: Sequence[str] | None) -> np.ndarr
 
 
 def impute(
-    model: MosaicModel,
+    model: GenerativeModel,
     modality: str,
     *,
     cells: str | np.ndarray = "missing",
@@ -107,7 +133,7 @@ def impute(
     return adata
 
 
-def _group_cells(model: MosaicModel, groupby, group) -> np.ndarray:
+def _group_cells(model: GenerativeModel, groupby, group) -> np.ndarray:
     if isinstance(groupby, str):
         if groupby not in model.mdata.obs.columns:
             raise MissingKeyError(f"mdata.obs has no column {groupby!r}: pass an existing column")
@@ -124,7 +150,7 @@ def _group_cells(model: MosaicModel, groupby, group) -> np.ndarray:
 
 
 def differential(
-    model: MosaicModel,
+    model: GenerativeModel,
     groupby,
     group1,
     group2=None,
