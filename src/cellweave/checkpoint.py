@@ -7,6 +7,8 @@ the new one, never half a file. A checkpoint holds only tensors, numbers, string
 containers: Lightning's own state (weights, optimisers, epoch and global step, loop progress,
 early stopping and best-weights callbacks) plus the random states (torch, CUDA, NumPy,
 Python, the generators of the training samplers) and a *fingerprint* of the model and data.
+With several processes (DDP) every process takes part in the save and the first one writes
+(its sampler generators are every process's: they share one seed and order).
 
 :func:`read_checkpoint` loads one with ``torch.load(..., weights_only=True)`` stated
 explicitly (``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` cannot turn it off), so a crafted file cannot
@@ -310,7 +312,11 @@ class EpochCheckpoint(Checkpoint):
         self.save(trainer)
 
     def save(self, trainer: Trainer) -> None:
-        """Write the checkpoint now (temporary file + ``os.replace``)."""
+        """Write the checkpoint now (temporary file + ``os.replace``). With several processes
+        every one calls this (Lightning's save is collective) and the first one writes."""
+        if not trainer.is_global_zero:
+            trainer.save_checkpoint(self.path, weights_only=False)  # writes nothing here
+            return
         with atomic_path(self.path, overwrite=True) as tmp:
             trainer.save_checkpoint(tmp, weights_only=False)
 

@@ -217,3 +217,52 @@ def check_resume(checkpoint_dir: Path | None, resume: bool) -> None:
     """``--resume`` needs ``--checkpoint-dir`` (a usage error otherwise)."""
     if resume and checkpoint_dir is None:
         raise click.UsageError("--resume needs --checkpoint-dir DIR (the folder to resume from)")
+
+
+def _check_hardware(ctx: click.Context, param: click.Parameter, value):
+    """``--accelerator`` / ``--devices`` / ``--strategy`` / ``--precision`` checked alone while
+    parsing (an unknown value: one line, exit 2); together with ``--device`` by
+    :func:`hardware_kwargs`."""
+    if value is not None:
+        from ..device import parse_training
+
+        parse_training("auto", **{param.name: value})
+    return value
+
+
+def hardware_options(func):
+    """``--accelerator``, ``--devices``, ``--strategy``, ``--precision``: Lightning's, for
+    training on several devices (e.g. ``--accelerator cpu --devices 2 --strategy ddp``)."""
+    for name, help in reversed(
+        [
+            ("--accelerator", "Lightning accelerator for --devices: auto, cpu, gpu or mps."),
+            ("--devices", "Train on this many devices (data-parallel), or GPUs '0,1'."),
+            ("--strategy", "Lightning strategy: auto, ddp, ddp_spawn, ... (with --devices)."),
+            ("--precision", "Lightning precision: 32-true, 16-mixed, bf16-mixed, 64-true, ..."),
+        ]
+    ):
+        func = click.option(name, default=None, callback=_check_hardware, help=help)(func)
+    return func
+
+
+def hardware_kwargs(device: str, **given) -> dict:
+    """The ``--accelerator``/``--devices``/``--strategy``/``--precision`` given, checked with
+    ``--device`` before any file is read (a contradiction: one line, exit 2)."""
+    given = {k: v for k, v in given.items() if v is not None}
+    if given:
+        from ..device import parse_training
+
+        parse_training(device, **given)
+    return given
+
+
+def quiet_unless_first_process() -> None:
+    """In the copies of the command that Lightning's ``ddp`` launcher starts (one per extra
+    device), print nothing: the first process reports and writes the outputs."""
+    import os
+
+    if any(os.environ.get(k, "0") not in ("", "0") for k in ("LOCAL_RANK", "RANK", "NODE_RANK")):
+        from .._progress import console as progress_console
+
+        console.quiet = True
+        progress_console.quiet = True

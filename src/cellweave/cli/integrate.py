@@ -16,11 +16,14 @@ from ._common import (
     comma_list,
     console,
     device_option,
+    hardware_kwargs,
+    hardware_options,
     metrics_json_option,
     overwrite_option,
     params_option,
     parse_params,
     print_methods,
+    quiet_unless_first_process,
     seed_option,
 )
 
@@ -68,6 +71,7 @@ from ._common import (
 @click.option("--n-clusters", type=int, default=None, help="Default: label classes or silhouette.")
 @click.option("--max-epochs", type=int, default=100, show_default=True)
 @device_option
+@hardware_options
 @params_option("mmd_weight=5 (see MosaicModel)")
 @metrics_json_option("Write scib scores and label transfer (needs --label-key) as JSON.")
 @click.option(
@@ -97,6 +101,10 @@ def integrate(
     n_clusters: int | None,
     max_epochs: int,
     device: str,
+    accelerator: str | None,
+    devices: str | None,
+    strategy: str | None,
+    precision: str | None,
     params: tuple[str, ...],
     metrics_json: Path | None,
     plot: Path | None,
@@ -126,6 +134,10 @@ def integrate(
             "pass the input PATH (.h5mu mosaic, or .h5ad with --modality) and -o OUT"
         )
     check_resume(checkpoint_dir, resume)
+    quiet_unless_first_process()
+    hardware = hardware_kwargs(
+        device, accelerator=accelerator, devices=devices, strategy=strategy, precision=precision
+    )
     if modality is not None:
         MODALITY_KINDS.get(modality)  # an unknown kind: one line naming the kinds
     options = {"n_latent": n_latent, "n_clusters": n_clusters, **parse_params(params)}
@@ -188,8 +200,11 @@ def integrate(
         checkpoint_dir=checkpoint_dir,
         resume=resume,
         return_model=True,
+        train_kwargs=hardware,
         **options,
     )
+    if not model.fit_result.is_global_zero:
+        return  # another process of a data-parallel run: the first one writes the outputs
     console.print(str(model))
     supervised = label_key is not None and labelled_fraction != 0
     if labelled_fraction not in (None, 0):

@@ -10,7 +10,9 @@ parameters and losses and receives :class:`~.tensors.Batch` objects from it.
 * **samplers**: the loaders yield cell indices drawn by :class:`~.sampling.UnitSampler`
   (a fresh batch-balanced table every epoch, :func:`~.sampling.balanced_table`, through
   Lightning's ``set_epoch``); in semi-supervised mode :class:`~.sampling.LabelledCells` adds
-  labelled cells to every training step;
+  labelled cells to every training step; with several processes (DDP) each takes its share
+  of every step and of the validation cells (the samplers shard themselves by the trainer's
+  rank, Lightning does not replace them);
 * **batches**: ``transfer_batch_to_device`` turns the cell indices into a
   :class:`~.tensors.Batch` on the training device (in memory the data lives there once; backed
   rows are read from disk per batch), cells sorted by batch.
@@ -26,8 +28,9 @@ from typing import Any
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import BatchSampler, DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset
 
+from ..train import shard_of
 from .data import MosaicData
 from .sampling import LabelledCells, UnitSampler, balanced_table, blocks, split_cells
 from .tensors import Batch, TensorData
@@ -131,7 +134,7 @@ class MosaicDataModule(LightningDataModule):
         else:
             self._split_cells(rng)
         labelled = np.intersect1d(np.flatnonzero(data.label_codes >= 0), self.train_cells)
-        self.labelled = LabelledCells(labelled, self.labelled_per_batch)
+        self.labelled = LabelledCells(labelled, self.labelled_per_batch, seed=self.seed)
 
     def _split_blocks(self, rng: np.random.Generator) -> None:
         self.table = blocks(np.arange(self.data.n_cells), max(1, self.batch_size // 8))
@@ -181,17 +184,21 @@ class MosaicDataModule(LightningDataModule):
     # ------------------------------------------------------------------ loaders
     def _loader(self, units: Any, *, batch_size: int, shuffle: bool) -> DataLoader:
         sampler = UnitSampler(units, batch_size=batch_size, shuffle=shuffle, seed=self.seed)
+        sampler.shard(*shard_of(self.trainer))  # this process's share of every step
         n_units = self.data.n_cells if self.table is None else self.table.shape[0]
         return DataLoader(
             _Units(n_units, self.table),
-            batch_sampler=BatchSampler(sampler, batch_size=sampler.batch_size, drop_last=False),
+            batch_sampler=sampler,
             collate_fn=_identity,
             num_workers=0,
         )
 
     def train_dataloader(self) -> DataLoader:
-        """Training steps: cell indices, a fresh balanced draw every epoch."""
+        """Training steps: cell indices, a fresh balanced draw every epoch (with several
+        processes, each its share of every step)."""
         self.setup("fit")
+        if self.labelled is not None:
+            self.labelled.shard(*shard_of(self.trainer))
         size = _BLOCKS_PER_STEP if self.data.backed else self.batch_size
         return self._loader(self.train_units, batch_size=size, shuffle=True)
 
@@ -207,7 +214,7 @@ class MosaicDataModule(LightningDataModule):
         cells = batch.to(device)
         training = self.trainer is not None and self.trainer.training
         if training and self.labelled is not None:
-            cells = self.labelled.add(cells)
+            cells = self.labelled.add(cells, int(self.trainer.global_step))
         b = self.batch(cells, sort=True)
         if not training:
             b.total = self.n_val_cells

@@ -18,11 +18,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from scipy import sparse
 from scipy.special import softmax
 
 from .._params import jsonable
-from ..device import check_device
+from ..device import parse_training
 from ..errors import InputError, MissingKeyError
 from ..train import FitResult, fit
 from .analysis import differential as _differential
@@ -30,14 +29,12 @@ from .analysis import impute as _impute
 from .config import DATA_OPTIONS, MODEL, MosaicConfig, check_options, choose_n_clusters
 from .data import MosaicData, _labels
 from .datamodule import MosaicDataModule
-from .guidance import gene_protein_links, graph_from_links
+from .guidance import guidance_graph
 from .kinds import kind_names
 from .persist import read_model, write_model
 from .vae import MosaicModule
 
 __all__ = ["MosaicModel", "choose_n_clusters"]
-
-_AUTO_GRAPHS = ("gene_peak", "gene_protein", "guidance")
 
 
 def _as_mudata(data: Any, modality: str | None):
@@ -60,50 +57,6 @@ def _as_mudata(data: Any, modality: str | None):
         mdata.obs = data.obs.copy()
         return mdata
     return data
-
-
-def _guidance_graph(mdata: Any, data: MosaicData, graph_key: Any) -> sparse.csr_matrix | None:
-    """The guidance graph over the model's features (concatenated modalities)."""
-    if graph_key is None:
-        return None
-    features = pd.Index(
-        np.concatenate([np.asarray(m.features, dtype=str) for m in data.modalities])
-    )
-    if isinstance(graph_key, pd.DataFrame):
-        return graph_from_links(graph_key, features)
-    if sparse.issparse(graph_key):
-        raise InputError(
-            "pass a graph as a links table (source/target[/weight/sign]) or as a key of "
-            "mdata.varp, not a bare matrix (its feature order is ambiguous)"
-        )
-    keys = [graph_key] if isinstance(graph_key, str) and graph_key != "auto" else graph_key
-    auto = isinstance(graph_key, str) and graph_key == "auto"
-    if auto:
-        keys = [k for k in _AUTO_GRAPHS if k in mdata.varp]
-    total = None
-    for key in keys:
-        if key not in mdata.varp:
-            raise MissingKeyError(
-                f"mdata.varp has no graph {key!r} (graphs: {', '.join(mdata.varp) or 'none'}): "
-                "pass graph_key=None or build one with cellweave.mosaic.add_guidance"
-            )
-        g = sparse.coo_matrix(mdata.varp[key])
-        names = pd.Index(mdata.var_names)
-        links = pd.DataFrame(
-            {"source": names[g.row], "target": names[g.col], "weight": g.data.astype(float)}
-        )
-        links = links[links["source"] != links["target"]]
-        if links.empty:
-            continue
-        m = graph_from_links(links, features)
-        total = m if total is None else total + m
-    kinds = {m.kind: m for m in data.modalities}
-    if auto and "rna" in kinds and "protein" in kinds and "gene_protein" not in keys:
-        links = gene_protein_links(kinds["rna"].features, kinds["protein"].features)
-        if len(links):
-            m = graph_from_links(links, features)
-            total = m if total is None else total + m
-    return total
 
 
 class MosaicModel:
@@ -198,7 +151,7 @@ class MosaicModel:
         )
         self.config = MosaicConfig.from_options(opts)
         self.graph = (
-            saved["graph"] if "graph" in saved else _guidance_graph(mdata, self.data, graph_key)
+            saved["graph"] if "graph" in saved else guidance_graph(mdata, self.data, graph_key)
         )
         self.datamodule = MosaicDataModule(self.data, seed=seed)
         torch.manual_seed(seed)
@@ -234,6 +187,10 @@ class MosaicModel:
         checkpoint_dir: str | Path | None = None,
         resume: bool | str | Path = False,
         device: str = "auto",
+        accelerator: str | None = None,
+        devices: Any = None,
+        strategy: Any = None,
+        precision: Any = None,
         random_state: int | None = None,
         num_threads: int | None = None,
         progress: bool | None = None,
@@ -264,6 +221,9 @@ class MosaicModel:
         device
             ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"gpu"`` or ``"mps"``, checked
             before any work (:func:`cellweave.device.parse_device`).
+        accelerator, devices, strategy, precision
+            Lightning's, for several devices (e.g. ``accelerator="cpu", devices=2,
+            strategy="ddp"``; see :func:`cellweave.train.fit`): ``batch_size`` stays per step.
         random_state
             Seed of the split, the sampling and the training (default: the model's).
         num_threads
@@ -271,7 +231,9 @@ class MosaicModel:
         progress
             Show a progress bar (default: on an interactive terminal).
         """
-        check_device(device)
+        hardware = {"device": device, "accelerator": accelerator, "devices": devices}
+        hardware.update(strategy=strategy, precision=precision)
+        parse_training(**hardware)  # before any work: one InvalidOptionError
         seed = int(self.init_params["random_state"] if random_state is None else random_state)
         self.datamodule = MosaicDataModule(
             self.data,
@@ -290,7 +252,7 @@ class MosaicModel:
             max_epochs=int(max_epochs),
             early_stopping=bool(early_stopping),
             patience=int(patience),
-            device=device,
+            **hardware,
             seed=seed,
             checkpoint_dir=checkpoint_dir,
             resume=resume,

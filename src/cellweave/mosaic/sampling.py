@@ -7,8 +7,9 @@ padding). In memory a unit is one cell and the table is redrawn every epoch so t
 cells, so a step reads a few contiguous runs from disk instead of scattered rows.
 
 :class:`UnitSampler` draws the units of an epoch the way Lightning expects a sampler to
-(``set_epoch`` before each epoch, a seeded generator); :class:`LabelledCells` adds labelled
-cells to every training step (semi-supervised mode).
+(``set_epoch`` before each epoch, a seeded generator) and, with several processes, gives each
+its share of every batch (:class:`cellweave.train.IndexBatches`); :class:`LabelledCells` adds
+labelled cells to every training step (semi-supervised mode) from its own seeded generator.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from ..train import index_sampler
+from ..train import IndexBatches
 
 __all__ = ["LabelledCells", "UnitSampler", "balanced_table", "blocks", "split_cells"]
 
@@ -85,8 +86,10 @@ def blocks(cells: np.ndarray, size: int) -> torch.Tensor:
     return torch.as_tensor(table.reshape(n_blocks, size))
 
 
-class UnitSampler(Sampler[int]):
-    """The units of one epoch, in the order the steps see them.
+class UnitSampler(Sampler[list[int]]):
+    """The units of one epoch, batch by batch, in the order the steps see them (a batch
+    sampler; this process's share of every batch with several processes, see
+    :meth:`shard`).
 
     Parameters
     ----------
@@ -95,12 +98,12 @@ class UnitSampler(Sampler[int]):
         the epoch giving them (a fresh batch-balanced draw every epoch); the count must not
         change.
     batch_size
-        Units per step (the :class:`~torch.utils.data.BatchSampler` around this groups them).
+        Units per step, over all processes.
     shuffle
         Seeded random order (a generator that carries on from epoch to epoch, as
         :func:`cellweave.train.index_loader`); sequential otherwise.
     seed
-        Seed of the order.
+        Seed of the order (the same in every process).
     """
 
     def __init__(
@@ -114,9 +117,18 @@ class UnitSampler(Sampler[int]):
         self.units = units
         self.epoch = 0
         n = int(self._table().shape[0])
-        self.order, self.batch_size = index_sampler(
-            n, batch_size=batch_size, shuffle=shuffle, seed=seed
-        )
+        self.batches = IndexBatches(n, batch_size=batch_size, shuffle=shuffle, seed=seed)
+        self.batch_size = self.batches.batch_size
+
+    @property
+    def sampler(self) -> UnitSampler:
+        """Itself (where a ``BatchSampler`` keeps the sampler whose ``set_epoch`` is called)."""
+        return self
+
+    @property
+    def generator(self) -> torch.Generator | None:
+        """The order's generator (a checkpoint stores its state)."""
+        return self.batches.generator
 
     def _table(self) -> torch.Tensor:
         return self.units(self.epoch) if callable(self.units) else self.units
@@ -125,13 +137,18 @@ class UnitSampler(Sampler[int]):
         """Called by Lightning before every epoch (the balanced draw depends on it)."""
         self.epoch = int(epoch)
 
-    def __len__(self) -> int:
-        return len(self.order)
+    def shard(self, rank: int, world: int) -> None:
+        """Yield process ``rank``'s share of every batch among ``world`` processes (every
+        process draws the same table and order: same seed, same epoch)."""
+        self.batches.shard(rank, world)
 
-    def __iter__(self) -> Iterator[int]:
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[list[int]]:
         table = self._table().reshape(-1).tolist()
-        for i in self.order:
-            yield table[i]
+        for batch in self.batches:
+            yield [table[i] for i in batch]
 
 
 class LabelledCells:
@@ -142,20 +159,33 @@ class LabelledCells:
     cells
         The labelled training cells.
     per_step
-        Cells drawn (with replacement) per step; ``0`` or no labelled cells: none.
-
-    The draw uses torch's global generator on the batch's device, at the start of the step.
+        Cells drawn (with replacement) per step over all processes; ``0`` or no labelled
+        cells: none.
+    seed
+        Seed of the draws: step ``s`` of process ``rank`` draws from a generator seeded by
+        ``(seed, rank, s)``, so the draws depend neither on torch's global random state nor
+        on the steps before (a resumed run draws what the uninterrupted run drew).
     """
 
-    def __init__(self, cells: np.ndarray, per_step: int) -> None:
+    def __init__(self, cells: np.ndarray, per_step: int, *, seed: int = 0) -> None:
         self.cells = torch.as_tensor(np.asarray(cells), dtype=torch.long)
         self.per_step = int(per_step) if self.cells.numel() else 0
+        self.seed = int(seed)
+        self.rank, self.world = 0, 1
+        self.generator = torch.Generator()
 
-    def add(self, cells: torch.Tensor) -> torch.Tensor:
-        """``cells`` followed by ``per_step`` labelled cells (on ``cells``' device)."""
+    def shard(self, rank: int, world: int) -> None:
+        """Draw as process ``rank`` of ``world`` (its own stream, ``per_step / world`` cells
+        rounded up per step)."""
+        self.rank, self.world = int(rank), max(1, int(world))
+
+    def add(self, cells: torch.Tensor, step: int = 0) -> torch.Tensor:
+        """``cells`` followed by this process's labelled cells of the optimisation step
+        ``step`` (on ``cells``' device)."""
         if not self.per_step:
             return cells
-        if self.cells.device != cells.device:
-            self.cells = self.cells.to(cells.device)
-        pick = torch.randint(0, self.cells.numel(), (self.per_step,), device=cells.device)
-        return torch.cat([cells, self.cells[pick]])
+        key = np.random.SeedSequence([self.seed, self.rank, int(step)]).generate_state(1)
+        self.generator.manual_seed(int(key[0]))
+        k = -(-self.per_step // self.world)
+        pick = torch.randint(0, self.cells.numel(), (k,), generator=self.generator)
+        return torch.cat([cells, self.cells[pick].to(cells.device)])

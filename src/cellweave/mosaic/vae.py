@@ -287,6 +287,7 @@ class MosaicModule(CellweaveModule):
             on_step=False,
             on_epoch=True,
             batch_size=len(b),
+            sync_dist=True,  # averaged over processes at the epoch's end (DDP)
         )
         return out["loss"]
 

@@ -13,6 +13,13 @@ Either way: ``device="auto"`` (CUDA when present, else CPU), seeded, a progress 
 an interactive terminal, early stopping on a validation metric with the best weights
 restored, optional checkpoints and resume, and no log folders written anywhere.
 
+Several devices (``accelerator``, ``devices``, ``strategy``, ``precision``, as Lightning
+spells them; checked with ``device`` by :func:`cellweave.device.parse_training`) train
+data-parallel (DDP): each process gets its share of every batch (:mod:`.data`; Lightning's
+sampler replacement is off), ``val_loss`` is summed over the processes, so early stopping
+and the best weights agree in all of them, and checkpoints are written by the first process
+only (:mod:`.distributed`).
+
 Example
 -------
 >>> module = MyModel(...)  # a CellweaveModule
@@ -42,26 +49,35 @@ from lightning.pytorch import (
 )
 from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.utilities.model_helpers import is_overridden
-from torch.utils.data import (
-    BatchSampler,
-    DataLoader,
-    Dataset,
-    RandomSampler,
-    Sampler,
-    SequentialSampler,
-)
 
-from ._progress import progress_enabled
-from .checkpoint import checkpointing, setup_checkpoints
-from .device import parse_device
+from .._progress import progress_enabled
+from ..checkpoint import checkpointing, setup_checkpoints
+from ..device import parse_training
+from .data import IndexBatches, index_loader, index_sampler, shard_batch
+from .distributed import (
+    Distributed,
+    is_global_zero,
+    option_defaults,
+    report,
+    reported,
+    shard_of,
+    strategy_for,
+    training_options,
+)
+from .module import CellweaveModule
 
 __all__ = [
     "CellweaveModule",
     "FitResult",
+    "IndexBatches",
     "checkpointing",
     "fit",
     "index_loader",
     "index_sampler",
+    "is_global_zero",
+    "shard_batch",
+    "shard_of",
+    "training_options",
 ]
 
 _QUIET_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning")
@@ -79,76 +95,6 @@ _QUIET_MESSAGES = (
 )
 
 
-class CellweaveModule(LightningModule):
-    """Base class of cellweave models trained with :func:`fit`.
-
-    Subclasses implement :meth:`loss` (training objective of a batch of row indices) and,
-    when validated, :meth:`validation_loss`; they keep their data as tensors moved to the
-    training device in :meth:`move_data` (called at the start of fitting).
-
-    Parameters
-    ----------
-    lr
-        Adam learning rate.
-    weight_decay
-        Adam weight decay (L2 on every parameter; models usually put explicit penalties in
-        their loss instead).
-    """
-
-    def __init__(self, *, lr: float = 1e-2, weight_decay: float = 0.0) -> None:
-        super().__init__()
-        self.lr = float(lr)
-        self.weight_decay = float(weight_decay)
-
-    # -- to implement -----------------------------------------------------------------
-    def loss(self, index: torch.Tensor) -> torch.Tensor:
-        """Training loss of the rows ``index`` (a scalar)."""
-        raise NotImplementedError
-
-    def validation_loss(self, index: torch.Tensor) -> torch.Tensor:
-        """Validation metric of the rows ``index`` (a scalar; summed over batches)."""
-        raise NotImplementedError
-
-    def move_data(self, device: torch.device) -> None:
-        """Move the model's data tensors to ``device`` (no-op by default)."""
-
-    # -- Lightning hooks ----------------------------------------------------------------
-    def on_fit_start(self) -> None:
-        self.move_data(self.device)
-        self._val_total = torch.zeros((), device=self.device)
-
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        loss = self.loss(_on_device(batch, self.device))
-        self.log(
-            "train_loss",
-            loss.detach(),
-            on_step=False,
-            on_epoch=True,
-            prog_bar=True,
-            batch_size=len(batch),
-        )
-        return loss
-
-    def on_validation_epoch_start(self) -> None:
-        self._val_total = torch.zeros((), device=self.device)
-
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        loss = self.validation_loss(_on_device(batch, self.device))
-        self._val_total = self._val_total + loss.detach()
-
-    def on_validation_epoch_end(self) -> None:
-        self.log("val_loss", self._val_total, prog_bar=True)
-
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-
-
-def _on_device(batch: Any, device: torch.device) -> Any:
-    """A batch of row indices moved to ``device``; a datamodule's batch as it comes (its
-    ``transfer_batch_to_device`` already placed it)."""
-    return batch.to(device) if isinstance(batch, torch.Tensor) else batch
-
-
 def _validates(datamodule: LightningDataModule) -> bool:
     """Whether ``datamodule`` has validation batches (its ``setup("fit")`` runs first)."""
     if not is_overridden("val_dataloader", datamodule, LightningDataModule):
@@ -159,102 +105,6 @@ def _validates(datamodule: LightningDataModule) -> bool:
         return loader is not None and len(loader) > 0
     except TypeError:  # an iterable without a length: assume it has batches
         return loader is not None
-
-
-# ------------------------------------------------------------------------------ data
-
-
-class _Rows(Dataset):
-    """Row indices ``0..n-1``; a batch of them is fetched at once as one LongTensor."""
-
-    def __init__(self, n: int) -> None:
-        self.n = int(n)
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> int:
-        return int(i)
-
-    def __getitems__(self, indices: list[int]) -> torch.Tensor:
-        return torch.as_tensor(indices, dtype=torch.long)
-
-
-def _identity(batch: torch.Tensor) -> torch.Tensor:
-    return batch
-
-
-def index_sampler(
-    n: int,
-    *,
-    batch_size: int | None = None,
-    shuffle: bool = True,
-    steps_per_epoch: int | None = None,
-    seed: int = 0,
-) -> tuple[Sampler[int], int]:
-    """The order of rows ``0..n-1`` in an epoch and the batch size (see :func:`index_loader`).
-
-    Returns a sampler of row indices (a seeded :class:`~torch.utils.data.RandomSampler` whose
-    generator carries on from epoch to epoch; sequential rows when ``shuffle=False``; the
-    rows repeated ``steps_per_epoch`` times for full batches) and the rows per batch; wrap
-    them in a :class:`~torch.utils.data.BatchSampler` (``drop_last=False``).
-    """
-    size = n if batch_size is None else max(1, min(int(batch_size), n))
-    steps = -(-n // size) if steps_per_epoch is None else max(1, int(steps_per_epoch))
-    if size == n:  # full batch: every batch is all the rows, the order does not matter
-        return _RepeatedRows(n, steps), size
-    if shuffle:
-        generator = torch.Generator().manual_seed(int(seed))
-        sampler = RandomSampler(
-            range(n), replacement=False, num_samples=steps * size, generator=generator
-        )
-        return sampler, size
-    return SequentialSampler(range(n)), size
-
-
-def index_loader(
-    n: int,
-    *,
-    batch_size: int | None = None,
-    shuffle: bool = True,
-    steps_per_epoch: int | None = None,
-    seed: int = 0,
-) -> DataLoader:
-    """A loader of row-index batches (LongTensors).
-
-    Parameters
-    ----------
-    n
-        Number of rows.
-    batch_size
-        Rows per batch; ``None`` is full batch (all rows).
-    shuffle
-        Draw rows in a seeded random order (each pass a fresh permutation).
-    steps_per_epoch
-        Batches per epoch (default: one pass over the rows). With full batches this repeats
-        the whole set, so an "epoch" can hold several optimisation steps.
-    seed
-        Seed of the shuffling generator.
-    """
-    sampler, size = index_sampler(
-        n, batch_size=batch_size, shuffle=shuffle, steps_per_epoch=steps_per_epoch, seed=seed
-    )
-    batches = BatchSampler(sampler, batch_size=size, drop_last=False)
-    return DataLoader(_Rows(n), batch_sampler=batches, collate_fn=_identity, num_workers=0)
-
-
-class _RepeatedRows(Sampler[int]):
-    """Rows ``0..n-1``, ``steps`` times in a row (several full-batch steps per epoch)."""
-
-    def __init__(self, n: int, steps: int) -> None:
-        self.n, self.steps = int(n), int(steps)
-
-    def __len__(self) -> int:
-        return self.n * self.steps
-
-    def __iter__(self) -> Iterator[int]:
-        for _ in range(self.steps):
-            yield from range(self.n)
 
 
 # ------------------------------------------------------------------------------ callbacks
@@ -299,6 +149,7 @@ class _EpochCounter(Callback):
 
     def __init__(self) -> None:
         self.epochs: list[int] = []
+        self.global_step = 0
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.epochs.append(int(trainer.current_epoch))
@@ -328,6 +179,10 @@ class FitResult:
         or ``"mps"``.
     seconds
         Wall time of the call.
+    n_processes
+        Processes that trained (data-parallel above 1).
+    global_rank
+        This process's rank (``0`` in one process and in the first of several).
     """
 
     epochs: list[int] = field(default_factory=list)
@@ -337,6 +192,13 @@ class FitResult:
     stopped_early: bool = False
     device: str = "cpu"
     seconds: float = 0.0
+    n_processes: int = 1
+    global_rank: int = 0
+
+    @property
+    def is_global_zero(self) -> bool:
+        """Whether this is the first process of the run (the one that writes outputs)."""
+        return self.global_rank == 0
 
 
 @contextlib.contextmanager
@@ -403,6 +265,10 @@ def fit(
     min_delta: float = 0.0,
     check_val_every_n_epoch: int = 1,
     device: str = "auto",
+    accelerator: str | None = None,
+    devices: Any = None,
+    strategy: Any = None,
+    precision: Any = None,
     seed: int = 0,
     checkpoint_dir: str | Path | None = None,
     resume: bool | str | Path = False,
@@ -445,6 +311,15 @@ def fit(
         ``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"`` / ``"gpu"`` (the
         first GPU), ``"cuda:N"`` or ``"mps"``; see :func:`cellweave.device.parse_device`
         (an unknown or unavailable device is an ``InvalidOptionError`` before any work).
+    accelerator, devices, strategy, precision
+        Lightning's ``Trainer`` arguments for several devices, e.g. ``accelerator="cpu",
+        devices=2, strategy="ddp"`` (``None``: from ``device``, one device; defaults from an
+        enclosing :func:`training_options` block); checked together with ``device`` by
+        :func:`cellweave.device.parse_training`. ``batch_size`` stays the rows per
+        optimisation step over all processes (each process takes its share). With
+        ``strategy="ddp"`` Lightning re-runs the script once per extra device; with
+        ``"ddp_spawn"`` the module must pickle and the trained weights come back to this
+        process.
     seed
         Seeds Python, NumPy and torch (``lightning.seed_everything``) and the batch order.
     checkpoint_dir
@@ -474,21 +349,25 @@ def fit(
     :class:`FitResult`.
     """
     start = time.perf_counter()
-    target = parse_device(device)  # one line InvalidOptionError before any work
-    accelerator = target.accelerator
+    chosen = {**option_defaults(), **_given(accelerator, devices, strategy, precision)}
+    plan = parse_training(device, **chosen)  # one line InvalidOptionError before any work
     show = progress_enabled() if progress is None else bool(progress)
     if datamodule is None and n_train is None:
         raise TypeError("fit() needs n_train (rows of a CellweaveModule) or a datamodule")
     if datamodule is None:
         validate = n_val is not None and n_val > 0
+        train_loader = index_loader(
+            n_train, batch_size=batch_size, steps_per_epoch=steps_per_epoch, seed=seed
+        )
+        val_loader = (
+            index_loader(n_val, batch_size=val_batch_size, shuffle=False) if validate else None
+        )
     else:
         validate = _validates(datamodule)
+        train_loader = val_loader = None
 
     best = _BestState("val_loss")
     counter = _EpochCounter()
-    callbacks: list[Callback] = [counter, *_progress_bar(show)]
-    if validate:
-        callbacks.append(best)
     stopper = None
     if validate and early_stopping:
         stopper = EarlyStopping(
@@ -498,19 +377,35 @@ def fit(
             min_delta=float(min_delta),
             check_on_train_epoch_end=False,
         )
-        callbacks.append(stopper)
+    cpu = plan.accelerator == "cpu"
+    callbacks: list[Callback] = [
+        Distributed(
+            [train_loader, val_loader],
+            seed=seed,
+            num_threads=num_threads,
+            deterministic=deterministic and cpu,
+        ),
+        counter,
+        *_progress_bar(show),
+        *([best] if validate else []),
+        *([stopper] if stopper is not None else []),
+        _Report(counter, best if validate else None, stopper),
+    ]
     saver, ckpt_path = setup_checkpoints(
         module, checkpoint_dir, resume, every_n_steps=checkpoint_every_n_steps, extra=fingerprint
     )
     if saver is not None:
         callbacks.append(saver)
 
-    with _quiet(), _torch_settings(num_threads, deterministic and accelerator == "cpu"):
+    with _quiet(), _torch_settings(num_threads, deterministic and cpu):
         seed_everything(int(seed), workers=False, verbose=False)
         with tempfile.TemporaryDirectory(prefix="cellweave-train-") as root:
             trainer = Trainer(
-                accelerator=accelerator,
-                devices=target.devices,
+                accelerator=plan.accelerator,
+                devices=plan.devices,
+                strategy=strategy_for(plan.strategy, plan.n_processes),
+                precision=plan.precision,
+                use_distributed_sampler=False,  # the loaders shard themselves (see .data)
                 max_epochs=int(max_epochs),
                 max_steps=int(max_steps),
                 logger=False,
@@ -527,14 +422,6 @@ def fit(
             if datamodule is not None:
                 trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
             else:
-                train_loader = index_loader(
-                    n_train, batch_size=batch_size, steps_per_epoch=steps_per_epoch, seed=seed
-                )
-                val_loader = (
-                    index_loader(n_val, batch_size=val_batch_size, shuffle=False)
-                    if validate
-                    else None
-                )
                 trainer.fit(
                     module,
                     train_dataloaders=train_loader,
@@ -545,12 +432,56 @@ def fit(
     module.to("cpu")
     if isinstance(module, CellweaveModule):
         module.move_data(torch.device("cpu"))
+    summary = _summary(counter, best if validate else None, stopper)
+    if not counter.epochs and (sent := reported(trainer)):  # trained in spawned workers
+        summary = sent
+    rank = shard_of(trainer)[0]
+    first, n_epochs = int(summary["first_epoch"]), int(summary["n_epochs"])
     return FitResult(
-        epochs=counter.epochs,
-        global_step=int(trainer.global_step),
-        best_epoch=best.best_epoch if validate else None,
-        best_score=best.best_score if validate else None,
-        stopped_early=bool(stopper is not None and stopper.stopped_epoch > 0),
-        device=target.name,
+        epochs=list(range(first, first + n_epochs)),
+        global_step=max(int(trainer.global_step), int(summary["global_step"])),
+        best_epoch=int(summary["best_epoch"]) if summary["best_epoch"] >= 0 else None,
+        best_score=summary["best_score"] if summary["best_epoch"] >= 0 else None,
+        stopped_early=bool(summary["stopped"]),
+        device=plan.device.name,
         seconds=time.perf_counter() - start,
+        n_processes=plan.n_processes,
+        global_rank=rank,
     )
+
+
+def _given(accelerator: Any, devices: Any, strategy: Any, precision: Any) -> dict[str, Any]:
+    given = {"accelerator": accelerator, "devices": devices, "strategy": strategy}
+    given["precision"] = precision
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _summary(
+    counter: _EpochCounter, best: _BestState | None, stopper: EarlyStopping | None
+) -> dict[str, float]:
+    """What :class:`FitResult` reports, as numbers (what a spawned worker sends back)."""
+    epochs = counter.epochs
+    return {
+        "first_epoch": float(epochs[0]) if epochs else 0.0,
+        "n_epochs": float(len(epochs)),
+        "global_step": float(counter.global_step),
+        "best_epoch": float(best.best_epoch) if best and best.best_epoch is not None else -1.0,
+        "best_score": float(best.best_score) if best and best.best_score is not None else 0.0,
+        "stopped": float(stopper is not None and stopper.stopped_epoch > 0),
+    }
+
+
+class _Report(Callback):
+    """In a data-parallel run, puts the :func:`_summary` into ``callback_metrics``: a
+    ``ddp_spawn`` worker sends those back to the main process, where the callbacks' own
+    state does not return."""
+
+    def __init__(
+        self, counter: _EpochCounter, best: _BestState | None, stopper: EarlyStopping | None
+    ) -> None:
+        self.counter, self.best, self.stopper = counter, best, stopper
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.counter.global_step = int(trainer.global_step)
+        if trainer.world_size > 1:
+            report(trainer, _summary(self.counter, self.best, self.stopper))

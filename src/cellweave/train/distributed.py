@@ -1,0 +1,187 @@
+"""Data-parallel training pieces of :func:`cellweave.train.fit` (Lightning DDP).
+
+* :func:`strategy_for`: Lightning's DDP strategies by name, built with
+  ``broadcast_buffers=False`` (cellweave's buffers are constants, e.g. the guidance graph's
+  edges: nothing to send before every forward pass);
+* :class:`Distributed`: a callback that, in every process, shards the row-index loaders
+  (:meth:`~.data.IndexBatches.shard`), gives each process its own CPU threads and a random
+  stream per rank and epoch (so a resumed run draws the same numbers), silences Lightning in
+  spawned workers, and sends what :class:`~cellweave.train.FitResult` reports back from a
+  spawned worker to the main process;
+* :func:`shard_of`: the (rank, world size) a ``LightningDataModule`` shards its samplers by;
+* :func:`training_options`: the device arguments of every ``fit`` inside a block (models
+  that train several times inside a method, e.g. the imputation MF).
+
+With ``strategy="ddp"`` Lightning re-runs the command (``sys.argv``) once per extra device
+with ``LOCAL_RANK`` set: everything before ``fit`` runs in every process, and only the
+process with :func:`is_global_zero` should write outputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+from .data import IndexBatches
+
+__all__ = [
+    "Distributed",
+    "is_global_zero",
+    "shard_of",
+    "strategy_for",
+    "training_options",
+]
+
+_SUMMARY = "cellweave_fit/"  # callback_metrics keys a spawned worker reports through
+_OPTIONS: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "cellweave_training_options", default=None
+)
+
+
+@contextlib.contextmanager
+def training_options(**options: Any) -> Iterator[None]:
+    """Defaults for :func:`~cellweave.train.fit` inside the block: ``accelerator``,
+    ``devices``, ``strategy``, ``precision`` (explicit arguments of a call win).
+
+    Example
+    -------
+    >>> with training_options(accelerator="cpu", devices=2, strategy="ddp"):  # doctest: +SKIP
+    ...     cw.tl.impute(adata_sp, adata_sc, method="mf")
+    """
+    allowed = {"accelerator", "devices", "strategy", "precision"}
+    unknown = set(options) - allowed
+    if unknown:
+        raise TypeError(f"training_options() takes {sorted(allowed)}, not {sorted(unknown)}")
+    token = _OPTIONS.set({k: v for k, v in options.items() if v is not None})
+    try:
+        yield
+    finally:
+        _OPTIONS.reset(token)
+
+
+def option_defaults() -> dict[str, Any]:
+    """The options of the enclosing :func:`training_options` block (empty outside one)."""
+    return dict(_OPTIONS.get() or {})
+
+
+def is_global_zero() -> bool:
+    """Whether this process is the first of a (possibly) data-parallel run: true in a
+    plain process, false in the copies Lightning's ``ddp`` launcher starts (``LOCAL_RANK`` /
+    ``RANK`` / ``NODE_RANK`` set and not 0) and in non-zero spawned workers."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank() == 0
+    for name in ("RANK", "LOCAL_RANK", "NODE_RANK"):
+        if int(os.environ.get(name, "0") or 0) != 0:
+            return False
+    return True
+
+
+def shard_of(trainer: Trainer | None) -> tuple[int, int]:
+    """``(global rank, world size)`` of ``trainer``'s process (``(0, 1)`` without one)."""
+    if trainer is None:
+        return 0, 1
+    return int(trainer.global_rank), max(1, int(trainer.world_size))
+
+
+def strategy_for(name: Any, n_processes: int) -> Any:
+    """The ``Trainer(strategy=...)`` of a checked strategy name: a DDP strategy of
+    Lightning's registry is built with ``broadcast_buffers=False``; ``"auto"`` with several
+    processes is Lightning's choice (``"ddp"``, ``"ddp_fork"`` in a notebook) built so."""
+    if not isinstance(name, str):
+        return name
+    from lightning.fabric.utilities.imports import _IS_INTERACTIVE
+    from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
+
+    if name == "auto":
+        if n_processes <= 1:
+            return "auto"
+        name = "ddp_fork" if _IS_INTERACTIVE else "ddp"
+    if name not in StrategyRegistry:
+        return name
+    entry = StrategyRegistry[name]
+    cls = entry["strategy"]
+    if isinstance(cls, type) and issubclass(cls, DDPStrategy):
+        return cls(**entry["init_params"], broadcast_buffers=False)
+    return name
+
+
+def _rank_seed(seed: int, rank: int, epoch: int) -> int:
+    return int(np.random.SeedSequence([int(seed), int(rank), int(epoch)]).generate_state(1)[0])
+
+
+class Distributed(Callback):
+    """Per-process setup of a data-parallel :func:`~cellweave.train.fit` (a no-op in one
+    process; see the module's notes).
+
+    Parameters
+    ----------
+    loaders
+        The row-index loaders ``fit`` built (their :class:`~.data.IndexBatches` are sharded).
+    seed
+        The run's seed (the random stream of rank ``r`` in epoch ``e`` is seeded by
+        ``(seed, r, e)``).
+    num_threads
+        CPU threads per process (default: the cores shared out among the processes).
+    deterministic
+        Deterministic algorithms in spawned workers (as in the main process).
+    """
+
+    def __init__(
+        self,
+        loaders: list[Any],
+        *,
+        seed: int,
+        num_threads: int | None = None,
+        deterministic: bool = False,
+    ) -> None:
+        self.loaders = [x for x in loaders if x is not None]
+        self.seed = int(seed)
+        self.num_threads = num_threads
+        self.deterministic = bool(deterministic)
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        rank, world = shard_of(trainer)
+        for loader in self.loaders:
+            batches = getattr(loader, "batch_sampler", None)
+            if isinstance(batches, IndexBatches):
+                batches.shard(rank, world)
+        if world <= 1:
+            return
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+            logging.getLogger(name).setLevel(logging.ERROR)  # spawned workers start afresh
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        torch.set_flush_denormal(True)
+        if self.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        if trainer.strategy.root_device.type == "cpu":
+            local = max(1, int(getattr(trainer, "num_devices", world)))
+            threads = self.num_threads or max(1, (os.cpu_count() or 1) // local)
+            torch.set_num_threads(int(threads))
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        rank, world = shard_of(trainer)
+        if world > 1:  # each process its own noise (dropout, sampled latents), resumable
+            torch.manual_seed(_rank_seed(self.seed, rank, trainer.current_epoch))
+
+
+def report(trainer: Trainer, summary: dict[str, float]) -> None:
+    """Put ``summary`` into ``trainer.callback_metrics`` (what a spawned worker sends back to
+    the main process)."""
+    for key, value in summary.items():
+        trainer.callback_metrics[_SUMMARY + key] = torch.tensor(float(value))
+
+
+def reported(trainer: Trainer) -> dict[str, float]:
+    """The summary a spawned worker sent back (empty when none)."""
+    n = len(_SUMMARY)
+    return {k[n:]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(_SUMMARY)}
