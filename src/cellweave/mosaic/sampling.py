@@ -174,6 +174,14 @@ class LabelledCells:
         self.rank, self.world = 0, 1
         self.generator = torch.Generator()
 
+    def __getstate__(self) -> dict:
+        # no torch.Generator through ``spawn`` pickling (it is reseeded at every draw)
+        return {k: v for k, v in self.__dict__.items() if k != "generator"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.generator = torch.Generator()
+
     def shard(self, rank: int, world: int) -> None:
         """Draw as process ``rank`` of ``world`` (its own stream, ``per_step / world`` cells
         rounded up per step)."""

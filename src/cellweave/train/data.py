@@ -92,6 +92,22 @@ class IndexBatches(Sampler[list[int]]):
         )
         self.rank, self.world = 0, 1
 
+    def __getstate__(self) -> dict:
+        # a torch.Generator does not survive the ``spawn`` start method (its state tensor is
+        # sent through shared memory and fails to rebuild): pickle the state as bytes
+        state = dict(self.__dict__)
+        if self.generator is not None:
+            state["generator"] = bytes(self.generator.get_state().numpy())
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        saved = state.get("generator")
+        if isinstance(saved, bytes):
+            generator = torch.Generator()
+            generator.set_state(torch.frombuffer(bytearray(saved), dtype=torch.uint8))
+            state["generator"] = generator
+        self.__dict__.update(state)
+
     def shard(self, rank: int, world: int) -> None:
         """Draw process ``rank``'s share of every batch among ``world`` processes."""
         self.rank, self.world = int(rank), max(1, int(world))

@@ -1,8 +1,8 @@
 """Data-parallel training pieces of :func:`cellweave.train.fit` (Lightning DDP).
 
-* :func:`strategy_for`: Lightning's DDP strategies by name, built with
-  ``broadcast_buffers=False`` (cellweave's buffers are constants, e.g. the guidance graph's
-  edges: nothing to send before every forward pass);
+* :func:`strategy_for`: Lightning's DDP strategies by name, built without the buffer
+  broadcast before every forward pass (cellweave's buffers are constants, e.g. the guidance
+  graph's edges: nothing to send);
 * :class:`Distributed`: a callback that, in every process, shards the row-index loaders
   (:meth:`~.data.IndexBatches.shard`), gives each process its own CPU threads and a random
   stream per rank and epoch (so a resumed run draws the same numbers), silences Lightning in
@@ -94,8 +94,9 @@ def shard_of(trainer: Trainer | None) -> tuple[int, int]:
 
 def strategy_for(name: Any, n_processes: int) -> Any:
     """The ``Trainer(strategy=...)`` of a checked strategy name: a DDP strategy of
-    Lightning's registry is built with ``broadcast_buffers=False``; ``"auto"`` with several
-    processes is Lightning's choice (``"ddp"``, ``"ddp_fork"`` in a notebook) built so."""
+    Lightning's registry is built without the buffer broadcast before every forward pass
+    (:func:`_no_buffer_sync`); ``"auto"`` with several processes is Lightning's choice
+    (``"ddp"``, ``"ddp_fork"`` in a notebook) built so."""
     if not isinstance(name, str):
         return name
     from lightning.fabric.utilities.imports import _IS_INTERACTIVE
@@ -110,8 +111,20 @@ def strategy_for(name: Any, n_processes: int) -> Any:
     entry = StrategyRegistry[name]
     cls = entry["strategy"]
     if isinstance(cls, type) and issubclass(cls, DDPStrategy):
-        return cls(**entry["init_params"], broadcast_buffers=False)
+        return cls(**entry["init_params"], **_no_buffer_sync())
     return name
+
+
+def _no_buffer_sync() -> dict[str, bool]:
+    """DDP's keyword that stops the buffer broadcast before every forward pass (named
+    ``forward_sync_buffers`` since torch 2.13, ``broadcast_buffers`` before)."""
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    params = inspect.signature(DistributedDataParallel.__init__).parameters
+    key = "forward_sync_buffers" if "forward_sync_buffers" in params else "broadcast_buffers"
+    return {key: False}
 
 
 def _rank_seed(seed: int, rank: int, epoch: int) -> int:
