@@ -245,10 +245,16 @@ def hardware_options(func):
     return func
 
 
-def hardware_kwargs(device: str, **given) -> dict:
+def hardware_kwargs(device: str, *, evaluate: bool = False, **given) -> dict:
     """The ``--accelerator``/``--devices``/``--strategy``/``--precision`` given, checked with
-    ``--device`` before any file is read (a contradiction: one line, exit 2)."""
+    ``--device`` before any file is read (a contradiction: one line, exit 2); not with
+    ``--evaluate`` (they train the output model)."""
     given = {k: v for k, v in given.items() if v is not None}
+    if given and evaluate:
+        raise click.UsageError(
+            f"--{'/--'.join(given)} train the output model: leave them out with --evaluate"
+        )
+    quiet_unless_first_process()
     if given:
         from ..device import parse_training
 

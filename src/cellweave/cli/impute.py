@@ -18,6 +18,8 @@ from ._common import (
     evaluate_methods_option,
     evaluated_output,
     evaluation_request,
+    hardware_kwargs,
+    hardware_options,
     layer_option,
     list_methods_option,
     metrics_json_option,
@@ -61,6 +63,7 @@ from ._common import (
 @metrics_json_option()
 @list_methods_option()
 @device_option
+@hardware_options
 @checkpoint_options
 @seed_option
 @overwrite_option
@@ -80,6 +83,10 @@ def impute(
     metrics_json: Path | None,
     list_methods: bool,
     device: str,
+    accelerator: str | None,
+    devices: str | None,
+    strategy: str | None,
+    precision: str | None,
     checkpoint_dir: Path | None,
     resume: bool,
     random_state: int,
@@ -96,6 +103,14 @@ def impute(
     if path is None:
         raise click.UsageError("missing the input file PATH (.h5ad with counts and coordinates)")
     check_resume(checkpoint_dir, resume)
+    hardware = hardware_kwargs(
+        device,
+        evaluate=evaluate,
+        accelerator=accelerator,
+        devices=devices,
+        strategy=strategy,
+        precision=precision,
+    )
     method_params = parse_params(params)
     # the method and its options are checked before anything is read or written
     get_method(method).check_options(method_params if evaluate else _method_options(method_params))
@@ -120,9 +135,10 @@ def impute(
         check_output(plot, overwrite=overwrite)
     from ..impute import impute as run_impute
     from ..impute.api import DEFAULT_KEY, DEFAULT_LAYER
+    from ..train import is_global_zero, training_options
 
     adata = io.read_anndata(path, coords=coords, spatial_key=spatial_key)
-    with status(f"imputing with {method}"):
+    with status(f"imputing with {method}"), training_options(**hardware):
         run_impute(
             adata,
             method=method,
@@ -133,6 +149,8 @@ def impute(
             resume=resume,
             **method_params,
         )
+    if not is_global_zero():
+        return  # another process of a data-parallel run: the first one writes the outputs
     io.write(adata, out, overwrite=overwrite)
     key = method_params.get("key_added")
     layer_key, uns_key = (DEFAULT_LAYER, DEFAULT_KEY) if key is None else (key, key)

@@ -23,7 +23,6 @@ from ._common import (
     params_option,
     parse_params,
     print_methods,
-    quiet_unless_first_process,
     seed_option,
 )
 
@@ -134,7 +133,6 @@ def integrate(
             "pass the input PATH (.h5mu mosaic, or .h5ad with --modality) and -o OUT"
         )
     check_resume(checkpoint_dir, resume)
-    quiet_unless_first_process()
     hardware = hardware_kwargs(
         device, accelerator=accelerator, devices=devices, strategy=strategy, precision=precision
     )

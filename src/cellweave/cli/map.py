@@ -17,6 +17,8 @@ from ._common import (
     evaluate_methods_option,
     evaluated_output,
     evaluation_request,
+    hardware_kwargs,
+    hardware_options,
     list_methods_option,
     metrics_json_option,
     out_option,
@@ -57,6 +59,7 @@ from ._common import (
 )
 @params_option("perplexity=30 or a feature option such as n_pcs=50")
 @device_option
+@hardware_options
 @click.option(
     "--evaluate",
     is_flag=True,
@@ -85,6 +88,10 @@ def map_cmd(
     predict: str,
     params: tuple[str, ...],
     device: str,
+    accelerator: str | None,
+    devices: str | None,
+    strategy: str | None,
+    precision: str | None,
     evaluate: bool,
     folds: int,
     methods: str,
@@ -107,6 +114,14 @@ def map_cmd(
     if sc_path is None or sp_path is None:
         raise click.UsageError("missing the input files SC and SP (.h5ad sharing genes)")
     check_resume(checkpoint_dir, resume)
+    hardware = hardware_kwargs(
+        device,
+        evaluate=evaluate,
+        accelerator=accelerator,
+        devices=devices,
+        strategy=strategy,
+        precision=precision,
+    )
     method_params = parse_params(params)
     check_params(method, method_params)  # before anything is read or written
     if evaluate:
@@ -125,10 +140,14 @@ def map_cmd(
         return
     evaluated_output(out, inputs=[sc_path, sp_path], overwrite=overwrite)
     from ..mapping.api import map_cells, project_genes
+    from ..train import is_global_zero, training_options
 
     adata_sc = io.read_anndata(sc_path)
     adata_sp = io.read_anndata(sp_path)
-    with status(f"mapping {adata_sc.n_obs} cells onto {adata_sp.n_obs} spots ({method})"):
+    with (
+        status(f"mapping {adata_sc.n_obs} cells onto {adata_sp.n_obs} spots ({method})"),
+        training_options(**hardware),
+    ):
         mapping = map_cells(
             adata_sc,
             adata_sp,
@@ -140,6 +159,8 @@ def map_cmd(
             resume=resume,
             **method_params,
         )
+    if not is_global_zero():
+        return  # another process of a data-parallel run: the first one writes the outputs
     genes = _genes_to_predict(predict, adata_sc, adata_sp)
     if genes:
         project_genes(mapping, adata_sc, genes=genes, adata_sp=adata_sp)
