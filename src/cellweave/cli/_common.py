@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -230,9 +231,22 @@ def _check_hardware(ctx: click.Context, param: click.Parameter, value):
     return value
 
 
+HARDWARE = ("accelerator", "devices", "strategy", "precision")
+
+
 def hardware_options(func):
     """``--accelerator``, ``--devices``, ``--strategy``, ``--precision``: Lightning's, for
-    training on several devices (e.g. ``--accelerator cpu --devices 2 --strategy ddp``)."""
+    training on several devices (e.g. ``--accelerator cpu --devices 2 --strategy ddp``). The
+    command receives them checked with ``--device`` (:func:`hardware_kwargs`) as one keyword
+    ``hardware`` (a dict of those given)."""
+
+    @functools.wraps(func)
+    def command(*args, **kwargs):
+        given = {name: kwargs.pop(name) for name in HARDWARE}
+        evaluate = bool(kwargs.get("evaluate", False))
+        kwargs["hardware"] = hardware_kwargs(kwargs["device"], evaluate=evaluate, **given)
+        return func(*args, **kwargs)
+
     for name, help in reversed(
         [
             ("--accelerator", "Lightning accelerator for --devices: auto, cpu, gpu or mps."),
@@ -241,8 +255,8 @@ def hardware_options(func):
             ("--precision", "Lightning precision: 32-true, 16-mixed, bf16-mixed, 64-true, ..."),
         ]
     ):
-        func = click.option(name, default=None, callback=_check_hardware, help=help)(func)
-    return func
+        command = click.option(name, default=None, callback=_check_hardware, help=help)(command)
+    return command
 
 
 def hardware_kwargs(device: str, *, evaluate: bool = False, **given) -> dict:

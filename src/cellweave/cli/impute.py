@@ -18,7 +18,6 @@ from ._common import (
     evaluate_methods_option,
     evaluated_output,
     evaluation_request,
-    hardware_kwargs,
     hardware_options,
     layer_option,
     list_methods_option,
@@ -83,10 +82,7 @@ def impute(
     metrics_json: Path | None,
     list_methods: bool,
     device: str,
-    accelerator: str | None,
-    devices: str | None,
-    strategy: str | None,
-    precision: str | None,
+    hardware: dict,
     checkpoint_dir: Path | None,
     resume: bool,
     random_state: int,
@@ -103,14 +99,6 @@ def impute(
     if path is None:
         raise click.UsageError("missing the input file PATH (.h5ad with counts and coordinates)")
     check_resume(checkpoint_dir, resume)
-    hardware = hardware_kwargs(
-        device,
-        evaluate=evaluate,
-        accelerator=accelerator,
-        devices=devices,
-        strategy=strategy,
-        precision=precision,
-    )
     method_params = parse_params(params)
     # the method and its options are checked before anything is read or written
     get_method(method).check_options(method_params if evaluate else _method_options(method_params))

@@ -16,7 +16,6 @@ from ._common import (
     comma_list,
     console,
     device_option,
-    hardware_kwargs,
     hardware_options,
     metrics_json_option,
     overwrite_option,
@@ -100,10 +99,7 @@ def integrate(
     n_clusters: int | None,
     max_epochs: int,
     device: str,
-    accelerator: str | None,
-    devices: str | None,
-    strategy: str | None,
-    precision: str | None,
+    hardware: dict,
     params: tuple[str, ...],
     metrics_json: Path | None,
     plot: Path | None,
@@ -133,9 +129,6 @@ def integrate(
             "pass the input PATH (.h5mu mosaic, or .h5ad with --modality) and -o OUT"
         )
     check_resume(checkpoint_dir, resume)
-    hardware = hardware_kwargs(
-        device, accelerator=accelerator, devices=devices, strategy=strategy, precision=precision
-    )
     if modality is not None:
         MODALITY_KINDS.get(modality)  # an unknown kind: one line naming the kinds
     options = {"n_latent": n_latent, "n_clusters": n_clusters, **parse_params(params)}

@@ -17,7 +17,6 @@ from ._common import (
     evaluate_methods_option,
     evaluated_output,
     evaluation_request,
-    hardware_kwargs,
     hardware_options,
     list_methods_option,
     metrics_json_option,
@@ -88,10 +87,7 @@ def map_cmd(
     predict: str,
     params: tuple[str, ...],
     device: str,
-    accelerator: str | None,
-    devices: str | None,
-    strategy: str | None,
-    precision: str | None,
+    hardware: dict,
     evaluate: bool,
     folds: int,
     methods: str,
@@ -114,14 +110,6 @@ def map_cmd(
     if sc_path is None or sp_path is None:
         raise click.UsageError("missing the input files SC and SP (.h5ad sharing genes)")
     check_resume(checkpoint_dir, resume)
-    hardware = hardware_kwargs(
-        device,
-        evaluate=evaluate,
-        accelerator=accelerator,
-        devices=devices,
-        strategy=strategy,
-        precision=precision,
-    )
     method_params = parse_params(params)
     check_params(method, method_params)  # before anything is read or written
     if evaluate:
