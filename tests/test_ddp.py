@@ -280,3 +280,17 @@ def test_cli_integrate_on_two_processes_scores_like_one(tmp_path, mosaic):
         lo, hi = sorted(s[key] for s in one)
         margin = max(hi - lo, 0.1)
         assert lo - margin <= two[key] <= hi + margin, (key, one, two)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs")
+def test_fit_on_two_gpus_matches_the_sum_of_validation():
+    module = Line()
+    result = fit(
+        module, n_train=64, n_val=64, batch_size=16, max_epochs=3, patience=10,
+        accelerator="gpu", devices=2, strategy="ddp_spawn", seed=0,
+    )  # fmt: skip
+    assert result.n_processes == 2 and result.device == "cuda"
+    with torch.no_grad():
+        total = float(module.validation_loss(torch.arange(64)))
+    assert result.best_score == pytest.approx(total, rel=1e-4)
