@@ -14,7 +14,7 @@ with the Bayes factor ``log(p / (1 - p))``. ``is_de_fdr`` selects the features w
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -30,31 +30,17 @@ _EPS = 1e-8
 
 
 class GenerativeModel(Protocol):
-    """What :func:`impute` and :func:`differential` use of a trained model (the public
-    methods of :class:`~cellweave.mosaic.MosaicModel`)."""
+    """What :func:`impute` and :func:`differential` use of a trained model: its data and
+    three public methods, whose signatures and documentation are those of
+    :class:`~cellweave.mosaic.MosaicModel` (:meth:`~cellweave.mosaic.MosaicModel.infer`,
+    :meth:`~cellweave.mosaic.MosaicModel.decode`,
+    :meth:`~cellweave.mosaic.MosaicModel.predicts_totals`)."""
 
     data: MosaicData
     mdata: Any
-
-    def infer(
-        self,
-        cells: np.ndarray | None = None,
-        *,
-        use_modalities: Sequence[str] | None = None,
-        batch_size: int = 4096,
-    ) -> dict[str, np.ndarray]: ...
-
-    def decode(
-        self,
-        modality: str,
-        z: Any,
-        *,
-        transform_batch: int | str,
-        library_size: float | None,
-        batch_size: int = 4096,
-    ) -> np.ndarray: ...
-
-    def predicts_totals(self, modality: str) -> bool: ...
+    infer: Callable[..., dict[str, np.ndarray]]
+    decode: Callable[..., np.ndarray]
+    predicts_totals: Callable[[str], bool]
 
 
 def _transform_batch(model: GenerativeModel, index: int, batch: str | None) -> int:
