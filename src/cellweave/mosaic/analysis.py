@@ -24,7 +24,7 @@ import torch
 from ..errors import EmptyDataError, InputError, MissingKeyError
 from .data import MosaicData
 
-__all__ = ["GenerativeModel", "differential", "impute"]
+__all__ = ["GenerativeModel", "differential", "impute", "require_trained"]
 
 _EPS = 1e-8
 
@@ -38,9 +38,16 @@ class GenerativeModel(Protocol):
 
     data: MosaicData
     mdata: Any
+    is_trained: bool
     infer: Callable[..., dict[str, np.ndarray]]
     decode: Callable[..., np.ndarray]
     predicts_totals: Callable[[str], bool]
+
+
+def require_trained(model: GenerativeModel) -> None:
+    """Refuse an untrained model (one line naming the fix)."""
+    if not model.is_trained:
+        raise InputError("the model is not trained: call model.train() (or load a saved model)")
 
 
 def _transform_batch(model: GenerativeModel, index: int, batch: str | None) -> int:
@@ -78,7 +85,33 @@ def impute(
     library_size: float | None = None,
     use_modalities: Sequence[str] | None = None,
 ):
-    """See :meth:`MosaicModel.impute_modality`."""
+    """Expected values of ``modality`` for cells (by default those that lack it).
+
+    Also the method :meth:`cellweave.mosaic.MosaicModel.impute_modality` (``model`` is then
+    the model itself).
+
+    Parameters
+    ----------
+    modality
+        Modality to generate.
+    cells
+        ``"missing"`` (cells without the modality), ``"all"``, or cell indices.
+    transform_batch
+        Batch whose decoder parameters (scale, bias) are used; default: the batch with
+        the most cells measuring the modality.
+    library_size
+        Library size of the output (NB: counts per cell; default the median library of
+        the cells measuring it, except protein, whose decoder predicts each cell's total
+        itself); ignored for Bernoulli (open probabilities).
+    use_modalities
+        Modalities the encoder may use (default: all a cell measured); e.g. leave out the
+        modality itself to score held-out imputation.
+
+    Returns
+    -------
+    AnnData (cells x the modality's model features) with the expected values in ``X``.
+    """
+    require_trained(model)
     import anndata as ad
 
     i = _modality_index(model, modality)
@@ -137,9 +170,9 @@ def _group_cells(model: GenerativeModel, groupby, group) -> np.ndarray:
 
 def differential(
     model: GenerativeModel,
-    groupby,
-    group1,
-    group2=None,
+    groupby: str | np.ndarray | pd.Series,
+    group1: str | Sequence[str],
+    group2: str | Sequence[str] | None = None,
     *,
     modality: str | None = None,
     mode: str = "change",
@@ -149,12 +182,14 @@ def differential(
     transform_batch: str | None = None,
     random_state: int = 0,
 ) -> pd.DataFrame:
-    """Bayesian differential test of ``group1`` vs ``group2`` (default: all other cells).
+    """Bayesian differential test of ``group1`` vs ``group2`` (default: all other cells),
+    with Bayes factors (scVI-style; see the module docstring).
+
+    Also the method :meth:`cellweave.mosaic.MosaicModel.differential` (``model`` is then the
+    model itself).
 
     Parameters
     ----------
-    model
-        A trained :class:`~cellweave.mosaic.MosaicModel`.
     groupby
         ``mdata.obs`` column or one value per cell.
     group1, group2
@@ -180,6 +215,7 @@ def differential(
     ``lfc_median``, ``lfc_std``, ``scale1``, ``scale2`` (mean ``rho`` per group),
     ``is_de_fdr``; sorted by ``proba_de`` (descending).
     """
+    require_trained(model)
     if mode not in ("change", "vanilla"):
         raise InputError(f"mode={mode!r} is unknown: use 'change' or 'vanilla'")
     name = model.data.names[0] if modality is None else modality
