@@ -45,7 +45,6 @@ __all__ = [
     "gene_peak_links",
     "gene_protein_links",
     "graph_from_links",
-    "guidance_graph",
     "peaks_from_names",
     "read_bed",
     "read_gtf",
@@ -357,9 +356,7 @@ def _torch_sparse(m: sparse.csr_matrix) -> torch.Tensor:
 
 def _sparse_from(index: torch.Tensor, values: torch.Tensor, n: int) -> torch.Tensor:
     """The coalesced ``(n, n)`` sparse tensor of :func:`_torch_sparse`'s indices and values."""
-    return torch.sparse_coo_tensor(
-        index, values, (n, n), is_coalesced=True, check_invariants=False
-    )
+    return torch.sparse_coo_tensor(index, values, (n, n), is_coalesced=True, check_invariants=False)
 
 
 class GraphEncoder(nn.Module):
@@ -461,53 +458,3 @@ class GraphEncoder(nn.Module):
         ]
         neg = (v[neg_src] * v[neg_dst]).sum(1)
         return F.softplus(-sign * pos).mean() + F.softplus(neg).mean()
-
-
-# ------------------------------------------------------------------------------ model graph
-
-_AUTO_GRAPHS = ("gene_peak", "gene_protein", "guidance")
-
-
-def guidance_graph(mdata: Any, data: Any, graph_key: Any) -> sparse.csr_matrix | None:
-    """The guidance graph over the model's features (``data``'s modalities concatenated) from
-    ``graph_key`` (see :class:`~.model.MosaicModel`)."""
-    if graph_key is None:
-        return None
-    features = pd.Index(
-        np.concatenate([np.asarray(m.features, dtype=str) for m in data.modalities])
-    )
-    if isinstance(graph_key, pd.DataFrame):
-        return graph_from_links(graph_key, features)
-    if sparse.issparse(graph_key):
-        raise InputError(
-            "pass a graph as a links table (source/target[/weight/sign]) or as a key of "
-            "mdata.varp, not a bare matrix (its feature order is ambiguous)"
-        )
-    keys = [graph_key] if isinstance(graph_key, str) and graph_key != "auto" else graph_key
-    auto = isinstance(graph_key, str) and graph_key == "auto"
-    if auto:
-        keys = [k for k in _AUTO_GRAPHS if k in mdata.varp]
-    total = None
-    for key in keys:
-        if key not in mdata.varp:
-            raise MissingKeyError(
-                f"mdata.varp has no graph {key!r} (graphs: {', '.join(mdata.varp) or 'none'}): "
-                "pass graph_key=None or build one with cellweave.mosaic.add_guidance"
-            )
-        g = sparse.coo_matrix(mdata.varp[key])
-        names = pd.Index(mdata.var_names)
-        links = pd.DataFrame(
-            {"source": names[g.row], "target": names[g.col], "weight": g.data.astype(float)}
-        )
-        links = links[links["source"] != links["target"]]
-        if links.empty:
-            continue
-        m = graph_from_links(links, features)
-        total = m if total is None else total + m
-    kinds = {m.kind: m for m in data.modalities}
-    if auto and "rna" in kinds and "protein" in kinds and "gene_protein" not in keys:
-        links = gene_protein_links(kinds["rna"].features, kinds["protein"].features)
-        if len(links):
-            m = graph_from_links(links, features)
-            total = m if total is None else total + m
-    return total
