@@ -254,7 +254,8 @@ def parse_training(
     strategy: Any = None,
     precision: Any = None,
 ) -> TrainingTarget:
-    """Check the device arguments of a training run together (see the module's notes).
+    """Check the device arguments of a training run together, before any work: ``device``
+    and Lightning's arguments for several devices (see the module's notes).
 
     Parameters
     ----------

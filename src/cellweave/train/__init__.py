@@ -53,7 +53,7 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from .._progress import progress_enabled
 from ..checkpoint import checkpointing, setup_checkpoints
 from ..device import parse_training
-from .data import IndexBatches, index_loader, index_sampler, shard_batch
+from .data import IndexBatches, index_loader, shard_batch
 from .distributed import (
     Distributed,
     is_global_zero,
@@ -73,7 +73,6 @@ __all__ = [
     "checkpointing",
     "fit",
     "index_loader",
-    "index_sampler",
     "is_global_zero",
     "shard_batch",
     "shard_of",

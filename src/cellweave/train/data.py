@@ -15,11 +15,12 @@ the epoch's start).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-__all__ = ["IndexBatches", "index_loader", "index_sampler", "shard_batch"]
+__all__ = ["IndexBatches", "index_loader", "shard_batch"]
 
 
 class _Rows(Dataset):
@@ -136,48 +137,19 @@ class IndexBatches(Sampler[list[int]]):
             yield shard_batch(rows[start : start + size], self.rank, self.world, pad=rows)
 
 
-def index_sampler(
-    n: int,
-    *,
-    batch_size: int | None = None,
-    shuffle: bool = True,
-    steps_per_epoch: int | None = None,
-    seed: int = 0,
-) -> tuple[IndexBatches, int]:
-    """The batches of rows ``0..n-1`` in an epoch (:class:`IndexBatches`) and the batch size
-    (see :func:`index_loader`)."""
-    batches = IndexBatches(
-        n, batch_size=batch_size, shuffle=shuffle, steps_per_epoch=steps_per_epoch, seed=seed
-    )
-    return batches, batches.batch_size
-
-
-def index_loader(
-    n: int,
-    *,
-    batch_size: int | None = None,
-    shuffle: bool = True,
-    steps_per_epoch: int | None = None,
-    seed: int = 0,
-) -> DataLoader:
-    """A loader of row-index batches (LongTensors), its batch sampler an
+def index_loader(n: int, **options: Any) -> DataLoader:
+    """A loader of row-index batches (LongTensors) whose batch sampler is an
     :class:`IndexBatches` (:meth:`IndexBatches.shard` it for data-parallel training).
 
     Parameters
     ----------
     n
         Number of rows.
-    batch_size
-        Rows per batch; ``None`` is full batch (all rows).
-    shuffle
-        Draw rows in a seeded random order (each pass a fresh permutation).
-    steps_per_epoch
-        Batches per epoch (default: one pass over the rows). With full batches this repeats
-        the whole set, so an "epoch" can hold several optimisation steps.
-    seed
-        Seed of the shuffling generator.
+    **options
+        Those of :class:`IndexBatches`: ``batch_size`` (rows per batch; ``None`` is full
+        batch), ``shuffle`` (a seeded random order, a fresh permutation each pass),
+        ``steps_per_epoch`` (batches per epoch; with full batches the whole set is repeated,
+        so an "epoch" can hold several optimisation steps) and ``seed``.
     """
-    batches, _ = index_sampler(
-        n, batch_size=batch_size, shuffle=shuffle, steps_per_epoch=steps_per_epoch, seed=seed
-    )
+    batches = IndexBatches(n, **options)
     return DataLoader(_Rows(n), batch_sampler=batches, collate_fn=_identity, num_workers=0)
