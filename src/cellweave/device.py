@@ -49,6 +49,7 @@ __all__ = [
     "available_devices",
     "check_device",
     "device_option",
+    "launched_rank",
     "parse_device",
     "parse_training",
 ]
@@ -308,6 +309,19 @@ def parse_training(
         check_precision(precision),
         int(count),
     )
+
+
+def launched_rank() -> int:
+    """The rank a launcher gave this process through the environment (``RANK``,
+    ``LOCAL_RANK``, ``NODE_RANK``; Lightning's ``ddp`` launcher starts the extra processes with
+    ``LOCAL_RANK`` set): ``0`` in a plain process and in the first one."""
+    import os
+
+    for name in ("RANK", "LOCAL_RANK", "NODE_RANK"):
+        value = os.environ.get(name, "") or "0"
+        if value.strip().isdigit() and int(value) != 0:
+            return int(value)
+    return 0
 
 
 def _accelerator(accelerator: Any, target: TargetDevice, explicit: bool, device: Any) -> str:

@@ -279,9 +279,9 @@ def hardware_kwargs(device: str, *, evaluate: bool = False, **given) -> dict:
 def quiet_unless_first_process() -> None:
     """In the copies of the command that Lightning's ``ddp`` launcher starts (one per extra
     device), print nothing: the first process reports and writes the outputs."""
-    import os
+    from ..device import launched_rank
 
-    if any(os.environ.get(k, "0") not in ("", "0") for k in ("LOCAL_RANK", "RANK", "NODE_RANK")):
+    if launched_rank() != 0:
         from .._progress import console as progress_console
 
         console.quiet = True

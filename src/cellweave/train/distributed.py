@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from ..device import launched_rank
 from .data import IndexBatches
 
 __all__ = [
@@ -79,10 +80,7 @@ def is_global_zero() -> bool:
     ``RANK`` / ``NODE_RANK`` set and not 0) and in non-zero spawned workers."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank() == 0
-    for name in ("RANK", "LOCAL_RANK", "NODE_RANK"):
-        if int(os.environ.get(name, "0") or 0) != 0:
-            return False
-    return True
+    return launched_rank() == 0
 
 
 def shard_of(trainer: Trainer | None) -> tuple[int, int]:
