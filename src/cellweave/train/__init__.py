@@ -353,21 +353,16 @@ def fit(
     show = progress_enabled() if progress is None else bool(progress)
     if datamodule is None and n_train is None:
         raise TypeError("fit() needs n_train (rows of a CellweaveModule) or a datamodule")
-    if datamodule is None:
-        validate = n_val is not None and n_val > 0
-        train_loader = index_loader(
-            n_train, batch_size=batch_size, steps_per_epoch=steps_per_epoch, seed=seed
-        )
-        val_loader = (
-            index_loader(n_val, batch_size=val_batch_size, shuffle=False) if validate else None
-        )
-    else:
+    train_loader = val_loader = None
+    if datamodule is not None:
         validate = _validates(datamodule)
-        train_loader = val_loader = None
-
-    best = _BestState("val_loss")
-    counter = _EpochCounter()
-    stopper = None
+    else:
+        validate = n_val is not None and n_val > 0
+        train_loader, val_loader = _index_loaders(
+            n_train, n_val if validate else None, batch_size, val_batch_size, steps_per_epoch, seed
+        )
+    cpu = plan.accelerator == "cpu"
+    counter, best, stopper = _EpochCounter(), _BestState("val_loss"), None
     if validate and early_stopping:
         stopper = EarlyStopping(
             monitor="val_loss",
@@ -376,14 +371,14 @@ def fit(
             min_delta=float(min_delta),
             check_on_train_epoch_end=False,
         )
-    cpu = plan.accelerator == "cpu"
+    distributed = Distributed(
+        [train_loader, val_loader],
+        seed=seed,
+        num_threads=num_threads,
+        deterministic=deterministic and cpu,
+    )
     callbacks: list[Callback] = [
-        Distributed(
-            [train_loader, val_loader],
-            seed=seed,
-            num_threads=num_threads,
-            deterministic=deterministic and cpu,
-        ),
+        distributed,
         counter,
         *_progress_bar(show),
         *([best] if validate else []),
@@ -434,19 +429,40 @@ def fit(
     summary = _summary(counter, best if validate else None, stopper)
     if not counter.epochs and (sent := reported(trainer)):  # trained in spawned workers
         summary = sent
-    rank = shard_of(trainer)[0]
+    return _result(summary, trainer, plan, seconds=time.perf_counter() - start)
+
+
+def _result(summary: dict[str, float], trainer: Trainer, plan: Any, *, seconds: float):
+    """The :class:`FitResult` of a :func:`_summary`."""
     first, n_epochs = int(summary["first_epoch"]), int(summary["n_epochs"])
+    found = summary["best_epoch"] >= 0
     return FitResult(
         epochs=list(range(first, first + n_epochs)),
         global_step=max(int(trainer.global_step), int(summary["global_step"])),
-        best_epoch=int(summary["best_epoch"]) if summary["best_epoch"] >= 0 else None,
-        best_score=summary["best_score"] if summary["best_epoch"] >= 0 else None,
+        best_epoch=int(summary["best_epoch"]) if found else None,
+        best_score=summary["best_score"] if found else None,
         stopped_early=bool(summary["stopped"]),
         device=plan.device.name,
-        seconds=time.perf_counter() - start,
+        seconds=seconds,
         n_processes=plan.n_processes,
-        global_rank=rank,
+        global_rank=shard_of(trainer)[0],
     )
+
+
+def _index_loaders(
+    n_train: int,
+    n_val: int | None,
+    batch_size: int | None,
+    val_batch_size: int | None,
+    steps_per_epoch: int | None,
+    seed: int,
+) -> tuple[Any, Any]:
+    """The row-index loaders of a :class:`CellweaveModule` (no validation loader without
+    ``n_val``)."""
+    train = index_loader(n_train, batch_size=batch_size, steps_per_epoch=steps_per_epoch, seed=seed)
+    if n_val is None:
+        return train, None
+    return train, index_loader(n_val, batch_size=val_batch_size, shuffle=False)
 
 
 def _given(accelerator: Any, devices: Any, strategy: Any, precision: Any) -> dict[str, Any]:
