@@ -76,8 +76,11 @@ class Values(Option):
 
     def expects(self) -> str:
         """What a valid value looks like, in words."""
-        bounds = Option(self.name, self.type, low=self.low, high=self.high).expects()
+        bounds = Option(
+            self.name, self.type, low=self.low, high=self.high, low_open=self.low_open
+        ).expects()
         bounds = bounds.removeprefix("pass an integer").removeprefix("pass a number")
+        bounds = bounds.removeprefix("pass a finite number")
         one, several = ("an integer", "integers") if self.type is int else ("a number", "numbers")
         forms = (["'auto'"] if self.auto else []) + ([one + bounds] if self.scalar else [])
         if self.many:
@@ -92,6 +95,11 @@ def _values(name, type_, default, *, low=None, high=None, **how) -> Values:
     return Values(name, type_, default, low, high, None, allow_none, "", **how)
 
 
+def _positive(name: str, default: float, **how: Any) -> Option:
+    """A finite number > 0 (learning rates, scales)."""
+    return Float(name, default, low=0, low_open=True, **how)
+
+
 # ----------------------------------------------------------------------------- options
 
 _PRIOR = Float("prior", 30.0, low=0, doc="pseudo-molecules of the pooled profile per spot")
@@ -104,7 +112,7 @@ _SIMILARITY = [
 ]
 _GATE = [
     *_SIMILARITY,
-    Float("similarity_scale", 1.0, low=0),
+    _positive("similarity_scale", 1.0),
     Float("similarity_threshold", 0.0),
     _N_COMPS,
 ]
@@ -124,7 +132,7 @@ MF_OPTIONS = [
     Int("n_neighbors", 6, low=1),
     _LIKELIHOOD,
     Int("max_epochs", 15, low=1),
-    Float("lr", 0.05, low=0),
+    _positive("lr", 0.05),
     _values("batch_size", int, "auto", low=1, auto=True, allow_none=True),
     _DEVICE,
 ]
@@ -132,7 +140,7 @@ MF_OPTIONS = [
 AE_OPTIONS = [
     Int("n_latent", 16, low=1),
     _values("hidden", int, (128,), low=1, scalar=False, many=True),
-    Float("dropout", 0.1, low=0, high=1),
+    Float("dropout", 0.1, low=0, high=1, high_open=True),
     Float("spatial_weight", 0.01, low=0),
     _SPACE,
     _WEIGHTS,
@@ -141,7 +149,7 @@ AE_OPTIONS = [
     _LIKELIHOOD,
     Int("max_epochs", 100, low=1),
     Int("patience", 5, low=1),
-    Float("lr", 3e-3, low=0),
+    _positive("lr", 3e-3),
     Int("batch_size", None, low=1, allow_none=True),
     _DEVICE,
 ]

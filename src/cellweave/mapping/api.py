@@ -206,7 +206,7 @@ add_solver(
     _run_ot,
     "entropic optimal transport, balanced or unbalanced",
     [
-        Float("epsilon", 0.15, low=0),
+        Float("epsilon", 0.15, low=0, low_open=True),
         Float("unbalanced", 0.1, low=0, allow_none=True, doc="None: balanced"),
         Choice("spot_mass", "uniform", ("uniform", "counts")),
         Int("n_candidates", 50, low=1, allow_none=True),
@@ -229,7 +229,7 @@ add_solver(
         Float("lambda_spot", 1.0, low=0),
         Float("lambda_density", 1.0, low=0),
         Float("lambda_entropy", 0.0),
-        Float("lr", 0.1, low=0),
+        Float("lr", 0.1, low=0, low_open=True),
         Int("max_epochs", 300, low=1),
         Int("batch_size", None, low=1, allow_none=True),
         Int("n_candidates", None, low=1, allow_none=True),
@@ -244,7 +244,7 @@ add_solver(
     "fused Gromov-Wasserstein: expression cost plus spatial structure",
     [
         Float("alpha", 0.5, low=0, high=1),
-        Float("epsilon", 0.05, low=0, allow_none=True, doc="None: exact"),
+        Float("epsilon", 0.05, low=0, low_open=True, allow_none=True, doc="None: exact"),
         Int("n_neighbors", 5, low=1),
         Text("spatial_key", "spatial"),
         Int("max_iter", 20, low=1),

@@ -12,7 +12,7 @@ from scipy.special import softmax
 from .._params import params_entry
 from ..device import check_device
 from ..errors import InvalidOptionError
-from .config import check_options
+from .config import check_options, check_train_options
 from .model import MosaicModel
 
 __all__ = ["integrate", "result_keys", "write_results"]
@@ -92,6 +92,8 @@ def integrate(
       ``modalities``, ``label_classes``, ``epochs``, ``seconds``.
     """
     check_options({**model_kwargs, "random_state": random_state})
+    train = {"max_epochs": max_epochs, "batch_size": batch_size, **dict(train_kwargs or {})}
+    check_train_options(train)
     check_device(device)
     if copy and return_model:
         raise InvalidOptionError("pass copy=True or return_model=True, not both")
