@@ -301,6 +301,7 @@ METHODS.add(
     _auto.auto,
     kind="model",
     spatial=False,
+    uses_coords=True,  # required unless spatial_key=None (then no spatial loss)
     description="the measured best default: a blend of MF with the spatial loss and the "
     "mixture of programs, both tuned and blended by an inner molecular split",
     options=[

@@ -22,7 +22,7 @@ from ..errors import InputError
 from ..graph import nearest_neighbors
 from ..registry import Choice, Float, Int, Text
 from ..train import checkpointing
-from ..validate import check_obs_key, check_spatial
+from ..validate import check_labels, check_min_obs, check_obs_key, check_spatial
 from .features import Features
 from .fractions import cell_type_fractions
 from .genes import predict_genes, project_genes
@@ -41,6 +41,7 @@ from .result import FRACTIONS_KEY, Mapping, result_keys
 __all__ = [
     "DEFAULT_METHOD",
     "EVALUATED_METHODS",
+    "MIN_OBS",
     "FEATURE_OPTIONS",
     "FRACTIONS_KEY",
     "METHODS",
@@ -206,7 +207,7 @@ add_solver(
     _run_ot,
     "entropic optimal transport, balanced or unbalanced",
     [
-        Float("epsilon", 0.15, low=0, low_open=True),
+        Float("epsilon", 0.15, low=0),
         Float("unbalanced", 0.1, low=0, allow_none=True, doc="None: balanced"),
         Choice("spot_mass", "uniform", ("uniform", "counts")),
         Int("n_candidates", 50, low=1, allow_none=True),
@@ -251,6 +252,10 @@ add_solver(
         Float("tol", 1e-7, low=0),
     ],
 )
+#: Fewest cells in the reference and fewest spots ``map_cells`` accepts (with one of either
+#: every cell goes to the one spot, or the one cell is the whole answer).
+MIN_OBS = 2
+
 #: cellweave's methods that the leave-gene-out evaluation runs for ``methods="all"``.
 EVALUATED_METHODS = tuple(METHODS.names(SOLVER))
 
@@ -327,7 +332,9 @@ def map_cells(
     InvalidOptionError
         Unknown method, unknown option, or a value of the wrong type or out of range.
     NoSharedFeaturesError, DuplicateNamesError, MissingKeyError, EmptyDataError, InputError
-        Unusable inputs; each message says how to fix them.
+        Unusable inputs, before any work: fewer than :data:`MIN_OBS` cells or spots, a
+        ``cell_type_key`` column with fewer than 2 cell types, missing or degenerate spot
+        coordinates for a method that uses them (``fgw``), ...; each message names the fix.
 
     Examples
     --------
@@ -335,9 +342,15 @@ def map_cells(
     >>> predicted = cellweave.tl.project_genes(adata_sp, adata_sc)  # doctest: +SKIP
     """
     uns_key, fractions_key = result_keys(key_added)
+    check_min_obs(adata_sc, MIN_OBS, what="cells", name="adata_sc")
+    check_min_obs(adata_sp, MIN_OBS, what="spots", name="adata_sp")
     labels = None
     if cell_type_key is not None:
-        labels = check_obs_key(adata_sc, cell_type_key, name="adata_sc")
+        labels = check_labels(
+            check_obs_key(adata_sc, cell_type_key, name="adata_sc"),
+            where=f"adata_sc.obs[{cell_type_key!r}]",
+            fix="pass a cell_type_key column with at least 2 cell types, or none",
+        )
     run = None
     if checkpoint_dir is not None:
         names = [adata_sc.obs_names, adata_sp.obs_names, adata_sc.var_names, adata_sp.var_names]

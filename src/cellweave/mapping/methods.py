@@ -21,6 +21,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from ..device import check_device
+from ..validate import check_spatial
 from ..errors import InvalidOptionError
 from ..registry import Bool, Choice, Float, Int, Method, Option, Registry
 from . import baselines
@@ -164,6 +165,9 @@ def compute_mapping(
     then map."""
     spec, feature_opts, method_opts = check_params(method, params)
     check_device(device)
+    if "spatial_key" in spec.options:  # a solver that uses the spots' coordinates
+        key = method_opts.get("spatial_key", spec.options["spatial_key"].default)
+        check_spatial(adata_sp, spatial_key=key, allow_degenerate=False, name="adata_sp")
     data = _Inputs(adata_sc, adata_sp, genes, layer_sc, layer_sp, int(random_state), device)
     if isinstance(feature_opts.get("gene_weights"), str):
         feature_opts["gene_weights"] = _learn_weights(data, spec, feature_opts, method_opts)

@@ -33,7 +33,7 @@ from .data import MosaicData, _labels
 from .datamodule import MosaicDataModule
 from .guidance import gene_protein_links, graph_from_links
 from .kinds import kind_names
-from .persist import read_model, write_model
+from .persist import load_state, read_model, write_model
 from .vae import MosaicModule
 
 __all__ = ["MosaicModel", "choose_n_clusters"]
@@ -575,7 +575,7 @@ class MosaicModel:
         if label_key is not None and label_key not in mdata.obs.columns:
             params["label_key"] = None  # query data without labels: predict the saved classes
         model = cls(mdata, _saved=saved, **params)
-        model.module.load_state_dict(state)
+        load_state(model.module, state, path)
         model.module.eval()
         model.is_trained = True
         model.init_params = meta["init_params"]

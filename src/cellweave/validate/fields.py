@@ -154,6 +154,7 @@ def check_spatial(
     spatial_key: str = "spatial",
     ndim: int | Sequence[int] = (2, 3),
     allow_degenerate: bool = True,
+    fix: str | None = None,
     name: str = "adata",
 ) -> np.ndarray:
     """Return the spatial coordinates ``adata.obsm[spatial_key]`` as a float array.
@@ -168,6 +169,9 @@ def check_spatial(
     allow_degenerate
         Accept coordinates without spread (a single point, or every point at one place);
         the entry points of methods that use the coordinates pass ``False``.
+    fix
+        Another way out to add to the message when the key is missing (e.g. ``"or
+        spatial_key=None to run without them"``).
     {name}
 
     Returns
@@ -188,7 +192,7 @@ def check_spatial(
         raise MissingKeyError(
             f"{where} is missing: spatial coordinates are required; store them as an "
             f"(n_obs, 2) array in {where} or pass spatial_key=... "
-            f"({_keys_hint(adata.obsm.keys())})"
+            f"({_keys_hint(adata.obsm.keys())})" + (f" {fix}" if fix else "")
         )
     coords = check_coordinates(adata.obsm[spatial_key], name=where, ndim=allowed)
     bad = ~np.isfinite(coords).all(axis=1)

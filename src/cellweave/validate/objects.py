@@ -27,7 +27,7 @@ def check_adata(
     spatial_key: str | None = None,
     allow_zero_genes: bool = True,
     allow_zero_cells: bool = False,
-    allow_all_zero: bool = False,
+    allow_all_zero: bool = True,
     allow_degenerate: bool = True,
     name: str = "adata",
 ) -> Any:
@@ -52,7 +52,8 @@ def check_adata(
         With ``spatial_key``: accept coordinates without spread (``False``: more than one
         distinct point required, as every method that uses coordinates does).
     allow_zero_genes, allow_zero_cells, allow_all_zero
-        See :func:`check_nonempty` (an all-zero matrix is refused by default).
+        See :func:`check_nonempty`; ``allow_all_zero=False`` refuses a matrix of zeros
+        only (impute, align and every mosaic modality pass it).
     name
         How to call ``adata`` in messages.
 
@@ -107,7 +108,7 @@ def check_mudata(
     modalities
         Modalities that must be present (all of ``mdata.mod`` when ``None``). Each of them must
         pass :func:`check_adata` with all-zero cells and genes allowed (in a mosaic, a
-        modality may hold only the cells it measured).
+        modality may hold only the cells it measured), but not a matrix of zeros only.
     name
         How to call ``mdata`` in messages.
     values
@@ -148,7 +149,13 @@ def check_mudata(
                 f"{name}.update()) or leave it out of modalities"
             )
         if values:
-            check_adata(mdata.mod[mod], allow_zero_cells=True, allow_zero_genes=True, name=where)
+            check_adata(
+                mdata.mod[mod],
+                allow_zero_cells=True,
+                allow_zero_genes=True,
+                allow_all_zero=False,
+                name=where,
+            )
         else:
             check_unique_names(mdata.mod[mod], axis="obs", name=where)
             check_unique_names(mdata.mod[mod], axis="var", name=where)
