@@ -117,7 +117,7 @@ _MODEL_OPTIONS: tuple[Option, ...] = (
 #: their ranges; the others (``checkpoint_dir``, ``resume``, ``device``, ``progress``) are
 #: checked where they are used.
 TRAIN = Method(
-    "train",
+    "MosaicModel.train",
     "training",
     None,
     "options of MosaicModel.train",
@@ -134,7 +134,7 @@ TRAIN = Method(
             Int("num_threads", None, low=1, allow_none=True, doc="torch CPU threads"),
         )
     },
-    what="MosaicModel.train",
+    what="method",
 )
 
 #: Every option of :class:`~.model.MosaicModel` besides the data keys.

@@ -35,7 +35,7 @@ def check_min_obs(adata: Any, minimum: int, *, what: str = "cells", name: str = 
     n = int(adata.n_obs)
     if n < minimum:
         raise EmptyDataError(
-            f"{name} has {n} {what}, but at least {minimum} are needed: pass data with "
+            f"{name} has too few {what} ({n}; at least {minimum} are needed): pass data with "
             f"{minimum} or more {what} (check any subsetting)"
         )
 
