@@ -136,12 +136,15 @@ class Option:
         if self.choices is not None and value not in self.choices:
             raise self._error(value, owner)
         if isinstance(value, int | float) and not isinstance(value, bool):
-            low_ok = self.low is None or value > self.low or (value == self.low and not self.low_open)
-            high_ok = (
-                self.high is None or value < self.high or (value == self.high and not self.high_open)
-            )
-            if not (low_ok and high_ok):
+            if not self._within(value):
                 raise self._error(value, owner)
+
+    def _within(self, value: float) -> bool:
+        """Whether ``value`` lies within the bounds (open or closed)."""
+        low, high = self.low, self.high
+        if low is not None and (value < low or (self.low_open and value == low)):
+            return False
+        return high is None or not (value > high or (self.high_open and value == high))
 
     def _error(self, value: Any, owner: str) -> InvalidOptionError:
         return InvalidOptionError(

@@ -70,9 +70,7 @@ def _check_data(
     return X, _coordinates(spec, adata, spatial_key)
 
 
-def _coordinates(
-    spec: ImputeMethod, adata: AnnData, spatial_key: str | None
-) -> np.ndarray | None:
+def _coordinates(spec: ImputeMethod, adata: AnnData, spatial_key: str | None) -> np.ndarray | None:
     """The coordinates of a method that uses them, else ``None``.
 
     A spatial method (``spec.spatial``) requires them. ``auto`` (``uses_coords``) requires

@@ -41,10 +41,10 @@ from .result import FRACTIONS_KEY, Mapping, result_keys
 __all__ = [
     "DEFAULT_METHOD",
     "EVALUATED_METHODS",
-    "MIN_OBS",
     "FEATURE_OPTIONS",
     "FRACTIONS_KEY",
     "METHODS",
+    "MIN_OBS",
     "cell_type_fractions",
     "check_params",
     "get_method",

@@ -21,9 +21,9 @@ from anndata import AnnData
 from scipy import sparse
 
 from ..device import check_device
-from ..validate import check_spatial
 from ..errors import InvalidOptionError
 from ..registry import Bool, Choice, Float, Int, Method, Option, Registry
+from ..validate import check_spatial
 from . import baselines
 from .features import MAX_GENES, learned_gene_weights, prepare_features, to_dense
 from .genes import _columns

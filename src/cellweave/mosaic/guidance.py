@@ -40,8 +40,8 @@ from ..errors import (
     FileFormatError,
     InputError,
     MissingKeyError,
-    NoSharedFeaturesError,
     NonFiniteError,
+    NoSharedFeaturesError,
 )
 
 __all__ = [

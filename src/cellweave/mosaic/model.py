@@ -27,8 +27,7 @@ from ..errors import InputError, MissingKeyError
 from ..train import FitResult, fit
 from .analysis import differential as _differential
 from .analysis import impute as _impute
-from .config import DATA_OPTIONS, MODEL, MosaicConfig, check_options, choose_n_clusters
-from .config import check_train_options
+from .config import DATA_OPTIONS, MODEL, TRAIN, MosaicConfig, check_options, choose_n_clusters
 from .data import MosaicData, _labels
 from .datamodule import MosaicDataModule
 from .guidance import gene_protein_links, graph_from_links
@@ -272,7 +271,7 @@ class MosaicModel:
         progress
             Show a progress bar (default: on an interactive terminal).
         """
-        check_train_options({k: v for k, v in locals().items() if k != "self"})
+        TRAIN.check_options({k: v for k, v in locals().items() if k in TRAIN.options})
         check_device(device)
         seed = int(self.init_params["random_state"] if random_state is None else random_state)
         self.datamodule = MosaicDataModule(

@@ -85,9 +85,7 @@ def check_adata(
     if require_counts:
         check_counts(X, name=where)
     if spatial_key is not None:
-        check_spatial(
-            adata, spatial_key=spatial_key, allow_degenerate=allow_degenerate, name=name
-        )
+        check_spatial(adata, spatial_key=spatial_key, allow_degenerate=allow_degenerate, name=name)
     return X
 
 
