@@ -453,6 +453,7 @@ INTEGRATE_NUMBERS = [
     ({"mmd_weight": -5.0}, "mmd_weight=-5"),
     ({"n_latent": 0}, "n_latent=0"),
     ({"dropout": 1.0}, "in [0, 1)"),
+    ({"random_state": -1}, "random_state=-1"),
 ]
 
 
@@ -461,6 +462,21 @@ def test_integrate_numbers_out_of_range(mosaic, no_work, options, words):
     data = mosaic.copy()
     call = lambda: cw.tl.integrate(data, batch_key="batch", **{**FAST, **options})  # noqa: E731
     _check_refused(call, [data], InvalidOptionError, [words])
+
+
+SEED_CASES = {
+    "impute": lambda sp_, ref, seed: cw.tl.impute(sp_, method="knn", random_state=seed),
+    "map": lambda sp_, ref, seed: cw.tl.map_cells(ref, sp_, random_state=seed),
+    "align": lambda sp_, ref, seed: cw.tl.align_sections(sp_.copy(), sp_, random_state=seed),
+}
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, 1.5])
+@pytest.mark.parametrize("entry", list(SEED_CASES))
+def test_seeds_numpy_refuses_are_refused_up_front(tissue, no_work, entry, seed):
+    sp_, ref = tissue[0].copy(), tissue[1].copy()
+    call = lambda: SEED_CASES[entry](sp_, ref, seed)  # noqa: E731
+    _check_refused(call, [sp_, ref], InvalidOptionError, [f"random_state={seed!r}"])
 
 
 def test_model_train_checks_its_numbers_before_training(mosaic, monkeypatch):

@@ -164,12 +164,18 @@ def _range_words(
     low: float | None, high: float | None, low_open: bool = False, high_open: bool = False
 ) -> str:
     if low is not None and high is not None:
-        return f" in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        return f" in {'(' if low_open else '['}{_num(low)}, {_num(high)}{')' if high_open else ']'}"
     if low is not None:
-        return f" {'>' if low_open else '>='} {low:g}"
+        return f" {'>' if low_open else '>='} {_num(low)}"
     if high is not None:
-        return f" {'<' if high_open else '<='} {high:g}"
+        return f" {'<' if high_open else '<='} {_num(high)}"
     return ""
+
+
+def _num(value: float) -> str:
+    """A bound in words: whole numbers in full (``4294967295``), others as ``:g``."""
+    whole = float(value).is_integer() and abs(value) < 1e15
+    return str(int(value)) if whole else f"{value:g}"
 
 
 def Int(name: str, default: Any = None, *, low=None, high=None, allow_none=False, doc="") -> Option:

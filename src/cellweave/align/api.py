@@ -27,7 +27,7 @@ from .._utils import RandomState, check_random_state
 from ..device import check_device
 from ..errors import InputError
 from ..registry import Method
-from ..validate import check_adata, check_min_obs, check_spatial
+from ..validate import check_adata, check_min_obs, check_seed, check_spatial
 from .features import FeatureOptions
 from .nonrigid import NonrigidOptions
 from .plan import Matching, MatchOptions, Pair, sparse_matching
@@ -226,6 +226,8 @@ def align_sections(
         }
     )
     check_device(device, float64=True)  # FGW runs in float64
+    if random_state is not None:
+        check_seed(random_state, allow_generator=True)
     features = FeatureOptions(genes, feature_pairs, layer, options["n_pcs"], options["n_top_genes"])
     steps = _steps(options, features, device=device)
     xa, xb = _coordinates(adata_a, adata_b, spatial_key=spatial_key, layer=layer)

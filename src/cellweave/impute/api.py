@@ -22,7 +22,7 @@ from .._params import jsonable
 from ..errors import InputError, InvalidOptionError, MissingKeyError
 from ..image import spot_image_features
 from ..train import checkpointing
-from ..validate import check_adata, check_min_obs, check_spatial
+from ..validate import check_adata, check_min_obs, check_seed, check_spatial
 from .proportions import check_counts
 from .registry import ImputeMethod, get_method
 
@@ -120,9 +120,7 @@ def _image_similarity(adata: AnnData, *, spatial_key: str, **params: Any) -> dic
 
 
 def _seed(random_state: Any) -> int:
-    if isinstance(random_state, bool) or not isinstance(random_state, int | np.integer):
-        raise InvalidOptionError(f"random_state={random_state!r} is invalid; pass an integer")
-    return int(random_state)
+    return check_seed(random_state)
 
 
 def _check_target_sum(target_sum: Any) -> float:

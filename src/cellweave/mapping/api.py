@@ -22,7 +22,7 @@ from ..errors import InputError
 from ..graph import nearest_neighbors
 from ..registry import Choice, Float, Int, Text
 from ..train import checkpointing
-from ..validate import check_labels, check_min_obs, check_obs_key, check_spatial
+from ..validate import check_labels, check_min_obs, check_obs_key, check_seed, check_spatial
 from .features import Features
 from .fractions import cell_type_fractions
 from .genes import predict_genes, project_genes
@@ -342,6 +342,7 @@ def map_cells(
     >>> predicted = cellweave.tl.project_genes(adata_sp, adata_sc)  # doctest: +SKIP
     """
     uns_key, fractions_key = result_keys(key_added)
+    check_seed(random_state)
     check_min_obs(adata_sc, MIN_OBS, what="cells", name="adata_sc")
     check_min_obs(adata_sp, MIN_OBS, what="spots", name="adata_sp")
     labels = None

@@ -110,7 +110,7 @@ _MODEL_OPTIONS: tuple[Option, ...] = (
     Float("discriminator_lr", _D.discriminator_lr, low=0.0, doc="adversary lr factor"),
     Option("modality_weights", object, None, **_ANY, doc="likelihood weight per modality"),
     Float("temperature", _D.temperature, low=1e-6, doc="Gumbel-softmax temperature"),
-    Int("random_state", 0, low=0, doc="seed of the subsamples, the weights and the training"),
+    Int("random_state", 0, low=0, high=2**32 - 1, doc="seed of subsamples, weights, training"),
 )
 
 #: The numeric options of :meth:`~.model.MosaicModel.train` (and of ``integrate``), with
@@ -130,7 +130,7 @@ TRAIN = Method(
             Float("validation_fraction", 0.1, low=0, high=1, high_open=True, doc="held out"),
             Int("patience", 8, low=0, doc="epochs without improvement before stopping"),
             Int("labelled_per_batch", 32, low=0, doc="labelled cells added to every step"),
-            Int("random_state", None, low=0, allow_none=True, doc="seed of the training"),
+            Int("random_state", None, low=0, high=2**32 - 1, allow_none=True, doc="seed"),
             Int("num_threads", None, low=1, allow_none=True, doc="torch CPU threads"),
         )
     },

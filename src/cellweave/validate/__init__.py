@@ -8,7 +8,7 @@ CSR/CSC/COO matrices, sample entries where a full pass is not needed, and never 
 
 from __future__ import annotations
 
-from .content import check_labels, check_min_obs
+from .content import check_labels, check_min_obs, check_seed
 from .features import shared_features
 from .fields import (
     check_coordinates,
@@ -35,6 +35,7 @@ __all__ = [
     "check_mudata",
     "check_nonempty",
     "check_obs_key",
+    "check_seed",
     "check_sparse",
     "check_spatial",
     "check_spread",

@@ -12,10 +12,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import EmptyDataError, InputError
+from ..errors import EmptyDataError, InputError, InvalidOptionError
 from ._format import _shown
 
-__all__ = ["check_labels", "check_min_obs"]
+__all__ = ["check_labels", "check_min_obs", "check_seed"]
+
+#: Seeds numpy accepts: 0 <= seed < 2**32.
+_MAX_SEED = 2**32 - 1
 
 
 def check_min_obs(adata: Any, minimum: int, *, what: str = "cells", name: str = "adata") -> None:
@@ -68,3 +71,18 @@ def check_labels(
             found = f"{len(classes)} class(es) {_shown(classes)}"
         raise InputError(f"{where} holds {found}, but {min_classes} classes are needed: {fix}")
     return series
+
+
+def check_seed(random_state: Any, *, allow_generator: bool = False) -> Any:
+    """``random_state`` as an int seed in ``[0, 2**32 - 1]`` (what numpy accepts), or a
+    :class:`numpy.random.Generator` as it is when ``allow_generator``; anything else is an
+    :class:`InvalidOptionError` (never numpy's own error after work has started)."""
+    if allow_generator and isinstance(random_state, np.random.Generator):
+        return random_state
+    is_int = isinstance(random_state, int | np.integer) and not isinstance(random_state, bool)
+    if not is_int or not 0 <= int(random_state) <= _MAX_SEED:
+        also = " or a numpy Generator" if allow_generator else ""
+        raise InvalidOptionError(
+            f"random_state={random_state!r} is invalid; pass an integer in [0, {_MAX_SEED}]{also}"
+        )
+    return int(random_state)
