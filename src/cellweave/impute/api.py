@@ -73,12 +73,12 @@ def _check_data(
 def _coordinates(spec: ImputeMethod, adata: AnnData, spatial_key: str | None) -> np.ndarray | None:
     """The coordinates of a method that uses them, else ``None``.
 
-    A spatial method (``spec.spatial``) requires them. ``auto`` (``uses_coords``) requires
+    A spatial method (``spec.spatial``) requires them. ``auto`` (``spec.uses_coords``) requires
     them too unless ``spatial_key=None``, the explicit choice to run without its spatial
     loss, so a misspelt key is an error and never a silently dropped loss. Either way they
     must be finite, 2-D or 3-D and not all at one point.
     """
-    if not (spec.spatial or spec.meta.get("uses_coords", False)):
+    if not spec.uses_coords:
         return None
     if spatial_key is None:
         if spec.spatial:

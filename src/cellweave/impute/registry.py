@@ -47,6 +47,12 @@ class ImputeMethod(Method):
         """Whether the method needs spot coordinates."""
         return bool(self.meta.get("spatial", False))
 
+    @property
+    def uses_coords(self) -> bool:
+        """Whether the method uses spot coordinates: the spatial ones, and ``auto`` (its
+        spatial loss; required unless ``tl.impute(spatial_key=None)``)."""
+        return self.spatial or bool(self.meta.get("uses_coords", False))
+
 
 @dataclass(frozen=True)
 class Values(Option):
