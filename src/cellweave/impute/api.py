@@ -53,6 +53,7 @@ def predict_proportions(
     spec = get_method(method)
     params = spec.check_options(params)
     random_state = _seed(random_state)
+    _check_image_source(params)
     X, coords = _check_data(spec, adata, layer, spatial_key)
     return _predict(spec, adata, X, coords, spatial_key, random_state, params)
 
@@ -106,14 +107,18 @@ def _predict(
     return spec.fn(check_counts(X), coords=coords, random_state=random_state, **params)
 
 
-def _image_similarity(adata: AnnData, *, spatial_key: str, **params: Any) -> dict[str, Any]:
-    """``similarity_features="image"``: gate by the histology under each spot."""
-    source = params["similarity_features"]
-    if source != "image":
+def _check_image_source(params: dict[str, Any]) -> None:
+    """A string ``similarity_features`` names the histology: only ``"image"`` does."""
+    source = params.get("similarity_features")
+    if isinstance(source, str) and source != "image":
         raise InputError(
             f"similarity_features={source!r} is unknown; pass 'image' (the histology in "
             "uns['spatial']) or an (n_spots, k) array"
         )
+
+
+def _image_similarity(adata: AnnData, *, spatial_key: str, **params: Any) -> dict[str, Any]:
+    """``similarity_features="image"``: gate by the histology under each spot."""
     params["similarity_features"] = spot_image_features(adata, spatial_key=spatial_key)
     params.setdefault("similarity", "gaussian")
     return params
@@ -229,6 +234,7 @@ def impute(
     image = isinstance(params.get("similarity_features"), str)
     if image:
         params.setdefault("similarity", "gaussian")
+    _check_image_source(params)
     X, coords = _check_data(spec, adata, layer, spatial_key)  # before any work
     run = None
     if checkpoint_dir is not None:

@@ -22,7 +22,7 @@ from ..errors import InputError
 from ..graph import nearest_neighbors
 from ..registry import Choice, Float, Int, Text
 from ..train import checkpointing
-from ..validate import check_labels, check_min_obs, check_obs_key, check_seed, check_spatial
+from ..validate import check_labels, check_obs_key, check_seed, check_spatial
 from .features import Features
 from .fractions import cell_type_fractions
 from .genes import predict_genes, project_genes
@@ -30,6 +30,7 @@ from .methods import (
     DEFAULT_METHOD,
     FEATURE_OPTIONS,
     METHODS,
+    MIN_OBS,
     SOLVER,
     add_solver,
     check_params,
@@ -252,10 +253,6 @@ add_solver(
         Float("tol", 1e-7, low=0),
     ],
 )
-#: Fewest cells in the reference and fewest spots ``map_cells`` accepts (with one of either
-#: every cell goes to the one spot, or the one cell is the whole answer).
-MIN_OBS = 2
-
 #: cellweave's methods that the leave-gene-out evaluation runs for ``methods="all"``.
 EVALUATED_METHODS = tuple(METHODS.names(SOLVER))
 
@@ -343,8 +340,6 @@ def map_cells(
     """
     uns_key, fractions_key = result_keys(key_added)
     check_seed(random_state)
-    check_min_obs(adata_sc, MIN_OBS, what="cells", name="adata_sc")
-    check_min_obs(adata_sp, MIN_OBS, what="spots", name="adata_sp")
     labels = None
     if cell_type_key is not None:
         labels = check_labels(

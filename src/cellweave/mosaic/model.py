@@ -562,7 +562,7 @@ class MosaicModel:
     def load(cls, path: str | Path, mdata: Any, *, modality: str | None = None) -> MosaicModel:
         """Load a model saved with :meth:`save` and attach it to ``mdata`` (same features and
         batches; labels, if any, among the saved classes)."""
-        saved = read_model(path)
+        saved = read_model(path, strict=True)
         meta = saved.pop("meta")
         state = saved.pop("state")
         params = dict(meta["init_params"])

@@ -102,12 +102,13 @@ def _not_a_model(folder: Path) -> str | None:
     return None
 
 
-def read_model(path: str | Path) -> dict[str, Any]:
+def read_model(path: str | Path, *, strict: bool = False) -> dict[str, Any]:
     """A saved model's ``meta`` (``model.json``), ``fitted`` state with its arrays,
     ``batch_names``, ``label_classes``, ``graph`` (``None`` when it had none) and ``state``.
 
-    A missing, truncated or unreadable file, or a ``model.json`` with a missing or unknown
-    key, is one :class:`~cellweave.errors.FileFormatError` naming the file and the fix."""
+    A missing, truncated or unreadable file is one :class:`~cellweave.errors.FileFormatError`
+    naming the file and the fix; with ``strict`` (what :meth:`MosaicModel.load` asks) so is
+    a ``model.json`` with a missing or unknown key."""
     path = Path(path)
     for name in _FILES:
         if not (path / name).exists():
@@ -121,7 +122,8 @@ def read_model(path: str | Path) -> dict[str, Any]:
             f"{meta.get('cellweave_version', '?')}); this cellweave reads format {FORMAT}: "
             "train the model again"
         )
-    _check_meta(meta, path / _META)
+    if strict:
+        _check_meta(meta, path / _META)
     arrays = _read(path / _ARRAYS, _load_npz)
     fitted = meta["fitted"]
     for mod, info in fitted.items():
