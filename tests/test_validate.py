@@ -435,7 +435,7 @@ def test_check_spread_and_degenerate_coordinates():
         check_spread(np.zeros((1, 2)))
     with pytest.raises(InputError, match=r"all 5 observations at the same point \(2\.0, 3\.0\)"):
         check_spread(np.tile([2.0, 3.0], (5, 1)))
-    adata = _adata(obsm={"spatial": np.ones((5, 2))})
+    adata = _adata(np.ones((5, 4)), obsm={"spatial": np.ones((5, 2))})
     assert check_spatial(adata).shape == (5, 2)  # accepted unless asked
     with pytest.raises(InputError, match="same point") as err:
         check_spatial(adata, allow_degenerate=False)
