@@ -177,11 +177,17 @@ spatial_key_option = click.option("--spatial-key", default="spatial", show_defau
 
 
 def out_option(help: str, *, required: bool = False, short: bool = True, dest: str = "out"):
-    """``-o/--out PATH`` (``short=False``: ``--out`` only), stored in ``dest``."""
+    """``-o/--out PATH`` (``short=False``: ``--out`` only), stored in ``dest``, and
+    ``--overwrite`` (replace an existing output)."""
     names = ("-o", "--out") if short else ("--out",)
-    return click.option(
+    out = click.option(
         *names, dest, type=click.Path(path_type=Path), default=None, required=required, help=help
     )
+
+    def decorate(func):
+        return out(overwrite_option(func))
+
+    return decorate
 
 
 def path_option(name: str, help: str):
@@ -200,14 +206,26 @@ def list_methods_option(help: str = "List the methods and exit."):
 
 
 def params_option(example: str):
-    """``--param KEY=VALUE`` (repeatable), parsed by :func:`parse_params`."""
+    """``--param KEY=VALUE`` (repeatable), parsed by :func:`parse_params` while the command
+    line is parsed: the command receives ``params`` as a dict."""
     return click.option(
         "--param",
         "params",
         multiple=True,
         metavar="KEY=VALUE",
+        callback=lambda ctx, param, value: parse_params(value),
         help=f"Option of the method, e.g. --param {example} (repeatable).",
     )
+
+
+def method_options(example: str, list_help: str = "List the methods and exit."):
+    """``--param KEY=VALUE`` (repeatable) and ``--list-methods``: the options of a command
+    that runs a method of a registry."""
+
+    def decorate(func):
+        return params_option(example)(list_methods_option(list_help)(func))
+
+    return decorate
 
 
 def metrics_json_option(help: str = "With --evaluate: write the scores as JSON."):

@@ -14,11 +14,8 @@ from ._common import (
     console,
     device_option,
     layer_option,
-    list_methods_option,
+    method_options,
     out_option,
-    overwrite_option,
-    params_option,
-    parse_params,
     path_option,
     print_methods,
     seed_option,
@@ -70,11 +67,9 @@ def _overlap(value: str) -> float | None:
 @spatial_key_option
 @click.option("--key-added", default="spatial_aligned", show_default=True)
 @path_option("--plot", "Save a PNG of the two sections overlaid before and after alignment.")
-@params_option("refine=3")
-@list_methods_option("List the align solvers and exit.")
+@method_options("refine=3", "List the align solvers and exit.")
 @device_option
 @seed_option
-@overwrite_option
 def align(
     path_a: Path | None,
     path_b: Path | None,
@@ -82,10 +77,8 @@ def align(
     overlap: str,
     spatial_key: str,
     plot: Path | None,
-    params: tuple[str, ...],
+    params: dict[str, object],
     list_methods: bool,
-    device: str,
-    random_state: int,
     overwrite: bool,
     **flags,
 ) -> None:
@@ -96,7 +89,8 @@ def align(
     B with the aligned coordinates in obsm[KEY_ADDED] and the matching in uns[KEY_ADDED].
     Solver options without a flag go through --param (see --list-methods).
     """
-    # flags: alpha, nonrigid, structure_only, reflection, layer, key_added (as they are)
+    # flags: alpha, nonrigid, structure_only, reflection, layer, key_added, device,
+    # random_state: align_sections' keywords, passed as they are
     from ..align import SOLVERS, align_sections
 
     if list_methods:
@@ -118,8 +112,6 @@ def align(
             adata_b,
             spatial_key=spatial_key,
             overlap=overlap_value,
-            random_state=random_state,
-            device=device,
             **flags,
             **solver_params,
         )
@@ -147,15 +139,11 @@ def align(
         console.print(f"wrote {plot}")
 
 
-def _solver_params(items: tuple[str, ...], *, overlap: float | None) -> dict[str, object]:
+def _solver_params(params: dict[str, object], *, overlap: float | None) -> dict[str, object]:
     """``--param KEY=VALUE`` options, checked with ``--overlap`` against the align solvers
     before any file is read (an unknown or out-of-range option: one line, exit 2)."""
     from ..align import check_options
 
-    try:
-        params = parse_params(items)
-    except click.BadParameter as err:
-        raise InvalidOptionError(f"--param: {err.message}") from None
     for key in params:
         if key in _FLAGS:
             flag = "--" + key.replace("_", "-")

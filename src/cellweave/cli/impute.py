@@ -18,11 +18,8 @@ from ._common import (
     evaluation_options,
     evaluation_request,
     layer_option,
-    list_methods_option,
+    method_options,
     out_option,
-    overwrite_option,
-    params_option,
-    parse_params,
     path_option,
     print_methods,
     print_table,
@@ -39,7 +36,7 @@ from ._inputs import read_input, require_inputs
 @click.option(
     "--method", default="auto", show_default=True, help="Imputation method (see --list-methods)."
 )
-@params_option("spatial_weight=0.5")
+@method_options("spatial_weight=0.5")
 @layer_option("Layer with raw counts (default: X).")
 @spatial_key_option
 @path_option("--coords", "CSV of coordinates (for CSV/10x inputs).")
@@ -52,16 +49,14 @@ from ._inputs import read_input, require_inputs
     show_default=True,
     help="With --evaluate: comma-separated molecular-split seeds.",
 )
-@list_methods_option()
 @device_option
 @checkpoint_options
 @seed_option
-@overwrite_option
 def impute(
     path: Path | None,
     out: Path | None,
     method: str,
-    params: tuple[str, ...],
+    params: dict[str, object],
     layer: str | None,
     spatial_key: str,
     coords: Path | None,
@@ -87,7 +82,7 @@ def impute(
         return
     if path is None:
         raise click.UsageError("missing the input file PATH (.h5ad with counts and coordinates)")
-    method_params = parse_params(params)
+    method_params = dict(params)
     # the method and its options are checked before anything is read or written
     get_method(method).check_options(method_params if evaluate else _method_options(method_params))
     if evaluate:

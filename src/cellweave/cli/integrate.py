@@ -19,7 +19,6 @@ from ._common import (
     metrics_json_option,
     overwrite_option,
     params_option,
-    parse_params,
     print_methods,
     seed_option,
     text_option,
@@ -101,7 +100,7 @@ def integrate(
     n_clusters: int | None,
     max_epochs: int,
     device: str,
-    params: tuple[str, ...],
+    params: dict[str, object],
     metrics_json: Path | None,
     plot: Path | None,
     no_plot: bool,
@@ -137,7 +136,7 @@ def integrate(
         )
     if kind == "h5mu" and modality is not None:
         raise InputError("--modality is for .h5ad inputs; a .h5mu names its own modalities")
-    options = {"n_latent": n_latent, "n_clusters": n_clusters, **parse_params(params)}
+    options = {"n_latent": n_latent, "n_clusters": n_clusters, **params}
     check_options({**options, "random_state": random_state})  # before any work
     if labelled_fraction is not None and label_key is None:
         raise click.UsageError("--labelled-fraction needs --label-key")

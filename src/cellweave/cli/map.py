@@ -17,11 +17,8 @@ from ._common import (
     evaluated_output,
     evaluation_options,
     evaluation_request,
-    list_methods_option,
+    method_options,
     out_option,
-    overwrite_option,
-    params_option,
-    parse_params,
     print_methods,
     seed_option,
 )
@@ -55,7 +52,7 @@ from ._inputs import read_input, require_inputs
     help="Genes to predict at every spot: 'missing' (SC genes SP lacks), 'all', 'none' or a "
     "comma-separated list.",
 )
-@params_option("perplexity=30 or a feature option such as n_pcs=50")
+@method_options("perplexity=30 or a feature option such as n_pcs=50")
 @device_option
 @evaluation_options("Score methods by leave-gene-out cross-validation instead of mapping.")
 @click.option(
@@ -68,10 +65,8 @@ from ._inputs import read_input, require_inputs
     show_default=True,
     help="With --evaluate: truth divided by spot depth (normalized) or raw values.",
 )
-@list_methods_option()
 @checkpoint_options
 @seed_option
-@overwrite_option
 def map_cmd(
     sc_path: Path,
     sp_path: Path,
@@ -79,7 +74,7 @@ def map_cmd(
     method: str,
     cell_type_key: str | None,
     predict: str,
-    params: tuple[str, ...],
+    params: dict[str, object],
     device: str,
     evaluate: bool,
     methods: str,
@@ -101,7 +96,7 @@ def map_cmd(
         return
     if sc_path is None or sp_path is None:
         raise click.UsageError("missing the input files SC and SP (.h5ad sharing genes)")
-    method_params = parse_params(params)
+    method_params = dict(params)
     check_params(method, method_params)  # before anything is read or written
     if evaluate:
         _evaluate(

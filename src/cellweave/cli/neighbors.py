@@ -13,7 +13,6 @@ from ._common import (
     check_outputs,
     console,
     out_option,
-    overwrite_option,
     path_option,
     print_table,
     spatial_key_option,
@@ -49,7 +48,6 @@ from ._inputs import read_input, require_inputs
 @spatial_key_option
 @path_option("--coords", "CSV of coordinates (for CSV/10x inputs without obsm['spatial']).")
 @path_option("--plot", "Also save a PNG of the spots coloured by their number of neighbours.")
-@overwrite_option
 def neighbors(
     path: Path,
     out: Path,

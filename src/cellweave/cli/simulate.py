@@ -8,7 +8,7 @@ import click
 
 from .. import io
 from .._progress import status
-from ._common import Number, check_output, console, out_option, overwrite_option, seed_option
+from ._common import Number, check_output, console, out_option, seed_option
 
 
 @click.group()
@@ -34,7 +34,6 @@ def simulate() -> None:
 @click.option("--n-ref-cells", type=click.IntRange(min=1), default=2000, show_default=True)
 @click.option("--batch-effect", type=Number(min=0.0), default=0.5, show_default=True)
 @seed_option
-@overwrite_option
 def simulate_spatial_cmd(out_dir: Path, overwrite: bool, **params) -> None:
     """A spatial tissue (domains, cell types, spots mixing cells, dropout) and a matched
     scRNA-seq reference with a batch effect. Ground truth is stored in the files."""
@@ -72,7 +71,6 @@ def simulate_spatial_cmd(out_dir: Path, overwrite: bool, **params) -> None:
     "atac_only.",
 )
 @seed_option
-@overwrite_option
 def simulate_mosaic_cmd(out: Path, overwrite: bool, batch_specs: tuple[str, ...], **params) -> None:
     """Cells with RNA / ATAC / protein in batches that each measure a subset, batch effects,
     and ground-truth feature links, latent state and labels."""
