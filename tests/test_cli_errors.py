@@ -147,7 +147,7 @@ def test_library_warnings_are_silenced(capsys, h5ad, tmp_path):
         warnings.warn("a library notice", UserWarning, stacklevel=1)
         return small()
 
-    with mock.patch("cellweave.cli._inputs._READERS", {"spatial": noisy}):
+    with mock.patch("cellweave.io.read_spatial", noisy):
         code, _, err = run(capsys, "neighbors", h5ad, "--out", tmp_path / "o.h5ad")
     assert code == 0 and err == ""
 

@@ -73,10 +73,19 @@ def one_line(text: object) -> str:
 
 
 def usage_line(exc: click.ClickException) -> str:
-    """A click error as one line: the message and where the help is (not click's usage
-    block)."""
-    message = one_line(exc.format_message()).rstrip(".")
+    """A click error as one line: what is wrong (a bad value names its option or argument)
+    and where the help is, not click's usage block."""
+    message = exc.format_message()
     ctx = getattr(exc, "ctx", None)
+    if isinstance(exc, click.BadParameter):
+        kind = "argument" if isinstance(exc.param, click.Argument) else "option"
+        hint = exc.param_hint
+        if hint is None and exc.param is not None and ctx is not None:
+            hint = exc.param.get_error_hint(ctx)
+        if not isinstance(hint, str) and hint is not None:
+            hint = " / ".join(map(str, hint))
+        message = f"invalid value for {kind} {hint}: {exc.message}" if hint else exc.message
+    message = one_line(message).rstrip(".")
     if isinstance(exc, click.UsageError) and ctx is not None:
         message += f" (see '{ctx.command_path} --help')"
     return message

@@ -20,11 +20,12 @@ from ..errors import DuplicateNamesError, FileFormatError
 
 __all__ = ["quiet_warnings", "read_input", "require_inputs"]
 
+# reader -> function of cellweave.io (looked up when called)
 _READERS = {
-    "any": io.read,
-    "anndata": io.read_anndata,
-    "mudata": io.read_mudata,
-    "spatial": io.read_spatial,
+    "any": "read",
+    "anndata": "read_anndata",
+    "mudata": "read_mudata",
+    "spatial": "read_spatial",
 }
 
 # HDF5 root "encoding-type" written by anndata / mudata -> (what it is, its extension)
@@ -64,7 +65,7 @@ def read_input(path: Path, *, reader: str = "anndata", **kwargs: Any) -> Any:
     path = Path(path)
     try:
         with quiet_warnings():
-            data = _READERS[reader](path, **kwargs)
+            data = getattr(io, _READERS[reader])(path, **kwargs)
     except FileFormatError as err:
         hint = renamed_hint(path)
         if hint is None:
