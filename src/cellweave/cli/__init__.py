@@ -77,7 +77,7 @@ def usage_line(exc: click.ClickException) -> str:
     and where the help is, not click's usage block."""
     message = exc.format_message()
     ctx = getattr(exc, "ctx", None)
-    if isinstance(exc, click.BadParameter):
+    if isinstance(exc, click.BadParameter) and not isinstance(exc, click.MissingParameter):
         kind = "argument" if isinstance(exc.param, click.Argument) else "option"
         hint = exc.param_hint
         if hint is None and exc.param is not None and ctx is not None:
