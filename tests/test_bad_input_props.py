@@ -672,3 +672,110 @@ def test_api_refuses_out_of_range_numbers(case):
     entry, key, options = case
     adata, ref = base_adata(), base_adata(seed=1)
     run_api(entry, _api_calls(adata, ref, {key: options})[entry], adata, ref, must_refuse=True)
+
+
+# ------------------------------------------------------------------------------------------
+# mosaics (integrate on a .h5mu) and saved models: API-level checks of the other branch
+# ------------------------------------------------------------------------------------------
+def base_mosaic():
+    from cellweave.sim import simulate_mosaic
+
+    return simulate_mosaic(n_cells=60, n_genes=20, n_peaks=40, n_cell_types=3, random_state=0)
+
+
+def _graph_values(value: float):
+    def mutate(mdata):
+        for key in list(mdata.varp.keys()):
+            graph = sparse.csr_matrix(mdata.varp[key], dtype=np.float64)
+            graph.data[: max(1, graph.nnz // 3)] = value
+            mdata.varp[key] = graph
+        return mdata
+
+    return mutate
+
+
+def _rna_zero(mdata):
+    rna = mdata.mod["rna"]
+    rna.X = sparse.csr_matrix(rna.shape, dtype=np.float32)
+    return mdata
+
+
+MOSAIC_API_LEVEL = {
+    "guidance_nan": _graph_values(np.nan),
+    "guidance_negative": _graph_values(-1.0),
+    "rna_all_zero": _rna_zero,
+}
+MOSAIC_ARGS = ["--max-epochs", "1", "--no-plot", "--n-latent", "3", "--param", "encoder_hidden=8",
+               "--param", "decoder_hidden=8"]  # fmt: skip
+
+
+@API_XFAIL
+@pytest.mark.parametrize("mutation", sorted(MOSAIC_API_LEVEL))
+def test_cli_integrate_refuses_bad_mosaic(mutation):
+    """A handful of fixed cases (each trains for at most one epoch): no shrinking needed."""
+    from cellweave import io
+
+    with workdir() as folder:
+        path = folder / "in.h5mu"
+        io.write(MOSAIC_API_LEVEL[mutation](base_mosaic()), path)
+        argv = ["integrate", str(path), "-o", str(folder / "out.h5mu"), *MOSAIC_ARGS]
+        run_cli("integrate", argv, folder, must_refuse=True)
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    from cellweave import tl
+
+    mdata = base_mosaic()
+    model = tl.integrate(
+        mdata, batch_key="batch", max_epochs=1, n_latent=3, encoder_hidden=8, decoder_hidden=8,
+        return_model=True, train_kwargs={"progress": False},
+    )  # fmt: skip
+    folder = tmp_path_factory.mktemp("model") / "saved"
+    model.save(folder)
+    return folder, mdata
+
+
+def _truncate(folder: Path) -> None:
+    weights = folder / "weights.pt"
+    weights.write_bytes(weights.read_bytes()[:100])
+
+
+def _unknown_key(folder: Path) -> None:
+    import json
+
+    meta = json.loads((folder / "model.json").read_text())
+    for value in meta.values():
+        if isinstance(value, dict):
+            value["zz_unknown"] = 1
+    (folder / "model.json").write_text(json.dumps(meta))
+
+
+MODEL_DAMAGE = {
+    "truncated_weights": _truncate,
+    "unknown_key": _unknown_key,
+    "no_weights": lambda f: (f / "weights.pt").unlink(),
+    "json_garbage": lambda f: (f / "model.json").write_text("{not json"),
+}
+
+
+@API_XFAIL
+@pytest.mark.parametrize("damage", sorted(MODEL_DAMAGE))
+def test_api_model_load_refuses_damaged_folders(saved_model, damage):
+    import shutil
+
+    from cellweave.mosaic import MosaicModel
+
+    source, mdata = saved_model
+    with workdir() as folder:
+        copy = folder / "model"
+        shutil.copytree(source, copy)
+        MODEL_DAMAGE[damage](copy)
+        try:
+            MosaicModel.load(copy, mdata)
+        except Exception as err:
+            OUTCOMES[("api:MosaicModel.load", "refused")] += 1
+            assert isinstance(err, CellweaveError) and isinstance(err, ValueError), repr(err)
+            return
+        OUTCOMES[("api:MosaicModel.load", "ran")] += 1
+        raise AssertionError(f"MosaicModel.load accepted a folder with {damage}")
