@@ -344,3 +344,12 @@ def test_check_distinct_and_h5_kind(tmp_path):
     assert (h5_kind("x.H5MU"), h5_kind("x.h5ad"), h5_kind("counts.csv")) == ("h5mu",) + (
         "h5ad",
     ) * 2
+
+
+@pytest.mark.parametrize("command", [("demo",), ("simulate", "spatial")])
+def test_folder_outputs_refuse_a_file_up_front(capsys, tmp_path, command):
+    path = tmp_path / "a_file.txt"
+    path.write_text("keep me")
+    code, _, err = run(capsys, *command, "--out", path)
+    one_line_error(code, err, "is a file, not a folder")
+    assert path.read_text() == "keep me" and sorted(os.listdir(tmp_path)) == ["a_file.txt"]
