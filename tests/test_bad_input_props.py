@@ -36,8 +36,16 @@ from cellweave.cli import main
 from cellweave.errors import CellweaveError
 
 API_XFAIL = pytest.mark.xfail(strict=False, reason="api checks branch")
+
+
+def grid(cases, todo):
+    """``cases`` as pytest params; those in ``todo`` (wrong today, refused once the API checks
+    branch is merged) marked :data:`API_XFAIL`, the others strict."""
+    return [pytest.param(*case, marks=API_XFAIL if case in todo else ()) for case in cases]
+
+
 SETTINGS = settings(
-    max_examples=12,
+    max_examples=20,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
@@ -396,11 +404,20 @@ MEANINGLESS_CLI = [
 ]
 
 
-@API_XFAIL
-@pytest.mark.parametrize(("command", "mutation"), MEANINGLESS_CLI)
+# wrong today (exit 0 or an internal error): the API-level checks of the other branch
+CLI_TODO = {
+    *[(c, m) for c in ("align", "impute", "integrate", "map") for m in ("all_zero", "single_obs")],
+    *[(c, "spatial_degenerate") for c in ("align", "impute", "inspect", "neighbors")],
+    *[("impute_auto", m) for m in ("spatial_1d", "spatial_5d", "spatial_degenerate")],
+    ("map_fgw", "spatial_degenerate"),
+    ("map", "labels_nan"),
+}
+
+
+@pytest.mark.parametrize(("command", "mutation"), grid(MEANINGLESS_CLI, CLI_TODO))
 def test_cli_refuses_meaningless_input(command, mutation):
-    """Degenerate or meaningless inputs that run today (API-level checks, other branch): a
-    fixed grid, so that each case shows as XFAIL or XPASS on its own."""
+    """Degenerate or meaningless inputs (API-level checks, other branch): a fixed grid, so
+    that each case that runs today shows as its own XFAIL."""
     with workdir() as folder:
         ref = _with_reference(command, folder)
         path = write_adata(API_LEVEL[mutation](base_adata()), folder / "in.h5ad")
@@ -455,7 +472,7 @@ BAD_OPTIONS = {
 
 
 @settings(
-    max_examples=40,
+    max_examples=60,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow],
@@ -639,16 +656,26 @@ def test_api_refuses_bad_anndata(entry, mutation):
     run_api(entry, call, adata, ref, must_refuse=entry in API_MUST_REFUSE[mutation])
 
 
-MEANINGLESS_API = [
-    (e, m)
-    for e in API_ENTRIES
-    for m in sorted(API_LEVEL)
-    if m != "labels_nan" or e == "tl.map_cells"
-] + [("spatial_neighbors", "dup_obs")]  # graph.spatial_neighbors does not check names
+MEANINGLESS_API = [(e, m) for e in API_ENTRIES for m in sorted(API_LEVEL) if _relevant(e, m)] + [
+    ("spatial_neighbors", "dup_obs")
+]  # graph.spatial_neighbors does not check names
 
 
-@API_XFAIL
-@pytest.mark.parametrize(("entry", "mutation"), MEANINGLESS_API)
+API_TODO = {
+    *[
+        (e, m)
+        for e in ("tl.impute", "tl.align_sections")
+        for m in ("all_zero", "single_obs", "spatial_degenerate")
+    ],
+    ("tl.map_cells", "all_zero"),
+    ("tl.map_cells", "labels_nan"),
+    ("tl.map_cells", "single_obs"),
+    ("spatial_neighbors", "spatial_degenerate"),
+    ("spatial_neighbors", "dup_obs"),
+}
+
+
+@pytest.mark.parametrize(("entry", "mutation"), grid(MEANINGLESS_API, API_TODO))
 def test_api_refuses_meaningless_input(entry, mutation):
     adata, ref = {**API_LEVEL, **REFUSED}[mutation](base_adata()), base_adata(seed=1)
     run_api(entry, _api_calls(adata, ref, {})[entry], adata, ref, must_refuse=True)
@@ -689,8 +716,10 @@ API_RANGE_OPTIONS = [
 ]
 
 
-@API_XFAIL
-@pytest.mark.parametrize(("entry", "key", "options"), API_RANGE_OPTIONS)
+@pytest.mark.parametrize(
+    ("entry", "key", "options"),
+    [pytest.param(*c, marks=API_XFAIL if c[0] != "tl.impute" else ()) for c in API_RANGE_OPTIONS],
+)
 def test_api_refuses_out_of_range_numbers(entry, key, options):
     """Numeric ranges the API does not check yet (other branch: ranges from the registry)."""
     adata, ref = base_adata(), base_adata(seed=1)
@@ -782,8 +811,9 @@ MODEL_DAMAGE = {
 }
 
 
-@API_XFAIL
-@pytest.mark.parametrize("damage", sorted(MODEL_DAMAGE))
+@pytest.mark.parametrize(
+    "damage", [pytest.param(d, marks=API_XFAIL if d != "no_weights" else ()) for d in MODEL_DAMAGE]
+)
 def test_api_model_load_refuses_damaged_folders(saved_model, damage):
     import shutil
 
