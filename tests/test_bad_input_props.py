@@ -293,7 +293,18 @@ USES_LABELS = {"map"}
 # the default path of impute (method auto, short training) and the mapping solver that
 # uses coordinates, for the coordinate checks
 MORE = {
-    "impute_auto": ["impute", "{i}", "-o", "{o}/out.h5ad", "--param", "max_epochs=2"],
+    "impute_auto": [
+        "impute",
+        "{i}",
+        "-o",
+        "{o}/out.h5ad",
+        "--param",
+        "max_epochs=2",
+        "--param",
+        "max_rank=3",
+        "--param",
+        "n_latent=4",
+    ],
     "map_fgw": ["map", "{ref}", "{i}", "-o", "{o}/out.h5ad", "--method", "fgw"],
 }
 
