@@ -8,13 +8,14 @@ tunes a solver is declared here once and checked by :func:`check_options` before
 
 To add a solver: write its runner beside the others of its kind (a matching runner in
 :mod:`~cellweave.align.plan`, a transform in :mod:`~cellweave.align.rigid` or
-:mod:`~cellweave.align.nonrigid`), register it below, and select it in
+:mod:`~cellweave.align.nonrigid`), add its row to :data:`TABLE` (options declared above it)
+and its line to :data:`DESCRIPTIONS`, and select it in
 :func:`~cellweave.align.api.align_sections`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..errors import InvalidOptionError
@@ -34,57 +35,54 @@ _N_INIT = Int("n_init", None, low=1, allow_none=True, doc="FGW starts (None: 1, 
 _MAX_SPOTS = Int("max_spots", 2000, low=10, doc="spots of the plan; larger are subsampled")
 _N_PCS = Int("n_pcs", 30, low=1, doc="principal components of the expression")
 
-SOLVERS.add(
-    "fgw",
-    match_features,
-    kind="matching",
-    description="fused Gromov-Wasserstein on shared features (or feature_pairs) and geometry, "
+#: Options of each solver (typed, with ranges; checked by :func:`check_options`).
+FGW_OPTIONS = [
+    Float("alpha", 0.1, low=0, high=1, doc="weight of geometry against expression"),
+    _OVERLAP,
+    _EPSILON,
+    _N_INIT,
+    _MAX_SPOTS,
+    _N_PCS,
+    Int("n_top_genes", 2000, low=1, doc="most variable features kept"),
+]
+STRUCTURE_OPTIONS = [_OVERLAP, _EPSILON, _N_INIT, _MAX_SPOTS, _N_PCS]
+RIGID_OPTIONS = [
+    Int("refine", 5, low=0, doc="rounds of local re-matching; 0 to skip"),
+    Bool("reflection", False, doc="allow a mirror image"),
+    Bool("allow_scale", False, doc="also fit a scale factor"),
+]
+NONRIGID_OPTIONS = [
+    Float("nonrigid_bandwidth", 3.0, low=0, doc="kernel width in spot spacings (> 0)"),
+    Float("nonrigid_smoothness", 0.1, low=0, doc="ridge penalty; larger is smoother"),
+]
+
+#: Every solver: name, runner, kind, the switch of ``align_sections`` that selects it, options.
+TABLE: list[tuple[str, Callable[..., Any], str, str, list[Option]]] = [
+    ("fgw", match_features, "matching", "structure_only=False", FGW_OPTIONS),
+    ("structure", match_structure, "matching", "structure_only=True", STRUCTURE_OPTIONS),
+    ("rigid", fit_rigid, "transform", "rigid=True", RIGID_OPTIONS),
+    ("nonrigid", fit_nonrigid, "transform", "nonrigid=True", NONRIGID_OPTIONS),
+]
+#: One line per solver for ``--list-methods`` and the docs.
+DESCRIPTIONS = {
+    "fgw": "fused Gromov-Wasserstein on shared features (or feature_pairs) and geometry, "
     "partial (PASTE-like; the default)",
-    options=[
-        Float("alpha", 0.1, low=0, high=1, doc="weight of geometry against expression"),
-        _OVERLAP,
-        _EPSILON,
-        _N_INIT,
-        _MAX_SPOTS,
-        _N_PCS,
-        Int("n_top_genes", 2000, low=1, doc="most variable features kept"),
-    ],
-    selected_by="structure_only=False",
-)
-SOLVERS.add(
-    "structure",
-    match_structure,
-    kind="matching",
-    description="Gromov-Wasserstein on each section's own structure, no shared features "
+    "structure": "Gromov-Wasserstein on each section's own structure, no shared features "
     "(structure_only=True, --structure-only)",
-    options=[_OVERLAP, _EPSILON, _N_INIT, _MAX_SPOTS, _N_PCS],
-    selected_by="structure_only=True",
-)
-SOLVERS.add(
-    "rigid",
-    fit_rigid,
-    kind="transform",
-    description="weighted Procrustes of the plan, refined by ICP-style local re-matching "
+    "rigid": "weighted Procrustes of the plan, refined by ICP-style local re-matching "
     "(rigid=True, the default)",
-    options=[
-        Int("refine", 5, low=0, doc="rounds of local re-matching; 0 to skip"),
-        Bool("reflection", False, doc="allow a mirror image"),
-        Bool("allow_scale", False, doc="also fit a scale factor"),
-    ],
-    selected_by="rigid=True",
-)
-SOLVERS.add(
-    "nonrigid",
-    fit_nonrigid,
-    kind="transform",
-    description="smooth displacement field (Gaussian kernel ridge of the residual matches) "
+    "nonrigid": "smooth displacement field (Gaussian kernel ridge of the residual matches) "
     "on top (nonrigid=True, --nonrigid)",
-    options=[
-        Float("nonrigid_bandwidth", 3.0, low=0, doc="kernel width in spot spacings (> 0)"),
-        Float("nonrigid_smoothness", 0.1, low=0, doc="ridge penalty; larger is smoother"),
-    ],
-    selected_by="nonrigid=True",
-)
+}
+for _name, _runner, _kind, _switch, _options in TABLE:
+    SOLVERS.add(
+        _name,
+        _runner,
+        kind=_kind,
+        description=DESCRIPTIONS[_name],
+        options=_options,
+        selected_by=_switch,
+    )
 
 #: The switches of ``align_sections`` that choose the solvers.
 SWITCHES: dict[str, Option] = {

@@ -7,8 +7,8 @@ kind (``"reference"``, ``"baseline"`` or ``"model"``), whether it needs coordina
 ``tl.impute`` checks the options against these declarations before any work, and
 ``cellweave impute --list-methods`` prints this table.
 
-Adding a method: write its runner (one module of :mod:`cellweave.impute`), then add one
-``METHODS.add(...)`` call below declaring its options.
+Adding a method: write its runner (one module of :mod:`cellweave.impute`), then add its row
+to :data:`TABLE` (options declared above it) and its line to :data:`DESCRIPTIONS`.
 """
 
 from __future__ import annotations
@@ -96,6 +96,7 @@ def _values(name, type_, default, *, low=None, high=None, **how) -> Values:
 
 _PRIOR = Float("prior", 30.0, low=0, doc="pseudo-molecules of the pooled profile per spot")
 _AVERAGE = Choice("average", "counts", ("counts", "proportions"))
+_SHRINK = Float("prior", None, low=0, allow_none=True, doc="None: chosen by an inner split")
 _N_COMPS = Int("n_comps", 30, low=1, doc="principal components of the expression space")
 _PSEUDOCOUNT = Float("pseudocount", _bl.RAW_PSEUDOCOUNT, low=0)
 _SIMILARITY = [
@@ -112,6 +113,8 @@ _WEIGHTS = _values("weights", float, (1.0, 0.5), low=0, scalar=False, many=True)
 _LIKELIHOOD = Choice("likelihood", "poisson", ("poisson", "multinomial", "nb", "mse"))
 _SPACE = Choice("space", "latent", ("genes", "latent"))
 _DEVICE = device_option("device", "auto")
+#: Options of the models' spatial loss (:func:`.spatial_loss.build_spatial_loss`).
+_SPATIAL_LOSS = [_WEIGHTS, *_SIMILARITY, Int("n_neighbors", 6, low=1)]
 
 #: Options of the neural matrix factorisation (``mf``; ``auto`` forwards them too).
 MF_OPTIONS = [
@@ -119,9 +122,7 @@ MF_OPTIONS = [
     _values("alpha", float, "auto", low=0, auto=True, many=True),
     _values("spatial_weight", float, "auto", low=0, auto=True, many=True),
     _SPACE,
-    _WEIGHTS,
-    *_SIMILARITY,
-    Int("n_neighbors", 6, low=1),
+    *_SPATIAL_LOSS,
     _LIKELIHOOD,
     Int("max_epochs", 15, low=1),
     Float("lr", 0.05, low=0),
@@ -135,9 +136,7 @@ AE_OPTIONS = [
     Float("dropout", 0.1, low=0, high=1),
     Float("spatial_weight", 0.01, low=0),
     _SPACE,
-    _WEIGHTS,
-    *_SIMILARITY,
-    Int("n_neighbors", 6, low=1),
+    *_SPATIAL_LOSS,
     _LIKELIHOOD,
     Int("max_epochs", 100, low=1),
     Int("patience", 5, low=1),
@@ -158,149 +157,86 @@ def _without(options: list[Option], *names: str) -> list[Option]:
     return [o for o in options if o.name not in names]
 
 
+#: Options of the baselines with more than one.
+KNN_OPTIONS = [Int("n_neighbors", 15, low=1), _N_COMPS, _AVERAGE, _PRIOR]
+SPATIAL_KNN_OPTIONS = [Int("n_neighbors", 7, low=1), _AVERAGE, _PRIOR, *_GATE]
+DIFFUSION_OPTIONS = [
+    Int("n_neighbors", 15, low=1),
+    Int("ka", 5, low=1),
+    Int("t", 2, low=1),
+    _N_COMPS,
+    _AVERAGE,
+    Float("prior", 5.0, low=0),
+]
+RINGS_OPTIONS = [
+    _WEIGHTS,
+    Float("self_weight", 1.0, low=0),
+    Choice("graph", "auto", ("auto", "grid", "knn", "radius")),
+    Int("n_neighbors", 6, low=1),
+    _AVERAGE,
+    _PRIOR,
+    *_GATE,
+]
+NMF_OPTIONS = [Int("rank", 10, low=1), Int("max_iter", 100, low=1), Float("prior", 10.0, low=0)]
+#: Options of ``auto``: the blend, then what it forwards to ``mf`` and ``mixture``.
+AUTO_OPTIONS = [
+    _values("blend", float, "auto", low=0, high=1, auto=True, many=True),
+    *MF_OPTIONS,
+    *_without(MIXTURE_OPTIONS, "max_iter"),
+]
+
 # ----------------------------------------------------------------------------- registry
 
-METHODS = Registry("imputation method", entry=ImputeMethod)
+#: Every method, in the order ``--list-methods`` shows them: name, runner, kind, whether it
+#: needs spot coordinates (``spatial``), and its options.
+TABLE: list[tuple[str, Callable[..., np.ndarray], str, bool, list[Option]]] = [
+    ("raw", _bl.raw, "reference", False, [_PSEUDOCOUNT]),
+    ("gene_mean", _bl.gene_mean, "reference", False, [_PSEUDOCOUNT]),
+    ("shrinkage", _bl.shrinkage, "baseline", False, [_SHRINK]),
+    ("knn", _bl.knn, "baseline", False, KNN_OPTIONS),
+    ("diffusion", _bl.diffusion, "baseline", False, DIFFUSION_OPTIONS),
+    ("spatial_knn", _bl.spatial_knn, "baseline", True, SPATIAL_KNN_OPTIONS),
+    ("rings", _bl.rings, "baseline", True, RINGS_OPTIONS),
+    ("nmf", _bl.nmf, "baseline", False, NMF_OPTIONS),
+    ("mf", _mf.mf, "model", True, MF_OPTIONS),
+    ("mf_nospatial", _mf.mf_nospatial, "model", False, _without(MF_OPTIONS, "spatial_weight")),
+    ("ae", _ae.ae, "model", True, AE_OPTIONS),
+    ("ae_nospatial", _ae.ae_nospatial, "model", False, _without(AE_OPTIONS, "spatial_weight")),
+    ("mixture", _mixture.mixture, "model", False, MIXTURE_OPTIONS),
+    ("auto", _auto.auto, "model", False, AUTO_OPTIONS),
+]
 
-METHODS.add(
-    "raw",
-    _bl.raw,
-    kind="reference",
-    spatial=False,
-    description="observed proportions of X1 (pseudocount 1e-3 per entry)",
-    options=[_PSEUDOCOUNT],
-)
-METHODS.add(
-    "gene_mean",
-    _bl.gene_mean,
-    kind="reference",
-    spatial=False,
-    description="one profile for all spots: pooled proportions of X1",
-    options=[_PSEUDOCOUNT],
-)
-METHODS.add(
-    "shrinkage",
-    _bl.shrinkage,
-    kind="baseline",
-    spatial=False,
-    description="each spot's counts shrunk towards the gene mean (strength from an inner split)",
-    options=[Float("prior", None, low=0, allow_none=True, doc="None: chosen by an inner split")],
-)
-METHODS.add(
-    "knn",
-    _bl.knn,
-    kind="baseline",
-    spatial=False,
-    description="mean over the k nearest spots in expression space (PCA, cosine, self included)",
-    options=[Int("n_neighbors", 15, low=1), _N_COMPS, _AVERAGE, _PRIOR],
-)
-METHODS.add(
-    "diffusion",
-    _bl.diffusion,
-    kind="baseline",
-    spatial=False,
-    description="MAGIC-like diffusion of proportions over the expression kNN graph",
-    options=[
-        Int("n_neighbors", 15, low=1),
-        Int("ka", 5, low=1),
-        Int("t", 2, low=1),
-        _N_COMPS,
-        _AVERAGE,
-        Float("prior", 5.0, low=0),
-    ],
-)
-METHODS.add(
-    "spatial_knn",
-    _bl.spatial_knn,
-    kind="baseline",
-    spatial=True,
-    description="mean over the k spatially nearest spots (self included)",
-    options=[Int("n_neighbors", 7, low=1), _AVERAGE, _PRIOR, *_GATE],
-)
-METHODS.add(
-    "rings",
-    _bl.rings,
-    kind="baseline",
-    spatial=True,
-    description="order-weighted ring smoothing (self 1, order 1 weight 1, order 2 weight 0.5)",
-    options=[
-        _WEIGHTS,
-        Float("self_weight", 1.0, low=0),
-        Choice("graph", "auto", ("auto", "grid", "knn", "radius")),
-        Int("n_neighbors", 6, low=1),
-        _AVERAGE,
-        _PRIOR,
-        *_GATE,
-    ],
-)
-METHODS.add(
-    "nmf",
-    _bl.nmf,
-    kind="baseline",
-    spatial=False,
-    description="non-negative matrix factorization with KL (Poisson) loss",
-    options=[
-        Int("rank", 10, low=1),
-        Int("max_iter", 100, low=1),
-        Float("prior", 10.0, low=0),
-    ],
-)
-METHODS.add(
-    "mf",
-    _mf.mf,
-    kind="model",
-    spatial=True,
-    description="neural matrix factorisation (Poisson) with the spatial loss; penalties "
+#: One line per method for ``--list-methods`` and the docs.
+DESCRIPTIONS = {
+    "raw": "observed proportions of X1 (pseudocount 1e-3 per entry)",
+    "gene_mean": "one profile for all spots: pooled proportions of X1",
+    "shrinkage": "each spot's counts shrunk towards the gene mean (strength from an inner split)",
+    "knn": "mean over the k nearest spots in expression space (PCA, cosine, self included)",
+    "diffusion": "MAGIC-like diffusion of proportions over the expression kNN graph",
+    "spatial_knn": "mean over the k spatially nearest spots (self included)",
+    "rings": "order-weighted ring smoothing (self 1, order 1 weight 1, order 2 weight 0.5)",
+    "nmf": "non-negative matrix factorization with KL (Poisson) loss",
+    "mf": "neural matrix factorisation (Poisson) with the spatial loss; penalties "
     "chosen by an inner molecular split",
-    options=MF_OPTIONS,
-)
-METHODS.add(
-    "mf_nospatial",
-    _mf.mf_nospatial,
-    kind="model",
-    spatial=False,
-    description="neural matrix factorisation without the spatial loss (mf, spatial_weight=0)",
-    options=_without(MF_OPTIONS, "spatial_weight"),
-)
-METHODS.add(
-    "ae",
-    _ae.ae,
-    kind="model",
-    spatial=True,
-    description="autoencoder (Poisson) with the spatial loss, early-stopped on an inner "
-    "molecular split",
-    options=AE_OPTIONS,
-)
-METHODS.add(
-    "ae_nospatial",
-    _ae.ae_nospatial,
-    kind="model",
-    spatial=False,
-    description="autoencoder without the spatial loss (ae, spatial_weight=0)",
-    options=_without(AE_OPTIONS, "spatial_weight"),
-)
-METHODS.add(
-    "mixture",
-    _mixture.mixture,
-    kind="model",
-    spatial=False,
-    description="Poisson NMF (mixture of programs) with rank and shrinkage chosen by an "
+    "mf_nospatial": "neural matrix factorisation without the spatial loss (mf, spatial_weight=0)",
+    "ae": "autoencoder (Poisson) with the spatial loss, early-stopped on an inner molecular split",
+    "ae_nospatial": "autoencoder without the spatial loss (ae, spatial_weight=0)",
+    "mixture": "Poisson NMF (mixture of programs) with rank and shrinkage chosen by an "
     "inner molecular split",
-    options=MIXTURE_OPTIONS,
-)
-METHODS.add(
-    "auto",
-    _auto.auto,
-    kind="model",
-    spatial=False,
-    description="the measured best default: a blend of MF with the spatial loss and the "
+    "auto": "the measured best default: a blend of MF with the spatial loss and the "
     "mixture of programs, both tuned and blended by an inner molecular split",
-    options=[
-        _values("blend", float, "auto", low=0, high=1, auto=True, many=True),
-        *MF_OPTIONS,
-        *_without(MIXTURE_OPTIONS, "max_iter"),
-    ],
-)
+}
+
+METHODS = Registry("imputation method", entry=ImputeMethod)
+for _name, _runner, _kind, _spatial, _options in TABLE:
+    METHODS.add(
+        _name,
+        _runner,
+        kind=_kind,
+        spatial=_spatial,
+        description=DESCRIPTIONS[_name],
+        options=_options,
+    )
 
 
 def get_method(name: str) -> ImputeMethod:

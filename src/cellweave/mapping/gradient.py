@@ -281,13 +281,15 @@ def gradient_plan(
         seed=int(random_state),
     )
     passes = len(result.epochs) * (steps or 1)
-    info = {"epochs": passes, "steps": result.global_step, "device": result.device}
-    info["seconds"] = result.seconds
-    info.update(
-        lambda_spot=lambda_spot,
-        lambda_density=lambda_density,
-        lambda_entropy=lambda_entropy,
-        lr=lr,
-        max_epochs=max_epochs,
-    )
+    info = {
+        "epochs": passes,
+        "steps": result.global_step,
+        "device": result.device,
+        "seconds": result.seconds,
+        "lambda_spot": lambda_spot,
+        "lambda_density": lambda_density,
+        "lambda_entropy": lambda_entropy,
+        "lr": lr,
+        "max_epochs": max_epochs,
+    }
     return module.plan(), info

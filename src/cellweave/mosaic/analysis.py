@@ -14,7 +14,7 @@ with the Bayes factor ``log(p / (1 - p))``. ``is_de_fdr`` selects the features w
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -24,37 +24,30 @@ import torch
 from ..errors import EmptyDataError, InputError, MissingKeyError
 from .data import MosaicData
 
-__all__ = ["GenerativeModel", "differential", "impute"]
+__all__ = ["GenerativeModel", "differential", "impute", "require_trained"]
 
 _EPS = 1e-8
 
 
 class GenerativeModel(Protocol):
-    """What :func:`impute` and :func:`differential` use of a trained model (the public
-    methods of :class:`~cellweave.mosaic.MosaicModel`)."""
+    """What :func:`impute` and :func:`differential` use of a trained model: its data and
+    three public methods, whose signatures and documentation are those of
+    :class:`~cellweave.mosaic.MosaicModel` (:meth:`~cellweave.mosaic.MosaicModel.infer`,
+    :meth:`~cellweave.mosaic.MosaicModel.decode`,
+    :meth:`~cellweave.mosaic.MosaicModel.predicts_totals`)."""
 
     data: MosaicData
     mdata: Any
+    is_trained: bool
+    infer: Callable[..., dict[str, np.ndarray]]
+    decode: Callable[..., np.ndarray]
+    predicts_totals: Callable[[str], bool]
 
-    def infer(
-        self,
-        cells: np.ndarray | None = None,
-        *,
-        use_modalities: Sequence[str] | None = None,
-        batch_size: int = 4096,
-    ) -> dict[str, np.ndarray]: ...
 
-    def decode(
-        self,
-        modality: str,
-        z: Any,
-        *,
-        transform_batch: int | str,
-        library_size: float | None,
-        batch_size: int = 4096,
-    ) -> np.ndarray: ...
-
-    def predicts_totals(self, modality: str) -> bool: ...
+def require_trained(model: GenerativeModel) -> None:
+    """Refuse an untrained model (one line naming the fix)."""
+    if not model.is_trained:
+        raise InputError("the model is not trained: call model.train() (or load a saved model)")
 
 
 def _transform_batch(model: GenerativeModel, index: int, batch: str | None) -> int:
@@ -92,7 +85,33 @@ def impute(
     library_size: float | None = None,
     use_modalities: Sequence[str] | None = None,
 ):
-    """See :meth:`MosaicModel.impute_modality`."""
+    """Expected values of ``modality`` for cells (by default those that lack it).
+
+    Also the method :meth:`cellweave.mosaic.MosaicModel.impute_modality` (``model`` is then
+    the model itself).
+
+    Parameters
+    ----------
+    modality
+        Modality to generate.
+    cells
+        ``"missing"`` (cells without the modality), ``"all"``, or cell indices.
+    transform_batch
+        Batch whose decoder parameters (scale, bias) are used; default: the batch with
+        the most cells measuring the modality.
+    library_size
+        Library size of the output (NB: counts per cell; default the median library of
+        the cells measuring it, except protein, whose decoder predicts each cell's total
+        itself); ignored for Bernoulli (open probabilities).
+    use_modalities
+        Modalities the encoder may use (default: all a cell measured); e.g. leave out the
+        modality itself to score held-out imputation.
+
+    Returns
+    -------
+    AnnData (cells x the modality's model features) with the expected values in ``X``.
+    """
+    require_trained(model)
     import anndata as ad
 
     i = _modality_index(model, modality)
@@ -151,9 +170,9 @@ def _group_cells(model: GenerativeModel, groupby, group) -> np.ndarray:
 
 def differential(
     model: GenerativeModel,
-    groupby,
-    group1,
-    group2=None,
+    groupby: str | np.ndarray | pd.Series,
+    group1: str | Sequence[str],
+    group2: str | Sequence[str] | None = None,
     *,
     modality: str | None = None,
     mode: str = "change",
@@ -163,12 +182,14 @@ def differential(
     transform_batch: str | None = None,
     random_state: int = 0,
 ) -> pd.DataFrame:
-    """Bayesian differential test of ``group1`` vs ``group2`` (default: all other cells).
+    """Bayesian differential test of ``group1`` vs ``group2`` (default: all other cells),
+    with Bayes factors (scVI-style; see the module docstring).
+
+    Also the method :meth:`cellweave.mosaic.MosaicModel.differential` (``model`` is then the
+    model itself).
 
     Parameters
     ----------
-    model
-        A trained :class:`~cellweave.mosaic.MosaicModel`.
     groupby
         ``mdata.obs`` column or one value per cell.
     group1, group2
@@ -194,6 +215,7 @@ def differential(
     ``lfc_median``, ``lfc_std``, ``scale1``, ``scale2`` (mean ``rho`` per group),
     ``is_de_fdr``; sorted by ``proba_de`` (descending).
     """
+    require_trained(model)
     if mode not in ("change", "vanilla"):
         raise InputError(f"mode={mode!r} is unknown: use 'change' or 'vanilla'")
     name = model.data.names[0] if modality is None else modality

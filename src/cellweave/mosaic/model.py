@@ -27,6 +27,7 @@ from ..errors import InputError, MissingKeyError
 from ..train import FitResult, fit
 from .analysis import differential as _differential
 from .analysis import impute as _impute
+from .analysis import require_trained
 from .config import DATA_OPTIONS, MODEL, MosaicConfig, check_options, choose_n_clusters
 from .data import MosaicData, _labels
 from .datamodule import MosaicDataModule
@@ -324,8 +325,7 @@ class MosaicModel:
 
     # ------------------------------------------------------------------ outputs
     def _check_trained(self) -> None:
-        if not self.is_trained:
-            raise InputError("the model is not trained: call model.train() (or load a saved model)")
+        require_trained(self)
 
     def _modality_index(self, modality: str) -> int:
         names = self.data.names
@@ -466,78 +466,10 @@ class MosaicModel:
         )
         return labels, pd.DataFrame(probs, index=self.data.obs_names, columns=names)
 
-    def impute_modality(
-        self,
-        modality: str,
-        *,
-        cells: str | np.ndarray = "missing",
-        transform_batch: str | None = None,
-        library_size: float | None = None,
-        use_modalities: Sequence[str] | None = None,
-    ):
-        """Expected values of ``modality`` for cells (by default those that lack it).
-
-        Parameters
-        ----------
-        modality
-            Modality to generate.
-        cells
-            ``"missing"`` (cells without the modality), ``"all"``, or cell indices.
-        transform_batch
-            Batch whose decoder parameters (scale, bias) are used; default: the batch with
-            the most cells measuring the modality.
-        library_size
-            Library size of the output (NB: counts per cell; default the median library of
-            the cells measuring it, except protein, whose decoder predicts each cell's total
-            itself); ignored for Bernoulli (open probabilities).
-        use_modalities
-            Modalities the encoder may use (default: all a cell measured); e.g. leave out the
-            modality itself to score held-out imputation.
-
-        Returns
-        -------
-        AnnData (cells x the modality's model features) with the expected values in ``X``.
-        """
-        self._check_trained()
-        return _impute(
-            self,
-            modality,
-            cells=cells,
-            transform_batch=transform_batch,
-            library_size=library_size,
-            use_modalities=use_modalities,
-        )
-
-    def differential(
-        self,
-        groupby: str | np.ndarray | pd.Series,
-        group1: str | Sequence[str],
-        group2: str | Sequence[str] | None = None,
-        *,
-        modality: str | None = None,
-        mode: str = "change",
-        delta: float = 0.25,
-        n_samples: int = 5000,
-        fdr: float = 0.05,
-        transform_batch: str | None = None,
-        random_state: int = 0,
-    ) -> pd.DataFrame:
-        """Differential expression/accessibility between two groups of cells with Bayes
-        factors (scVI-style), see :func:`cellweave.mosaic.analysis.differential`."""
-        self._check_trained()
-        return _differential(
-            self,
-            groupby,
-            group1,
-            group2,
-            modality=modality,
-            mode=mode,
-            delta=delta,
-            n_samples=n_samples,
-            fdr=fdr,
-            transform_batch=transform_batch,
-            random_state=random_state,
-        )
+    # Generation (:mod:`.analysis` holds them with their documentation; each checks first
+    # that the model is trained).
+    impute_modality = _impute
+    differential = _differential
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
