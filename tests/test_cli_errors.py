@@ -353,3 +353,9 @@ def test_folder_outputs_refuse_a_file_up_front(capsys, tmp_path, command):
     code, _, err = run(capsys, *command, "--out", path)
     one_line_error(code, err, "is a file, not a folder")
     assert path.read_text() == "keep me" and sorted(os.listdir(tmp_path)) == ["a_file.txt"]
+
+
+@pytest.mark.parametrize("args", [(), ("simulate",)])
+def test_a_group_without_subcommand_prints_its_help(capsys, args):
+    code, out, err = run(capsys, *args)
+    assert code == 0 and out.startswith("Usage: cellweave") and err == ""

@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         click.echo("cellweave: aborted", err=True)
         code = 130
+    except _NoArgsIsHelp as exc:  # `cellweave`, `cellweave simulate`: the help, as --help
+        click.echo(exc.ctx.get_help())
+        code = 0
     except click.ClickException as exc:  # usage errors, bad option values: exit 2
         _error(usage_line(exc))
         code = 2
@@ -91,5 +94,7 @@ def usage_line(exc: click.ClickException) -> str:
     return message
 
 
+# click >= 8.2 raises this for a group called without a subcommand
+_NoArgsIsHelp = getattr(click.exceptions, "NoArgsIsHelpError", ())
 _TEMP_NAME = re.compile(r"\.tmp-[0-9a-f]{12}-")
 _ERROR_PREFIX = re.compile(r"^(?:error\s*:+\s*)+", re.IGNORECASE)
