@@ -184,6 +184,8 @@ class MosaicModel:
             raise InputError(
                 f"n_clusters={opts['n_clusters']} is smaller than the {n_classes} label classes: "
                 f"pass n_clusters >= {n_classes}"
+                if n_classes
+                else f"n_clusters={opts['n_clusters']} is invalid: pass n_clusters >= 1"
             )
         self.init_params = jsonable(
             {

@@ -262,10 +262,10 @@ def check_coordinates(
         ) from None
     allowed = None if ndim is None else ((ndim,) if isinstance(ndim, int | np.integer) else ndim)
     if coords.ndim != 2 or coords.shape[1] < 1 or (allowed and coords.shape[1] not in allowed):
-        expected = "d" if not allowed else " or ".join(str(d) for d in allowed)
+        expected = "one or more" if not allowed else " or ".join(str(d) for d in allowed)
         raise InputError(
             f"{name} has shape {coords.shape}, but {expected} coordinate columns are required: "
-            f"store an (n_obs, {expected}) array of x, y[, z] coordinates"
+            f"store an (n_obs, {expected if allowed else 2}) array of x, y[, z] coordinates"
         )
     if coords.shape[0] == 0:
         raise EmptyDataError(f"{name} has no observations; pass at least one coordinate row")
