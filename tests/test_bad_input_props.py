@@ -6,10 +6,9 @@ one stderr line (no traceback, no temporary name, no ``error::``, no placeholder
 output file, input files byte-identical; or exit 0 with the output written. API: a
 ``cellweave`` error that is a ``ValueError``, the input object unchanged; or a result.
 
-Cases whose refusal belongs to the API-level checks of another branch (coordinates
-degenerate or of the wrong dimension on the default path, all-zero matrices, single cells,
-all-NaN labels, guidance weights, numeric ranges inside the API) are kept in tests marked
-``xfail(strict=False, reason="api checks branch")``. Run with ``-s`` to see how many cases
+Meaningless inputs (degenerate or wrong-dimension coordinates on the default path, all-zero
+matrices, single cells, all-NaN labels, guidance weights, numeric ranges inside the API) are a
+fixed grid, one test each. Run with ``-s`` to see how many cases
 each entry point got and their outcomes.
 """
 
@@ -34,15 +33,6 @@ from scipy import sparse
 
 from cellweave.cli import main
 from cellweave.errors import CellweaveError
-
-API_XFAIL = pytest.mark.xfail(strict=False, reason="api checks branch")
-
-
-def grid(cases, todo):
-    """``cases`` as pytest params; those in ``todo`` (wrong today, refused once the API checks
-    branch is merged) marked :data:`API_XFAIL`, the others strict."""
-    return [pytest.param(*case, marks=API_XFAIL if case in todo else ()) for case in cases]
-
 
 SETTINGS = settings(
     max_examples=20,
@@ -149,7 +139,7 @@ REFUSED = {
     "dup_var": _names("var"),
     "spatial_nan": _spatial_nan,
 }
-#: Bad AnnData contents refused by the API checks of the other branch (xfail until merged).
+#: Meaningless AnnData contents refused by the entry points' up-front checks.
 API_LEVEL = {
     "spatial_degenerate": _coords(lambda a: np.zeros((a.n_obs, 2))),
     "spatial_1d": _coords(lambda a: np.asarray(a.obsm["spatial"])[:, :1]),
@@ -415,23 +405,18 @@ MEANINGLESS_CLI = [
 ]
 
 
-# wrong today (exit 0 or an internal error): the API-level checks of the other branch
-CLI_TODO = {
-    *[(c, m) for c in ("align", "impute", "integrate", "map") for m in ("all_zero", "single_obs")],
-    *[(c, "spatial_degenerate") for c in ("align", "impute", "inspect", "neighbors")],
-    *[("impute_auto", m) for m in ("spatial_1d", "spatial_5d", "spatial_degenerate")],
-    ("map_fgw", "spatial_degenerate"),
-    ("map", "labels_nan"),
-}
-
-
-@pytest.mark.parametrize(("command", "mutation"), grid(MEANINGLESS_CLI, CLI_TODO))
+@pytest.mark.parametrize(("command", "mutation"), MEANINGLESS_CLI)
 def test_cli_refuses_meaningless_input(command, mutation):
-    """Degenerate or meaningless inputs (API-level checks, other branch): a fixed grid, so
-    that each case that runs today shows as its own XFAIL."""
+    """Degenerate or meaningless inputs: a fixed grid, one test per case. All-NaN labels are
+    put in the reference (the column that is read)."""
     with workdir() as folder:
         ref = _with_reference(command, folder)
-        path = write_adata(API_LEVEL[mutation](base_adata()), folder / "in.h5ad")
+        data = base_adata()
+        if mutation == "labels_nan":  # the reference's labels are the ones read
+            write_adata(_labels_nan(base_adata(seed=1)), ref)
+        else:
+            data = API_LEVEL[mutation](data)
+        path = write_adata(data, folder / "in.h5ad")
         run_cli(command, _argv(command, folder, path, ref), folder, must_refuse=True)
 
 
@@ -672,23 +657,13 @@ MEANINGLESS_API = [(e, m) for e in API_ENTRIES for m in sorted(API_LEVEL) if _re
 ]  # graph.spatial_neighbors does not check names
 
 
-API_TODO = {
-    *[
-        (e, m)
-        for e in ("tl.impute", "tl.align_sections")
-        for m in ("all_zero", "single_obs", "spatial_degenerate")
-    ],
-    ("tl.map_cells", "all_zero"),
-    ("tl.map_cells", "labels_nan"),
-    ("tl.map_cells", "single_obs"),
-    ("spatial_neighbors", "spatial_degenerate"),
-    ("spatial_neighbors", "dup_obs"),
-}
-
-
-@pytest.mark.parametrize(("entry", "mutation"), grid(MEANINGLESS_API, API_TODO))
+@pytest.mark.parametrize(("entry", "mutation"), MEANINGLESS_API)
 def test_api_refuses_meaningless_input(entry, mutation):
-    adata, ref = {**API_LEVEL, **REFUSED}[mutation](base_adata()), base_adata(seed=1)
+    adata, ref = base_adata(), base_adata(seed=1)
+    if mutation == "labels_nan":  # the reference's labels are the ones read
+        ref = _labels_nan(ref)
+    else:
+        adata = {**API_LEVEL, **REFUSED}[mutation](adata)
     run_api(entry, _api_calls(adata, ref, {})[entry], adata, ref, must_refuse=True)
 
 
@@ -729,16 +704,16 @@ API_RANGE_OPTIONS = [
 
 @pytest.mark.parametrize(
     ("entry", "key", "options"),
-    [pytest.param(*c, marks=API_XFAIL if c[0] != "tl.impute" else ()) for c in API_RANGE_OPTIONS],
+    API_RANGE_OPTIONS,
 )
 def test_api_refuses_out_of_range_numbers(entry, key, options):
-    """Numeric ranges the API does not check yet (other branch: ranges from the registry)."""
+    """Numeric ranges checked inside the API (the registry's bounds, pp's target_sum)."""
     adata, ref = base_adata(), base_adata(seed=1)
     run_api(entry, _api_calls(adata, ref, {key: options})[entry], adata, ref, must_refuse=True)
 
 
 # ------------------------------------------------------------------------------------------
-# mosaics (integrate on a .h5mu) and saved models: API-level checks of the other branch
+# mosaics (integrate on a .h5mu) and saved models
 # ------------------------------------------------------------------------------------------
 def base_mosaic():
     from cellweave.sim import simulate_mosaic
@@ -772,17 +747,18 @@ MOSAIC_ARGS = ["--max-epochs", "1", "--no-plot", "--n-latent", "3", "--param", "
                "--param", "decoder_hidden=8"]  # fmt: skip
 
 
-@API_XFAIL
 @pytest.mark.parametrize("mutation", sorted(MOSAIC_API_LEVEL))
 def test_cli_integrate_refuses_bad_mosaic(mutation):
-    """A handful of fixed cases (each trains for at most one epoch): no shrinking needed."""
+    """A handful of fixed cases (each trains for at most one epoch): no shrinking needed.
+    Negative entries of a ``varp`` graph are signed links (the weight carries the sign, as
+    in GLUE's graphs): that mosaic must train, the NaN one and all-zero RNA be refused."""
     from cellweave import io
 
     with workdir() as folder:
         path = folder / "in.h5mu"
         io.write(MOSAIC_API_LEVEL[mutation](base_mosaic()), path)
         argv = ["integrate", str(path), "-o", str(folder / "out.h5mu"), *MOSAIC_ARGS]
-        run_cli("integrate", argv, folder, must_refuse=True)
+        run_cli("integrate", argv, folder, must_refuse=mutation != "guidance_negative")
 
 
 @pytest.fixture(scope="module")
@@ -822,9 +798,7 @@ MODEL_DAMAGE = {
 }
 
 
-@pytest.mark.parametrize(
-    "damage", [pytest.param(d, marks=API_XFAIL if d != "no_weights" else ()) for d in MODEL_DAMAGE]
-)
+@pytest.mark.parametrize("damage", sorted(MODEL_DAMAGE))
 def test_api_model_load_refuses_damaged_folders(saved_model, damage):
     import shutil
 

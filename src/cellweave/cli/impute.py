@@ -24,7 +24,6 @@ from ._common import (
     print_methods,
     print_table,
     seed_option,
-    spatial_key_option,
     use_agg_backend,
 )
 from ._inputs import read_input, require_inputs
@@ -38,7 +37,14 @@ from ._inputs import read_input, require_inputs
 )
 @method_options("spatial_weight=0.5")
 @layer_option("Layer with raw counts (default: X).")
-@spatial_key_option
+@click.option(
+    "--spatial-key",
+    default="spatial",
+    show_default=True,
+    callback=lambda ctx, param, value: None if value.lower() == "none" else value,
+    help="obsm key of the spot coordinates; 'none' imputes without them (no spatial loss, "
+    "non-spatial methods and auto only).",
+)
 @path_option("--coords", "CSV of coordinates (for CSV/10x inputs).")
 @path_option("--plot", "Save a PNG: a gene raw vs imputed on the tissue.")
 @click.option("--gene", default=None, help="Gene for --plot (default: the most variable).")
@@ -58,7 +64,7 @@ def impute(
     method: str,
     params: dict[str, object],
     layer: str | None,
-    spatial_key: str,
+    spatial_key: str | None,
     coords: Path | None,
     plot: Path | None,
     gene: str | None,
@@ -103,6 +109,8 @@ def impute(
     _add_device(method_params, get_method(method), device)
     if out is None:
         raise click.UsageError("missing -o/--out (or pass --evaluate)")
+    if spatial_key is None and (coords is not None or plot is not None):
+        raise click.UsageError("--spatial-key none leaves no coordinates for --coords / --plot")
     outputs = {"--out": (out, "h5ad"), "--plot": (plot, "figure")}
     require_inputs(path, coords)
     check_outputs(outputs, inputs=[path], overwrite=overwrite)

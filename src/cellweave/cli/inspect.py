@@ -45,6 +45,7 @@ def inspect(
             layer=layer,
             require_counts=require_counts,
             spatial_key=spatial_key if require_spatial else None,
+            allow_degenerate=False,
             name=f"{path.name}:{name}",
         )
 

@@ -176,8 +176,20 @@ def _check_meta(meta: dict[str, Any], file: Path) -> None:
     if isinstance(fitted, dict):
         problems.append(
             (
+                "fitted entry that is not an object",
+                [m for m, info in fitted.items() if not isinstance(info, dict)],
+            )
+        )
+        problems.append(
+            (
                 "unknown fitted key",
-                [k for info in fitted.values() for k in info if k not in _FITTED_KEYS],
+                [
+                    k
+                    for info in fitted.values()
+                    if isinstance(info, dict)
+                    for k in info
+                    if k not in _FITTED_KEYS
+                ],
             )
         )
     for what, keys in problems:
