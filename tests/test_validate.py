@@ -16,6 +16,7 @@ from cellweave.errors import (
     DuplicateNamesError,
     EmptyDataError,
     InputError,
+    InvalidOptionError,
     MissingKeyError,
     NonFiniteError,
     NoSharedFeaturesError,
@@ -25,13 +26,18 @@ from cellweave.validate import (
     check_adata,
     check_counts,
     check_finite,
+    check_labels,
     check_layer,
+    check_min_obs,
     check_mudata,
     check_nonempty,
     check_obs_key,
+    check_seed,
     check_spatial,
+    check_spread,
     check_unique_names,
     get_matrix,
+    has_nonzero,
     is_counts,
     nonzero_mask,
     shared_features,
@@ -400,3 +406,85 @@ def test_check_mudata():
     mdata.mod["rna"].X[0, 0] = np.nan
     with pytest.raises(NonFiniteError, match=r"mdata\['rna'\]\.X holds 1 NaN"):
         check_mudata(mdata)
+
+
+# --------------------------------------------------------------------------------------------
+# meaning: spread, zeros, minimum sizes, labels, seeds (issue 16)
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_has_nonzero(fmt):
+    assert has_nonzero(FORMATS[fmt](COUNTS))
+    assert not has_nonzero(FORMATS[fmt](np.zeros_like(COUNTS)))
+    stored_zeros = sp.csr_matrix((np.zeros(2), ([0, 1], [0, 1])), shape=(3, 3))
+    assert not has_nonzero(stored_zeros)
+
+
+def test_all_zero_matrix_refused_where_asked():
+    adata = _adata(np.zeros_like(COUNTS))
+    check_adata(adata, allow_zero_cells=True)  # the default accepts it (mapping has its own)
+    with pytest.raises(EmptyDataError, match=r"adata\.X holds only zeros \(5 x 4\)"):
+        check_adata(adata, allow_zero_cells=True, allow_all_zero=False)
+    mdata = MuData({"rna": _adata(np.zeros_like(COUNTS))})
+    with pytest.raises(EmptyDataError, match=r"mdata\['rna'\]\.X holds only zeros"):
+        check_mudata(mdata)
+
+
+def test_check_spread_and_degenerate_coordinates():
+    check_spread(np.array([[0.0, 0.0], [0.0, 1e-9]]))
+    with pytest.raises(InputError, match="holds 1 point"):
+        check_spread(np.zeros((1, 2)))
+    with pytest.raises(InputError, match=r"all 5 observations at the same point \(2\.0, 3\.0\)"):
+        check_spread(np.tile([2.0, 3.0], (5, 1)))
+    adata = _adata(np.ones((5, 4)), obsm={"spatial": np.ones((5, 2))})
+    assert check_spatial(adata).shape == (5, 2)  # accepted unless asked
+    with pytest.raises(InputError, match="same point") as err:
+        check_spatial(adata, allow_degenerate=False)
+    _one_line(err)
+    with pytest.raises(InputError, match="same point"):
+        check_adata(adata, spatial_key="spatial", allow_degenerate=False)
+
+
+def test_check_spatial_missing_key_names_the_extra_fix():
+    adata = _adata(obsm={"xy": np.eye(5, 2)})
+    with pytest.raises(MissingKeyError, match=r"'xy'.*or spatial_key=None to skip"):
+        check_spatial(adata, fix="or spatial_key=None to skip")
+
+
+def test_check_min_obs():
+    check_min_obs(_adata(), 5)
+    with pytest.raises(EmptyDataError, match=r"adata has too few spots \(5; at least 6"):
+        check_min_obs(_adata(), 6, what="spots")
+
+
+@pytest.mark.parametrize(
+    ("labels", "words"),
+    [
+        ([np.nan] * 4, "only missing values (4 NaN/None)"),
+        (["a", None, "a", np.nan], "1 class(es) ['a']"),
+        (pd.Categorical(["a", "a"], categories=["a", "b"]), "1 class(es)"),
+    ],
+)
+def test_check_labels_needs_two_classes(labels, words):
+    with pytest.raises(InputError) as err:
+        check_labels(pd.Series(labels), where="obs['ct']", fix="pass another column")
+    message = _one_line(err)
+    assert words in message and "obs['ct']" in message and "2 classes" in message
+
+
+def test_check_labels_accepts_two_classes_with_missing_values():
+    series = pd.Series(["a", None, "b"])
+    assert check_labels(series, where="x") is series
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, 1.5, True, "1", None])
+def test_check_seed_refuses_what_numpy_would(seed):
+    with pytest.raises(InvalidOptionError, match="random_state="):
+        check_seed(seed)
+
+
+def test_check_seed_accepts_ints_and_generators():
+    assert check_seed(np.int64(7)) == 7 and check_seed(2**32 - 1) == 2**32 - 1
+    rng = np.random.default_rng(0)
+    assert check_seed(rng, allow_generator=True) is rng
+    with pytest.raises(InvalidOptionError):
+        check_seed(rng)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 from scipy import sparse
+
+from .errors import InvalidOptionError
 
 __all__ = ["log_normalize", "pca"]
 
@@ -12,7 +16,16 @@ def log_normalize(X, *, target_sum: float = 1e4):
     """Scale each row to ``target_sum`` total and take ``log1p`` (``sc.pp.normalize_total`` +
     ``sc.pp.log1p`` on a matrix). Rows summing to zero stay zero. Returns float32, sparse in,
     sparse out.
+
+    Raises
+    ------
+    InvalidOptionError
+        ``target_sum`` is not a finite number above 0.
     """
+    if not (isinstance(target_sum, numbers.Real) and np.isfinite(target_sum) and target_sum > 0):
+        raise InvalidOptionError(
+            f"target_sum={target_sum!r} is not a finite number > 0: pass e.g. target_sum=1e4"
+        )
     if sparse.issparse(X):
         X = sparse.csr_matrix(X, dtype=np.float32, copy=True)
         totals = np.asarray(X.sum(axis=1)).ravel()

@@ -53,13 +53,18 @@ class Option:
     default
         Value used when the option is not given (for help texts and ``uns`` params).
     low, high
-        Inclusive bounds of a number (``None``: unbounded).
+        Bounds of a number (``None``: unbounded), inclusive unless ``low_open`` /
+        ``high_open``.
     choices
         Allowed values (strings, or any hashable values).
     allow_none
         Whether ``None`` is a valid value.
     doc
         One line for help texts.
+    low_open, high_open
+        Exclude the bound itself (``low=0, low_open=True``: a number > 0).
+    finite
+        Refuse infinite numbers (NaN is always refused).
     """
 
     name: str
@@ -70,6 +75,9 @@ class Option:
     choices: tuple[Any, ...] | None = None
     allow_none: bool = False
     doc: str = ""
+    low_open: bool = False
+    high_open: bool = False
+    finite: bool = True
 
     def check(self, value: Any, *, owner: str) -> Any:
         """``value`` converted to this option's type, or ``InvalidOptionError``."""
@@ -93,7 +101,9 @@ class Option:
             words = {int: "an integer", float: "a number", str: "a string"}.get(
                 self.type, "a value"
             )
-            words += _range_words(self.low, self.high)
+            words += _range_words(self.low, self.high, self.low_open, self.high_open)
+            if self.type is float and self.finite and self.low is None and self.high is None:
+                words = "a finite number"
         return "pass " + words + (" or None" if self.allow_none else "")
 
     def _typed(self, value: Any, *, owner: str) -> Any:
@@ -112,25 +122,29 @@ class Option:
         raise self._error(value, owner)
 
     def _number(self, value: Any, owner: str) -> int | float:
-        if isinstance(value, bool) or not _is_real(value):
+        if isinstance(value, bool) or not _is_real(value) or math.isnan(float(value)):
+            raise self._error(value, owner)
+        if math.isinf(float(value)) and (self.finite or self.type is int):
             raise self._error(value, owner)
         if self.type is int:
             if float(value) != int(value):
                 raise self._error(value, owner)
             return int(value)
-        value = float(value)
-        if math.isnan(value):
-            raise self._error(value, owner)
-        return value
+        return float(value)
 
     def _check_range(self, value: Any, *, owner: str) -> None:
         if self.choices is not None and value not in self.choices:
             raise self._error(value, owner)
         if isinstance(value, int | float) and not isinstance(value, bool):
-            low_ok = self.low is None or value >= self.low
-            high_ok = self.high is None or value <= self.high
-            if not (low_ok and high_ok):
+            if not self._within(value):
                 raise self._error(value, owner)
+
+    def _within(self, value: float) -> bool:
+        """Whether ``value`` lies within the bounds (open or closed)."""
+        low, high = self.low, self.high
+        if low is not None and (value < low or (self.low_open and value == low)):
+            return False
+        return high is None or not (value > high or (self.high_open and value == high))
 
     def _error(self, value: Any, owner: str) -> InvalidOptionError:
         return InvalidOptionError(
@@ -146,14 +160,22 @@ def _is_real(value: Any) -> bool:
     return not isinstance(value, str)
 
 
-def _range_words(low: float | None, high: float | None) -> str:
+def _range_words(
+    low: float | None, high: float | None, low_open: bool = False, high_open: bool = False
+) -> str:
     if low is not None and high is not None:
-        return f" in [{low:g}, {high:g}]"
+        return f" in {'(' if low_open else '['}{_num(low)}, {_num(high)}{')' if high_open else ']'}"
     if low is not None:
-        return f" >= {low:g}"
+        return f" {'>' if low_open else '>='} {_num(low)}"
     if high is not None:
-        return f" <= {high:g}"
+        return f" {'<' if high_open else '<='} {_num(high)}"
     return ""
+
+
+def _num(value: float) -> str:
+    """A bound in words: whole numbers in full (``4294967295``), others as ``:g``."""
+    whole = float(value).is_integer() and abs(value) < 1e15
+    return str(int(value)) if whole else f"{value:g}"
 
 
 def Int(name: str, default: Any = None, *, low=None, high=None, allow_none=False, doc="") -> Option:
@@ -162,10 +184,22 @@ def Int(name: str, default: Any = None, *, low=None, high=None, allow_none=False
 
 
 def Float(
-    name: str, default: Any = None, *, low=None, high=None, allow_none=False, doc=""
+    name: str,
+    default: Any = None,
+    *,
+    low=None,
+    high=None,
+    allow_none=False,
+    doc="",
+    low_open: bool = False,
+    high_open: bool = False,
+    finite: bool = True,
 ) -> Option:
-    """A real-valued option (``low``/``high`` inclusive; NaN is always refused)."""
-    return Option(name, float, default, low, high, None, allow_none, doc)
+    """A real-valued option: ``low``/``high`` inclusive unless ``low_open``/``high_open``
+    (``low=0, low_open=True``: > 0); NaN is always refused, infinity unless ``finite=False``."""
+    return Option(
+        name, float, default, low, high, None, allow_none, doc, low_open, high_open, finite
+    )
 
 
 def Bool(name: str, default: Any = None, *, allow_none=False, doc="") -> Option:

@@ -27,18 +27,20 @@ from .._utils import RandomState, check_random_state
 from ..device import check_device
 from ..errors import InputError
 from ..registry import Method
-from ..validate import check_adata, check_spatial
+from ..validate import check_adata, check_min_obs, check_seed, check_spatial
 from .features import FeatureOptions
 from .nonrigid import NonrigidOptions
 from .plan import Matching, MatchOptions, Pair, sparse_matching
 from .rigid import RigidOptions, Transform, refine_all
 from .solvers import check_options, selected
 
-__all__ = ["Alignment", "align_sections", "apply_transform"]
+__all__ = ["MIN_SPOTS", "Alignment", "align_sections", "apply_transform"]
 
 #: ``uns`` key every call also writes (the same entry as ``uns[key_added]``), read by
 #: :func:`apply_transform` and the overlay plot by default.
 UNS_KEY = "alignment"
+#: Fewest spots per section: a rigid transform in 2-D is fixed by 3 points not on a line.
+MIN_SPOTS = 3
 
 
 @dataclass(frozen=True)
@@ -224,6 +226,8 @@ def align_sections(
         }
     )
     check_device(device, float64=True)  # FGW runs in float64
+    if random_state is not None:
+        check_seed(random_state, allow_generator=True)
     features = FeatureOptions(genes, feature_pairs, layer, options["n_pcs"], options["n_top_genes"])
     steps = _steps(options, features, device=device)
     xa, xb = _coordinates(adata_a, adata_b, spatial_key=spatial_key, layer=layer)
@@ -274,8 +278,11 @@ def _steps(options: dict[str, Any], features: FeatureOptions, *, device: str) ->
 def _coordinates(adata_a, adata_b, *, spatial_key, layer) -> tuple[np.ndarray, np.ndarray]:
     coords = []
     for adata, name in ((adata_a, "adata_a"), (adata_b, "adata_b")):
-        check_adata(adata, layer=layer, allow_zero_cells=True, name=name)
-        coords.append(check_spatial(adata, spatial_key=spatial_key, name=name))
+        check_adata(adata, layer=layer, allow_zero_cells=True, allow_all_zero=False, name=name)
+        check_min_obs(adata, MIN_SPOTS, what="spots", name=name)
+        coords.append(
+            check_spatial(adata, spatial_key=spatial_key, allow_degenerate=False, name=name)
+        )
     xa, xb = coords
     if xa.shape[1] != xb.shape[1]:
         raise InputError(

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from ..errors import FileFormatError
+from .. import io
 
 console = Console()
 
@@ -23,18 +25,33 @@ def use_agg_backend() -> None:
     matplotlib.use("Agg")
 
 
-def check_output(out: Path, *, inputs: Iterable[Path] = (), overwrite: bool = False) -> Path:
-    """Refuse an output path that is an input (inputs are never modified) or already exists."""
-    out = Path(out)
-    for path in inputs:
-        if Path(path).exists() and out.exists() and out.resolve() == Path(path).resolve():
-            raise FileFormatError(
-                f"output {out} is the input file: cellweave never modifies its input; "
-                "choose another --out path"
-            )
-    if out.exists() and not overwrite:
-        raise FileFormatError(f"output {out} already exists; pass --overwrite or another --out")
-    return out
+def check_output(
+    out: Path,
+    kind: str = "h5ad",
+    *,
+    inputs: Iterable[Path] = (),
+    overwrite: bool = False,
+    label: str = "--out",
+) -> Path:
+    """Refuse, before any file is read, an output that cannot be written as ``kind``: an
+    input, an existing file (without ``overwrite``), the wrong extension, a read-only folder
+    (see :func:`cellweave.io.check_output_path`)."""
+    return io.check_output_path(out, kind=kind, inputs=inputs, overwrite=overwrite, label=label)
+
+
+def check_outputs(
+    outputs: Mapping[str, tuple[Path | None, str]],
+    *,
+    inputs: Iterable[Path] = (),
+    overwrite: bool = False,
+) -> None:
+    """Every output of a run (``{option: (path or None, kind)}``) checked by
+    :func:`check_output`, and no two of them the same path."""
+    inputs = list(inputs)
+    for label, (path, kind) in outputs.items():
+        if path is not None:
+            check_output(path, kind, inputs=inputs, overwrite=overwrite, label=label)
+    io.check_distinct({label: path for label, (path, _) in outputs.items()})
 
 
 def evaluated_output(out: Path | None, *, inputs: Iterable[Path], overwrite: bool) -> Path:
@@ -57,7 +74,7 @@ def evaluation_request(
     values as options of the ``default`` method; an existing ``--metrics-json`` is refused
     first (before any file is read)."""
     if metrics_json is not None:
-        check_output(metrics_json, overwrite=overwrite)
+        check_output(metrics_json, "file", overwrite=overwrite, label="--metrics-json")
     chosen = "all" if methods == "all" else comma_list(methods)
     return chosen, ({default: method_params} if method_params else None)
 
@@ -88,8 +105,30 @@ overwrite_option = click.option(
     "--overwrite", is_flag=True, help="Replace an existing output file."
 )
 seed_option = click.option(
-    "--seed", "random_state", type=int, default=0, show_default=True, help="Random seed."
+    "--seed",
+    "random_state",
+    type=click.IntRange(0, 2**32 - 1),
+    default=0,
+    show_default=True,
+    help="Random seed.",
 )
+
+
+class Number(click.FloatRange):
+    """A finite number in a range (click's ``FloatRange`` lets ``nan`` through)."""
+
+    name = "number"
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+def text_option(name: str, default: str, help: str, **kwargs):
+    """``--name TEXT`` with a default shown in the help."""
+    return click.option(name, default=default, show_default=True, help=help, **kwargs)
 
 
 def _check_device(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -117,15 +156,38 @@ evaluate_methods_option = click.option(
 )
 
 
+def evaluation_options(help: str):
+    """``--evaluate`` (``help`` says what it does instead), ``--methods`` and
+    ``--metrics-json``: the options of a command that can score methods."""
+    options = (
+        click.option("--evaluate", is_flag=True, help=help),
+        evaluate_methods_option,
+        metrics_json_option(),
+    )
+
+    def decorate(func):
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
 spatial_key_option = click.option("--spatial-key", default="spatial", show_default=True)
 
 
 def out_option(help: str, *, required: bool = False, short: bool = True, dest: str = "out"):
-    """``-o/--out PATH`` (``short=False``: ``--out`` only), stored in ``dest``."""
+    """``-o/--out PATH`` (``short=False``: ``--out`` only), stored in ``dest``, and
+    ``--overwrite`` (replace an existing output)."""
     names = ("-o", "--out") if short else ("--out",)
-    return click.option(
+    out = click.option(
         *names, dest, type=click.Path(path_type=Path), default=None, required=required, help=help
     )
+
+    def decorate(func):
+        return out(overwrite_option(func))
+
+    return decorate
 
 
 def path_option(name: str, help: str):
@@ -144,14 +206,26 @@ def list_methods_option(help: str = "List the methods and exit."):
 
 
 def params_option(example: str):
-    """``--param KEY=VALUE`` (repeatable), parsed by :func:`parse_params`."""
+    """``--param KEY=VALUE`` (repeatable), parsed by :func:`parse_params` while the command
+    line is parsed: the command receives ``params`` as a dict."""
     return click.option(
         "--param",
         "params",
         multiple=True,
         metavar="KEY=VALUE",
+        callback=lambda ctx, param, value: parse_params(value),
         help=f"Option of the method, e.g. --param {example} (repeatable).",
     )
+
+
+def method_options(example: str, list_help: str = "List the methods and exit."):
+    """``--param KEY=VALUE`` (repeatable) and ``--list-methods``: the options of a command
+    that runs a method of a registry."""
+
+    def decorate(func):
+        return params_option(example)(list_methods_option(list_help)(func))
+
+    return decorate
 
 
 def metrics_json_option(help: str = "With --evaluate: write the scores as JSON."):
@@ -196,28 +270,48 @@ def _parse_value(text: str) -> object:
     return text
 
 
+@dataclass(frozen=True)
+class Checkpointing:
+    """``--checkpoint-dir`` and ``--resume`` of a command that trains."""
+
+    checkpoint_dir: Path | None = None
+    resume: bool = False
+
+    @property
+    def kwargs(self) -> dict[str, object]:
+        """The ``checkpoint_dir=`` / ``resume=`` keywords of ``tl.impute``, ``tl.map_cells``
+        and ``tl.integrate``."""
+        return {"checkpoint_dir": self.checkpoint_dir, "resume": self.resume}
+
+
 def checkpoint_options(func):
     """``--checkpoint-dir DIR`` and ``--resume``: checkpoints of the trained models after
-    every epoch, and resuming a killed run from them (keywords ``checkpoint_dir``,
-    ``resume``)."""
-    func = click.option(
+    every epoch, and resuming a killed run from them; the command receives them as one
+    ``checkpoint`` (:class:`Checkpointing`), checked while the command line is parsed
+    (``--resume`` needs ``--checkpoint-dir``; the folder must be writable)."""
+
+    @functools.wraps(func)
+    def command(*args, checkpoint_dir: Path | None, resume: bool, **kwargs):
+        if resume and checkpoint_dir is None:
+            raise click.UsageError(
+                "--resume needs --checkpoint-dir DIR (the folder to resume from)"
+            )
+        if checkpoint_dir is not None:
+            check_output(checkpoint_dir, "folder", label="--checkpoint-dir")
+        return func(*args, checkpoint=Checkpointing(checkpoint_dir, resume), **kwargs)
+
+    command = click.option(
         "--resume",
         is_flag=True,
         help="Continue a killed run from the checkpoints in --checkpoint-dir (same seed, "
         "same result as an uninterrupted run).",
-    )(func)
+    )(command)
     return click.option(
         "--checkpoint-dir",
         type=click.Path(file_okay=False, path_type=Path),
         default=None,
         help="Write a checkpoint of the trained models after every epoch into this folder.",
-    )(func)
-
-
-def check_resume(checkpoint_dir: Path | None, resume: bool) -> None:
-    """``--resume`` needs ``--checkpoint-dir`` (a usage error otherwise)."""
-    if resume and checkpoint_dir is None:
-        raise click.UsageError("--resume needs --checkpoint-dir DIR (the folder to resume from)")
+    )(command)
 
 
 def _check_hardware(ctx: click.Context, param: click.Parameter, value):

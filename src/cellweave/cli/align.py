@@ -10,21 +10,20 @@ from .. import io
 from .._progress import status
 from ..errors import InvalidOptionError
 from ._common import (
-    check_output,
+    check_outputs,
     console,
     device_option,
     layer_option,
-    list_methods_option,
+    method_options,
     out_option,
-    overwrite_option,
-    params_option,
-    parse_params,
     path_option,
     print_methods,
     seed_option,
     spatial_key_option,
+    text_option,
     use_agg_backend,
 )
+from ._inputs import read_input, require_inputs
 
 # align_sections keywords that have their own flag (not taken by --param)
 _FLAGS = ("alpha", "nonrigid", "overlap", "structure_only", "reflection")
@@ -53,11 +52,10 @@ def _overlap(value: str) -> float | None:
     help="Weight of geometry against expression in the matching.",
 )
 @click.option("--nonrigid", is_flag=True, help="Refine with a smooth displacement field.")
-@click.option(
+@text_option(
     "--overlap",
-    default="0.7",
-    show_default=True,
-    help="Fraction of spots with a counterpart (partial matching), or 'none' for balanced.",
+    "0.7",
+    "Fraction of spots with a counterpart (partial matching), or 'none' for balanced.",
 )
 @click.option(
     "--structure-only",
@@ -69,29 +67,20 @@ def _overlap(value: str) -> float | None:
 @spatial_key_option
 @click.option("--key-added", default="spatial_aligned", show_default=True)
 @path_option("--plot", "Save a PNG of the two sections overlaid before and after alignment.")
-@params_option("refine=3")
-@list_methods_option("List the align solvers and exit.")
+@method_options("refine=3", "List the align solvers and exit.")
 @device_option
 @seed_option
-@overwrite_option
 def align(
     path_a: Path | None,
     path_b: Path | None,
     out: Path | None,
-    alpha: float,
-    nonrigid: bool,
     overlap: str,
-    structure_only: bool,
-    reflection: bool,
-    layer: str | None,
     spatial_key: str,
-    key_added: str,
     plot: Path | None,
-    params: tuple[str, ...],
+    params: dict[str, object],
     list_methods: bool,
-    device: str,
-    random_state: int,
     overwrite: bool,
+    **flags,
 ) -> None:
     """Align section PATH_B onto section PATH_A (.h5ad files with obsm coordinates).
 
@@ -100,6 +89,8 @@ def align(
     B with the aligned coordinates in obsm[KEY_ADDED] and the matching in uns[KEY_ADDED].
     Solver options without a flag go through --param (see --list-methods).
     """
+    # flags: alpha, nonrigid, structure_only, reflection, layer, key_added, device,
+    # random_state: align_sections' keywords, passed as they are
     from ..align import SOLVERS, align_sections
 
     if list_methods:
@@ -111,28 +102,21 @@ def align(
         raise click.UsageError("missing -o/--out")
     overlap_value = _overlap(overlap)
     solver_params = _solver_params(params, overlap=overlap_value)
-    check_output(out, inputs=[path_a, path_b], overwrite=overwrite)
-    if plot is not None:
-        check_output(plot, overwrite=overwrite)
-    adata_a = io.read_anndata(path_a)
-    adata_b = io.read_anndata(path_b)
+    outputs = {"--out": (out, "h5ad"), "--plot": (plot, "figure")}
+    require_inputs(path_a, path_b)
+    check_outputs(outputs, inputs=[path_a, path_b], overwrite=overwrite)
+    adata_a, adata_b = read_input(path_a), read_input(path_b)
     with status("aligning sections"):
         align_sections(
             adata_a,
             adata_b,
             spatial_key=spatial_key,
-            alpha=alpha,
-            nonrigid=nonrigid,
             overlap=overlap_value,
-            structure_only=structure_only,
-            reflection=reflection,
-            layer=layer,
-            random_state=random_state,
-            device=device,
-            key_added=key_added,
+            **flags,
             **solver_params,
         )
     io.write(adata_b, out, overwrite=overwrite)
+    key_added = flags["key_added"]
     info = adata_b.uns[key_added]
     shift = ", ".join(f"{t:.3g}" for t in info["translation"])
     console.print(
@@ -155,15 +139,11 @@ def align(
         console.print(f"wrote {plot}")
 
 
-def _solver_params(items: tuple[str, ...], *, overlap: float | None) -> dict[str, object]:
+def _solver_params(params: dict[str, object], *, overlap: float | None) -> dict[str, object]:
     """``--param KEY=VALUE`` options, checked with ``--overlap`` against the align solvers
     before any file is read (an unknown or out-of-range option: one line, exit 2)."""
     from ..align import check_options
 
-    try:
-        params = parse_params(items)
-    except click.BadParameter as err:
-        raise InvalidOptionError(f"--param: {err.message}") from None
     for key in params:
         if key in _FLAGS:
             flag = "--" + key.replace("_", "-")

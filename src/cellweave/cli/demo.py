@@ -16,7 +16,7 @@ import pandas as pd
 
 from .. import io
 from .._progress import track
-from ._common import console, print_table, seed_option, use_agg_backend
+from ._common import check_output, console, print_table, seed_option, use_agg_backend
 
 Row = tuple[str, str, object]
 
@@ -318,6 +318,7 @@ SECTIONS: list[tuple[str, Callable[[DemoContext], list[Row]]]] = [
 @seed_option
 def demo(out: Path, n_spots: int, n_cells: int, random_state: int) -> None:
     """Run every capability on simulated data and print a summary table (plots saved as PNG)."""
+    check_output(out, "folder", label="--out")  # a file or a read-only folder: refused now
     use_agg_backend()
     out.mkdir(parents=True, exist_ok=True)
     ctx = DemoContext(out=out, n_spots=n_spots, n_cells=n_cells, random_state=random_state)

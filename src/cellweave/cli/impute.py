@@ -10,29 +10,24 @@ from .. import io
 from .._progress import status
 from ..errors import InvalidOptionError
 from ._common import (
-    check_output,
-    check_resume,
+    Checkpointing,
+    check_outputs,
     checkpoint_options,
     console,
     device_option,
-    evaluate_methods_option,
-    evaluated_output,
+    evaluation_options,
     evaluation_request,
     hardware_options,
     layer_option,
-    list_methods_option,
-    metrics_json_option,
+    method_options,
     out_option,
-    overwrite_option,
-    params_option,
-    parse_params,
     path_option,
     print_methods,
     print_table,
     seed_option,
-    spatial_key_option,
     use_agg_backend,
 )
+from ._inputs import read_input, require_inputs
 
 
 @click.command()
@@ -41,50 +36,48 @@ from ._common import (
 @click.option(
     "--method", default="auto", show_default=True, help="Imputation method (see --list-methods)."
 )
-@params_option("spatial_weight=0.5")
+@method_options("spatial_weight=0.5")
 @layer_option("Layer with raw counts (default: X).")
-@spatial_key_option
+@click.option(
+    "--spatial-key",
+    default="spatial",
+    show_default=True,
+    callback=lambda ctx, param, value: None if value.lower() == "none" else value,
+    help="obsm key of the spot coordinates; 'none' imputes without them (no spatial loss, "
+    "non-spatial methods and auto only).",
+)
 @path_option("--coords", "CSV of coordinates (for CSV/10x inputs).")
 @path_option("--plot", "Save a PNG: a gene raw vs imputed on the tissue.")
 @click.option("--gene", default=None, help="Gene for --plot (default: the most variable).")
-@click.option(
-    "--evaluate",
-    is_flag=True,
-    help="Run the molecular cross-validation protocol instead of imputing.",
-)
-@evaluate_methods_option
+@evaluation_options("Run the molecular cross-validation protocol instead of imputing.")
 @click.option(
     "--seeds",
     default="0,1,2",
     show_default=True,
     help="With --evaluate: comma-separated molecular-split seeds.",
 )
-@metrics_json_option()
-@list_methods_option()
 @device_option
 @hardware_options
 @checkpoint_options
 @seed_option
-@overwrite_option
 def impute(
     path: Path | None,
     out: Path | None,
     method: str,
-    params: tuple[str, ...],
+    params: dict[str, object],
     layer: str | None,
-    spatial_key: str,
+    spatial_key: str | None,
     coords: Path | None,
     plot: Path | None,
     gene: str | None,
     evaluate: bool,
     methods: str,
-    seeds: str,
     metrics_json: Path | None,
+    seeds: str,
     list_methods: bool,
     device: str,
     hardware: dict,
-    checkpoint_dir: Path | None,
-    resume: bool,
+    checkpoint: Checkpointing,
     random_state: int,
     overwrite: bool,
 ) -> None:
@@ -98,8 +91,7 @@ def impute(
         return
     if path is None:
         raise click.UsageError("missing the input file PATH (.h5ad with counts and coordinates)")
-    check_resume(checkpoint_dir, resume)
-    method_params = parse_params(params)
+    method_params = dict(params)
     # the method and its options are checked before anything is read or written
     get_method(method).check_options(method_params if evaluate else _method_options(method_params))
     if evaluate:
@@ -109,7 +101,7 @@ def impute(
             layer=layer,
             spatial_key=spatial_key,
             methods=methods,
-            seeds=seeds,
+            seeds=_parse_seeds(seeds),
             metrics_json=metrics_json,
             method_params=method_params,
             default=method,
@@ -118,14 +110,20 @@ def impute(
         )
         return
     _add_device(method_params, get_method(method), device)
-    evaluated_output(out, inputs=[path], overwrite=overwrite)
-    if plot is not None:
-        check_output(plot, overwrite=overwrite)
+    if out is None:
+        raise click.UsageError("missing -o/--out (or pass --evaluate)")
+    if spatial_key is None and (coords is not None or plot is not None):
+        raise click.UsageError("--spatial-key none leaves no coordinates for --coords / --plot")
+    outputs = {"--out": (out, "h5ad"), "--plot": (plot, "figure")}
+    require_inputs(path, coords)
+    check_outputs(outputs, inputs=[path], overwrite=overwrite)
     from ..impute import impute as run_impute
     from ..impute.api import DEFAULT_KEY, DEFAULT_LAYER
     from ..train import is_global_zero, training_options
 
-    adata = io.read_anndata(path, coords=coords, spatial_key=spatial_key)
+    adata = read_input(path, coords=coords, spatial_key=spatial_key)
+    if plot is not None and gene is not None:
+        _check_gene(adata, gene)  # before imputing, not after
     with status(f"imputing with {method}"), training_options(**hardware):
         run_impute(
             adata,
@@ -133,8 +131,7 @@ def impute(
             layer=layer,
             spatial_key=spatial_key,
             random_state=random_state,
-            checkpoint_dir=checkpoint_dir,
-            resume=resume,
+            **checkpoint.kwargs,
             **method_params,
         )
     if not is_global_zero():
@@ -170,12 +167,11 @@ def _evaluate(
     chosen, params = evaluation_request(
         methods, default, method_params, metrics_json=metrics_json, overwrite=overwrite
     )
-    adata = io.read_anndata(path, coords=coords, spatial_key=spatial_key)
-    seed_list = _parse_seeds(seeds)
+    adata = read_input(path, coords=coords, spatial_key=spatial_key)
     result = evaluate(
         adata,
         methods=chosen,
-        seeds=seed_list,
+        seeds=seeds,
         layer=layer,
         spatial_key=spatial_key,
         method_params=params,
@@ -189,7 +185,8 @@ def _evaluate(
     ]
     rows = [(name, *(table.loc[name, c] for c in columns)) for name in table.index]
     print_table(
-        f"molecular cross-validation on {path.name} (seeds {seeds}; lower deviance is better)",
+        f"molecular cross-validation on {path.name} (seeds {','.join(map(str, seeds))}; lower "
+        "deviance is better)",
         rows,
         columns=("method", *columns),
     )
@@ -232,7 +229,17 @@ def _parse_seeds(text: str) -> list[int]:
         ) from None
     if not seeds:
         raise click.BadParameter("give at least one seed", param_hint="--seeds")
+    if min(seeds) < 0:
+        raise click.BadParameter(f"{text!r}: seeds must be integers >= 0", param_hint="--seeds")
     return seeds
+
+
+def _check_gene(adata, gene: str) -> None:
+    """``--gene`` must name a gene of the data."""
+    if gene not in adata.var_names:
+        from ..errors import MissingKeyError
+
+        raise MissingKeyError(f"gene {gene!r} is not in the data; pass --gene with a var name")
 
 
 def _plot(
@@ -247,10 +254,7 @@ def _plot(
     imputed = adata.layers[key]
     if gene is None:
         gene = str(adata.var_names[int(np.argmax(imputed.var(axis=0)))])
-    elif gene not in adata.var_names:
-        from ..errors import MissingKeyError
-
-        raise MissingKeyError(f"gene {gene!r} is not in the data; pass --gene with a var name")
+    _check_gene(adata, gene)
     column = adata.var_names.get_loc(gene)
     counts = adata.X if layer is None else adata.layers[layer]
     raw = log_normalize(counts)[:, column]

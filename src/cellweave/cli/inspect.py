@@ -9,8 +9,9 @@ import numpy as np
 from anndata import AnnData
 from scipy import sparse
 
-from .. import io, validate
+from .. import validate
 from ._common import layer_option, print_table, spatial_key_option
+from ._inputs import read_input
 
 
 @click.command()
@@ -34,7 +35,7 @@ def inspect(
 ) -> None:
     """Summarise an .h5ad/.h5mu/10x/CSV file and check it (NaN/inf, empty genes or cells,
     duplicate names, counts, spatial coordinates)."""
-    data = io.read(path)
+    data = read_input(path, reader="any")
     tables = data.mod.items() if hasattr(data, "mod") else [("data", data)]
     for name, adata in tables:
         rows = _summary(adata, layer=layer, spatial_key=spatial_key)
@@ -44,6 +45,7 @@ def inspect(
             layer=layer,
             require_counts=require_counts,
             spatial_key=spatial_key if require_spatial else None,
+            allow_degenerate=False,
             name=f"{path.name}:{name}",
         )
 

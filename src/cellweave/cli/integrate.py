@@ -10,8 +10,8 @@ import click
 from .. import io
 from .._progress import status
 from ._common import (
-    check_output,
-    check_resume,
+    Checkpointing,
+    check_outputs,
     checkpoint_options,
     comma_list,
     console,
@@ -20,10 +20,11 @@ from ._common import (
     metrics_json_option,
     overwrite_option,
     params_option,
-    parse_params,
     print_methods,
     seed_option,
+    text_option,
 )
+from ._inputs import read_input, require_inputs
 
 
 @click.command()
@@ -50,11 +51,8 @@ from ._common import (
     help="Kind of a .h5ad input (one modality measured in several batches): a modality kind "
     "of --list-methods (rna, atac, protein, methylation).",
 )
-@click.option(
-    "--graph-key",
-    default="auto",
-    show_default=True,
-    help="mdata.varp guidance graph(s), comma-separated; 'auto' or 'none'.",
+@text_option(
+    "--graph-key", "auto", "mdata.varp guidance graph(s), comma-separated; 'auto' or 'none'."
 )
 @click.option(
     "--transport-source",
@@ -65,9 +63,14 @@ from ._common import (
     "(cellweave.tl.transport_batches) into obsm['X_cellweave_ot'], which the metrics and the "
     "UMAP then use.",
 )
-@click.option("--n-latent", type=int, default=20, show_default=True)
-@click.option("--n-clusters", type=int, default=None, help="Default: label classes or silhouette.")
-@click.option("--max-epochs", type=int, default=100, show_default=True)
+@click.option("--n-latent", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option(
+    "--n-clusters",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Default: label classes or silhouette.",
+)
+@click.option("--max-epochs", type=click.IntRange(min=1), default=100, show_default=True)
 @device_option
 @hardware_options
 @params_option("mmd_weight=5 (see MosaicModel)")
@@ -100,22 +103,19 @@ def integrate(
     max_epochs: int,
     device: str,
     hardware: dict,
-    params: tuple[str, ...],
+    params: dict[str, object],
     metrics_json: Path | None,
     plot: Path | None,
     no_plot: bool,
     save_model: Path | None,
     list_methods: bool,
-    checkpoint_dir: Path | None,
-    resume: bool,
+    checkpoint: Checkpointing,
     random_state: int,
     overwrite: bool,
 ) -> None:
     """Integrate a mosaic MuData (modalities holding only the cells they measured) into one
     latent space: writes obsm['X_cellweave'], cluster probabilities, attention weights and
     predicted labels, and a UMAP coloured by batch and label."""
-    import anndata as ad
-
     from .. import tl
     from ..errors import InputError, MissingKeyError
     from ..mosaic.config import check_options
@@ -128,29 +128,33 @@ def integrate(
         raise click.UsageError(
             "pass the input PATH (.h5mu mosaic, or .h5ad with --modality) and -o OUT"
         )
-    check_resume(checkpoint_dir, resume)
     if modality is not None:
         MODALITY_KINDS.get(modality)  # an unknown kind: one line naming the kinds
-    options = {"n_latent": n_latent, "n_clusters": n_clusters, **parse_params(params)}
-    check_options({**options, "random_state": random_state})  # before any work
-    check_output(out, inputs=[path], overwrite=overwrite)
-    plot_path = None if no_plot else (plot or out.with_name(out.name.split(".")[0] + "_umap.png"))
-    for extra in (metrics_json, plot_path):
-        if extra is not None:
-            check_output(extra, overwrite=overwrite)
-    if labelled_fraction is not None and label_key is None:
-        raise click.UsageError("--labelled-fraction needs --label-key")
-    if metrics_json is not None and label_key is None:
-        raise click.UsageError("--metrics-json needs --label-key (the true labels to score)")
-    with status(f"reading {path.name}"):
-        data = io.read(path)
-    if isinstance(data, ad.AnnData) and modality is None:
+    require_inputs(path)
+    kind = io.h5_kind(path)  # what the input holds, and so the output
+    if kind == "h5ad" and modality is None:
         raise InputError(
             f"{path.name} holds one modality (AnnData): pass --modality "
             f"{'|'.join(MODALITY_KINDS)}, or a .h5mu mosaic"
         )
-    if not isinstance(data, ad.AnnData) and modality is not None:
+    if kind == "h5mu" and modality is not None:
         raise InputError("--modality is for .h5ad inputs; a .h5mu names its own modalities")
+    options = {"n_latent": n_latent, "n_clusters": n_clusters, **params}
+    check_options({**options, "random_state": random_state})  # before any work
+    if labelled_fraction is not None and label_key is None:
+        raise click.UsageError("--labelled-fraction needs --label-key")
+    if metrics_json is not None and label_key is None:
+        raise click.UsageError("--metrics-json needs --label-key (the true labels to score)")
+    plot_path = None if no_plot else (plot or out.with_name(out.name.split(".")[0] + "_umap.png"))
+    outputs = {
+        "--out": (out, kind),
+        "--plot": (plot_path, "figure"),
+        "--metrics-json": (metrics_json, "file"),
+        "--save-model": (save_model, "new_folder"),
+    }
+    check_outputs(outputs, inputs=[path], overwrite=overwrite)
+    with status(f"reading {path.name}"):
+        data = read_input(path, reader="any")
     obs = data.obs
     if batch_key not in obs.columns:
         raise MissingKeyError(
@@ -188,9 +192,8 @@ def integrate(
         max_epochs=max_epochs,
         device=device,
         random_state=random_state,
-        checkpoint_dir=checkpoint_dir,
-        resume=resume,
         return_model=True,
+        **checkpoint.kwargs,
         train_kwargs=hardware,
         **options,
     )

@@ -9,24 +9,21 @@ import click
 from .. import io
 from .._progress import status
 from ._common import (
-    check_resume,
+    Checkpointing,
     checkpoint_options,
     comma_list,
     console,
     device_option,
-    evaluate_methods_option,
     evaluated_output,
+    evaluation_options,
     evaluation_request,
     hardware_options,
-    list_methods_option,
-    metrics_json_option,
+    method_options,
     out_option,
-    overwrite_option,
-    params_option,
-    parse_params,
     print_methods,
     seed_option,
 )
+from ._inputs import read_input, require_inputs
 
 
 @click.command("map")
@@ -56,16 +53,13 @@ from ._common import (
     help="Genes to predict at every spot: 'missing' (SC genes SP lacks), 'all', 'none' or a "
     "comma-separated list.",
 )
-@params_option("perplexity=30 or a feature option such as n_pcs=50")
+@method_options("perplexity=30 or a feature option such as n_pcs=50")
 @device_option
 @hardware_options
+@evaluation_options("Score methods by leave-gene-out cross-validation instead of mapping.")
 @click.option(
-    "--evaluate",
-    is_flag=True,
-    help="Score methods by leave-gene-out cross-validation instead of mapping.",
+    "--folds", default=5, show_default=True, type=click.IntRange(min=2), help="With --evaluate."
 )
-@click.option("--folds", default=5, show_default=True, type=int, help="With --evaluate.")
-@evaluate_methods_option
 @click.option(
     "--scheme",
     type=click.Choice(["normalized", "raw", "both"]),
@@ -73,11 +67,8 @@ from ._common import (
     show_default=True,
     help="With --evaluate: truth divided by spot depth (normalized) or raw values.",
 )
-@metrics_json_option()
-@list_methods_option()
 @checkpoint_options
 @seed_option
-@overwrite_option
 def map_cmd(
     sc_path: Path,
     sp_path: Path,
@@ -85,17 +76,16 @@ def map_cmd(
     method: str,
     cell_type_key: str | None,
     predict: str,
-    params: tuple[str, ...],
+    params: dict[str, object],
     device: str,
     hardware: dict,
     evaluate: bool,
-    folds: int,
     methods: str,
-    scheme: str,
     metrics_json: Path | None,
+    folds: int,
+    scheme: str,
     list_methods: bool,
-    checkpoint_dir: Path | None,
-    resume: bool,
+    checkpoint: Checkpointing,
     random_state: int,
     overwrite: bool,
 ) -> None:
@@ -109,8 +99,7 @@ def map_cmd(
         return
     if sc_path is None or sp_path is None:
         raise click.UsageError("missing the input files SC and SP (.h5ad sharing genes)")
-    check_resume(checkpoint_dir, resume)
-    method_params = parse_params(params)
+    method_params = dict(params)
     check_params(method, method_params)  # before anything is read or written
     if evaluate:
         _evaluate(
@@ -126,12 +115,13 @@ def map_cmd(
             overwrite=overwrite,
         )
         return
+    require_inputs(sc_path, sp_path)
     evaluated_output(out, inputs=[sc_path, sp_path], overwrite=overwrite)
     from ..mapping.api import map_cells, project_genes
     from ..train import is_global_zero, training_options
 
-    adata_sc = io.read_anndata(sc_path)
-    adata_sp = io.read_anndata(sp_path)
+    adata_sc, adata_sp = read_input(sc_path), read_input(sp_path)
+    genes = _genes_to_predict(predict, adata_sc, adata_sp)  # a typo found before mapping
     with (
         status(f"mapping {adata_sc.n_obs} cells onto {adata_sp.n_obs} spots ({method})"),
         training_options(**hardware),
@@ -143,13 +133,11 @@ def map_cmd(
             cell_type_key=cell_type_key,
             random_state=random_state,
             device=device,
-            checkpoint_dir=checkpoint_dir,
-            resume=resume,
+            **checkpoint.kwargs,
             **method_params,
         )
     if not is_global_zero():
         return  # another process of a data-parallel run: the first one writes the outputs
-    genes = _genes_to_predict(predict, adata_sc, adata_sp)
     if genes:
         project_genes(mapping, adata_sc, genes=genes, adata_sp=adata_sp)
     io.write(adata_sp, out, overwrite=overwrite)
@@ -162,6 +150,9 @@ def map_cmd(
 
 
 def _genes_to_predict(spec: str, adata_sc, adata_sp) -> list[str]:
+    """The genes ``--genes`` asks for (checked before mapping)."""
+    import pandas as pd
+
     from ..errors import MissingKeyError
 
     key = spec.strip().lower()
@@ -172,11 +163,11 @@ def _genes_to_predict(spec: str, adata_sc, adata_sp) -> list[str]:
     if key == "missing":
         return [g for g in adata_sc.var_names if g not in adata_sp.var_names]
     genes = comma_list(spec)
-    absent = [g for g in genes if g not in adata_sc.var_names]
-    if absent:
+    absent = pd.Index(genes).difference(adata_sc.var_names)
+    if len(absent):
         raise MissingKeyError(
-            f"--genes names {len(absent)} gene(s) absent from SC (e.g. {absent[:3]}): pass "
-            "genes of the reference, or 'missing'/'all'/'none'"
+            f"--genes {spec!r} names {len(absent)} gene(s) absent from SC (e.g. "
+            f"{list(absent[:3])}): pass genes of the reference, or 'missing'/'all'/'none'"
         )
     return genes
 
@@ -201,8 +192,7 @@ def _evaluate(
     chosen, params = evaluation_request(
         methods, default, method_params, metrics_json=metrics_json, overwrite=overwrite
     )
-    adata_sc = io.read_anndata(sc_path)
-    adata_sp = io.read_anndata(sp_path)
+    adata_sc, adata_sp = read_input(sc_path), read_input(sp_path)
     result = evaluate(
         adata_sc,
         adata_sp,

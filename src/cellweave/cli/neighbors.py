@@ -8,17 +8,17 @@ import click
 
 from .. import io
 from ..graph import spatial_neighbors
-from ..io import read_spatial
 from ._common import (
-    check_output,
+    Number,
+    check_outputs,
     console,
     out_option,
-    overwrite_option,
     path_option,
     print_table,
     spatial_key_option,
     use_agg_backend,
 )
+from ._inputs import read_input, require_inputs
 
 
 @click.command()
@@ -39,35 +39,33 @@ from ._common import (
     help="Rings of neighbours to keep on grids (1: adjacent spots, 2: next ring).",
 )
 @click.option("--n-neighbors", type=click.IntRange(min=1), default=6, show_default=True)
-@click.option("--radius", type=float, default=None, help="Radius for --method radius.")
+@click.option(
+    "--radius",
+    type=Number(min=0.0, min_open=True),
+    default=None,
+    help="Radius for --method radius.",
+)
 @spatial_key_option
 @path_option("--coords", "CSV of coordinates (for CSV/10x inputs without obsm['spatial']).")
 @path_option("--plot", "Also save a PNG of the spots coloured by their number of neighbours.")
-@overwrite_option
 def neighbors(
     path: Path,
     out: Path,
-    method: str,
-    max_order: int,
-    n_neighbors: int,
-    radius: float | None,
     spatial_key: str,
     coords: Path | None,
     plot: Path | None,
     overwrite: bool,
+    **graph,
 ) -> None:
     """Spatial neighbour graph (kNN, radius, or grid rings with neighbour order) written to
     obsp['spatial_connectivities'|'spatial_distances'|'spatial_order']."""
-    check_output(out, inputs=[path], overwrite=overwrite)
-    adata = read_spatial(path, coords=coords, spatial_key=spatial_key)
-    spatial_neighbors(
-        adata,
-        method=method,
-        max_order=max_order,
-        n_neighbors=n_neighbors,
-        radius=radius,
-        spatial_key=spatial_key,
+    # graph: method, max_order, n_neighbors, radius (spatial_neighbors' keywords)
+    require_inputs(path, coords)
+    check_outputs(
+        {"--out": (out, "h5ad"), "--plot": (plot, "figure")}, inputs=[path], overwrite=overwrite
     )
+    adata = read_input(path, reader="spatial", coords=coords, spatial_key=spatial_key)
+    spatial_neighbors(adata, spatial_key=spatial_key, **graph)
     params = adata.uns["spatial_neighbors"]["params"]
     order = adata.obsp["spatial_order"]
     rows = [(k, v) for k, v in params.items()]

@@ -8,7 +8,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import InputError
-from ..validate import check_spatial
+from ..validate import check_spatial, check_unique_names
 from ._common import (
     _GRIDS,
     _METHODS,
@@ -75,6 +75,12 @@ def spatial_neighbors(
     copy
         Return a modified copy instead of writing into ``adata``.
 
+    Raises
+    ------
+    InputError
+        Before any work: an option out of range, duplicate cell or gene names, or
+        coordinates that are missing, not finite, not 2-D/3-D or all at one point.
+
     Returns
     -------
     ``None`` (or the copy when ``copy=True``); writes
@@ -100,8 +106,11 @@ def spatial_neighbors(
         )
     if radius is not None:
         radius = _check_positive(radius, name="radius")
+    check_unique_names(adata, axis="obs")
+    check_unique_names(adata, axis="var")
     coords = _as_coords(
-        check_spatial(adata, spatial_key=spatial_key), name=f"adata.obsm[{spatial_key!r}]"
+        check_spatial(adata, spatial_key=spatial_key, allow_degenerate=False),
+        name=f"adata.obsm[{spatial_key!r}]",
     )
     order, params = neighbor_rings(
         coords,

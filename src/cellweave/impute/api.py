@@ -19,19 +19,21 @@ from anndata import AnnData
 from scipy import sparse
 
 from .._params import jsonable
-from ..errors import InputError, InvalidOptionError
+from ..errors import InputError, InvalidOptionError, MissingKeyError
 from ..image import spot_image_features
 from ..train import checkpointing
-from ..validate import check_adata, check_spatial
+from ..validate import check_adata, check_min_obs, check_seed, check_spatial
 from .proportions import check_counts
 from .registry import ImputeMethod, get_method
 
-__all__ = ["DEFAULT_KEY", "DEFAULT_LAYER", "impute", "predict_proportions"]
+__all__ = ["DEFAULT_KEY", "DEFAULT_LAYER", "MIN_SPOTS", "impute", "predict_proportions"]
 
 #: Layer ``impute`` writes when no ``key_added`` is given.
 DEFAULT_LAYER = "imputed"
 #: Key of the ``uns`` entry (``params``, ``seconds``) when no ``key_added`` is given.
 DEFAULT_KEY = "impute"
+#: Fewest spots ``impute`` accepts (one spot has nothing to borrow strength from).
+MIN_SPOTS = 2
 
 
 def predict_proportions(
@@ -39,7 +41,7 @@ def predict_proportions(
     *,
     method: str = "auto",
     layer: str | None = None,
-    spatial_key: str = "spatial",
+    spatial_key: str | None = "spatial",
     random_state: int = 0,
     **params: Any,
 ) -> np.ndarray:
@@ -50,46 +52,80 @@ def predict_proportions(
     """
     spec = get_method(method)
     params = spec.check_options(params)
-    return _predict(spec, adata, layer, spatial_key, _seed(random_state), params)
+    random_state = _seed(random_state)
+    _check_image_source(params)
+    X, coords = _check_data(spec, adata, layer, spatial_key)
+    return _predict(spec, adata, X, coords, spatial_key, random_state, params)
+
+
+def _check_data(
+    spec: ImputeMethod, adata: AnnData, layer: str | None, spatial_key: str | None
+) -> tuple[Any, np.ndarray | None]:
+    """The counts and coordinates ``spec`` runs on, checked once, before any work: raw
+    counts (not all zero), at least :data:`MIN_SPOTS` spots, and the coordinates of a
+    method that uses them (:func:`_coordinates`)."""
+    X = check_adata(
+        adata, layer=layer, require_counts=True, allow_zero_cells=True, allow_all_zero=False
+    )
+    check_min_obs(adata, MIN_SPOTS, what="spots")
+    return X, _coordinates(spec, adata, spatial_key)
+
+
+def _coordinates(spec: ImputeMethod, adata: AnnData, spatial_key: str | None) -> np.ndarray | None:
+    """The coordinates of a method that uses them, else ``None``.
+
+    A spatial method (``spec.spatial``) requires them. ``auto`` (``spec.uses_coords``) requires
+    them too unless ``spatial_key=None``, the explicit choice to run without its spatial
+    loss, so a misspelt key is an error and never a silently dropped loss. Either way they
+    must be finite, 2-D or 3-D and not all at one point.
+    """
+    if not spec.uses_coords:
+        return None
+    if spatial_key is None:
+        if spec.spatial:
+            raise MissingKeyError(
+                f"method {spec.name!r} needs spot coordinates but spatial_key=None: pass the "
+                "obsm key that holds them, e.g. spatial_key='spatial'"
+            )
+        return None
+    fix = None if spec.spatial else "or spatial_key=None to impute without the spatial loss"
+    return check_spatial(adata, spatial_key=spatial_key, allow_degenerate=False, fix=fix)
 
 
 def _predict(
     spec: ImputeMethod,
     adata: AnnData,
-    layer: str | None,
-    spatial_key: str,
+    X: Any,
+    coords: np.ndarray | None,
+    spatial_key: str | None,
     random_state: int,
     params: dict[str, Any],
 ) -> np.ndarray:
-    """Validate the data once and run ``spec`` (its options already checked)."""
-    X = check_adata(adata, layer=layer, require_counts=True, allow_zero_cells=True)
+    """Run ``spec`` on data and options already checked."""
     if isinstance(params.get("similarity_features"), str):
-        params = _image_similarity(adata, spatial_key=spatial_key, **params)
-    coords = None
-    if spec.spatial:
-        coords = check_spatial(adata, spatial_key=spatial_key)
-    elif spatial_key in adata.obsm:
-        coords = np.asarray(adata.obsm[spatial_key], dtype=np.float64)
+        params = _image_similarity(adata, spatial_key=spatial_key or "spatial", **params)
     return spec.fn(check_counts(X), coords=coords, random_state=random_state, **params)
 
 
-def _image_similarity(adata: AnnData, *, spatial_key: str, **params: Any) -> dict[str, Any]:
-    """``similarity_features="image"``: gate by the histology under each spot."""
-    source = params["similarity_features"]
-    if source != "image":
+def _check_image_source(params: dict[str, Any]) -> None:
+    """A string ``similarity_features`` names the histology: only ``"image"`` does."""
+    source = params.get("similarity_features")
+    if isinstance(source, str) and source != "image":
         raise InputError(
             f"similarity_features={source!r} is unknown; pass 'image' (the histology in "
             "uns['spatial']) or an (n_spots, k) array"
         )
+
+
+def _image_similarity(adata: AnnData, *, spatial_key: str, **params: Any) -> dict[str, Any]:
+    """``similarity_features="image"``: gate by the histology under each spot."""
     params["similarity_features"] = spot_image_features(adata, spatial_key=spatial_key)
     params.setdefault("similarity", "gaussian")
     return params
 
 
 def _seed(random_state: Any) -> int:
-    if isinstance(random_state, bool) or not isinstance(random_state, int | np.integer):
-        raise InvalidOptionError(f"random_state={random_state!r} is invalid; pass an integer")
-    return int(random_state)
+    return check_seed(random_state)
 
 
 def _check_target_sum(target_sum: Any) -> float:
@@ -119,7 +155,7 @@ def impute(
     *,
     method: str = "auto",
     layer: str | None = None,
-    spatial_key: str = "spatial",
+    spatial_key: str | None = "spatial",
     key_added: str | None = None,
     target_sum: float = 1e4,
     random_state: int = 0,
@@ -142,7 +178,11 @@ def impute(
     layer
         Layer holding the counts (``X`` when ``None``).
     spatial_key
-        Key of the coordinates in ``obsm``.
+        Key of the coordinates in ``obsm``. The spatial methods (``mf``, ``ae``,
+        ``rings``, ``spatial_knn``) require them; ``auto`` uses them for its spatial loss and
+        requires them too unless ``spatial_key=None`` (run without the spatial loss, an
+        explicit choice: a misspelt key is an error). The others ignore them. Used
+        coordinates must be finite, 2-D or 3-D and hold more than one distinct point.
     key_added
         Names every key the call writes: ``layers[key_added]`` and ``uns[key_added]``.
         ``None`` (default): ``layers["imputed"]`` and ``uns["impute"]``.
@@ -180,8 +220,9 @@ def impute(
     InvalidOptionError
         Unknown method, unknown option or a value of the wrong type or out of range.
     InputError
-        Not raw counts, NaN/inf, duplicate names, no coordinates for a spatial method —
-        each with a one-line message naming the fix.
+        Not raw counts, NaN/inf, all zero, duplicate names, fewer than :data:`MIN_SPOTS`
+        spots, missing, non-finite, not 2-/3-D or degenerate coordinates for a method that
+        uses them — each with a one-line message naming the fix, before any work.
     """
     start = time.perf_counter()
     spec = get_method(method)
@@ -193,12 +234,14 @@ def impute(
     image = isinstance(params.get("similarity_features"), str)
     if image:
         params.setdefault("similarity", "gaussian")
+    _check_image_source(params)
+    X, coords = _check_data(spec, adata, layer, spatial_key)  # before any work
     run = None
     if checkpoint_dir is not None:
         run = {"method": method, "params": jsonable(params), "random_state": random_state}
         run.update(_names(adata, layer))
     with checkpointing(checkpoint_dir, resume=resume, fingerprint=run):
-        P = _predict(spec, adata, layer, spatial_key, random_state, dict(params))
+        P = _predict(spec, adata, X, coords, spatial_key, random_state, dict(params))
     adata = adata.copy() if copy else adata
     adata.layers[layer_key] = np.log1p(target_sum * P).astype(np.float32)
     recorded = {

@@ -47,6 +47,12 @@ class ImputeMethod(Method):
         """Whether the method needs spot coordinates."""
         return bool(self.meta.get("spatial", False))
 
+    @property
+    def uses_coords(self) -> bool:
+        """Whether the method uses spot coordinates: the spatial ones, and ``auto`` (its
+        spatial loss; required unless ``tl.impute(spatial_key=None)``)."""
+        return self.spatial or bool(self.meta.get("uses_coords", False))
+
 
 @dataclass(frozen=True)
 class Values(Option):
@@ -76,8 +82,11 @@ class Values(Option):
 
     def expects(self) -> str:
         """What a valid value looks like, in words."""
-        bounds = Option(self.name, self.type, low=self.low, high=self.high).expects()
+        bounds = Option(
+            self.name, self.type, low=self.low, high=self.high, low_open=self.low_open
+        ).expects()
         bounds = bounds.removeprefix("pass an integer").removeprefix("pass a number")
+        bounds = bounds.removeprefix("pass a finite number")
         one, several = ("an integer", "integers") if self.type is int else ("a number", "numbers")
         forms = (["'auto'"] if self.auto else []) + ([one + bounds] if self.scalar else [])
         if self.many:
@@ -90,6 +99,11 @@ class Values(Option):
 def _values(name, type_, default, *, low=None, high=None, **how) -> Values:
     allow_none = how.pop("allow_none", False)
     return Values(name, type_, default, low, high, None, allow_none, "", **how)
+
+
+def _positive(name: str, default: float, **how: Any) -> Option:
+    """A finite number > 0 (learning rates, scales)."""
+    return Float(name, default, low=0, low_open=True, **how)
 
 
 # ----------------------------------------------------------------------------- options
@@ -105,7 +119,7 @@ _SIMILARITY = [
 ]
 _GATE = [
     *_SIMILARITY,
-    Float("similarity_scale", 1.0, low=0),
+    _positive("similarity_scale", 1.0),
     Float("similarity_threshold", 0.0),
     _N_COMPS,
 ]
@@ -125,7 +139,7 @@ MF_OPTIONS = [
     *_SPATIAL_LOSS,
     _LIKELIHOOD,
     Int("max_epochs", 15, low=1),
-    Float("lr", 0.05, low=0),
+    _positive("lr", 0.05),
     _values("batch_size", int, "auto", low=1, auto=True, allow_none=True),
     _DEVICE,
 ]
@@ -133,14 +147,14 @@ MF_OPTIONS = [
 AE_OPTIONS = [
     Int("n_latent", 16, low=1),
     _values("hidden", int, (128,), low=1, scalar=False, many=True),
-    Float("dropout", 0.1, low=0, high=1),
+    Float("dropout", 0.1, low=0, high=1, high_open=True),
     Float("spatial_weight", 0.01, low=0),
     _SPACE,
     *_SPATIAL_LOSS,
     _LIKELIHOOD,
     Int("max_epochs", 100, low=1),
     Int("patience", 5, low=1),
-    Float("lr", 3e-3, low=0),
+    _positive("lr", 3e-3),
     Int("batch_size", None, low=1, allow_none=True),
     _DEVICE,
 ]
@@ -227,6 +241,10 @@ DESCRIPTIONS = {
     "mixture of programs, both tuned and blended by an inner molecular split",
 }
 
+#: Methods that do not need coordinates but use them (``auto``: its spatial loss); they
+#: require them too unless ``tl.impute(spatial_key=None)`` (see ``ImputeMethod.uses_coords``).
+USES_COORDS = ("auto",)
+
 METHODS = Registry("imputation method", entry=ImputeMethod)
 for _name, _runner, _kind, _spatial, _options in TABLE:
     METHODS.add(
@@ -234,6 +252,7 @@ for _name, _runner, _kind, _spatial, _options in TABLE:
         _runner,
         kind=_kind,
         spatial=_spatial,
+        uses_coords=_spatial or _name in USES_COORDS,
         description=DESCRIPTIONS[_name],
         options=_options,
     )

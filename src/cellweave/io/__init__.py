@@ -13,11 +13,13 @@ renamed over it only once complete, so a crash never leaves a half-written file.
 for a folder (a saved model).
 
 Layout: ``readers.py`` (formats, :func:`read` and friends, coordinates), ``writing.py``
-(temporary names, stale temporaries, :func:`atomic_path`, :func:`atomic_dir`, :func:`write`).
+(temporary names, stale temporaries, :func:`atomic_path`, :func:`atomic_dir`, :func:`write`),
+``paths.py`` (:func:`check_output_path`: an output's kind, extension and folder checked up front).
 """
 
 from __future__ import annotations
 
+from .paths import check_distinct, check_output_path, h5_kind
 from .readers import (
     SUPPORTED_FORMATS,
     read,
@@ -32,6 +34,9 @@ __all__ = [
     "SUPPORTED_FORMATS",
     "atomic_dir",
     "atomic_path",
+    "check_distinct",
+    "check_output_path",
+    "h5_kind",
     "read",
     "read_anndata",
     "read_coords",

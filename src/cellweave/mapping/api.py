@@ -22,7 +22,7 @@ from ..errors import InputError
 from ..graph import nearest_neighbors
 from ..registry import Choice, Float, Int, Text
 from ..train import checkpointing
-from ..validate import check_obs_key, check_spatial
+from ..validate import check_labels, check_obs_key, check_seed, check_spatial
 from .features import Features
 from .fractions import cell_type_fractions
 from .genes import predict_genes, project_genes
@@ -30,6 +30,7 @@ from .methods import (
     DEFAULT_METHOD,
     FEATURE_OPTIONS,
     METHODS,
+    MIN_OBS,
     SOLVER,
     add_solver,
     check_params,
@@ -44,6 +45,7 @@ __all__ = [
     "FEATURE_OPTIONS",
     "FRACTIONS_KEY",
     "METHODS",
+    "MIN_OBS",
     "cell_type_fractions",
     "check_params",
     "get_method",
@@ -229,7 +231,7 @@ add_solver(
         Float("lambda_spot", 1.0, low=0),
         Float("lambda_density", 1.0, low=0),
         Float("lambda_entropy", 0.0),
-        Float("lr", 0.1, low=0),
+        Float("lr", 0.1, low=0, low_open=True),
         Int("max_epochs", 300, low=1),
         Int("batch_size", None, low=1, allow_none=True),
         Int("n_candidates", None, low=1, allow_none=True),
@@ -244,7 +246,7 @@ add_solver(
     "fused Gromov-Wasserstein: expression cost plus spatial structure",
     [
         Float("alpha", 0.5, low=0, high=1),
-        Float("epsilon", 0.05, low=0, allow_none=True, doc="None: exact"),
+        Float("epsilon", 0.05, low=0, low_open=True, allow_none=True, doc="None: exact"),
         Int("n_neighbors", 5, low=1),
         Text("spatial_key", "spatial"),
         Int("max_iter", 20, low=1),
@@ -327,7 +329,9 @@ def map_cells(
     InvalidOptionError
         Unknown method, unknown option, or a value of the wrong type or out of range.
     NoSharedFeaturesError, DuplicateNamesError, MissingKeyError, EmptyDataError, InputError
-        Unusable inputs; each message says how to fix them.
+        Unusable inputs, before any work: fewer than :data:`MIN_OBS` cells or spots, a
+        ``cell_type_key`` column with fewer than 2 cell types, missing or degenerate spot
+        coordinates for a method that uses them (``fgw``), ...; each message names the fix.
 
     Examples
     --------
@@ -335,9 +339,14 @@ def map_cells(
     >>> predicted = cellweave.tl.project_genes(adata_sp, adata_sc)  # doctest: +SKIP
     """
     uns_key, fractions_key = result_keys(key_added)
+    check_seed(random_state)
     labels = None
     if cell_type_key is not None:
-        labels = check_obs_key(adata_sc, cell_type_key, name="adata_sc")
+        labels = check_labels(
+            check_obs_key(adata_sc, cell_type_key, name="adata_sc"),
+            where=f"adata_sc.obs[{cell_type_key!r}]",
+            fix="pass a cell_type_key column with at least 2 cell types, or none",
+        )
     run = None
     if checkpoint_dir is not None:
         names = [adata_sc.obs_names, adata_sp.obs_names, adata_sc.var_names, adata_sp.var_names]

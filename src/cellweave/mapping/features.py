@@ -314,6 +314,11 @@ def prepare_features(
             "that adata_sc holds expression (not an empty layer) for those genes"
         )
     n_empty = int((spot_totals <= 0).sum())
+    if n_empty == len(spot_totals):
+        raise EmptyDataError(
+            f"no spot has a non-zero value on the {len(use)} shared genes: check that adata_sp "
+            "holds expression (not an empty layer) for those genes"
+        )
     if n_empty:
         warnings.warn(
             f"{n_empty} of {len(spot_totals)} spots have no counts on the shared genes: they "

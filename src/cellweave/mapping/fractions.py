@@ -8,7 +8,7 @@ import pandas as pd
 from anndata import AnnData
 
 from ..errors import InputError
-from ..validate import check_obs_key
+from ..validate import check_labels, check_obs_key
 from .result import Mapping
 
 __all__ = ["cell_type_fractions"]
@@ -64,6 +64,7 @@ def cell_type_fractions(
     The fractions DataFrame.
     """
     labels = check_obs_key(adata_sc, cell_type_key, name="adata_sc")
+    check_labels(labels, where=f"adata_sc.obs[{cell_type_key!r}]", fix="pass another column")
     mapping = Mapping.from_adata(adata_sp) if mapping is None else mapping
     _check_cells(mapping, adata_sc)
     _check_spots(mapping, adata_sp)

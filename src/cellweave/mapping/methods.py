@@ -23,6 +23,7 @@ from scipy import sparse
 from ..device import check_device
 from ..errors import InvalidOptionError
 from ..registry import Bool, Choice, Float, Int, Method, Option, Registry
+from ..validate import check_min_obs, check_spatial
 from . import baselines
 from .features import MAX_GENES, learned_gene_weights, prepare_features, to_dense
 from .genes import _columns
@@ -32,6 +33,7 @@ __all__ = [
     "DEFAULT_METHOD",
     "FEATURE_OPTIONS",
     "METHODS",
+    "MIN_OBS",
     "SOLVER",
     "add_solver",
     "check_params",
@@ -44,6 +46,9 @@ DEFAULT_METHOD = "ot"
 #: Kind of the entries of :data:`METHODS` that ``map_cells`` runs (the others, ``"baseline"``
 #: and ``"peer"``, are gene predictors for the leave-gene-out evaluation).
 SOLVER = "solver"
+#: Fewest cells in the reference and fewest spots a mapping accepts (with one of either
+#: every cell goes to the one spot, or the one cell is the whole answer).
+MIN_OBS = 2
 #: Arguments ``map_cells`` passes to every solver besides its options.
 FIXED = ("device", "random_state")
 
@@ -160,10 +165,16 @@ def compute_mapping(
     device: str,
     params: dict[str, Any],
 ) -> Mapping:
-    """Check ``params`` against the solver's declared options (first, before any work),
-    then map."""
+    """Check ``params`` against the solver's declared options, the device, then the data
+    (at least :data:`MIN_OBS` cells and spots; coordinates of a solver that uses them),
+    all before any work; then map."""
     spec, feature_opts, method_opts = check_params(method, params)
     check_device(device)
+    check_min_obs(adata_sc, MIN_OBS, what="cells", name="adata_sc")
+    check_min_obs(adata_sp, MIN_OBS, what="spots", name="adata_sp")
+    if "spatial_key" in spec.options:  # a solver that uses the spots' coordinates
+        key = method_opts.get("spatial_key", spec.options["spatial_key"].default)
+        check_spatial(adata_sp, spatial_key=key, allow_degenerate=False, name="adata_sp")
     data = _Inputs(adata_sc, adata_sp, genes, layer_sc, layer_sp, int(random_state), device)
     if isinstance(feature_opts.get("gene_weights"), str):
         feature_opts["gene_weights"] = _learn_weights(data, spec, feature_opts, method_opts)

@@ -12,12 +12,15 @@ from scipy.special import softmax
 from .._params import params_entry
 from ..device import check_device
 from ..errors import InvalidOptionError
-from .config import check_options
+from ..validate import check_labels, check_min_obs
+from .config import check_options, check_train_options
 from .model import MosaicModel
 
-__all__ = ["integrate", "result_keys", "write_results"]
+__all__ = ["MIN_CELLS", "integrate", "result_keys", "write_results"]
 
 _DEFAULT_KEY = "X_cellweave"
+#: Fewest cells ``integrate`` accepts (one cell has nothing to be integrated with).
+MIN_CELLS = 2
 
 
 def integrate(
@@ -92,9 +95,12 @@ def integrate(
       ``modalities``, ``label_classes``, ``epochs``, ``seconds``.
     """
     check_options({**model_kwargs, "random_state": random_state})
+    train = {"max_epochs": max_epochs, "batch_size": batch_size, **dict(train_kwargs or {})}
+    check_train_options(train)
     check_device(device)
     if copy and return_model:
         raise InvalidOptionError("pass copy=True or return_model=True, not both")
+    _check_data(data, None if labelled_fraction == 0 else label_key)
     data = data.copy() if copy else data
     labels = _labels(data, label_key, labelled_fraction, random_state)
     model = MosaicModel(
@@ -119,6 +125,20 @@ def integrate(
     if return_model:
         return model
     return data if copy else None
+
+
+def _check_data(data: Any, label_key: str | None) -> None:
+    """Before any work: at least :data:`MIN_CELLS` cells, and a label column the training
+    uses with at least two classes (the model checks the rest: modalities, values, keys)."""
+    if hasattr(data, "n_obs"):
+        check_min_obs(data, MIN_CELLS, what="cells", name="data")
+    obs = getattr(data, "obs", None)
+    if isinstance(label_key, str) and obs is not None and label_key in obs.columns:
+        check_labels(
+            obs[label_key],
+            where=f"data.obs[{label_key!r}]",
+            fix="label some cells with 2 or more classes, or pass label_key=None",
+        )
 
 
 def _labels(data: Any, label_key: str | None, fraction: float | None, seed: int) -> Any:

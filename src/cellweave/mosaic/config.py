@@ -23,7 +23,15 @@ from ..errors import InvalidOptionError
 from ..registry import Bool, Choice, Float, Int, Method, Option
 from .data import MosaicData
 
-__all__ = ["DATA_OPTIONS", "MODEL", "MosaicConfig", "check_options", "choose_n_clusters"]
+__all__ = [
+    "DATA_OPTIONS",
+    "MODEL",
+    "TRAIN",
+    "MosaicConfig",
+    "check_options",
+    "check_train_options",
+    "choose_n_clusters",
+]
 
 
 @dataclass
@@ -90,19 +98,43 @@ _MODEL_OPTIONS: tuple[Option, ...] = (
     Option("encoder_hidden", object, _D.encoder_hidden, doc="encoder hidden widths"),
     Int("n_embedding", _D.n_embedding, low=1, doc="modality embedding width"),
     Option("decoder_hidden", object, _D.decoder_hidden, doc="decoder widths (empty: linear)"),
-    Float("dropout", _D.dropout, low=0.0, high=1.0, doc="dropout of the encoders"),
+    Float("dropout", _D.dropout, low=0.0, high=1.0, high_open=True, doc="encoder dropout"),
     Float("graph_weight", _D.graph_weight, low=0.0, doc="guidance graph loss weight"),
     Float("adversarial_weight", _D.adversarial_weight, low=0.0, doc="batch adversary"),
     Float("mmd_weight", _D.mmd_weight, low=0.0, doc="batch MMD weight"),
     Float("classification_weight", _D.classification_weight, low=0.0, doc="label loss"),
     Float("align_weight", _D.align_weight, low=0.0, doc="cross-modality alignment"),
-    Float("modality_dropout", _D.modality_dropout, low=0.0, high=1.0, doc="hide modalities"),
+    Float("modality_dropout", _D.modality_dropout, low=0, high=1, high_open=True, doc="hide"),
     Int("kl_warmup", _D.kl_warmup, low=0, doc="epochs of the KL warm-up"),
     Bool("encode_batch", _D.encode_batch, doc="batch one-hot into the encoders"),
     Float("discriminator_lr", _D.discriminator_lr, low=0.0, doc="adversary lr factor"),
     Option("modality_weights", object, None, **_ANY, doc="likelihood weight per modality"),
     Float("temperature", _D.temperature, low=1e-6, doc="Gumbel-softmax temperature"),
-    Int("random_state", 0, low=0, doc="seed of the subsamples, the weights and the training"),
+    Int("random_state", 0, low=0, high=2**32 - 1, doc="seed of subsamples, weights, training"),
+)
+
+#: The numeric options of :meth:`~.model.MosaicModel.train` (and of ``integrate``), with
+#: their ranges; the others (``checkpoint_dir``, ``resume``, ``device``, ``progress``) are
+#: checked where they are used.
+TRAIN = Method(
+    "MosaicModel.train",
+    "training",
+    None,
+    "options of MosaicModel.train",
+    {
+        option.name: option
+        for option in (
+            Int("max_epochs", 100, low=1, doc="passes over the training cells at most"),
+            Int("batch_size", None, low=1, allow_none=True, doc="cells per step"),
+            Float("lr", 2e-3, low=0, low_open=True, doc="Adam learning rate"),
+            Float("validation_fraction", 0.1, low=0, high=1, high_open=True, doc="held out"),
+            Int("patience", 8, low=0, doc="epochs without improvement before stopping"),
+            Int("labelled_per_batch", 32, low=0, doc="labelled cells added to every step"),
+            Int("random_state", None, low=0, high=2**32 - 1, allow_none=True, doc="seed"),
+            Int("num_threads", None, low=1, allow_none=True, doc="torch CPU threads"),
+        )
+    },
+    what="method",
 )
 
 #: Every option of :class:`~.model.MosaicModel` besides the data keys.
@@ -130,6 +162,19 @@ def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
         checked[key] = _widths(checked[key], key)
     checked["modality_weights"] = _weights(checked["modality_weights"])
     return checked
+
+
+def check_train_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The numeric training options of ``options`` (those :data:`TRAIN` declares; the
+    others are left to their users) checked and converted, before any work.
+
+    Raises
+    ------
+    InvalidOptionError
+        ``max_epochs`` < 1, ``lr`` <= 0, NaN, ... (one line naming the valid range).
+    """
+    known = {k: v for k, v in options.items() if k in TRAIN.options}
+    return TRAIN.check_options(known)
 
 
 def _invalid(name: str, value: Any, expects: str) -> InvalidOptionError:

@@ -36,7 +36,13 @@ import torch.nn.functional as F
 from scipy import sparse
 from torch import nn
 
-from ..errors import FileFormatError, InputError, MissingKeyError, NoSharedFeaturesError
+from ..errors import (
+    FileFormatError,
+    InputError,
+    MissingKeyError,
+    NonFiniteError,
+    NoSharedFeaturesError,
+)
 
 __all__ = [
     "CD_ALIASES",
@@ -319,11 +325,36 @@ def graph_from_links(links: pd.DataFrame, features: Sequence[str]) -> sparse.csr
         )
     w = links["weight"].to_numpy(float) if "weight" in links else np.ones(len(links))
     s = links["sign"].to_numpy(float) if "sign" in links else np.ones(len(links))
+    _check_weights(w, s, signed="sign" not in links)
     v = (w * s)[ok]
     n = len(index)
     m = sparse.coo_matrix((v, (i[ok], j[ok])), shape=(n, n)).tocsr()
     m = m + m.T - sparse.diags(m.diagonal())
     return sparse.csr_matrix(m, dtype=np.float32)
+
+
+def _check_weights(weight: np.ndarray, sign: np.ndarray, *, signed: bool) -> None:
+    """Refuse NaN/inf weights or signs, and negative weights beside a ``sign`` column
+    (``signed``: no sign column, the weight carries it, as in a graph stored in ``varp``);
+    links are drawn with probability ``|weight|``, so a bad one would end training."""
+    for name, values in (("weight", weight), ("sign", sign)):
+        bad = ~np.isfinite(values)
+        if bad.any():
+            raise NonFiniteError(
+                f"the guidance graph has {int(bad.sum())} NaN or infinite link {name}(s) "
+                f"(e.g. {values[bad][0]}): drop those links or give finite {name}s"
+            )
+    if len(weight) and not np.any(weight * sign != 0):
+        raise InputError(
+            f"every one of the {len(weight)} guidance links has weight 0: give positive "
+            "weights, or pass graph_key=None to train without a guidance graph"
+        )
+    if not signed and (weight < 0).any():
+        raise InputError(
+            f"the guidance graph has {int((weight < 0).sum())} negative link weight(s) "
+            f"(e.g. {weight[weight < 0][0]:g}): give weights >= 0 and the direction in the "
+            "sign column (+1 or -1)"
+        )
 
 
 def add_guidance(mdata: Any, links: pd.DataFrame, *, key: str = "guidance") -> None:

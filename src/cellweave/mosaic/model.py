@@ -28,12 +28,12 @@ from ..train import FitResult, fit
 from .analysis import differential as _differential
 from .analysis import impute as _impute
 from .analysis import require_trained
-from .config import DATA_OPTIONS, MODEL, MosaicConfig, check_options, choose_n_clusters
+from .config import DATA_OPTIONS, MODEL, TRAIN, MosaicConfig, check_options, choose_n_clusters
 from .data import MosaicData, _labels
 from .datamodule import MosaicDataModule
 from .guidance import gene_protein_links, graph_from_links
 from .kinds import kind_names
-from .persist import read_model, write_model
+from .persist import load_state, read_model, write_model
 from .vae import MosaicModule
 
 __all__ = ["MosaicModel", "choose_n_clusters"]
@@ -184,6 +184,8 @@ class MosaicModel:
             raise InputError(
                 f"n_clusters={opts['n_clusters']} is smaller than the {n_classes} label classes: "
                 f"pass n_clusters >= {n_classes}"
+                if n_classes
+                else f"n_clusters={opts['n_clusters']} is invalid: pass n_clusters >= 1"
             )
         self.init_params = jsonable(
             {
@@ -279,6 +281,7 @@ class MosaicModel:
         progress
             Show a progress bar (default: on an interactive terminal).
         """
+        TRAIN.check_options({k: v for k, v in locals().items() if k in TRAIN.options})
         hardware = {"device": device, "accelerator": accelerator, "devices": devices}
         hardware.update(strategy=strategy, precision=precision)
         parse_training(**hardware)  # before any work: one InvalidOptionError
@@ -502,7 +505,7 @@ class MosaicModel:
     def load(cls, path: str | Path, mdata: Any, *, modality: str | None = None) -> MosaicModel:
         """Load a model saved with :meth:`save` and attach it to ``mdata`` (same features and
         batches; labels, if any, among the saved classes)."""
-        saved = read_model(path)
+        saved = read_model(path, strict=True)
         meta = saved.pop("meta")
         state = saved.pop("state")
         params = dict(meta["init_params"])
@@ -514,7 +517,7 @@ class MosaicModel:
         if label_key is not None and label_key not in mdata.obs.columns:
             params["label_key"] = None  # query data without labels: predict the saved classes
         model = cls(mdata, _saved=saved, **params)
-        model.module.load_state_dict(state)
+        load_state(model.module, state, path)
         model.module.eval()
         model.is_trained = True
         model.init_params = meta["init_params"]

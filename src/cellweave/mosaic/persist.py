@@ -12,7 +12,8 @@ never half of one. Loading never unpickles objects (``torch.load(weights_only=Tr
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import zipfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,28 @@ from scipy import sparse
 from .. import __version__
 from ..errors import FileFormatError
 from ..io import atomic_dir
+from .config import MODEL
 
-__all__ = ["FORMAT", "read_model", "write_model"]
+__all__ = ["FORMAT", "load_state", "read_model", "write_model"]
 
 _WEIGHTS, _ARRAYS, _META, _GRAPH = "weights.pt", "representation.npz", "model.json", "graph.npz"
 _FILES = (_META, _ARRAYS, _GRAPH, _WEIGHTS)
+#: The keys of ``model.json`` (all required but ``cellweave_version`` and ``train_params``),
+#: the data keys of ``init_params`` besides :data:`~.config.MODEL`'s options, and the keys
+#: of each modality's ``fitted`` entry.
+_META_KEYS = (
+    "format",
+    "cellweave_version",
+    "init_params",
+    "train_params",
+    "batch_names",
+    "label_classes",
+    "fitted",
+)
+_DATA_KEYS = ("batch_key", "label_key", "graph_key", "modality")
+_FITTED_KEYS = ("kind", "likelihood", "representation", "n_comps", "features")
+#: What a problem reading a model's file is fixed by.
+_RESAVE = "save the model again with model.save(path), or copy the whole folder again"
 #: Version of the saved layout and of what the weights mean; 2: protein decoded as absolute
 #: counts (a format-1 protein decoder's weights would decode wrongly), bump on any such change.
 FORMAT = 2
@@ -84,32 +102,115 @@ def _not_a_model(folder: Path) -> str | None:
     return None
 
 
-def read_model(path: str | Path) -> dict[str, Any]:
+def read_model(path: str | Path, *, strict: bool = False) -> dict[str, Any]:
     """A saved model's ``meta`` (``model.json``), ``fitted`` state with its arrays,
-    ``batch_names``, ``label_classes``, ``graph`` (``None`` when it had none) and ``state``."""
+    ``batch_names``, ``label_classes``, ``graph`` (``None`` when it had none) and ``state``.
+
+    A missing, truncated or unreadable file is one :class:`~cellweave.errors.FileFormatError`
+    naming the file and the fix; with ``strict`` (what :meth:`MosaicModel.load` asks) so is
+    a ``model.json`` with a missing or unknown key."""
     path = Path(path)
     for name in _FILES:
         if not (path / name).exists():
             raise FileFormatError(f"{path / name} is missing: {path} is not a saved model")
-    meta = json.loads((path / _META).read_text())
+    meta = _read(path / _META, lambda f: json.loads(f.read_text()))
+    if not isinstance(meta, dict):
+        raise FileFormatError(f"{path / _META} holds no JSON object: {_RESAVE}")
     if meta.get("format", 1) != FORMAT:
         raise FileFormatError(
             f"{path} holds a model of format {meta.get('format', 1)} (cellweave "
             f"{meta.get('cellweave_version', '?')}); this cellweave reads format {FORMAT}: "
             "train the model again"
         )
-    with np.load(path / _ARRAYS) as npz:
-        arrays = {k: npz[k] for k in npz.files}
+    if strict:
+        _check_meta(meta, path / _META)
+    arrays = _read(path / _ARRAYS, _load_npz)
     fitted = meta["fitted"]
     for mod, info in fitted.items():
         prefix = f"{mod}/"
         info["arrays"] = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
-    graph = sparse.load_npz(path / _GRAPH)
+    graph = _read(path / _GRAPH, sparse.load_npz)
+    state = _read(path / _WEIGHTS, _load_weights)
     return {
         "meta": meta,
         "fitted": fitted,
         "batch_names": meta["batch_names"],
         "label_classes": meta["label_classes"],
         "graph": graph if graph.shape[0] else None,
-        "state": torch.load(path / _WEIGHTS, map_location="cpu", weights_only=True),
+        "state": state,
     }
+
+
+def _load_npz(file: Path) -> dict[str, np.ndarray]:
+    with np.load(file) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
+def _load_weights(file: Path) -> Any:
+    return torch.load(file, map_location="cpu", weights_only=True)
+
+
+def _read(file: Path, reader: Callable[[Path], Any]) -> Any:
+    """``reader(file)``, any failure to parse it one :class:`FileFormatError`."""
+    try:
+        return reader(file)
+    except (OSError, ValueError, EOFError, RuntimeError, KeyError, zipfile.BadZipFile) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise FileFormatError(
+            f"{file} cannot be read, it is truncated or corrupt ({first}): {_RESAVE}"
+        ) from None
+
+
+def _check_meta(meta: dict[str, Any], file: Path) -> None:
+    """Every key ``model.json`` needs is there and no other (a key this cellweave does not
+    know would be ignored or misread)."""
+    init = meta.get("init_params")
+    fitted = meta.get("fitted")
+    problems = [
+        ("missing key", [k for k in _META_KEYS[2:] if k not in meta and k != "train_params"]),
+        ("unknown key", [k for k in meta if k not in _META_KEYS]),
+    ]
+    if isinstance(init, dict):
+        known = (*MODEL.options, *_DATA_KEYS)
+        problems.append(("unknown init_params key", [k for k in init if k not in known]))
+    if isinstance(fitted, dict):
+        problems.append(
+            (
+                "fitted entry that is not an object",
+                [m for m, info in fitted.items() if not isinstance(info, dict)],
+            )
+        )
+        problems.append(
+            (
+                "unknown fitted key",
+                [
+                    k
+                    for info in fitted.values()
+                    if isinstance(info, dict)
+                    for k in info
+                    if k not in _FITTED_KEYS
+                ],
+            )
+        )
+    for what, keys in problems:
+        if keys:
+            raise FileFormatError(
+                f"{file} has {len(keys)} {what}(s) ({', '.join(map(repr, keys[:5]))}): it was "
+                f"not written by this cellweave's model.save or was edited; {_RESAVE}"
+            )
+    if not isinstance(init, dict) or not isinstance(fitted, dict):
+        raise FileFormatError(f"{file} lacks init_params or fitted entries: {_RESAVE}")
+
+
+def load_state(module: torch.nn.Module, state: Mapping[str, Any], path: str | Path) -> None:
+    """Load the saved weights into ``module``; weights of another shape or set of layers
+    (a ``model.json`` that does not fit its ``weights.pt``) are one :class:`FileFormatError`."""
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, KeyError) as err:
+        first = str(err).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[:2])
+        raise FileFormatError(
+            f"{Path(path) / _WEIGHTS} does not fit the model described by "
+            f"{Path(path) / _META} ({detail[:200]}): {_RESAVE}"
+        ) from None

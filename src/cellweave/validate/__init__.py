@@ -8,6 +8,7 @@ CSR/CSC/COO matrices, sample entries where a full pass is not needed, and never 
 
 from __future__ import annotations
 
+from .content import check_labels, check_min_obs, check_seed
 from .features import shared_features
 from .fields import (
     check_coordinates,
@@ -15,10 +16,11 @@ from .fields import (
     check_nonempty,
     check_obs_key,
     check_spatial,
+    check_spread,
     check_unique_names,
     get_matrix,
 )
-from .matrix import check_counts, check_finite, is_counts, nonzero_mask
+from .matrix import check_counts, check_finite, has_nonzero, is_counts, nonzero_mask
 from .objects import check_adata, check_mudata
 from .structure import check_sparse, check_structure, sparse_problem
 
@@ -27,15 +29,20 @@ __all__ = [
     "check_coordinates",
     "check_counts",
     "check_finite",
+    "check_labels",
     "check_layer",
+    "check_min_obs",
     "check_mudata",
     "check_nonempty",
     "check_obs_key",
+    "check_seed",
     "check_sparse",
     "check_spatial",
+    "check_spread",
     "check_structure",
     "check_unique_names",
     "get_matrix",
+    "has_nonzero",
     "is_counts",
     "nonzero_mask",
     "shared_features",

@@ -19,7 +19,7 @@ from ..errors import (
     NonFiniteError,
 )
 from ._format import _keys_hint, _shown
-from .matrix import nonzero_mask
+from .matrix import has_nonzero, nonzero_mask
 
 __all__ = [
     "check_coordinates",
@@ -27,6 +27,7 @@ __all__ = [
     "check_nonempty",
     "check_obs_key",
     "check_spatial",
+    "check_spread",
     "check_unique_names",
     "get_matrix",
 ]
@@ -80,9 +81,11 @@ def check_nonempty(
     layer: str | None = None,
     allow_zero_cells: bool = False,
     allow_zero_genes: bool = True,
+    allow_all_zero: bool = False,
     name: str = "adata",
 ) -> None:
-    """Raise :class:`EmptyDataError` for data without cells/genes or with all-zero ones.
+    """Raise :class:`EmptyDataError` for data without cells/genes, with all-zero ones, or
+    (unless ``allow_all_zero``) whose matrix holds only zeros.
 
     Parameters
     ----------
@@ -93,6 +96,8 @@ def check_nonempty(
         Accept cells (rows) whose values are all zero.
     allow_zero_genes
         Accept genes (columns) whose values are all zero.
+    allow_all_zero
+        Accept a matrix without any non-zero value (nothing can be learnt from it).
     {name}
     """
     if adata.n_obs == 0 or adata.n_vars == 0:
@@ -100,9 +105,17 @@ def check_nonempty(
             f"{name} has {adata.n_obs} cells and {adata.n_vars} genes: at least one of each is "
             "required; check that the file and any subsetting kept some data"
         )
+    X = get_matrix(adata, layer=layer, name=name)
+    # without zero cells allowed, an all-zero matrix is refused below as "n of n cells"
+    if allow_zero_cells and not allow_all_zero and not has_nonzero(X):
+        where = f"{name}.X" if layer is None else f"{name}.layers[{layer!r}]"
+        raise EmptyDataError(
+            f"{where} holds only zeros ({adata.n_obs} x {adata.n_vars}): there is nothing to "
+            "learn from; pass the matrix (or layer=...) that holds the measured values"
+        )
     if allow_zero_cells and allow_zero_genes:
         return
-    rows, cols = nonzero_mask(get_matrix(adata, layer=layer, name=name))
+    rows, cols = nonzero_mask(X)
     if not allow_zero_cells and not rows.all():
         n_zero = int((~rows).sum())
         raise EmptyDataError(
@@ -140,6 +153,8 @@ def check_spatial(
     *,
     spatial_key: str = "spatial",
     ndim: int | Sequence[int] = (2, 3),
+    allow_degenerate: bool = True,
+    fix: str | None = None,
     name: str = "adata",
 ) -> np.ndarray:
     """Return the spatial coordinates ``adata.obsm[spatial_key]`` as a float array.
@@ -151,6 +166,12 @@ def check_spatial(
         Key of the coordinates in ``adata.obsm``.
     ndim
         Accepted number(s) of coordinate columns.
+    allow_degenerate
+        Accept coordinates without spread (a single point, or every point at one place);
+        the entry points of methods that use the coordinates pass ``False``.
+    fix
+        Another way out to add to the message when the key is missing (e.g. ``"or
+        spatial_key=None to run without them"``).
     {name}
 
     Returns
@@ -162,7 +183,8 @@ def check_spatial(
     MissingKeyError
         The key is absent.
     InputError
-        The coordinates are not numeric, have the wrong number of columns or are not finite.
+        The coordinates are not numeric, have the wrong number of columns, are not finite,
+        or (with ``allow_degenerate=False``) have no spread.
     """
     allowed = (ndim,) if isinstance(ndim, int | np.integer) else tuple(ndim)
     where = f"{name}.obsm[{spatial_key!r}]"
@@ -170,7 +192,7 @@ def check_spatial(
         raise MissingKeyError(
             f"{where} is missing: spatial coordinates are required; store them as an "
             f"(n_obs, 2) array in {where} or pass spatial_key=... "
-            f"({_keys_hint(adata.obsm.keys())})"
+            f"({_keys_hint(adata.obsm.keys())})" + (f" {fix}" if fix else "")
         )
     coords = check_coordinates(adata.obsm[spatial_key], name=where, ndim=allowed)
     bad = ~np.isfinite(coords).all(axis=1)
@@ -180,7 +202,27 @@ def check_spatial(
             f"cells (e.g. {_shown(adata.obs_names[bad])}): drop those cells, e.g. "
             f"adata = adata[np.isfinite(adata.obsm[{spatial_key!r}]).all(axis=1)].copy()"
         )
+    if not allow_degenerate:
+        check_spread(coords, name=where)
     return coords
+
+
+def check_spread(coords: np.ndarray, *, name: str = "coords") -> None:
+    """Raise :class:`InputError` unless finite ``coords`` hold more than one distinct point
+    (a spread above zero along some axis): distances, neighbours and transforms need it."""
+    n = coords.shape[0]
+    if n < 2:
+        raise InputError(
+            f"{name} holds {n} point(s): spatial methods need at least 2 observations at "
+            "distinct positions; pass data with more spots or cells"
+        )
+    spread = np.ptp(coords, axis=0)
+    if not np.any(spread > 0):
+        raise InputError(
+            f"{name} puts all {n} observations at the same point {tuple(coords[0].tolist())}: "
+            "the coordinates carry no spatial information; store the real positions there "
+            "or pass the spatial_key=... that holds them"
+        )
 
 
 def check_coordinates(
@@ -220,10 +262,10 @@ def check_coordinates(
         ) from None
     allowed = None if ndim is None else ((ndim,) if isinstance(ndim, int | np.integer) else ndim)
     if coords.ndim != 2 or coords.shape[1] < 1 or (allowed and coords.shape[1] not in allowed):
-        expected = "d" if not allowed else " or ".join(str(d) for d in allowed)
+        expected = "one or more" if not allowed else " or ".join(str(d) for d in allowed)
         raise InputError(
             f"{name} has shape {coords.shape}, but {expected} coordinate columns are required: "
-            f"store an (n_obs, {expected}) array of x, y[, z] coordinates"
+            f"store an (n_obs, {expected if allowed else 2}) array of x, y[, z] coordinates"
         )
     if coords.shape[0] == 0:
         raise EmptyDataError(f"{name} has no observations; pass at least one coordinate row")

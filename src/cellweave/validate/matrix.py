@@ -13,7 +13,7 @@ from ..errors import (
     NotCountsError,
 )
 
-__all__ = ["check_counts", "check_finite", "is_counts", "nonzero_mask"]
+__all__ = ["check_counts", "check_finite", "has_nonzero", "is_counts", "nonzero_mask"]
 
 
 # Rows of a dense matrix handled at once, so that temporary boolean arrays stay small.
@@ -205,3 +205,14 @@ def nonzero_mask(X: Any) -> tuple[np.ndarray, np.ndarray]:
         cols |= nz.any(axis=0)
         start += block.shape[0]
     return rows, cols
+
+
+def has_nonzero(X: Any) -> bool:
+    """Whether ``X`` (dense or sparse) holds at least one non-zero value; stops at the first
+    dense row block that has one and never densifies a sparse matrix."""
+    if sp.issparse(X):
+        return bool(np.any(_stored_values(X) != 0))
+    arr = np.asarray(X)
+    if arr.ndim != 2:
+        return bool(np.any(arr != 0))
+    return any(bool(np.any(block != 0)) for block in _dense_row_blocks(arr))

@@ -27,6 +27,8 @@ def check_adata(
     spatial_key: str | None = None,
     allow_zero_genes: bool = True,
     allow_zero_cells: bool = False,
+    allow_all_zero: bool = True,
+    allow_degenerate: bool = True,
     name: str = "adata",
 ) -> Any:
     """Run the usual checks on an AnnData and return the matrix to work on.
@@ -44,9 +46,14 @@ def check_adata(
     require_counts
         Require raw counts (:func:`check_counts`).
     spatial_key
-        When given, require valid coordinates in ``adata.obsm[spatial_key]``.
-    allow_zero_genes, allow_zero_cells
-        See :func:`check_nonempty`.
+        When given, require valid coordinates in ``adata.obsm[spatial_key]`` (finite, 2-D or
+        3-D; see :func:`check_spatial`).
+    allow_degenerate
+        With ``spatial_key``: accept coordinates without spread (``False``: more than one
+        distinct point required, as every method that uses coordinates does).
+    allow_zero_genes, allow_zero_cells, allow_all_zero
+        See :func:`check_nonempty`; ``allow_all_zero=False`` refuses a matrix of zeros
+        only (impute, align and every mosaic modality pass it).
     name
         How to call ``adata`` in messages.
 
@@ -70,6 +77,7 @@ def check_adata(
         layer=layer,
         allow_zero_cells=allow_zero_cells,
         allow_zero_genes=allow_zero_genes,
+        allow_all_zero=allow_all_zero,
         name=name,
     )
     where = f"{name}.X" if layer is None else f"{name}.layers[{layer!r}]"
@@ -77,7 +85,7 @@ def check_adata(
     if require_counts:
         check_counts(X, name=where)
     if spatial_key is not None:
-        check_spatial(adata, spatial_key=spatial_key, name=name)
+        check_spatial(adata, spatial_key=spatial_key, allow_degenerate=allow_degenerate, name=name)
     return X
 
 
@@ -98,7 +106,7 @@ def check_mudata(
     modalities
         Modalities that must be present (all of ``mdata.mod`` when ``None``). Each of them must
         pass :func:`check_adata` with all-zero cells and genes allowed (in a mosaic, a
-        modality may hold only the cells it measured).
+        modality may hold only the cells it measured), but not a matrix of zeros only.
     name
         How to call ``mdata`` in messages.
     values
@@ -139,7 +147,13 @@ def check_mudata(
                 f"{name}.update()) or leave it out of modalities"
             )
         if values:
-            check_adata(mdata.mod[mod], allow_zero_cells=True, allow_zero_genes=True, name=where)
+            check_adata(
+                mdata.mod[mod],
+                allow_zero_cells=True,
+                allow_zero_genes=True,
+                allow_all_zero=False,
+                name=where,
+            )
         else:
             check_unique_names(mdata.mod[mod], axis="obs", name=where)
             check_unique_names(mdata.mod[mod], axis="var", name=where)

@@ -118,6 +118,13 @@ def _check_batches(batches: Mapping[str, Sequence[str]] | None) -> dict[str, tup
             len(mods) > 0,
             f"batch {name!r} measures no modality: give it at least one of {list(MODALITIES)}",
         )
+        twice = sorted({m for m in mods if mods.count(m) > 1})
+        _require(
+            not twice,
+            f"batch {name!r} lists modality {twice[0]!r} twice: list each modality once"
+            if twice
+            else "",
+        )
         out[name] = tuple(m for m in MODALITIES if m in mods)
     return out
 
