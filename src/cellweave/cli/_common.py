@@ -217,3 +217,25 @@ def check_resume(checkpoint_dir: Path | None, resume: bool) -> None:
     """``--resume`` needs ``--checkpoint-dir`` (a usage error otherwise)."""
     if resume and checkpoint_dir is None:
         raise click.UsageError("--resume needs --checkpoint-dir DIR (the folder to resume from)")
+
+
+def backed_option(func):
+    """``--backed/--no-backed``: stream the input from disk (default: automatic by size)."""
+    return click.option(
+        "--backed/--no-backed",
+        default=None,
+        help="Stream the .h5ad/.h5mu input from disk in blocks of rows instead of reading it "
+        "into memory. Default: automatic, on when its matrices would take more than 2 GiB "
+        "dense (one line on stderr says so).",
+    )(func)
+
+
+def read_input(path: Path, backed: bool | None, **kwargs) -> tuple[object, bool]:
+    """Read ``path`` (backed as :func:`cellweave.io.use_backed` decides: one line on stderr
+    when the automatic choice streams); return the data and whether it is backed."""
+    from .. import io
+
+    on, note = io.use_backed(path, backed)
+    if note:
+        click.echo(note, err=True)
+    return io.read(path, backed=on, **kwargs), on

@@ -10,6 +10,7 @@ import click
 from .. import io
 from .._progress import status
 from ._common import (
+    backed_option,
     check_output,
     check_resume,
     checkpoint_options,
@@ -21,6 +22,7 @@ from ._common import (
     params_option,
     parse_params,
     print_methods,
+    read_input,
     seed_option,
 )
 
@@ -82,6 +84,7 @@ from ._common import (
 )
 @click.option("--list-methods", is_flag=True, help="List the modality kinds and exit.")
 @checkpoint_options
+@backed_option
 @seed_option
 @overwrite_option
 def integrate(
@@ -105,6 +108,7 @@ def integrate(
     list_methods: bool,
     checkpoint_dir: Path | None,
     resume: bool,
+    backed: bool | None,
     random_state: int,
     overwrite: bool,
 ) -> None:
@@ -140,7 +144,7 @@ def integrate(
     if metrics_json is not None and label_key is None:
         raise click.UsageError("--metrics-json needs --label-key (the true labels to score)")
     with status(f"reading {path.name}"):
-        data = io.read(path)
+        data, _ = read_input(path, backed)
     if isinstance(data, ad.AnnData) and modality is None:
         raise InputError(
             f"{path.name} holds one modality (AnnData): pass --modality "

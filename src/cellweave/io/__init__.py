@@ -12,6 +12,10 @@ renamed over it only once complete, so a crash never leaves a half-written file.
 :func:`atomic_path` offers the same for any writer (figures, checkpoints), :func:`atomic_dir`
 for a folder (a saved model).
 
+Streaming (``streaming.py``): :func:`use_backed` decides ``--backed`` (automatic above
+:data:`BACKED_THRESHOLD` of dense input), :func:`row_blocks` reads rows in blocks and
+:func:`write_with_layer` writes a dense layer block by block.
+
 Layout: ``readers.py`` (formats, :func:`read` and friends, coordinates), ``writing.py``
 (temporary names, stale temporaries, :func:`atomic_path`, :func:`atomic_dir`, :func:`write`).
 """
@@ -26,18 +30,32 @@ from .readers import (
     read_mudata,
     read_spatial,
 )
+from .streaming import (
+    BACKED_THRESHOLD,
+    READ_BLOCK,
+    dense_nbytes,
+    row_blocks,
+    use_backed,
+    write_with_layer,
+)
 from .writing import atomic_dir, atomic_path, remove_stale_temps, temp_sibling, write
 
 __all__ = [
+    "BACKED_THRESHOLD",
+    "READ_BLOCK",
     "SUPPORTED_FORMATS",
     "atomic_dir",
     "atomic_path",
+    "dense_nbytes",
     "read",
     "read_anndata",
     "read_coords",
     "read_mudata",
     "read_spatial",
     "remove_stale_temps",
+    "row_blocks",
     "temp_sibling",
+    "use_backed",
     "write",
+    "write_with_layer",
 ]
