@@ -214,9 +214,7 @@ def run_integrate(path: Path, steps: int, batch_size: int, seed: int) -> dict:
 
     t0 = time.perf_counter()
     mdata = io.read(path, backed=True)
-    model = MosaicModel(
-        mdata, batch_key="batch", graph_key=None, n_clusters=10, random_state=seed
-    )
+    model = MosaicModel(mdata, batch_key="batch", graph_key=None, n_clusters=10, random_state=seed)
     setup_s = time.perf_counter() - t0
     dm = MosaicDataModule(
         model.data,
@@ -412,7 +410,7 @@ def _merge(lines: list[str]) -> None:
             if not ours:
                 keep.append(line)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text("\n".join(lines + ([""] + keep if keep else [])).rstrip() + "\n")
+    RESULTS.write_text("\n".join(lines + (["", *keep] if keep else [])).rstrip() + "\n")
 
 
 def main() -> None:

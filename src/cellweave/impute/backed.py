@@ -136,9 +136,7 @@ class _BlockBatches(LightningDataModule):
         return steps
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(
-            self._epoch_batches(), batch_size=None, shuffle=False, num_workers=0
-        )
+        return DataLoader(self._epoch_batches(), batch_size=None, shuffle=False, num_workers=0)
 
 
 # ----------------------------------------------------------------------------- one pass
@@ -266,7 +264,8 @@ def _module_blocks(module: MFModule, n: int, target_sum: float):
     module.eval()
     for start in range(0, n, _PREDICT_ROWS):
         index = torch.arange(start, min(start + _PREDICT_ROWS, n), device=module.device)
-        P = to_proportions(torch.softmax(module.logits(index).double(), 1).cpu().numpy(), floor=1e-12)
+        P = torch.softmax(module.logits(index).double(), 1).cpu().numpy()
+        P = to_proportions(P, floor=1e-12)
         yield start, np.log1p(target_sum * P).astype(np.float32)
 
 
