@@ -343,7 +343,7 @@ def _fmt(x) -> str:
 def _report(args, results: dict, uptime: str) -> list[str]:
     from _report import header
 
-    lines = header("Scale: streaming from disk", PACKAGES)[1:]
+    lines = header("Scale: streaming from disk", PACKAGES)
     lines += [f"- `uptime` before the run: {uptime}", ""]
     b, i = results.get("build_mosaic"), results.get("integrate")
     if b and i:

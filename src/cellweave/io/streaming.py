@@ -120,7 +120,7 @@ def use_backed(
 
 
 def row_blocks(
-    X: Any, *, step: int = READ_BLOCK, rows: slice | None = None
+    X: Any, *, step: int | None = None, rows: slice | None = None
 ) -> Iterator[tuple[int, sparse.csr_matrix]]:
     """``(start, CSR float32 block)`` of consecutive rows of ``X`` (in memory or backed).
 
@@ -129,10 +129,11 @@ def row_blocks(
     X
         A matrix (dense, scipy sparse, or a backed AnnData dataset).
     step
-        Rows per block.
+        Rows per block (default :data:`READ_BLOCK`).
     rows
         Only these rows (a ``slice`` with step 1; default all).
     """
+    step = READ_BLOCK if step is None else int(step)
     start, stop, _ = (rows or slice(None)).indices(X.shape[0])
     for a in range(start, stop, step):
         b = min(a + step, stop)
