@@ -114,7 +114,9 @@ def test_use_backed_is_automatic_above_the_threshold(spatial_file):
     assert io.BACKED_THRESHOLD == 2 * 2**30
 
 
-def test_cli_impute_streams_automatically_above_the_size(capsys, spatial_file, tmp_path, monkeypatch):
+def test_cli_impute_streams_automatically_above_the_size(
+    capsys, spatial_file, tmp_path, monkeypatch
+):
     monkeypatch.setattr(streaming, "BACKED_THRESHOLD", 1000)
     calls = []
     monkeypatch.setattr(ib, "impute_backed", lambda *a, **k: calls.append(k) or Path(a[1]))
@@ -136,7 +138,9 @@ def test_cli_impute_streams_automatically_above_the_size(capsys, spatial_file, t
     assert "imputed" in ad.read_h5ad(out).layers
 
 
-def test_cli_auto_keeps_methods_that_cannot_stream_in_memory(capsys, spatial_file, tmp_path, monkeypatch):
+def test_cli_auto_keeps_methods_that_cannot_stream_in_memory(
+    capsys, spatial_file, tmp_path, monkeypatch
+):
     monkeypatch.setattr(streaming, "BACKED_THRESHOLD", 1000)
     out = tmp_path / "knn.h5ad"
     code, _, err = run(capsys, "impute", str(spatial_file), "-o", str(out), "--method", "knn")
@@ -299,7 +303,7 @@ def test_cli_integrate_backed_reads_blocks_and_matches_in_memory(
         return out
 
     monkeypatch.setattr(MosaicDataModule, "transfer_batch_to_device", spied)
-    code, out, err = run(capsys, "integrate", str(mosaic_file), "-o", str(bkd), *args, "--backed")
+    code, _, err = run(capsys, "integrate", str(mosaic_file), "-o", str(bkd), *args, "--backed")
     assert code == 0, err
     # steps read blocks of consecutive cells: 8 blocks of 8 (batch 64), never a modality
     assert len(in_step) > 15 and max(in_step) <= 64
