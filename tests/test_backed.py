@@ -111,13 +111,14 @@ def test_use_backed_is_automatic_above_the_threshold(spatial_file):
     assert on and "--no-backed" in note and "\n" not in note
     assert io.use_backed(spatial_file, True) == (True, None)
     assert io.use_backed(spatial_file, False, threshold=0) == (False, None)
-    assert io.BACKED_THRESHOLD == 2 * 2**30
+    assert io.THRESHOLDS == {"impute": 2**29, "integrate": 4 * 2**30}
+    assert io.use_backed(spatial_file, None, threshold="impute") == (False, None)
 
 
 def test_cli_impute_streams_automatically_above_the_size(
     capsys, spatial_file, tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(streaming, "BACKED_THRESHOLD", 1000)
+    monkeypatch.setitem(streaming.THRESHOLDS, "impute", 1000)
     calls = []
     monkeypatch.setattr(ib, "impute_backed", lambda *a, **k: calls.append(k) or Path(a[1]))
     import cellweave.impute as imp
@@ -129,7 +130,7 @@ def test_cli_impute_streams_automatically_above_the_size(
     lines = [line for line in err.splitlines() if "streaming" in line]
     assert len(lines) == 1 and "spots.h5ad" in lines[0] and "--no-backed" in lines[0]
     # below the size (or --no-backed): in memory, no line
-    monkeypatch.setattr(streaming, "BACKED_THRESHOLD", 10**9)
+    monkeypatch.setitem(streaming.THRESHOLDS, "impute", 10**9)
     out = tmp_path / "o2.h5ad"
     code, _, err = run(capsys, "impute", str(spatial_file), "-o", str(out), *MF,
                        "--param", "max_epochs=1")  # fmt: skip
@@ -141,7 +142,7 @@ def test_cli_impute_streams_automatically_above_the_size(
 def test_cli_auto_keeps_methods_that_cannot_stream_in_memory(
     capsys, spatial_file, tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(streaming, "BACKED_THRESHOLD", 1000)
+    monkeypatch.setitem(streaming.THRESHOLDS, "impute", 1000)
     out = tmp_path / "knn.h5ad"
     code, _, err = run(capsys, "impute", str(spatial_file), "-o", str(out), "--method", "knn")
     assert code == 0, err
@@ -150,7 +151,7 @@ def test_cli_auto_keeps_methods_that_cannot_stream_in_memory(
 
 
 def test_cli_integrate_streams_automatically(capsys, mosaic_file, tmp_path, monkeypatch):
-    monkeypatch.setattr(streaming, "BACKED_THRESHOLD", 1000)
+    monkeypatch.setitem(streaming.THRESHOLDS, "integrate", 1000)
     seen = []
     original = io.read
 

@@ -219,23 +219,25 @@ def check_resume(checkpoint_dir: Path | None, resume: bool) -> None:
         raise click.UsageError("--resume needs --checkpoint-dir DIR (the folder to resume from)")
 
 
-def backed_option(func):
-    """``--backed/--no-backed``: stream the input from disk (default: automatic by size)."""
+def backed_option(size: str):
+    """``--backed/--no-backed``: stream the input from disk (default: automatic above
+    ``size`` of dense matrices, a command's :data:`cellweave.io.THRESHOLDS`)."""
     return click.option(
         "--backed/--no-backed",
         default=None,
         help="Stream the .h5ad/.h5mu input from disk in blocks of rows instead of reading it "
-        "into memory. Default: automatic, on when its matrices would take more than 2 GiB "
+        f"into memory. Default: automatic, on when its matrices would take more than {size} "
         "dense (one line on stderr says so).",
-    )(func)
+    )
 
 
-def read_input(path: Path, backed: bool | None, **kwargs) -> tuple[object, bool]:
-    """Read ``path`` (backed as :func:`cellweave.io.use_backed` decides: one line on stderr
-    when the automatic choice streams); return the data and whether it is backed."""
+def read_input(path: Path, backed: bool | None, command: str, **kwargs) -> tuple[object, bool]:
+    """Read ``path`` (backed as :func:`cellweave.io.use_backed` decides with ``command``'s
+    threshold: one line on stderr when the automatic choice streams); return the data and
+    whether it is backed."""
     from .. import io
 
-    on, note = io.use_backed(path, backed)
+    on, note = io.use_backed(path, backed, threshold=command)
     if note:
         click.echo(note, err=True)
     return io.read(path, backed=on, **kwargs), on

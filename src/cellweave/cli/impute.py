@@ -63,7 +63,7 @@ from ._common import (
 @list_methods_option()
 @device_option
 @checkpoint_options
-@backed_option
+@backed_option("0.5 GiB (--method mf, mf_nospatial)")
 @seed_option
 @overwrite_option
 def impute(
@@ -169,7 +169,7 @@ def _streams(path: Path, backed: bool | None, *, method: str, plot: Path | None)
         if plot is not None:
             raise click.UsageError("--plot needs the imputed layer in memory: drop --backed")
         return True
-    on, note = io.use_backed(path, backed)
+    on, note = io.use_backed(path, backed, threshold="impute")
     if not on:
         return False
     if method not in STREAMING_METHODS or plot is not None:

@@ -84,7 +84,7 @@ from ._common import (
 )
 @click.option("--list-methods", is_flag=True, help="List the modality kinds and exit.")
 @checkpoint_options
-@backed_option
+@backed_option("4 GiB")
 @seed_option
 @overwrite_option
 def integrate(
@@ -144,7 +144,7 @@ def integrate(
     if metrics_json is not None and label_key is None:
         raise click.UsageError("--metrics-json needs --label-key (the true labels to score)")
     with status(f"reading {path.name}"):
-        data, _ = read_input(path, backed)
+        data, _ = read_input(path, backed, "integrate")
     if isinstance(data, ad.AnnData) and modality is None:
         raise InputError(
             f"{path.name} holds one modality (AnnData): pass --modality "

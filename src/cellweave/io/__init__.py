@@ -13,7 +13,7 @@ renamed over it only once complete, so a crash never leaves a half-written file.
 for a folder (a saved model).
 
 Streaming (``streaming.py``): :func:`use_backed` decides ``--backed`` (automatic above
-:data:`BACKED_THRESHOLD` of dense input), :func:`row_blocks` reads rows in blocks and
+the measured :data:`THRESHOLDS` of dense input), :func:`row_blocks` reads rows in blocks and
 :func:`write_with_layer` writes a dense layer block by block.
 
 Layout: ``readers.py`` (formats, :func:`read` and friends, coordinates), ``writing.py``
@@ -33,6 +33,7 @@ from .readers import (
 from .streaming import (
     BACKED_THRESHOLD,
     READ_BLOCK,
+    THRESHOLDS,
     dense_nbytes,
     row_blocks,
     use_backed,
@@ -44,6 +45,7 @@ __all__ = [
     "BACKED_THRESHOLD",
     "READ_BLOCK",
     "SUPPORTED_FORMATS",
+    "THRESHOLDS",
     "atomic_dir",
     "atomic_path",
     "dense_nbytes",

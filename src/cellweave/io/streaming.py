@@ -4,9 +4,9 @@ blocks.
 :func:`dense_nbytes` reads only the shapes of a ``.h5ad``/``.h5mu`` file's ``X`` matrices
 (HDF5 attributes, nothing else) and gives their size as dense float32; :func:`use_backed`
 turns the CLI's ``--backed/--no-backed`` (default: automatic) into a decision: automatic
-streams when that size exceeds :data:`BACKED_THRESHOLD`. :func:`row_blocks` reads a matrix
-(in memory or backed) in blocks of consecutive rows; :func:`write_with_layer` writes an
-AnnData atomically (as :func:`cellweave.io.write`) plus one dense layer filled block by
+streams when that size exceeds the command's measured :data:`THRESHOLDS`.
+:func:`row_blocks` reads a matrix (in memory or backed) in blocks of consecutive rows;
+:func:`write_with_layer` writes an AnnData atomically (as :func:`cellweave.io.write`) plus one dense layer filled block by
 block, so neither the input nor the output matrix is ever whole in memory.
 """
 
@@ -27,6 +27,7 @@ from .writing import atomic_path
 __all__ = [
     "BACKED_THRESHOLD",
     "READ_BLOCK",
+    "THRESHOLDS",
     "dense_nbytes",
     "row_blocks",
     "use_backed",
@@ -34,11 +35,15 @@ __all__ = [
 ]
 
 #: Dense float32 size of the input's ``X`` matrices above which ``--backed`` turns on by
-#: itself (2 GiB: e.g. 1M cells x 500 genes). Measured in ``benchmarks/results/scale.md``:
-#: in memory, ``integrate`` peaks at about 1.5x and ``impute --method mf`` at about 6x the
-#: dense size of the input, so above 2 GiB the in-memory runs leave the 8 GB goal of a
-#: laptop; backed, the peak stays near the per-cell arrays (latent, embeddings).
-BACKED_THRESHOLD = 2 * 2**30
+#: itself, per command (``BACKED_THRESHOLD`` for any other caller). Measured
+#: (``benchmarks/results/scale.md``): in memory, ``impute --method mf`` peaked at 3.0 GB on
+#: 100,000 spots x 500 genes (0.19 GiB dense, about 14x plus 0.4 GB of imports: dense
+#: proportions in float64), backed at 1.2 GB; so it streams above 0.5 GiB, where the
+#: in-memory run would pass ~7 GB. ``integrate`` in memory peaked at 0.93 GB on 20,000
+#: cells x (2,000 genes + 5,000 peaks) (0.36 GiB dense: the CSR and encoder inputs, about
+#: 1.2x plus 0.5 GB), backed at 0.75 GB; it streams above 4 GiB (~5.5 GB in memory).
+THRESHOLDS = {"impute": 2**29, "integrate": 4 * 2**30}
+BACKED_THRESHOLD = THRESHOLDS["impute"]
 
 #: Rows read at once when streaming a matrix from disk.
 READ_BLOCK = 20_000
@@ -86,7 +91,7 @@ def dense_nbytes(path: PathLike) -> int:
 
 
 def use_backed(
-    path: PathLike, backed: bool | None, *, threshold: int | None = None
+    path: PathLike, backed: bool | None, *, threshold: int | str | None = None
 ) -> tuple[bool, str | None]:
     """Whether to read ``path`` backed, and the one line that says so when it was automatic.
 
@@ -98,7 +103,8 @@ def use_backed(
         ``True``/``False``: as given; ``None``: automatic, backed when the file is an
         ``.h5ad``/``.h5mu`` whose :func:`dense_nbytes` exceeds ``threshold``.
     threshold
-        Bytes (default :data:`BACKED_THRESHOLD`).
+        Bytes, or a command of :data:`THRESHOLDS` (``"impute"``, ``"integrate"``); default
+        :data:`BACKED_THRESHOLD`.
 
     Returns
     -------
@@ -107,7 +113,12 @@ def use_backed(
     """
     if backed is not None:
         return bool(backed), None
-    limit = BACKED_THRESHOLD if threshold is None else int(threshold)
+    if threshold is None:
+        limit = BACKED_THRESHOLD
+    elif isinstance(threshold, str):
+        limit = THRESHOLDS[threshold]
+    else:
+        limit = int(threshold)
     size = dense_nbytes(path)
     if size <= limit:
         return False, None
