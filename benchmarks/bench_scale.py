@@ -341,10 +341,13 @@ def _fmt(x) -> str:
 
 
 def _report(args, results: dict, uptime: str) -> list[str]:
+    """The title, then one self-contained section per data set run (command, machine,
+    load, versions in each, as runs of the two halves may be separate)."""
     from _report import header
 
-    lines = header("Scale: streaming from disk", PACKAGES)
-    lines += [f"- `uptime` before the run: {uptime}", ""]
+    title, *about = header("Scale: streaming from disk", PACKAGES)
+    about = [*about, f"- `uptime` before the run: {uptime}", ""]
+    lines = [title, ""]
     b, i = results.get("build_mosaic"), results.get("integrate")
     if b and i:
         ok_rss = i["peak_rss_gb"] <= GOAL_RSS_GB
@@ -352,6 +355,7 @@ def _report(args, results: dict, uptime: str) -> list[str]:
         lines += [
             "## 1M cells: mosaic integration streamed",
             "",
+            *about,
             f"Data: {b['cells']:,} cells, RNA {b['genes']} genes ({b['nnz']['rna']:,} non-zeros), "
             f"ATAC {b['peaks']} peaks ({b['nnz']['atac']:,} non-zeros); built in "
             f"{b['seconds']:.0f} s, peak RSS {b['peak_rss_gb']:.2f} GB.",
@@ -376,6 +380,7 @@ def _report(args, results: dict, uptime: str) -> list[str]:
         lines += [
             "## 1M spots: imputation streamed",
             "",
+            *about,
             f"Data: {s['spots']:,} spots x {s['genes']} genes ({s['nnz']:,} non-zeros); built "
             f"in {s['seconds']:.0f} s, peak RSS {s['peak_rss_gb']:.2f} GB.",
             "",

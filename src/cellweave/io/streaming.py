@@ -7,7 +7,8 @@ turns the CLI's ``--backed/--no-backed`` (default: automatic) into a decision: a
 streams when that size exceeds the command's measured :data:`THRESHOLDS`.
 :func:`row_blocks` reads a matrix (in memory or backed) in blocks of consecutive rows;
 :func:`write_with_layer` writes an AnnData atomically (as :func:`cellweave.io.write`) plus
-one dense layer filled block by block, so neither the input nor the output matrix is ever whole in memory.
+one dense layer filled block by block, so neither the input nor the output matrix is ever
+whole in memory.
 """
 
 from __future__ import annotations
