@@ -40,7 +40,14 @@ from .._params import jsonable
 from ..errors import InputError
 from ..train import checkpointing, fit
 from ..validate import check_counts, check_finite, check_spatial, check_unique_names
-from .api import DEFAULT_KEY, DEFAULT_LAYER, _check_target_sum, _image_similarity, _seed
+from .api import (
+    DEFAULT_KEY,
+    DEFAULT_LAYER,
+    _check_target_sum,
+    _image_similarity,
+    _seed,
+    uns_entry,
+)
 from .mf import (
     FULL_BATCH_ENTRIES,
     MFModule,
@@ -282,15 +289,15 @@ def impute_backed(
     adata: AnnData,
     out: str | Path,
     *,
+    overwrite: bool = False,
     method: str = "mf",
+    random_state: int = 0,
+    key_added: str | None = None,
     layer: str | None = None,
     spatial_key: str = "spatial",
-    key_added: str | None = None,
     target_sum: float = 1e4,
-    random_state: int = 0,
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
-    overwrite: bool = False,
     refit_epochs: int | None = None,
     timings: dict[str, float] | None = None,
     **params: Any,
@@ -309,13 +316,13 @@ def impute_backed(
         modified on disk.
     out
         Output ``.h5ad``.
+    overwrite
+        Replace an existing ``out``.
     method
         ``"mf"`` or ``"mf_nospatial"`` (:data:`STREAMING_METHODS`); others raise
         :class:`~cellweave.errors.InputError`.
-    layer, spatial_key, key_added, target_sum, random_state, checkpoint_dir, resume
+    random_state, key_added, layer, spatial_key, target_sum, checkpoint_dir, resume
         As for :func:`cellweave.impute.impute`.
-    overwrite
-        Replace an existing ``out``.
     refit_epochs
         Epochs of the streamed refit (default: the method's ``max_epochs``); benchmarks
         time fewer.
@@ -339,8 +346,9 @@ def impute_backed(
     if n == 0 or g == 0:
         raise InputError(f"the count matrix has shape {(n, g)}; pass at least one spot and gene")
     coords = check_spatial(adata, spatial_key=spatial_key) if spec.spatial else None
-    image = isinstance(params.get("similarity_features"), str)
-    if image:
+    given = dict(params)  # recorded as given ("image", not the features)
+    if isinstance(params.get("similarity_features"), str):
+        given.setdefault("similarity", "gaussian")
         params = _image_similarity(adata, spatial_key=spatial_key, **params)
     size = n if n * g <= WINDOW_ENTRIES else max(1, WINDOW_ENTRIES // g)
     window = _window(coords, n, size, random_state)
@@ -350,7 +358,7 @@ def impute_backed(
     stages.update(scan_s=time.perf_counter() - t, window=int(window.size))
     run = None
     if checkpoint_dir is not None:
-        run = {"method": method, "params": jsonable(params), "random_state": random_state}
+        run = {"method": method, "params": jsonable(given), "random_state": random_state}
         run["data"] = _fingerprint(adata, scan["library"])
     sel_params = dict(params)
     sel_coords = None if coords is None else coords[window]
@@ -377,20 +385,12 @@ def impute_backed(
         stages["refit_s"] = time.perf_counter() - t
     layer_key = DEFAULT_LAYER if key_added is None else key_added
     uns_key = DEFAULT_KEY if key_added is None else key_added
-    recorded = {
-        "method": method,
-        "layer": "X" if layer is None else layer,
-        "spatial_key": spatial_key,
-        "key_added": layer_key,
-        "target_sum": target_sum,
-        "random_state": random_state,
-        **{k: v for k, v in params.items() if k != "similarity_features" or image},
-    }
-    adata.uns[uns_key] = {
-        "params": jsonable(recorded),
-        "seconds": float(time.perf_counter() - start),
-        "backed": {"window": int(window.size), "streamed_refit": bool(window.size < n)},
-    }
+    entry = uns_entry(
+        method, given, layer=layer, spatial_key=spatial_key, key_added=layer_key,
+        target_sum=target_sum, random_state=random_state, start=start,
+    )  # fmt: skip
+    entry["backed"] = {"window": int(window.size), "streamed_refit": bool(window.size < n)}
+    adata.uns[uns_key] = entry
     if layer_key in adata.layers:  # replaced, as in memory (the file read is not touched)
         del adata.layers[layer_key]
     t = time.perf_counter()
