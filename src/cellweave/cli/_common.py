@@ -240,4 +240,6 @@ def read_input(path: Path, backed: bool | None, command: str, **kwargs) -> tuple
     on, note = io.use_backed(path, backed, threshold=command)
     if note:
         click.echo(note, err=True)
-    return io.read(path, backed=on, **kwargs), on
+    if on:
+        kwargs["backed"] = True
+    return io.read(path, **kwargs), on
