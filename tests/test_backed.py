@@ -321,3 +321,20 @@ def test_cli_integrate_backed_reads_blocks_and_matches_in_memory(
     assert min(acc_mem, acc_bkd) > 0.45, (acc_mem, acc_bkd)  # chance: 1/3 (measured 0.55, 0.58)
     assert abs(acc_mem - acc_bkd) < 0.15, (acc_mem, acc_bkd)
     assert sha(mosaic_file) == before
+
+
+def test_block_sampler_covers_every_spot_once_per_epoch_in_blocks():
+    sampler = ib._BlockSampler(1000, batch_size=256, block=64, seed=0)
+    assert len(sampler) == 4  # 16 blocks, 4 per step
+    epochs = []
+    for epoch in (0, 1, 0):
+        sampler.set_epoch(epoch)
+        steps = list(sampler)
+        cells = np.concatenate(steps)
+        assert np.array_equal(np.sort(cells), np.arange(1000))  # each spot once
+        for step in steps:
+            assert np.all(np.diff(step) > 0)  # sorted
+            assert np.count_nonzero(np.diff(step) != 1) <= 3  # at most 4 runs
+        epochs.append(cells)
+    assert not np.array_equal(epochs[0], epochs[1])  # a fresh order each epoch
+    assert np.array_equal(epochs[0], epochs[2])  # seeded by the epoch (resume-safe)

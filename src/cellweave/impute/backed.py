@@ -33,7 +33,7 @@ import torch
 from anndata import AnnData
 from lightning import LightningDataModule
 from scipy import sparse
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .. import io
 from .._params import jsonable
@@ -121,29 +121,60 @@ class BackedCounts:
         return torch.as_tensor(dense, device=self.device)
 
 
-class _BlockBatches(LightningDataModule):
-    """Training steps of random blocks of consecutive spots (index tensors, sorted)."""
+class _Spots(Dataset):
+    """Spot indices; a step's batch is fetched at once as one sorted LongTensor."""
+
+    def __init__(self, n: int) -> None:
+        self.n = int(n)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return int(i)
+
+    def __getitems__(self, indices: list[int]) -> torch.Tensor:
+        return torch.as_tensor(indices, dtype=torch.long)
+
+
+class _BlockSampler(Sampler[list[int]]):
+    """Each step: ``per_step`` random blocks of ``block`` consecutive spots (sorted, so
+    neighbouring blocks are one read); a fresh seeded order every epoch (Lightning calls
+    :meth:`set_epoch`, so a resumed run draws the same)."""
 
     def __init__(self, n: int, batch_size: int, block: int, seed: int) -> None:
-        super().__init__()
         self.n, self.block, self.seed = int(n), max(1, int(block)), int(seed)
         self.per_step = max(1, -(-int(batch_size) // self.block))
         self.n_blocks = -(-self.n // self.block)
         self.epoch = 0
 
-    def _epoch_batches(self) -> list[torch.Tensor]:
-        rng = np.random.default_rng([self.seed, self.epoch])
-        self.epoch += 1
-        order = rng.permutation(self.n_blocks)
-        steps = []
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return -(-self.n_blocks // self.per_step)
+
+    def __iter__(self):
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n_blocks)
         for s in range(0, self.n_blocks, self.per_step):
             starts = np.sort(order[s : s + self.per_step]) * self.block
-            cells = np.concatenate([np.arange(a, min(a + self.block, self.n)) for a in starts])
-            steps.append(torch.as_tensor(cells, dtype=torch.long))
-        return steps
+            yield [i for a in starts for i in range(a, min(a + self.block, self.n))]
+
+
+class _BlockBatches(LightningDataModule):
+    """Training steps of random blocks of consecutive spots (see :class:`_BlockSampler`)."""
+
+    def __init__(self, n: int, batch_size: int, block: int, seed: int) -> None:
+        super().__init__()
+        self.sampler = _BlockSampler(n, batch_size, block, seed)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self._epoch_batches(), batch_size=None, shuffle=False, num_workers=0)
+        return DataLoader(
+            _Spots(self.sampler.n),
+            batch_sampler=self.sampler,
+            collate_fn=lambda batch: batch,
+            num_workers=0,
+        )
 
 
 # ----------------------------------------------------------------------------- one pass
