@@ -219,15 +219,16 @@ def check_resume(checkpoint_dir: Path | None, resume: bool) -> None:
         raise click.UsageError("--resume needs --checkpoint-dir DIR (the folder to resume from)")
 
 
-def backed_option(size: str):
+def backed_option(size: str, note: str = ""):
     """``--backed/--no-backed``: stream the input from disk (default: automatic above
-    ``size`` of dense matrices, a command's :data:`cellweave.io.THRESHOLDS`)."""
+    ``size`` of dense matrices, a command's :data:`cellweave.io.THRESHOLDS`; ``note`` ends
+    the help)."""
     return click.option(
         "--backed/--no-backed",
         default=None,
         help="Stream the .h5ad/.h5mu input from disk in blocks of rows instead of reading it "
         f"into memory. Default: automatic, on when its matrices would take more than {size} "
-        "dense (one line on stderr says so).",
+        f"dense (one line on stderr says so).{note}",
     )
 
 

@@ -63,7 +63,7 @@ from ._common import (
 @list_methods_option()
 @device_option
 @checkpoint_options
-@backed_option("0.5 GiB (--method mf, mf_nospatial)")
+@backed_option("0.5 GiB", " Only --method mf and mf_nospatial stream.")
 @seed_option
 @overwrite_option
 def impute(
