@@ -33,7 +33,7 @@ import torch
 from anndata import AnnData
 from lightning import LightningDataModule
 from scipy import sparse
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Sampler
 
 from .. import io
 from .._params import jsonable
@@ -121,22 +121,6 @@ class BackedCounts:
         return torch.as_tensor(dense, device=self.device)
 
 
-class _Spots(Dataset):
-    """Spot indices; a step's batch is fetched at once as one sorted LongTensor."""
-
-    def __init__(self, n: int) -> None:
-        self.n = int(n)
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> int:
-        return int(i)
-
-    def __getitems__(self, indices: list[int]) -> torch.Tensor:
-        return torch.as_tensor(indices, dtype=torch.long)
-
-
 class _BlockSampler(Sampler[list[int]]):
     """Each step: ``per_step`` random blocks of ``block`` consecutive spots (sorted, so
     neighbouring blocks are one read); a fresh seeded order every epoch (Lightning calls
@@ -170,9 +154,9 @@ class _BlockBatches(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(
-            _Spots(self.sampler.n),
+            range(self.sampler.n),
             batch_sampler=self.sampler,
-            collate_fn=lambda batch: batch,
+            collate_fn=lambda spots: torch.as_tensor(spots, dtype=torch.long),
             num_workers=0,
         )
 
