@@ -150,6 +150,27 @@ def test_cli_auto_keeps_methods_that_cannot_stream_in_memory(
     assert "imputed" in ad.read_h5ad(out).layers
 
 
+def test_cli_default_method_streams_as_mf_above_the_size(
+    capsys, spatial_file, tmp_path, monkeypatch
+):
+    """The default recipe (method auto, no --backed) streams a large input: as mf, said in
+    one line; --no-backed keeps auto in memory."""
+    monkeypatch.setitem(streaming.THRESHOLDS, "impute", 1000)
+    calls = []
+    monkeypatch.setattr(ib, "impute_backed", lambda *a, **k: calls.append(k) or Path(a[1]))
+    import cellweave.impute as imp
+
+    monkeypatch.setattr(imp, "impute_backed", ib.impute_backed)
+    code, _, err = run(capsys, "impute", str(spatial_file), "-o", str(tmp_path / "o.h5ad"))
+    assert code == 0, err
+    assert [c["method"] for c in calls] == ["mf"]
+    assert sum("'auto' streams as 'mf'" in line for line in err.splitlines()) == 1
+    code, _, err = run(capsys, "impute", str(spatial_file), "-o", str(tmp_path / "o.h5ad"),
+                       "--overwrite", "--backed")  # fmt: skip
+    assert code == 0, err
+    assert [c["method"] for c in calls] == ["mf", "mf"]
+
+
 def test_cli_integrate_streams_automatically(capsys, mosaic_file, tmp_path, monkeypatch):
     monkeypatch.setitem(streaming.THRESHOLDS, "integrate", 1000)
     seen = []

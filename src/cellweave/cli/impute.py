@@ -122,9 +122,10 @@ def impute(
     from ..impute import impute as run_impute
     from ..impute.api import DEFAULT_KEY, DEFAULT_LAYER
 
-    if _streams(path, backed, method=method, plot=plot):
+    streamed = _streams(path, backed, method=method, plot=plot)
+    if streamed is not None:
         _impute_backed(
-            path, out, method=method, coords=coords, layer=layer, spatial_key=spatial_key,
+            path, out, method=streamed, coords=coords, layer=layer, spatial_key=spatial_key,
             random_state=random_state, overwrite=overwrite, method_params=method_params,
             **checkpoint.kwargs,
         )  # fmt: skip
@@ -154,31 +155,39 @@ def impute(
         console.print(f"wrote {plot}")
 
 
-def _streams(path: Path, backed: bool | None, *, method: str, plot: Path | None) -> bool:
-    """Whether to stream ``path`` from disk: ``--backed`` as given (a method that cannot
-    stream, or ``--plot``, is one line and exit 2); automatic above the size of
-    :func:`cellweave.io.use_backed` when the method streams, else in memory with one line
-    on stderr saying why."""
+def _streams(path: Path, backed: bool | None, *, method: str, plot: Path | None) -> str | None:
+    """The method that streams ``path`` from disk, or ``None`` (in memory): ``--backed`` as
+    given (a method that cannot stream, or ``--plot``, is one line and exit 2); automatic
+    above the size of :func:`cellweave.io.use_backed` when the method streams, else in memory
+    with one line on stderr saying why. The default ``auto`` streams as ``mf`` (its mixture
+    candidate needs the whole matrix), said in one line."""
     from ..impute.backed import STREAMING_METHODS, check_streams
 
+    streamed = "mf" if method == "auto" else method
     if backed:
-        check_streams(method)
+        check_streams(streamed)
         if plot is not None:
             raise click.UsageError("--plot needs the imputed layer in memory: drop --backed")
-        return True
-    on, note = io.use_backed(path, backed, threshold="impute")
-    if not on:
-        return False
-    if method not in STREAMING_METHODS or plot is not None:
-        why = "--plot needs the result" if plot is not None else f"method {method!r} needs it"
+    else:
+        on, note = io.use_backed(path, backed, threshold="impute")
+        if not on:
+            return None
+        if streamed not in STREAMING_METHODS or plot is not None:
+            why = "--plot needs the result" if plot is not None else f"method {method!r} needs it"
+            click.echo(
+                f"reading {path.name} into memory although it is large: {why} in memory "
+                f"({', '.join(STREAMING_METHODS)} stream with --backed)",
+                err=True,
+            )
+            return None
+        click.echo(note, err=True)
+    if streamed != method:
         click.echo(
-            f"reading {path.name} into memory although it is large: {why} in memory "
-            f"({', '.join(STREAMING_METHODS)} stream with --backed)",
+            "method 'auto' streams as 'mf' (its mixture candidate needs the whole matrix in "
+            "memory; --no-backed keeps auto)",
             err=True,
         )
-        return False
-    click.echo(note, err=True)
-    return True
+    return streamed
 
 
 def _impute_backed(path: Path, out: Path, *, method: str, coords, method_params, **kwargs) -> None:
