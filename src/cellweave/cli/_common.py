@@ -380,3 +380,27 @@ def quiet_unless_first_process() -> None:
 
         console.quiet = True
         progress_console.quiet = True
+
+
+def backed_option(size: str, note: str = ""):
+    """``--backed/--no-backed``: stream the input from disk (default: automatic above
+    ``size`` of dense matrices, a command's :data:`cellweave.io.THRESHOLDS`; ``note`` ends
+    the help)."""
+    return click.option(
+        "--backed/--no-backed",
+        default=None,
+        help="Stream the .h5ad/.h5mu input from disk in blocks of rows instead of reading it "
+        f"into memory. Default: automatic, on when its matrices would take more than {size} "
+        f"dense (one line on stderr says so).{note}",
+    )
+
+
+def backed_choice(path: Path, backed: bool | None, command: str) -> bool:
+    """Whether to read ``path`` backed (``--backed`` as given, else automatic with
+    ``command``'s :data:`cellweave.io.THRESHOLDS`: one line on stderr when it streams)."""
+    from .. import io
+
+    on, note = io.use_backed(path, backed, threshold=command)
+    if note:
+        click.echo(note, err=True)
+    return on

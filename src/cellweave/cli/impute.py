@@ -11,6 +11,7 @@ from .._progress import status
 from ..errors import InvalidOptionError
 from ._common import (
     Checkpointing,
+    backed_option,
     check_outputs,
     checkpoint_options,
     console,
@@ -59,6 +60,7 @@ from ._inputs import read_input, require_inputs
 @device_option
 @hardware_options
 @checkpoint_options
+@backed_option("0.5 GiB", " Only --method mf and mf_nospatial stream.")
 @seed_option
 def impute(
     path: Path | None,
@@ -78,6 +80,7 @@ def impute(
     device: str,
     hardware: dict,
     checkpoint: Checkpointing,
+    backed: bool | None,
     random_state: int,
     overwrite: bool,
 ) -> None:
@@ -94,6 +97,8 @@ def impute(
     method_params = dict(params)
     # the method and its options are checked before anything is read or written
     get_method(method).check_options(method_params if evaluate else _method_options(method_params))
+    if evaluate and backed:
+        raise click.UsageError("--evaluate needs the data in memory: drop --backed")
     if evaluate:
         _evaluate(
             path,
@@ -121,6 +126,14 @@ def impute(
     from ..impute.api import DEFAULT_KEY, DEFAULT_LAYER
     from ..train import is_global_zero, training_options
 
+    streamed = _streams(path, backed, method=method, plot=plot)
+    if streamed is not None:
+        _impute_backed(
+            path, out, method=streamed, coords=coords, layer=layer, spatial_key=spatial_key,
+            random_state=random_state, overwrite=overwrite, method_params=method_params,
+            **checkpoint.kwargs,
+        )  # fmt: skip
+        return
     adata = read_input(path, coords=coords, spatial_key=spatial_key)
     if plot is not None and gene is not None:
         _check_gene(adata, gene)  # before imputing, not after
@@ -146,6 +159,59 @@ def impute(
     if plot is not None:
         _plot(adata, plot, gene=gene, layer=layer, spatial_key=spatial_key, key=layer_key)
         console.print(f"wrote {plot}")
+
+
+def _streams(path: Path, backed: bool | None, *, method: str, plot: Path | None) -> str | None:
+    """The method that streams ``path`` from disk, or ``None`` (in memory): ``--backed`` as
+    given (a method that cannot stream, or ``--plot``, is one line and exit 2); automatic
+    above the size of :func:`cellweave.io.use_backed` when the method streams, else in memory
+    with one line on stderr saying why. The default ``auto`` streams as ``mf`` (its mixture
+    candidate needs the whole matrix), said in one line."""
+    from ..impute.backed import STREAMING_METHODS, check_streams
+
+    streamed = "mf" if method == "auto" else method
+    if backed:
+        check_streams(streamed)
+        if plot is not None:
+            raise click.UsageError("--plot needs the imputed layer in memory: drop --backed")
+    else:
+        on, note = io.use_backed(path, backed, threshold="impute")
+        if not on:
+            return None
+        if streamed not in STREAMING_METHODS or plot is not None:
+            why = "--plot needs the result" if plot is not None else f"method {method!r} needs it"
+            click.echo(
+                f"reading {path.name} into memory although it is large: {why} in memory "
+                f"({', '.join(STREAMING_METHODS)} stream with --backed)",
+                err=True,
+            )
+            return None
+        click.echo(note, err=True)
+    if streamed != method:
+        click.echo(
+            "method 'auto' streams as 'mf' (its mixture candidate needs the whole matrix in "
+            "memory; --no-backed keeps auto)",
+            err=True,
+        )
+    return streamed
+
+
+def _impute_backed(path: Path, out: Path, *, method: str, coords, method_params, **kwargs) -> None:
+    """Read ``path`` backed, impute streamed (:func:`cellweave.impute.impute_backed`) and
+    write ``out`` block by block."""
+    from ..impute import impute_backed
+
+    adata = read_input(path, coords=coords, spatial_key=kwargs["spatial_key"], backed=True)
+    try:
+        with status(f"imputing with {method}, streamed from disk"):
+            impute_backed(adata, out, method=method, **kwargs, **method_params)
+    finally:
+        adata.file.close()
+    key = method_params.get("key_added") or "imputed"
+    console.print(
+        f"wrote {out}: layers[{key!r}] ({adata.n_obs} spots x {adata.n_vars} genes, "
+        f"method {method}, streamed from disk)"
+    )
 
 
 def _evaluate(

@@ -11,6 +11,8 @@ from .. import io
 from .._progress import status
 from ._common import (
     Checkpointing,
+    backed_choice,
+    backed_option,
     check_outputs,
     checkpoint_options,
     comma_list,
@@ -87,6 +89,7 @@ from ._inputs import read_input, require_inputs
 )
 @click.option("--list-methods", is_flag=True, help="List the modality kinds and exit.")
 @checkpoint_options
+@backed_option("4 GiB")
 @seed_option
 @overwrite_option
 def integrate(
@@ -110,6 +113,7 @@ def integrate(
     save_model: Path | None,
     list_methods: bool,
     checkpoint: Checkpointing,
+    backed: bool | None,
     random_state: int,
     overwrite: bool,
 ) -> None:
@@ -153,8 +157,9 @@ def integrate(
         "--save-model": (save_model, "new_folder"),
     }
     check_outputs(outputs, inputs=[path], overwrite=overwrite)
+    streamed = backed_choice(path, backed, "integrate")
     with status(f"reading {path.name}"):
-        data = read_input(path, reader="any")
+        data = read_input(path, reader="any", backed=streamed)
     obs = data.obs
     if batch_key not in obs.columns:
         raise MissingKeyError(

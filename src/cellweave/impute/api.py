@@ -244,17 +244,35 @@ def impute(
         P = _predict(spec, adata, X, coords, spatial_key, random_state, dict(params))
     adata = adata.copy() if copy else adata
     adata.layers[layer_key] = np.log1p(target_sum * P).astype(np.float32)
+    adata.uns[uns_key] = uns_entry(
+        method, params, layer=layer, spatial_key=spatial_key, key_added=layer_key,
+        target_sum=target_sum, random_state=random_state, start=start,
+    )  # fmt: skip
+    return adata if copy else None
+
+
+def uns_entry(
+    method: str,
+    params: dict[str, Any],
+    *,
+    layer: str | None,
+    spatial_key: str,
+    key_added: str,
+    target_sum: float,
+    random_state: int,
+    start: float,
+) -> dict[str, Any]:
+    """``uns[key_added]`` of an imputation: ``params`` (method, inputs, options, seed; the
+    ``similarity_features`` array left out unless it was ``"image"``) and ``seconds`` since
+    ``start`` (a ``time.perf_counter()`` value)."""
+    image = isinstance(params.get("similarity_features"), str)
     recorded = {
         "method": method,
         "layer": "X" if layer is None else layer,
         "spatial_key": spatial_key,
-        "key_added": layer_key,
+        "key_added": key_added,
         "target_sum": target_sum,
         "random_state": random_state,
         **{k: v for k, v in params.items() if k != "similarity_features" or image},
     }
-    adata.uns[uns_key] = {
-        "params": jsonable(recorded),
-        "seconds": float(time.perf_counter() - start),
-    }
-    return adata if copy else None
+    return {"params": jsonable(recorded), "seconds": float(time.perf_counter() - start)}

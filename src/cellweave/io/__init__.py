@@ -12,6 +12,10 @@ renamed over it only once complete, so a crash never leaves a half-written file.
 :func:`atomic_path` offers the same for any writer (figures, checkpoints), :func:`atomic_dir`
 for a folder (a saved model).
 
+Streaming (``streaming.py``): :func:`use_backed` decides ``--backed`` (automatic above
+the measured :data:`THRESHOLDS` of dense input), :func:`row_blocks` reads rows in blocks and
+:func:`write_with_layer` writes a dense layer block by block.
+
 Layout: ``readers.py`` (formats, :func:`read` and friends, coordinates), ``writing.py``
 (temporary names, stale temporaries, :func:`atomic_path`, :func:`atomic_dir`, :func:`write`),
 ``paths.py`` (:func:`check_output_path`: an output's kind, extension and folder checked up front).
@@ -28,14 +32,27 @@ from .readers import (
     read_mudata,
     read_spatial,
 )
+from .streaming import (
+    BACKED_THRESHOLD,
+    READ_BLOCK,
+    THRESHOLDS,
+    dense_nbytes,
+    row_blocks,
+    use_backed,
+    write_with_layer,
+)
 from .writing import atomic_dir, atomic_path, remove_stale_temps, temp_sibling, write
 
 __all__ = [
+    "BACKED_THRESHOLD",
+    "READ_BLOCK",
     "SUPPORTED_FORMATS",
+    "THRESHOLDS",
     "atomic_dir",
     "atomic_path",
     "check_distinct",
     "check_output_path",
+    "dense_nbytes",
     "h5_kind",
     "read",
     "read_anndata",
@@ -43,6 +60,9 @@ __all__ = [
     "read_mudata",
     "read_spatial",
     "remove_stale_temps",
+    "row_blocks",
     "temp_sibling",
+    "use_backed",
     "write",
+    "write_with_layer",
 ]

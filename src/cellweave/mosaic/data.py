@@ -181,7 +181,8 @@ def _embed_rows(block: sparse.csr_matrix, where: np.ndarray, n: int) -> sparse.c
     return sparse.csr_matrix((block.data, block.indices, indptr), shape=(n, block.shape[1]))
 
 
-def _iter_row_blocks(source: Any, n_rows: int, step: int = _READ_BLOCK):
+def _iter_row_blocks(source: Any, n_rows: int, step: int | None = None):
+    step = _READ_BLOCK if step is None else step
     for start in range(0, n_rows, step):
         yield start, sparse.csr_matrix(source[start : min(start + step, n_rows)])
 
