@@ -195,7 +195,7 @@ def test_cli_integrate_never_writes_into_the_input_obs(tmp_path, mdata, monkeypa
     io.write(mdata, path)
     seen = {}
 
-    def read(p):
+    def read(p, **kwargs):
         seen["data"] = md.read_h5mu(p)
         seen["columns"] = list(seen["data"].obs.columns)
         return seen["data"]
