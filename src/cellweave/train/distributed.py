@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from ..device import launched_rank
@@ -125,6 +126,14 @@ def _no_buffer_sync() -> dict[str, bool]:
     return {key: False}
 
 
+def _spawned(trainer: Trainer) -> bool:
+    """Whether the processes were started by Lightning's multiprocessing launcher
+    (``ddp_spawn`` and friends), which ends each worker when ``fit`` returns."""
+    from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
+
+    return isinstance(getattr(trainer.strategy, "launcher", None), _MultiProcessingLauncher)
+
+
 def _rank_seed(seed: int, rank: int, epoch: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(rank), int(epoch)]).generate_state(1)[0])
 
@@ -178,6 +187,14 @@ class Distributed(Callback):
             local = max(1, int(getattr(trainer, "num_devices", world)))
             threads = self.num_threads or max(1, (os.cpu_count() or 1) // local)
             torch.set_num_threads(int(threads))
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """A spawned worker (``ddp_spawn``) leaves the process group before it exits: left to
+        the exit handlers, gloo's threads raced the other worker's exit and aborted the
+        process at random (``terminate called without an active exception``)."""
+        if shard_of(trainer)[1] > 1 and _spawned(trainer) and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         rank, world = shard_of(trainer)
