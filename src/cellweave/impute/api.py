@@ -52,7 +52,7 @@ def predict_proportions(
     """
     spec = get_method(method)
     params = spec.check_options(params)
-    random_state = _seed(random_state)
+    random_state = check_seed(random_state)
     _check_image_source(params)
     X, coords = _check_data(spec, adata, layer, spatial_key)
     return _predict(spec, adata, X, coords, spatial_key, random_state, params)
@@ -122,10 +122,6 @@ def _image_similarity(adata: AnnData, *, spatial_key: str, **params: Any) -> dic
     params["similarity_features"] = spot_image_features(adata, spatial_key=spatial_key)
     params.setdefault("similarity", "gaussian")
     return params
-
-
-def _seed(random_state: Any) -> int:
-    return check_seed(random_state)
 
 
 def _check_target_sum(target_sum: Any) -> float:
@@ -228,7 +224,7 @@ def impute(
     spec = get_method(method)
     params = spec.check_options(params)
     target_sum = _check_target_sum(target_sum)
-    random_state = _seed(random_state)
+    random_state = check_seed(random_state)
     layer_key = DEFAULT_LAYER if key_added is None else key_added
     uns_key = DEFAULT_KEY if key_added is None else key_added
     image = isinstance(params.get("similarity_features"), str)

@@ -39,13 +39,18 @@ from .. import io
 from .._params import jsonable
 from ..errors import InputError
 from ..train import checkpointing, fit
-from ..validate import check_counts, check_finite, check_spatial, check_unique_names
+from ..validate import (
+    check_counts,
+    check_finite,
+    check_seed,
+    check_spatial,
+    check_unique_names,
+)
 from .api import (
     DEFAULT_KEY,
     DEFAULT_LAYER,
     _check_target_sum,
     _image_similarity,
-    _seed,
     uns_entry,
 )
 from .mf import (
@@ -352,7 +357,7 @@ def impute_backed(
     spec = get_method(method)
     params = spec.check_options(params)
     target_sum = _check_target_sum(target_sum)
-    random_state = _seed(random_state)
+    random_state = check_seed(random_state)
     stages = {} if timings is None else timings
     check_unique_names(adata, axis="obs")
     check_unique_names(adata, axis="var")
