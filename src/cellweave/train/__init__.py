@@ -348,7 +348,10 @@ def fit(
     :class:`FitResult`.
     """
     start = time.perf_counter()
-    chosen = {**option_defaults(), **_given(accelerator, devices, strategy, precision)}
+    chosen = {
+        **option_defaults(),
+        **_given(accelerator=accelerator, devices=devices, strategy=strategy, precision=precision),
+    }
     plan = parse_training(device, **chosen)  # one line InvalidOptionError before any work
     show = progress_enabled() if progress is None else bool(progress)
     if datamodule is None and n_train is None:
@@ -465,10 +468,9 @@ def _index_loaders(
     return train, index_loader(n_val, batch_size=val_batch_size, shuffle=False)
 
 
-def _given(accelerator: Any, devices: Any, strategy: Any, precision: Any) -> dict[str, Any]:
-    given = {"accelerator": accelerator, "devices": devices, "strategy": strategy}
-    given["precision"] = precision
-    return {k: v for k, v in given.items() if v is not None}
+def _given(**options: Any) -> dict[str, Any]:
+    """The options passed (not ``None``)."""
+    return {k: v for k, v in options.items() if v is not None}
 
 
 def _summary(
