@@ -56,6 +56,7 @@ from ..device import parse_training
 from .data import IndexBatches, index_loader, shard_batch
 from .distributed import (
     Distributed,
+    apply_torch_settings,
     is_global_zero,
     option_defaults,
     report,
@@ -218,15 +219,10 @@ def _quiet() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _torch_settings(num_threads: int | None, deterministic: bool) -> Iterator[None]:
-    """Thread count, flushed denormals (they make softmax tails very slow on CPU) and
-    deterministic algorithms, restored afterwards."""
+    """:func:`~.distributed.apply_torch_settings` for the block, restored afterwards."""
     threads = torch.get_num_threads()
     det = torch.are_deterministic_algorithms_enabled()
-    if num_threads is not None:
-        torch.set_num_threads(int(num_threads))
-    torch.set_flush_denormal(True)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
+    apply_torch_settings(num_threads, deterministic)
     try:
         yield
     finally:

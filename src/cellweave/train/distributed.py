@@ -134,6 +134,16 @@ def _spawned(trainer: Trainer) -> bool:
     return isinstance(getattr(trainer.strategy, "launcher", None), _MultiProcessingLauncher)
 
 
+def apply_torch_settings(num_threads: int | None, deterministic: bool) -> None:
+    """Thread count (``None``: unchanged), flushed denormals (they make softmax tails very
+    slow on CPU) and, when ``deterministic``, deterministic algorithms (warn-only)."""
+    if num_threads is not None:
+        torch.set_num_threads(int(num_threads))
+    torch.set_flush_denormal(True)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
 def _rank_seed(seed: int, rank: int, epoch: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(rank), int(epoch)]).generate_state(1)[0])
 
@@ -180,13 +190,11 @@ class Distributed(Callback):
             logging.getLogger(name).setLevel(logging.ERROR)  # spawned workers start afresh
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-        torch.set_flush_denormal(True)
-        if self.deterministic:
-            torch.use_deterministic_algorithms(True, warn_only=True)
+        threads = None
         if trainer.strategy.root_device.type == "cpu":
             local = max(1, int(getattr(trainer, "num_devices", world)))
             threads = self.num_threads or max(1, (os.cpu_count() or 1) // local)
-            torch.set_num_threads(int(threads))
+        apply_torch_settings(threads, self.deterministic)
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """A spawned worker (``ddp_spawn``) leaves the process group before it exits: left to
