@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from ..train import IndexBatches
+from ..train import IndexBatches, rank_seed
 
 __all__ = ["LabelledCells", "UnitSampler", "balanced_table", "blocks", "split_cells"]
 
@@ -192,8 +192,7 @@ class LabelledCells:
         ``step`` (on ``cells``' device)."""
         if not self.per_step:
             return cells
-        key = np.random.SeedSequence([self.seed, self.rank, int(step)]).generate_state(1)
-        self.generator.manual_seed(int(key[0]))
+        self.generator.manual_seed(rank_seed(self.seed, self.rank, step))
         k = -(-self.per_step // self.world)
         pick = torch.randint(0, self.cells.numel(), (k,), generator=self.generator)
         return torch.cat([cells, self.cells[pick].to(cells.device)])

@@ -38,6 +38,7 @@ from .data import IndexBatches
 __all__ = [
     "Distributed",
     "is_global_zero",
+    "rank_seed",
     "shard_of",
     "strategy_for",
     "training_options",
@@ -144,8 +145,11 @@ def apply_torch_settings(num_threads: int | None, deterministic: bool) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def _rank_seed(seed: int, rank: int, epoch: int) -> int:
-    return int(np.random.SeedSequence([int(seed), int(rank), int(epoch)]).generate_state(1)[0])
+def rank_seed(seed: int, rank: int, step: int) -> int:
+    """The seed of process ``rank``'s random stream at ``step`` (an epoch or an optimisation
+    step) of a run seeded ``seed``: independent of the steps before, so a resumed run draws
+    what the uninterrupted run drew."""
+    return int(np.random.SeedSequence([int(seed), int(rank), int(step)]).generate_state(1)[0])
 
 
 class Distributed(Callback):
@@ -207,7 +211,7 @@ class Distributed(Callback):
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         rank, world = shard_of(trainer)
         if world > 1:  # each process its own noise (dropout, sampled latents), resumable
-            torch.manual_seed(_rank_seed(self.seed, rank, trainer.current_epoch))
+            torch.manual_seed(rank_seed(self.seed, rank, trainer.current_epoch))
 
 
 def report(trainer: Trainer, summary: dict[str, float]) -> None:
