@@ -23,7 +23,7 @@ from scipy import sparse
 
 from ..errors import FileFormatError
 from .readers import PathLike, _existing, _kind, _one_line
-from .writing import atomic_path
+from .writing import _expect_suffix, atomic_path
 
 __all__ = [
     "BACKED_THRESHOLD",
@@ -185,8 +185,6 @@ def write_with_layer(
         Dtype of the layer on disk.
     """
     import h5py
-
-    from .writing import _expect_suffix
 
     path = Path(path).expanduser()
     _expect_suffix(path, (".h5ad",), "AnnData")
