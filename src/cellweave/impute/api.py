@@ -239,12 +239,17 @@ def impute(
     with checkpointing(checkpoint_dir, resume=resume, fingerprint=run):
         P = _predict(spec, adata, X, coords, spatial_key, random_state, dict(params))
     adata = adata.copy() if copy else adata
-    adata.layers[layer_key] = np.log1p(target_sum * P).astype(np.float32)
+    adata.layers[layer_key] = imputed_layer(P, target_sum)
     adata.uns[uns_key] = uns_entry(
         method, params, layer=layer, spatial_key=spatial_key, key_added=layer_key,
         target_sum=target_sum, random_state=random_state, start=start,
     )  # fmt: skip
     return adata if copy else None
+
+
+def imputed_layer(P: np.ndarray, target_sum: float) -> np.ndarray:
+    """The imputed layer of proportions ``P``: ``log1p(target_sum * P)`` as float32."""
+    return np.log1p(target_sum * P).astype(np.float32)
 
 
 def uns_entry(

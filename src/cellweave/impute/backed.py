@@ -51,6 +51,7 @@ from .api import (
     DEFAULT_LAYER,
     _check_target_sum,
     _image_similarity,
+    imputed_layer,
     uns_entry,
 )
 from .mf import (
@@ -293,13 +294,13 @@ def _module_blocks(module: MFModule, n: int, target_sum: float):
         index = torch.arange(start, min(start + _PREDICT_ROWS, n), device=module.device)
         P = torch.softmax(module.logits(index).double(), 1).cpu().numpy()
         P = to_proportions(P, floor=1e-12)
-        yield start, np.log1p(target_sum * P).astype(np.float32)
+        yield start, imputed_layer(P, target_sum)
 
 
 def _array_blocks(P: np.ndarray, target_sum: float):
     for start in range(0, P.shape[0], _PREDICT_ROWS):
         rows = P[start : start + _PREDICT_ROWS]
-        yield start, np.log1p(target_sum * rows).astype(np.float32)
+        yield start, imputed_layer(rows, target_sum)
 
 
 # ----------------------------------------------------------------------------- entry
