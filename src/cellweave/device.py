@@ -333,7 +333,7 @@ def _accelerator(accelerator: Any, target: TargetDevice, explicit: bool, device:
             f"accelerator {accelerator!r} is unknown; use one of "
             f"{', '.join(repr(a) for a in ACCELERATORS)}"
         )
-    kind = {"cuda": "gpu", "auto": target.accelerator}[text] if text in ("cuda", "auto") else text
+    kind = {"cuda": "gpu", "auto": target.accelerator}.get(text, text)
     if explicit and kind != target.accelerator:
         raise InvalidOptionError(
             f"device={device!r} and accelerator={accelerator!r} contradict each other: pass "
