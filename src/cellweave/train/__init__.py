@@ -57,8 +57,8 @@ from .data import IndexBatches, index_loader, shard_batch
 from .distributed import (
     Distributed,
     apply_torch_settings,
+    chosen_options,
     is_global_zero,
-    option_defaults,
     rank_seed,
     report,
     reported,
@@ -346,10 +346,9 @@ def fit(
     :class:`FitResult`.
     """
     start = time.perf_counter()
-    chosen = {
-        **option_defaults(),
-        **_given(accelerator=accelerator, devices=devices, strategy=strategy, precision=precision),
-    }
+    chosen = chosen_options(
+        accelerator=accelerator, devices=devices, strategy=strategy, precision=precision
+    )
     plan = parse_training(device, **chosen)  # one line InvalidOptionError before any work
     show = progress_enabled() if progress is None else bool(progress)
     if datamodule is None and n_train is None:
@@ -464,11 +463,6 @@ def _index_loaders(
     if n_val is None:
         return train, None
     return train, index_loader(n_val, batch_size=val_batch_size, shuffle=False)
-
-
-def _given(**options: Any) -> dict[str, Any]:
-    """The options passed (not ``None``)."""
-    return {k: v for k, v in options.items() if v is not None}
 
 
 def _summary(

@@ -64,16 +64,22 @@ def training_options(**options: Any) -> Iterator[None]:
     unknown = set(options) - allowed
     if unknown:
         raise TypeError(f"training_options() takes {sorted(allowed)}, not {sorted(unknown)}")
-    token = _OPTIONS.set({k: v for k, v in options.items() if v is not None})
+    token = _OPTIONS.set(_passed(options))
     try:
         yield
     finally:
         _OPTIONS.reset(token)
 
 
-def option_defaults() -> dict[str, Any]:
-    """The options of the enclosing :func:`training_options` block (empty outside one)."""
-    return dict(_OPTIONS.get() or {})
+def chosen_options(**given: Any) -> dict[str, Any]:
+    """The options of the enclosing :func:`training_options` block (none outside one),
+    overridden by those ``given`` that are not ``None``."""
+    return {**(_OPTIONS.get() or {}), **_passed(given)}
+
+
+def _passed(options: dict[str, Any]) -> dict[str, Any]:
+    """The options that were passed (not ``None``)."""
+    return {k: v for k, v in options.items() if v is not None}
 
 
 def is_global_zero() -> bool:
