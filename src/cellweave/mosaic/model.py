@@ -28,7 +28,14 @@ from ..train import FitResult, fit
 from .analysis import differential as _differential
 from .analysis import impute as _impute
 from .analysis import require_trained
-from .config import DATA_OPTIONS, MODEL, TRAIN, MosaicConfig, check_options, choose_n_clusters
+from .config import (
+    DATA_OPTIONS,
+    MODEL,
+    MosaicConfig,
+    check_options,
+    check_train_options,
+    choose_n_clusters,
+)
 from .data import MosaicData, _labels
 from .datamodule import MosaicDataModule
 from .guidance import gene_protein_links, graph_from_links
@@ -281,7 +288,7 @@ class MosaicModel:
         progress
             Show a progress bar (default: on an interactive terminal).
         """
-        TRAIN.check_options({k: v for k, v in locals().items() if k in TRAIN.options})
+        check_train_options(locals())
         hardware = {"device": device, "accelerator": accelerator, "devices": devices}
         hardware.update(strategy=strategy, precision=precision)
         parse_training(**hardware)  # before any work: one InvalidOptionError
