@@ -341,9 +341,6 @@ class MosaicModel:
         return result
 
     # ------------------------------------------------------------------ outputs
-    def _check_trained(self) -> None:
-        require_trained(self)
-
     def _modality_index(self, modality: str) -> int:
         names = self.data.names
         if modality not in names:
@@ -375,7 +372,7 @@ class MosaicModel:
         modality), ``"logits"`` of ``q(c | z)`` at the mean and ``"batch"`` codes, one row
         per cell.
         """
-        self._check_trained()
+        require_trained(self)
         self.module.eval()
         mask = None
         if use_modalities is not None:
@@ -421,7 +418,7 @@ class MosaicModel:
         -------
         ``(n, n_features)`` float32 array.
         """
-        self._check_trained()
+        require_trained(self)
         i = self._modality_index(modality)
         if isinstance(transform_batch, str):
             transform_batch = self.data.batch_names.index(transform_batch)
@@ -492,7 +489,7 @@ class MosaicModel:
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write the model to the folder ``path``: ``model.json`` (init parameters, features,
         batches, classes), ``representation.npz``, ``graph.npz`` and ``weights.pt``."""
-        self._check_trained()
+        require_trained(self)
         meta = {
             "init_params": self.init_params,
             "train_params": self.train_params,
