@@ -398,8 +398,6 @@ def backed_option(size: str, note: str = ""):
 def backed_choice(path: Path, backed: bool | None, command: str) -> bool:
     """Whether to read ``path`` backed (``--backed`` as given, else automatic with
     ``command``'s :data:`cellweave.io.THRESHOLDS`: one line on stderr when it streams)."""
-    from .. import io
-
     on, note = io.use_backed(path, backed, threshold=command)
     if note:
         click.echo(note, err=True)

@@ -311,6 +311,8 @@ def _check_gene(adata, gene: str) -> None:
 def _plot(
     adata, path: Path, *, gene: str | None, layer: str | None, spatial_key: str, key: str
 ) -> None:
+    """Raw vs imputed ``gene`` on the tissue (``gene`` already checked by the command;
+    default: the most variable imputed gene)."""
     import numpy as np
 
     from ..plotting import spatial
@@ -320,7 +322,6 @@ def _plot(
     imputed = adata.layers[key]
     if gene is None:
         gene = str(adata.var_names[int(np.argmax(imputed.var(axis=0)))])
-    _check_gene(adata, gene)
     column = adata.var_names.get_loc(gene)
     counts = adata.X if layer is None else adata.layers[layer]
     raw = log_normalize(counts)[:, column]

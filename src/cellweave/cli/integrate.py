@@ -19,9 +19,11 @@ from ._common import (
     console,
     device_option,
     hardware_options,
+    list_methods_option,
     metrics_json_option,
     overwrite_option,
     params_option,
+    path_option,
     print_methods,
     seed_option,
     text_option,
@@ -77,17 +79,10 @@ from ._inputs import read_input, require_inputs
 @hardware_options
 @params_option("mmd_weight=5 (see MosaicModel)")
 @metrics_json_option("Write scib scores and label transfer (needs --label-key) as JSON.")
-@click.option(
-    "--plot",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="UMAP PNG (default: OUT with suffix _umap.png).",
-)
+@path_option("--plot", "UMAP PNG (default: OUT with suffix _umap.png).")
 @click.option("--no-plot", is_flag=True, help="Do not draw the UMAP.")
-@click.option(
-    "--save-model", type=click.Path(path_type=Path), default=None, help="Folder for the model."
-)
-@click.option("--list-methods", is_flag=True, help="List the modality kinds and exit.")
+@path_option("--save-model", "Folder for the model.")
+@list_methods_option("List the modality kinds and exit.")
 @checkpoint_options
 @backed_option("4 GiB")
 @seed_option

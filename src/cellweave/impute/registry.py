@@ -252,7 +252,7 @@ for _name, _runner, _kind, _spatial, _options in TABLE:
         _runner,
         kind=_kind,
         spatial=_spatial,
-        uses_coords=_spatial or _name in USES_COORDS,
+        uses_coords=_name in USES_COORDS,  # or spatial: ImputeMethod.uses_coords
         description=DESCRIPTIONS[_name],
         options=_options,
     )

@@ -28,7 +28,14 @@ from ..train import FitResult, fit
 from .analysis import differential as _differential
 from .analysis import impute as _impute
 from .analysis import require_trained
-from .config import DATA_OPTIONS, MODEL, TRAIN, MosaicConfig, check_options, choose_n_clusters
+from .config import (
+    DATA_OPTIONS,
+    MODEL,
+    MosaicConfig,
+    check_options,
+    check_train_options,
+    choose_n_clusters,
+)
 from .data import MosaicData, _labels
 from .datamodule import MosaicDataModule
 from .guidance import gene_protein_links, graph_from_links
@@ -281,7 +288,7 @@ class MosaicModel:
         progress
             Show a progress bar (default: on an interactive terminal).
         """
-        TRAIN.check_options({k: v for k, v in locals().items() if k in TRAIN.options})
+        check_train_options(locals())
         hardware = {"device": device, "accelerator": accelerator, "devices": devices}
         hardware.update(strategy=strategy, precision=precision)
         parse_training(**hardware)  # before any work: one InvalidOptionError
@@ -334,9 +341,6 @@ class MosaicModel:
         return result
 
     # ------------------------------------------------------------------ outputs
-    def _check_trained(self) -> None:
-        require_trained(self)
-
     def _modality_index(self, modality: str) -> int:
         names = self.data.names
         if modality not in names:
@@ -368,7 +372,7 @@ class MosaicModel:
         modality), ``"logits"`` of ``q(c | z)`` at the mean and ``"batch"`` codes, one row
         per cell.
         """
-        self._check_trained()
+        require_trained(self)
         self.module.eval()
         mask = None
         if use_modalities is not None:
@@ -414,7 +418,7 @@ class MosaicModel:
         -------
         ``(n, n_features)`` float32 array.
         """
-        self._check_trained()
+        require_trained(self)
         i = self._modality_index(modality)
         if isinstance(transform_batch, str):
             transform_batch = self.data.batch_names.index(transform_batch)
@@ -485,7 +489,7 @@ class MosaicModel:
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write the model to the folder ``path``: ``model.json`` (init parameters, features,
         batches, classes), ``representation.npz``, ``graph.npz`` and ``weights.pt``."""
-        self._check_trained()
+        require_trained(self)
         meta = {
             "init_params": self.init_params,
             "train_params": self.train_params,

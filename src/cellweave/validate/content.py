@@ -63,7 +63,7 @@ def check_labels(
     """
     series = labels if isinstance(labels, pd.Series) else pd.Series(np.asarray(labels))
     known = series.dropna()
-    classes = pd.unique(known.astype(str)) if len(known) else np.array([], dtype=str)
+    classes = pd.unique(known.astype(str))
     if len(classes) < min_classes:
         if len(known) == 0:
             found = f"only missing values ({len(series)} NaN/None)"
