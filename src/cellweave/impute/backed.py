@@ -45,6 +45,7 @@ from ..validate import (
     check_seed,
     check_spatial,
     check_unique_names,
+    matrix_label,
 )
 from .api import (
     DEFAULT_KEY,
@@ -373,7 +374,7 @@ def impute_backed(
         params = _image_similarity(adata, spatial_key=spatial_key, **params)
     size = n if n * g <= WINDOW_ENTRIES else max(1, WINDOW_ENTRIES // g)
     window = _window(coords, n, size, random_state)
-    where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+    where = matrix_label("adata", layer)
     t = time.perf_counter()
     scan = _scan(source, window, where)
     stages.update(scan_s=time.perf_counter() - t, window=int(window.size))

@@ -118,7 +118,7 @@ class ImputeEvaluation:
 
 def _counts_matrix(adata: AnnData, layer: str | None) -> sparse.csr_matrix:
     X = validate.get_matrix(adata, layer=layer)
-    name = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+    name = validate.matrix_label("adata", layer)
     validate.check_finite(X, name=name)
     validate.check_counts(X, name=name)
     if adata.n_obs == 0 or adata.n_vars == 0:

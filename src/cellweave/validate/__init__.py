@@ -19,6 +19,7 @@ from .fields import (
     check_spread,
     check_unique_names,
     get_matrix,
+    matrix_label,
 )
 from .matrix import check_counts, check_finite, has_nonzero, is_counts, nonzero_mask
 from .objects import check_adata, check_mudata
@@ -44,6 +45,7 @@ __all__ = [
     "get_matrix",
     "has_nonzero",
     "is_counts",
+    "matrix_label",
     "nonzero_mask",
     "shared_features",
     "sparse_problem",

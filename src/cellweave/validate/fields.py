@@ -30,7 +30,13 @@ __all__ = [
     "check_spread",
     "check_unique_names",
     "get_matrix",
+    "matrix_label",
 ]
+
+
+def matrix_label(name: str = "adata", layer: str | None = None) -> str:
+    """How messages name the matrix read: ``"adata.X"`` or ``"adata.layers['counts']"``."""
+    return f"{name}.X" if layer is None else f"{name}.layers[{layer!r}]"
 
 
 @doc_params(adata=doc_adata, name=doc_adata_name)
@@ -108,7 +114,7 @@ def check_nonempty(
     X = get_matrix(adata, layer=layer, name=name)
     # without zero cells allowed, an all-zero matrix is refused below as "n of n cells"
     if allow_zero_cells and not allow_all_zero and not has_nonzero(X):
-        where = f"{name}.X" if layer is None else f"{name}.layers[{layer!r}]"
+        where = matrix_label(name, layer)
         raise EmptyDataError(
             f"{where} holds only zeros ({adata.n_obs} x {adata.n_vars}): there is nothing to "
             "learn from; pass the matrix (or layer=...) that holds the measured values"

@@ -13,7 +13,7 @@ from ..errors import (
     MissingKeyError,
 )
 from ._format import _keys_hint
-from .fields import check_nonempty, check_spatial, check_unique_names, get_matrix
+from .fields import check_nonempty, check_spatial, check_unique_names, get_matrix, matrix_label
 from .matrix import check_counts, check_finite
 
 __all__ = ["check_adata", "check_mudata"]
@@ -80,7 +80,7 @@ def check_adata(
         allow_all_zero=allow_all_zero,
         name=name,
     )
-    where = f"{name}.X" if layer is None else f"{name}.layers[{layer!r}]"
+    where = matrix_label(name, layer)
     check_finite(X, name=where)
     if require_counts:
         check_counts(X, name=where)
