@@ -362,6 +362,17 @@ def _fmt(x) -> str:
     return f"{x:.3g}" if isinstance(x, float) else str(x)
 
 
+def _goal_rows(run: dict) -> list[str]:
+    """The table rows of the two goals (peak RSS, data-loading share) of one run."""
+    met = {True: "met", False: "not met"}
+    return [
+        f"| peak RSS | {run['peak_rss_gb']:.2f} GB | <= {GOAL_RSS_GB:g} GB: "
+        f"{met[run['peak_rss_gb'] <= GOAL_RSS_GB]} |",
+        f"| data loading share of a step | {100 * run['load_share']:.0f}% | <= 50%: "
+        f"{met[run['load_share'] <= GOAL_LOAD_SHARE]} |",
+    ]
+
+
 def _report(args, results: dict, uptime: str) -> list[str]:
     """The title, then one self-contained section per data set run (command, machine,
     load, versions in each, as runs of the two halves may be separate)."""
@@ -372,8 +383,6 @@ def _report(args, results: dict, uptime: str) -> list[str]:
     lines = [title, ""]
     b, i = results.get("build_mosaic"), results.get("integrate")
     if b and i:
-        ok_rss = i["peak_rss_gb"] <= GOAL_RSS_GB
-        ok_load = i["load_share"] <= GOAL_LOAD_SHARE
         lines += [
             "## 1M cells: mosaic integration streamed",
             "",
@@ -390,16 +399,11 @@ def _report(args, results: dict, uptime: str) -> list[str]:
             f"| time per step (wall; CPU time of the process) | {i['step_s']:.3f} s "
             f"({i.get('step_cpu_s', float('nan')):.3f} CPU s) | |",
             f"| time per epoch (extrapolated) | {i['epoch_s'] / 60:.1f} min | |",
-            f"| peak RSS | {i['peak_rss_gb']:.2f} GB | <= {GOAL_RSS_GB:g} GB: "
-            f"{'met' if ok_rss else 'not met'} |",
-            f"| data loading share of a step | {100 * i['load_share']:.0f}% | <= 50%: "
-            f"{'met' if ok_load else 'not met'} |",
+            *_goal_rows(i),
             "",
         ]
     s, m = results.get("build_spatial"), results.get("impute")
     if s and m:
-        ok_rss = m["peak_rss_gb"] <= GOAL_RSS_GB
-        ok_load = m["load_share"] <= GOAL_LOAD_SHARE
         lines += [
             "## 1M spots: imputation streamed",
             "",
@@ -414,10 +418,7 @@ def _report(args, results: dict, uptime: str) -> list[str]:
             f"| streamed refit: {m['refit_epochs']} epoch(s) timed | {m['refit_s']:.0f} s | |",
             f"| time per epoch | {m['epoch_s'] / 60:.1f} min | |",
             f"| prediction + layer written in blocks | {m.get('write_s', float('nan')):.0f} s | |",
-            f"| peak RSS | {m['peak_rss_gb']:.2f} GB | <= {GOAL_RSS_GB:g} GB: "
-            f"{'met' if ok_rss else 'not met'} |",
-            f"| data loading share of a step | {100 * m['load_share']:.0f}% | <= 50%: "
-            f"{'met' if ok_load else 'not met'} |",
+            *_goal_rows(m),
             "",
         ]
     return lines
