@@ -80,14 +80,16 @@ BLOCK_SPOTS = 1024
 _PREDICT_ROWS = 4096
 
 
-def check_streams(method: str) -> None:
-    """One-line :class:`InputError` unless ``method`` can stream from a backed file."""
-    get_method(method)  # an unknown method: the registry's message
+def check_streams(method: str) -> Any:
+    """The registered ``method`` (an unknown one: the registry's message); a one-line
+    :class:`InputError` unless it can stream from a backed file."""
+    spec = get_method(method)
     if method not in STREAMING_METHODS:
         raise InputError(
             f"method {method!r} needs the data in memory: drop --backed (or pass --no-backed), "
             f"or use a method that streams ({', '.join(STREAMING_METHODS)})"
         )
+    return spec
 
 
 class BackedCounts:
@@ -355,8 +357,7 @@ def impute_backed(
         The method's options (checked by the registry before any work).
     """
     start = time.perf_counter()
-    check_streams(method)
-    spec = get_method(method)
+    spec = check_streams(method)
     params = spec.check_options(params)
     target_sum = _check_target_sum(target_sum)
     random_state = check_seed(random_state)
