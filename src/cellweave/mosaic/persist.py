@@ -42,6 +42,9 @@ _META_KEYS = (
     "label_classes",
     "fitted",
 )
+#: The keys model.json must hold (format, version and train parameters are read with
+#: defaults when absent).
+_REQUIRED_KEYS = tuple(k for k in _META_KEYS[2:] if k != "train_params")
 _DATA_KEYS = ("batch_key", "label_key", "graph_key", "modality")
 _FITTED_KEYS = ("kind", "likelihood", "representation", "n_comps", "features")
 #: What a problem reading a model's file is fixed by.
@@ -167,7 +170,7 @@ def _check_meta(meta: dict[str, Any], file: Path) -> None:
     init = meta.get("init_params")
     fitted = meta.get("fitted")
     problems = [
-        ("missing key", [k for k in _META_KEYS[2:] if k not in meta and k != "train_params"]),
+        ("missing key", [k for k in _REQUIRED_KEYS if k not in meta]),
         ("unknown key", [k for k in meta if k not in _META_KEYS]),
     ]
     if isinstance(init, dict):
