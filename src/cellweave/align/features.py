@@ -60,8 +60,9 @@ class ExpressionSpace:
         ``var`` indices of the compared features in section a and in section b.
     keep
         Features kept (the most variable) after normalization.
-    stats
-        Per section ``(mean, sd)`` for ``feature_pairs`` (each modality on its own scale).
+    scalers
+        Per section, for ``feature_pairs``: the :class:`Scaler` putting each feature of that
+        modality on a common scale (``None``: shared genes, compared as they are).
     pca
         The fitted scikit-learn PCA.
     layer
@@ -70,7 +71,7 @@ class ExpressionSpace:
 
     columns: tuple[np.ndarray, np.ndarray]
     keep: np.ndarray
-    stats: tuple[tuple | None, tuple | None]
+    scalers: tuple[Scaler | None, Scaler | None]
     pca: Any
     layer: str | None
 
@@ -78,20 +79,36 @@ class ExpressionSpace:
         """PCA coordinates of every spot of ``adata`` (``side`` 0 for a, 1 for b), in chunks."""
         out = []
         for start in range(0, adata.n_obs, _CHUNK):
-            X = expression(adata[start : start + _CHUNK], self.columns[side], layer=self.layer)
-            if self.stats[side] is not None:
-                mean, sd = self.stats[side]
-                X = (X - mean) / sd
+            scaler = self.scalers[side]
+            X = expression(
+                adata[start : start + _CHUNK],
+                self.columns[side],
+                layer=self.layer,
+                whole_library=scaler is not None,
+            )
+            if scaler is not None:
+                X = scaler(X)
             out.append(self.pca.transform(X[:, self.keep]))
         return np.vstack(out)
 
 
-def expression(adata: AnnData, columns: np.ndarray, *, layer: str | None) -> np.ndarray:
-    """Dense float64 expression of ``columns`` (raw counts log-normalized, else as they are)."""
+def expression(
+    adata: AnnData, columns: np.ndarray, *, layer: str | None, whole_library: bool = False
+) -> np.ndarray:
+    """Dense float64 expression of ``columns`` (raw counts log-normalized, else as they are).
+
+    Counts are normalized by their total over ``columns`` (shared genes), or with
+    ``whole_library`` over every feature of the section (a modality's paired features are a
+    panel out of its library: RNA by all its genes, an antibody panel by all its antibodies).
+    """
     from ..pp import log_normalize
 
-    X = get_matrix(adata, layer=layer)[:, columns]
-    X = log_normalize(X) if is_counts(X) else X
+    X = get_matrix(adata, layer=layer)
+    if whole_library and LIBRARY_MODE == "all":
+        X = log_normalize(X)[:, columns] if is_counts(X) else X[:, columns]
+    else:
+        X = X[:, columns]
+        X = log_normalize(X) if is_counts(X) else X
     X = X.toarray() if sp.issparse(X) else np.asarray(X)
     return np.asarray(X, dtype=np.float64)
 
@@ -142,12 +159,13 @@ def feature_cost(
     names_a, names_b = feature_names(sub_a, sub_b, options.genes, options.feature_pairs)
     cols_a = sub_a.var_names.get_indexer(names_a)
     cols_b = sub_b.var_names.get_indexer(names_b)
-    Xa = expression(sub_a, cols_a, layer=options.layer)
-    Xb = expression(sub_b, cols_b, layer=options.layer)
-    stats: tuple = (None, None)
-    if options.feature_pairs is not None:  # different modalities: put each on its own scale
-        stats = (_moments(Xa), _moments(Xb))
-        Xa, Xb = (Xa - stats[0][0]) / stats[0][1], (Xb - stats[1][0]) / stats[1][1]
+    paired = options.feature_pairs is not None
+    Xa = expression(sub_a, cols_a, layer=options.layer, whole_library=paired)
+    Xb = expression(sub_b, cols_b, layer=options.layer, whole_library=paired)
+    scalers: tuple = (None, None)
+    if paired:  # different modalities: put each feature of each on a common scale
+        scalers = (Scaler.fit(Xa), Scaler.fit(Xb))
+        Xa, Xb = scalers[0](Xa), scalers[1](Xb)
     joint = np.vstack([Xa, Xb])
     keep = np.arange(joint.shape[1])
     if joint.shape[1] > options.n_top_genes:
@@ -158,13 +176,49 @@ def feature_cost(
     Z = pca.transform(joint)
     M = cosine(Z[: len(Xa)], Z[len(Xa) :])
     scale = max(float(M.max()), 1e-12)
-    space = ExpressionSpace((cols_a, cols_b), keep, stats, pca, options.layer)
+    space = ExpressionSpace((cols_a, cols_b), keep, scalers, pca, options.layer)
     return M / scale, scale, space
 
 
-def _moments(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    sd = X.std(axis=0)
-    return X.mean(axis=0), np.where(sd > 0, sd, 1.0)
+LIBRARY_MODE = "all"
+SCALE_MODE = "rank"
+
+
+@dataclass(frozen=True)
+class Scaler:
+    """Puts each feature of one modality on a common scale, fitted on the plan's spots.
+
+    ``"rank"``: each value becomes the normal score of its mid-rank among the fitted values of
+    its feature (invariant to any monotone transform, so RNA and antibody counts compare);
+    ``"standard"``: z-scores.
+    """
+
+    kind: str
+    reference: np.ndarray  # sorted fitted values per feature (rank) or (mean, sd) rows
+
+    @classmethod
+    def fit(cls, X: np.ndarray, kind: str | None = None) -> Scaler:
+        kind = SCALE_MODE if kind is None else kind
+        if kind in ("rank", "uniform"):
+            return cls(kind, np.sort(X, axis=0))
+        sd = X.std(axis=0)
+        return cls(kind, np.vstack([X.mean(axis=0), np.where(sd > 0, sd, 1.0)]))
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        if self.kind == "standard":
+            return (X - self.reference[0]) / self.reference[1]
+        from scipy.special import ndtri
+
+        ref = self.reference
+        n = len(ref)
+        out = np.empty_like(X, dtype=np.float64)
+        for j in range(X.shape[1]):
+            lo = np.searchsorted(ref[:, j], X[:, j], side="left")
+            hi = np.searchsorted(ref[:, j], X[:, j], side="right")
+            out[:, j] = (lo + hi) / (2.0 * n)
+        if self.kind == "uniform":
+            return out
+        return ndtri(np.clip(out, 0.5 / n, 1 - 0.5 / n))
 
 
 def cosine(A: np.ndarray, B: np.ndarray) -> np.ndarray:
