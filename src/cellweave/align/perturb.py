@@ -117,10 +117,11 @@ def simulate_rna_protein(
     ``jitter`` spacings (Gaussian) and then by the transform of :func:`perturb_section`
     (mirror, rotation by ``angle`` about the centroid, ``shift``), and measures a protein panel:
     per antibody, ADT-like negative-binomial counts with mean ``background + s * (e /
-    mean(e)) ** gamma`` times the spot's depth, where ``e`` is the gene's true expression in
-    the spot and ``s``, ``gamma`` (in [0.6, 1.4]), ``background`` differ per antibody (a
-    monotone, noisy transform on another scale), plus two isotype controls; ``clr=True``
-    stores CLR-normalized values instead of counts.
+    mean(e)) ** gamma`` times the spot's own depth, where ``e`` is the gene's true share of
+    the spot's expression (the RNA capture depth is not carried over) and ``s``, ``gamma``
+    (in [0.6, 1.4]) and ``background`` differ per antibody (a monotone, noisy transform on
+    another scale), plus two isotype controls; ``clr=True`` stores CLR-normalized values
+    instead of counts.
 
     Returns
     -------
@@ -146,7 +147,9 @@ def simulate_rna_protein(
     names[order[:n_proteins]] = [gene for gene, _ in panel]
     rna.var_names = names.astype(str)
     genes = [gene for gene, _ in panel]
-    expr = np.asarray(rna[:, genes].layers["true_expression"], dtype=np.float64)
+    true = np.asarray(rna.layers["true_expression"], dtype=np.float64)
+    share = true / np.maximum(true.sum(axis=1, keepdims=True), 1e-12)  # RNA depth removed
+    expr = share[:, rna.var_names.get_indexer(genes)]
     level = expr / np.maximum(expr.mean(axis=0), 1e-12)
     gamma = rng.uniform(0.6, 1.4, n_proteins)
     scale = np.exp(rng.uniform(np.log(20.0), np.log(400.0), n_proteins))
