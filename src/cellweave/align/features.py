@@ -177,9 +177,9 @@ class Scaler:
 
     ``"rank"`` (default): each value becomes the normal score of its mid-rank among the fitted
     values of its feature. Invariant to any monotone transform of a feature, so RNA counts,
-    antibody counts and CLR-normalized antibody values compare (``benchmarks/results/
-    alignment.md``, 10-antibody panel: spots matched to their source 78-89% with ranks,
-    59-70% with z-scores; median error 0.016-0.025 against 0.08-0.09 spacing).
+    antibody counts and CLR-normalized antibody values compare (measured in the alignment
+    benchmark, 10-antibody panel: spots matched to their source 78-89% with ranks, 59-70% with
+    z-scores; median error 0.016-0.025 against 0.08-0.09 spacing).
     ``"standard"``: z-scores.
 
     Attributes
