@@ -33,14 +33,15 @@ def transfer_features(
     adata_a: AnnData,
     adata_b: AnnData,
     *,
-    key: str = "alignment",
     features: Sequence[str] | None = None,
+    key: str = "alignment",
+    key_added: str = "protein",
     layer: str | None = None,
     radius: float = 1.0,
-    key_added: str = "protein",
     copy: bool = False,
 ) -> AnnData | None:
-    """Write section b's features onto section a's spots through the alignment's matching.
+    """Write section b's features onto section a's spots through the alignment's matching
+    (barycentric average over the matched spots of b).
 
     Parameters
     ----------
@@ -49,19 +50,19 @@ def transfer_features(
     adata_b
         The aligned section, with ``uns[key]`` written by ``align_sections(adata_a, adata_b)``
         (its spots unchanged since).
-    key
-        ``key_added`` of the alignment (default: the latest one).
     features
         Features of ``adata_b`` to carry (default: all).
+    key
+        ``key_added`` of the alignment (default: the latest one).
+    key_added
+        ``obsm[key_added]`` (DataFrame spots x features), ``obs[f"{key_added}_source"]``
+        (``"matched"``, ``"nearest"`` or ``"none"``) and ``uns[key_added]`` (params and counts)
+        of ``adata_a``.
     layer
         Read ``adata_b.layers[layer]`` instead of ``X`` (values carried as they are stored).
     radius
         Spots of a without a match take the nearest aligned spot of b within this many spot
         spacings (``0``: none); the others get NaN.
-    key_added
-        ``obsm[key_added]`` (DataFrame spots x features), ``obs[f"{key_added}_source"]``
-        (``"matched"``, ``"nearest"`` or ``"none"``) and ``uns[key_added]`` (params and counts)
-        of ``adata_a``.
     copy
         Return a changed copy of ``adata_a`` instead of writing into it.
 
