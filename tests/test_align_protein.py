@@ -239,6 +239,12 @@ def test_unreadable_tables(tmp_path):
         resolve_pairs(3, ["a"], ["b"])
 
 
+def test_feature_pairs_with_structure_only_is_refused(aligned):
+    rna, protein, _ = aligned
+    with pytest.raises(InvalidOptionError, match="structure_only"):
+        align_sections(rna, protein, feature_pairs="auto", structure_only=True, copy=True)
+
+
 def test_transfer_needs_an_alignment_of_these_sections(aligned):
     rna, protein, _ = aligned
     bare = protein.copy()

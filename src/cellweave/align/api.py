@@ -26,7 +26,7 @@ from anndata import AnnData
 from .._params import params_entry
 from .._utils import RandomState, check_random_state
 from ..device import check_device
-from ..errors import InputError
+from ..errors import InputError, InvalidOptionError
 from ..registry import Method
 from ..validate import check_adata, check_min_obs, check_seed, check_spatial
 from .features import FeatureOptions
@@ -213,8 +213,12 @@ def align_sections(
     Raises
     ------
     InvalidOptionError
-        An option of the wrong type or out of range, or ``rigid=False`` with
-        ``nonrigid=False``; before any work (see ``cellweave align --list-methods``).
+        An option of the wrong type or out of range, ``rigid=False`` with
+        ``nonrigid=False``, or ``feature_pairs`` with ``structure_only``; before any work (see
+        ``cellweave align --list-methods``).
+    NoSharedFeaturesError, MissingKeyError, DuplicateNamesError, FileFormatError
+        ``feature_pairs`` without enough pairs, naming absent features, listing a pair twice,
+        or an unreadable table (see :func:`cellweave.align.resolve_pairs`).
     """
     t0 = time.perf_counter()
     options = check_options(
@@ -236,6 +240,11 @@ def align_sections(
             "nonrigid_smoothness": nonrigid_smoothness,
         }
     )
+    if options["structure_only"] and feature_pairs is not None:
+        raise InvalidOptionError(
+            "structure_only=True compares no feature across the sections, so feature_pairs "
+            "is not used: pass one of the two"
+        )
     check_device(device, float64=True)  # FGW runs in float64
     if random_state is not None:
         check_seed(random_state, allow_generator=True)

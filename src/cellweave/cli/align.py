@@ -141,7 +141,13 @@ def align(
             **solver_params,
         )
         if transfer_out is not None:
-            transfer_features(adata_a, adata_b, key=flags["key_added"], key_added=transfer_key)
+            transfer_features(
+                adata_a,
+                adata_b,
+                key=flags["key_added"],
+                layer=flags["layer"],
+                key_added=transfer_key,
+            )
     io.write(adata_b, out, overwrite=overwrite)
     key_added = flags["key_added"]
     info = adata_b.uns[key_added]
