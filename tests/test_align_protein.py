@@ -268,3 +268,26 @@ def test_transfer_needs_an_alignment_of_these_sections(aligned):
 
 def test_tl_facade_exposes_transfer():
     assert cw.tl.transfer_features is transfer_features
+
+
+def test_auto_pairs_on_the_real_reapseq_panel(real_data):
+    """REAP-seq PBMC feature names: every antibody but the isotype controls finds its gene."""
+    import h5py
+
+    with h5py.File(real_data("reapseq_pbmc_rna_protein.h5mu"), "r") as f:
+        names = {}
+        for mod in ("rna", "protein"):
+            var = f[f"mod/{mod}/var"]
+            names[mod] = var[var.attrs["_index"]][:].astype(str)
+    pairs = resolve_pairs("auto", names["protein"], names["rna"])
+    assert pairs.rna == "b" and len(pairs.a) == 44
+    linked = dict(zip(pairs.a, pairs.b, strict=True))
+    assert linked["CD3_AGGATCGA"] == "CD3E" and linked["CD20_ACGCGGAA"] == "MS4A1"
+    assert linked["CD45RA_GTGATAGT"] == "PTPRC" and "Blank" not in linked
+    unpaired = set(names["protein"]) - set(linked)
+    assert unpaired == {
+        "Blank",
+        "Control_Mouse_IgG2b_CATAAAGG",
+        "Control_Rat_IgG1_TCACGGTA",
+        "Mouse_IgG1_TGTGTATA",
+    }
