@@ -183,6 +183,9 @@ def test_transfer_radius_zero_leaves_unmatched_spots_empty(aligned):
     assert out.obsm["protein"].shape == (rna.n_obs, 1)
     assert out.uns["protein"]["n_nearest"] == 0
     assert out.obsm["protein"].isna().to_numpy().ravel().sum() == out.uns["protein"]["n_none"]
+    everywhere = transfer_features(rna, protein, radius=float("inf"), copy=True)
+    assert everywhere.uns["protein"]["n_none"] == 0
+    assert everywhere.obsm["protein"].notna().all(axis=None)
 
 
 # ------------------------------------------------------------------------ bad input
@@ -262,8 +265,9 @@ def test_transfer_needs_an_alignment_of_these_sections(aligned):
         transfer_features(rna, empty)
     with pytest.raises(MissingKeyError, match="CD999"):
         transfer_features(rna, protein, features=["CD999"])
-    with pytest.raises(InputError, match="radius"):
-        transfer_features(rna, protein, radius=-1)
+    for radius in (-1, float("nan"), True, "1"):
+        with pytest.raises(InputError, match="radius"):
+            transfer_features(rna, protein, radius=radius)
 
 
 def test_tl_facade_exposes_transfer():

@@ -62,7 +62,7 @@ def transfer_features(
         Read ``adata_b.layers[layer]`` instead of ``X`` (values carried as they are stored).
     radius
         Spots of a without a match take the nearest aligned spot of b within this many spot
-        spacings (``0``: none); the others get NaN.
+        spacings (``0``: none; ``float("inf")``: every spot gets a value); the others get NaN.
     copy
         Return a changed copy of ``adata_a`` instead of writing into it.
 
@@ -81,7 +81,7 @@ def transfer_features(
     EmptyDataError
         The matching matched no spot.
     """
-    if not (isinstance(radius, int | float) and np.isfinite(radius) and radius >= 0):
+    if isinstance(radius, bool) or not (isinstance(radius, int | float) and radius >= 0):
         raise InputError(f"radius={radius!r} is not a number >= 0: pass e.g. radius=1.0")
     info = _alignment(adata_a, adata_b, key)
     names = _features(adata_b, features)
