@@ -245,3 +245,14 @@ def test_cli_plot_needs_coordinates_before_mapping(files, tmp_path, capsys, monk
     code = main(["map", *map(str, argv), "--plot", str(tmp_path / "m.png")])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "spatial" in err, err
+
+
+def test_truth_of_chosen_types_only(mapped):
+    first = str(mapped.obsm["cell_type_fractions"].columns[0])
+    fig = cw.pl.fractions_vs_truth(mapped, types=[first])
+    assert [ax.get_title() for ax in _maps(fig)] == [f"{first}: predicted", f"{first}: true"]
+    plt.close(fig)
+    with pytest.raises(MissingKeyError, match="'no_type'"):
+        cw.pl.fractions_vs_truth(mapped, types=["no_type"])
+    with pytest.raises(TypeError, match="spatial_kye"):
+        cw.pl.predicted_genes(mapped, spatial_kye="spatial")

@@ -372,24 +372,25 @@ def check_totals(
                 f"no {what} has a non-zero value on the {n_genes} shared genes: check that "
                 f"{name} holds expression (not an empty layer) for those genes"
             )
-    n_empty = int((spot_totals <= 0).sum())
-    if warn and n_empty:
-        warnings.warn(
-            f"{n_empty} of {len(spot_totals)} spots have no counts on the shared genes: they "
-            "are not mapped (predictions: the reference average; fractions: the reference's "
-            "type frequencies); drop them first, e.g. sc.pp.filter_cells(adata_sp, min_counts=1)",
-            UserWarning,
-            stacklevel=3,
-        )
-    n_unused = int((cell_totals <= 0).sum())
-    if warn and n_unused:
-        warnings.warn(
-            f"{n_unused} of {len(cell_totals)} reference cells have no counts on the shared "
-            "genes: they are mapped nowhere and count in no fraction; drop them first, e.g. "
-            "sc.pp.filter_cells(adata_sc, min_counts=1)",
-            UserWarning,
-            stacklevel=3,
-        )
+    left_out = (
+        (
+            spot_totals,
+            "spots",
+            "adata_sp",
+            "are not mapped (predictions: the reference "
+            "average; fractions: the reference's type frequencies)",
+        ),
+        (cell_totals, "reference cells", "adata_sc", "are mapped nowhere and count in no fraction"),
+    )
+    for totals, what, name, fate in left_out:
+        n_zero = int((totals <= 0).sum())
+        if warn and n_zero:
+            warnings.warn(
+                f"{n_zero} of {len(totals)} {what} have no counts on the shared genes: they "
+                f"{fate}; drop them first, e.g. sc.pp.filter_cells({name}, min_counts=1)",
+                UserWarning,
+                stacklevel=3,
+            )
 
 
 def check_inputs(

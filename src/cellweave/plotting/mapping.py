@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -42,6 +43,27 @@ VIEW_TITLES = {
     "modality": "other modality",
 }
 _PANEL_INCHES = 3.4
+#: Options of every map grid besides the colour map and title, with their defaults.
+_MAP_OPTIONS = {"spatial_key": "spatial", "ncols": 4, "size": None, "save": None}
+
+
+def _map_options(options: dict[str, Any], caller: str) -> dict[str, Any]:
+    """``options`` over the defaults of :data:`_MAP_OPTIONS`; an unknown one is a TypeError."""
+    unknown = sorted(set(options) - set(_MAP_OPTIONS))
+    if unknown:
+        raise TypeError(f"{caller}() got unexpected keyword argument(s) {unknown}")
+    return {**_MAP_OPTIONS, **options}
+
+
+def _chosen(chosen: Sequence[str], columns: pd.Index, *, what: str, where: str) -> list[str]:
+    """``chosen`` as strings, each a column of ``columns``, else one MissingKeyError."""
+    chosen = [str(c) for c in chosen]
+    absent = [c for c in chosen if c not in columns]
+    if absent or not chosen:
+        raise MissingKeyError(
+            f"{what} {absent[:3]} are not in {where}: pass some of {list(columns[:5])}"
+        )
+    return chosen
 
 
 def _table(adata: AnnData, key: str, *, what: str, fix: str) -> pd.DataFrame:
@@ -97,31 +119,42 @@ def _draw_map(ax, coords: np.ndarray, values: np.ndarray, *, norm, cmap: str, si
 
 def _shared_maps(
     adata: AnnData,
-    table: pd.DataFrame,
+    key: str,
     *,
-    titles: Sequence[str],
-    vmax: float,
+    what: str,
+    fix: str,
     label: str,
-    spatial_key: str,
-    ncols: int,
-    size: float | None,
-    cmap: str,
-    title: str | None,
+    vmax: float | None,
+    titles: dict[str, str],
+    options: dict,
 ):
-    """A grid of maps of the columns of ``table`` on ONE scale ``[0, vmax]``, one colour bar."""
+    """A grid of maps of the columns of ``obsm[key]`` on ONE scale ``[0, vmax]`` (``None``:
+    the largest value), one colour bar; ``options``: spatial_key, ncols, size, cmap, title,
+    save."""
     from matplotlib.colors import Normalize
 
-    coords = check_spatial(adata, spatial_key=spatial_key)
-    fig, axes = _grid(table.shape[1], ncols, extra_width=0.8)
+    table = _table(adata, key, what=what, fix=fix)
+    values = table.to_numpy()
+    if vmax is None:
+        vmax = float(np.nanmax(values)) if np.isfinite(values).any() else 1.0
+    coords = check_spatial(adata, spatial_key=options["spatial_key"])
+    fig, axes = _grid(table.shape[1], options["ncols"], extra_width=0.8)
     norm = Normalize(vmin=0.0, vmax=vmax if vmax > 0 else 1.0)
     mappable = None
-    for ax, column, panel_title in zip(axes, table.columns, titles, strict=True):
-        mappable = _draw_map(ax, coords, table[column].to_numpy(), norm=norm, cmap=cmap, size=size)
-        ax.set_title(panel_title)
-    if title:
-        fig.suptitle(title)
+    for ax, column in zip(axes, table.columns, strict=True):
+        mappable = _draw_map(
+            ax,
+            coords,
+            table[column].to_numpy(),
+            norm=norm,
+            cmap=options["cmap"],
+            size=options["size"],
+        )
+        ax.set_title(titles.get(column, column))
+    if options["title"]:
+        fig.suptitle(options["title"])
     fig.colorbar(mappable, ax=axes, shrink=0.8, label=label)
-    return fig
+    return finish(fig, options["save"])
 
 
 def fractions(
@@ -162,38 +195,26 @@ def fractions(
     The matplotlib figure: one panel per type (titled with the type), every panel on the same
     ``Normalize(0, max fraction)``, one colour bar.
     """
-    table = _table(
+    options = dict(spatial_key=spatial_key, ncols=ncols, size=size, cmap=cmap, title=title)
+    return _shared_maps(
         adata,
         key,
         what="cell-type fractions",
         fix="run cellweave.tl.map_cells(adata_sc, adata_sp, cell_type_key=...) first, or pass key=",
-    )
-    vmax = float(np.nanmax(table.to_numpy())) if np.isfinite(table.to_numpy()).any() else 1.0
-    fig = _shared_maps(
-        adata,
-        table,
-        titles=list(table.columns),
-        vmax=vmax,
         label="fraction",
-        spatial_key=spatial_key,
-        ncols=ncols,
-        size=size,
-        cmap=cmap,
-        title=title,
+        vmax=None,
+        titles={},
+        options={**options, "save": save},
     )
-    return finish(fig, save)
 
 
 def view_weights(
     adata: AnnData,
     *,
     key: str = "view_weights",
-    spatial_key: str = "spatial",
-    ncols: int = 4,
-    size: float | None = None,
     cmap: str = "magma",
     title: str | None = "attention weight of each view",
-    save: str | Path | None = None,
+    **options: Any,
 ):
     """Maps of the attention method's per-spot view weights, on one scale ``[0, 1]``.
 
@@ -203,33 +224,25 @@ def view_weights(
         Spatial data with ``obsm[key]``: a DataFrame spots x views (columns among
         ``"panel"``, ``"neighbours"``, ``"histology"``, ``"modality"``; rows sum to 1), as
         ``map_cells(method="attention")`` writes.
-    key, spatial_key, ncols, size, cmap, title, save
+    key, cmap, title
         As in :func:`fractions`.
+    **options
+        ``spatial_key``, ``ncols``, ``size``, ``save``, as in :func:`fractions`.
 
     Returns
     -------
     The figure: one panel per view (titled as in :data:`VIEW_TITLES`), one colour bar.
     """
-    table = _table(
+    return _shared_maps(
         adata,
         key,
         what="view weights",
         fix="map with cellweave.tl.map_cells(..., method='attention') first, or pass key=",
-    )
-    titles = [VIEW_TITLES.get(c, c) for c in table.columns]
-    fig = _shared_maps(
-        adata,
-        table,
-        titles=titles,
-        vmax=1.0,
         label="view weight",
-        spatial_key=spatial_key,
-        ncols=ncols,
-        size=size,
-        cmap=cmap,
-        title=title,
+        vmax=1.0,
+        titles=VIEW_TITLES,
+        options={**_map_options(options, "view_weights"), "cmap": cmap, "title": title},
     )
-    return finish(fig, save)
 
 
 def _top_genes(table: pd.DataFrame, n: int) -> list[str]:
@@ -245,14 +258,12 @@ def predicted_genes(
     genes: Sequence[str] | None = None,
     n_genes: int = 8,
     key: str = "predicted_genes",
-    spatial_key: str = "spatial",
-    ncols: int = 4,
-    size: float | None = None,
-    cmap: str = "viridis",
     title: str | None = "predicted expression",
-    save: str | Path | None = None,
+    cmap: str = "viridis",
+    **options: Any,
 ):
-    """Maps of predicted genes, each on its own colour scale (genes differ in level).
+    """Maps of predicted genes, each on its own colour scale and colour bar (genes differ
+    in level, so one shared scale would hide all but the strongest).
 
     Parameters
     ----------
@@ -263,8 +274,10 @@ def predicted_genes(
         Genes to show; ``None``: the ``n_genes`` most variable predicted genes.
     n_genes
         How many genes to show when ``genes`` is ``None``.
-    key, spatial_key, ncols, size, cmap, title, save
+    key, title, cmap
         As in :func:`fractions`.
+    **options
+        ``spatial_key``, ``ncols``, ``size``, ``save``, as in :func:`fractions`.
 
     Returns
     -------
@@ -280,26 +293,22 @@ def predicted_genes(
     )
     if genes is None:
         genes = _top_genes(table, int(n_genes))
-    genes = [str(g) for g in genes]
-    missing = [g for g in genes if g not in table.columns]
-    if missing or not genes:
-        raise MissingKeyError(
-            f"genes {missing[:3]} are not in adata.obsm[{key!r}]: pass predicted genes "
-            f"(e.g. {list(table.columns[:3])})"
-        )
-    coords = check_spatial(adata, spatial_key=spatial_key)
+    genes = _chosen(genes, table.columns, what="genes", where=f"adata.obsm[{key!r}]")
+    options = _map_options(options, "predicted_genes")
+    ncols = options["ncols"]
+    coords = check_spatial(adata, spatial_key=options["spatial_key"])
     fig, axes = _grid(len(genes), ncols, extra_width=0.6 * min(ncols, len(genes)))
     for ax, gene in zip(axes, genes, strict=True):
         values = table[gene].to_numpy()
         finite = values[np.isfinite(values)]
         low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
         norm = Normalize(vmin=low, vmax=high if high > low else low + 1.0)
-        mappable = _draw_map(ax, coords, values, norm=norm, cmap=cmap, size=size)
+        mappable = _draw_map(ax, coords, values, norm=norm, cmap=cmap, size=options["size"])
         fig.colorbar(mappable, ax=ax, fraction=0.046, pad=0.02)
         ax.set_title(gene)
     if title:
         fig.suptitle(title)
-    return finish(fig, save)
+    return finish(fig, options["save"])
 
 
 def _truth_pair(adata: AnnData, key: str, truth_key: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -345,6 +354,7 @@ def fractions_vs_truth(
     *,
     key: str = "cell_type_fractions",
     truth_key: str = "true_fractions",
+    types: Sequence[str] | None = None,
     spatial_key: str = "spatial",
     pairs_per_row: int = 3,
     size: float | None = None,
@@ -359,7 +369,9 @@ def fractions_vs_truth(
         Spatial data with the predicted fractions ``obsm[key]`` and the truth
         ``obsm[truth_key]`` (DataFrame spots x types, as ``cw.sim.simulate_spatial`` writes).
     key, truth_key
-        ``obsm`` keys of the predicted and the true fractions; the types both hold are drawn.
+        ``obsm`` keys of the predicted and the true fractions.
+    types
+        Cell types to draw (default: every type both tables hold).
     spatial_key
         ``obsm`` key of the coordinates.
     pairs_per_row
@@ -377,6 +389,10 @@ def fractions_vs_truth(
     from matplotlib.colors import Normalize
 
     predicted, truth = _truth_pair(adata, key, truth_key)
+    if types is not None:
+        where = f"both adata.obsm[{key!r}] and adata.obsm[{truth_key!r}]"
+        types = _chosen(types, predicted.columns, what="types", where=where)
+        predicted, truth = predicted[types], truth[types]
     coords = check_spatial(adata, spatial_key=spatial_key)
     types = list(predicted.columns)
     pairs = max(1, min(int(pairs_per_row), len(types)))
