@@ -117,6 +117,16 @@ def _draw_map(ax, coords: np.ndarray, values: np.ndarray, *, norm, cmap: str, si
     return mappable
 
 
+def _fit_spots(axes, coords: np.ndarray, size: float | None) -> None:
+    """Marker sizes from the spacing again once colour bars and layout have settled."""
+    if size is not None:
+        return
+    for ax in axes:
+        s = spot_size(ax, coords)
+        for collection in ax.collections:
+            collection.set_sizes([s])
+
+
 def _shared_maps(
     adata: AnnData,
     key: str,
@@ -154,6 +164,7 @@ def _shared_maps(
     if options["title"]:
         fig.suptitle(options["title"])
     fig.colorbar(mappable, ax=axes, shrink=0.8, label=label)
+    _fit_spots(axes, coords, options["size"])
     return finish(fig, options["save"])
 
 
@@ -308,6 +319,7 @@ def predicted_genes(
         ax.set_title(gene)
     if title:
         fig.suptitle(title)
+    _fit_spots(axes, coords, options["size"])
     return finish(fig, options["save"])
 
 
@@ -413,7 +425,13 @@ def fractions_vs_truth(
         fig.colorbar(mappable, ax=ax, fraction=0.046, pad=0.02)
     _truth_scatter(fig.add_subplot(grid[nrows - 1, 0:2]), predicted, truth)
     fig.tight_layout()
+    _fit_spots(_spatial_axes(fig), coords, size)
     return finish(fig, save)
+
+
+def _spatial_axes(fig) -> list:
+    """The map axes of ``fig``: those :func:`frame_spatial` framed (y axis inverted)."""
+    return [ax for ax in fig.axes if ax.yaxis_inverted()]
 
 
 def _truth_scatter(ax, predicted: pd.DataFrame, truth: pd.DataFrame) -> None:
