@@ -169,8 +169,11 @@ def map_cmd(
         from ..plotting import mapping_plots
 
         use_agg_backend()
-        for path in mapping_plots(adata_sp, plot).values():
+        written = mapping_plots(adata_sp, plot)
+        for path in written.values():
             console.print(f"wrote {path}")
+        if not written:
+            console.print("--plot: nothing to draw; pass --cell-type-key or predict --genes")
 
 
 def _check_plot(plot: Path | None, *, out: Path, inputs: list[Path], overwrite: bool) -> None:
