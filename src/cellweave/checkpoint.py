@@ -39,6 +39,7 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Checkpoint
 
+from ._progress import verbosity
 from .device import launched_rank
 from .errors import InputError
 from .io import atomic_path
@@ -370,8 +371,9 @@ def resumed_message(path: Path, checkpoint: Mapping[str, Any]) -> str:
 
 
 def announce(message: str) -> None:
-    """Print ``message`` on stderr (one line; not in the extra processes of a DDP run)."""
-    if launched_rank() != 0:
+    """Print ``message`` on stderr (one line; not in the extra processes of a DDP run, not
+    under the CLI's ``--quiet``)."""
+    if launched_rank() != 0 or verbosity() < 0:
         return
     print(message, file=sys.stderr, flush=True)
 

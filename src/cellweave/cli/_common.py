@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import io
+from .._progress import note
 
 console = Console()
 
@@ -376,8 +377,10 @@ def quiet_unless_first_process() -> None:
     from ..device import launched_rank
 
     if launched_rank() != 0:
+        from .._progress import configure
         from .._progress import console as progress_console
 
+        configure(-1)
         console.quiet = True
         progress_console.quiet = True
 
@@ -398,7 +401,7 @@ def backed_option(size: str, note: str = ""):
 def backed_choice(path: Path, backed: bool | None, command: str) -> bool:
     """Whether to read ``path`` backed (``--backed`` as given, else automatic with
     ``command``'s :data:`cellweave.io.THRESHOLDS`: one line on stderr when it streams)."""
-    on, note = io.use_backed(path, backed, threshold=command)
-    if note:
-        click.echo(note, err=True)
+    on, why = io.use_backed(path, backed, threshold=command)
+    if why:
+        note(why)
     return on

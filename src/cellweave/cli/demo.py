@@ -12,7 +12,6 @@ from pathlib import Path
 
 import click
 import numpy as np
-import pandas as pd
 
 from .. import io
 from .._progress import track
@@ -330,6 +329,8 @@ def demo(out: Path, n_spots: int, n_cells: int, random_state: int) -> None:
         rows,
         columns=("step", "measure", "value"),
     )
+    import pandas as pd
+
     summary = pd.DataFrame(rows, columns=["step", "measure", "value"])
     with io.atomic_path(out / "summary.tsv", overwrite=True) as tmp:
         summary.to_csv(tmp, sep="\t", index=False)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import click
 
 from .. import io
-from .._progress import status
+from .._progress import note, status
 from ..errors import InvalidOptionError
 from ._common import (
     Checkpointing,
@@ -175,23 +176,22 @@ def _streams(path: Path, backed: bool | None, *, method: str, plot: Path | None)
         if plot is not None:
             raise click.UsageError("--plot needs the imputed layer in memory: drop --backed")
     else:
-        on, note = io.use_backed(path, backed, threshold="impute")
+        on, why_backed = io.use_backed(path, backed, threshold="impute")
         if not on:
             return None
         if streamed not in STREAMING_METHODS or plot is not None:
             why = "--plot needs the result" if plot is not None else f"method {method!r} needs it"
-            click.echo(
+            note(
                 f"reading {path.name} into memory although it is large: {why} in memory "
                 f"({', '.join(STREAMING_METHODS)} stream with --backed)",
-                err=True,
+                level=logging.WARNING,
             )
             return None
-        click.echo(note, err=True)
+        note(why_backed)
     if streamed != method:
-        click.echo(
+        note(
             "method 'auto' streams as 'mf' (its mixture candidate needs the whole matrix in "
-            "memory; --no-backed keeps auto)",
-            err=True,
+            "memory; --no-backed keeps auto)"
         )
     return streamed
 

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import numpy as np
-from anndata import AnnData
-from scipy import sparse
 
-from .. import validate
 from ._common import layer_option, print_table, spatial_key_option
 from ._inputs import read_input
+
+if TYPE_CHECKING:
+    from anndata import AnnData
 
 
 @click.command()
@@ -35,6 +35,8 @@ def inspect(
 ) -> None:
     """Summarise an .h5ad/.h5mu/10x/CSV file and check it (NaN/inf, empty genes or cells,
     duplicate names, counts, spatial coordinates)."""
+    from .. import validate
+
     data = read_input(path, reader="any")
     tables = data.mod.items() if hasattr(data, "mod") else [("data", data)]
     for name, adata in tables:
@@ -51,6 +53,11 @@ def inspect(
 
 
 def _summary(adata: AnnData, *, layer: str | None, spatial_key: str) -> list[tuple[str, str]]:
+    import numpy as np
+    from scipy import sparse
+
+    from .. import validate
+
     X = validate.get_matrix(adata, layer=layer)
     values = X.data if sparse.issparse(X) else np.asarray(X)
     n_bad = int(np.size(values) - np.isfinite(values).sum()) if values.dtype.kind == "f" else 0

@@ -7,7 +7,6 @@ from pathlib import Path
 import click
 
 from .. import io
-from ..graph import spatial_neighbors
 from ._common import (
     Number,
     check_outputs,
@@ -65,6 +64,8 @@ def neighbors(
         {"--out": (out, "h5ad"), "--plot": (plot, "figure")}, inputs=[path], overwrite=overwrite
     )
     adata = read_input(path, reader="spatial", coords=coords, spatial_key=spatial_key)
+    from ..graph import spatial_neighbors
+
     spatial_neighbors(adata, spatial_key=spatial_key, **graph)
     params = adata.uns["spatial_neighbors"]["params"]
     order = adata.obsp["spatial_order"]

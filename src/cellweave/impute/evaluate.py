@@ -364,7 +364,8 @@ def evaluate(
     rows = []
     splits: dict[int, tuple] = {}
     jobs = [(seed, m) for seed in seeds for m in chosen]
-    for seed, method in track(jobs, description="evaluating imputation"):
+    named = {"description": "evaluating", "label": lambda job: f"{job[1].name} seed {job[0]}"}
+    for seed, method in track(jobs, **named):  # "evaluating mf seed 1 (2/42)"
         if seed not in splits:
             splits.clear()
             splits[seed] = molecular_split(X, random_state=seed)

@@ -23,25 +23,46 @@ Layout: ``readers.py`` (formats, :func:`read` and friends, coordinates), ``writi
 
 from __future__ import annotations
 
-from .paths import check_distinct, check_output_path, h5_kind
-from .readers import (
-    SUPPORTED_FORMATS,
-    read,
-    read_anndata,
-    read_coords,
-    read_mudata,
-    read_spatial,
-)
-from .streaming import (
-    BACKED_THRESHOLD,
-    READ_BLOCK,
-    THRESHOLDS,
-    dense_nbytes,
-    row_blocks,
-    use_backed,
-    write_with_layer,
-)
-from .writing import atomic_dir, atomic_path, remove_stale_temps, temp_sibling, write
+import importlib as _importlib
+from typing import Any as _Any
+
+#: Public name -> the submodule that defines it, imported on first access (so that
+#: ``cellweave --help`` does not load anndata, pandas and h5py).
+_WHERE = {
+    **dict.fromkeys(("check_distinct", "check_output_path", "h5_kind"), "paths"),
+    **dict.fromkeys(
+        ("SUPPORTED_FORMATS", "read", "read_anndata", "read_coords", "read_mudata", "read_spatial"),
+        "readers",
+    ),
+    **dict.fromkeys(
+        (
+            "BACKED_THRESHOLD",
+            "READ_BLOCK",
+            "THRESHOLDS",
+            "dense_nbytes",
+            "row_blocks",
+            "use_backed",
+            "write_with_layer",
+        ),
+        "streaming",
+    ),
+    **dict.fromkeys(
+        ("atomic_dir", "atomic_path", "remove_stale_temps", "temp_sibling", "write"), "writing"
+    ),
+}
+
+
+def __getattr__(name: str) -> _Any:
+    if name in _WHERE:
+        value = getattr(_importlib.import_module(f".{_WHERE[name]}", __name__), name)
+        globals()[name] = value  # later lookups skip __getattr__
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 __all__ = [
     "BACKED_THRESHOLD",

@@ -9,9 +9,11 @@
   receives batches of *row indices*, ``fit(module, n_train=n)``), for models whose data is a
   few tensors (imputation MF/AE, the gradient mapper).
 
-Either way: ``device="auto"`` (CUDA when present, else CPU), seeded, a progress bar only on
-an interactive terminal, early stopping on a validation metric with the best weights
-restored, optional checkpoints and resume, and no log folders written anywhere.
+Either way: ``device="auto"`` (CUDA when present, else CPU), seeded, progress (a bar on
+an interactive terminal, one ``cellweave`` logger line per epoch off one; the per-epoch
+``history`` in the result, see :mod:`.callbacks`), early stopping on a validation metric
+with the best weights restored, optional checkpoints and resume, and no log folders written
+anywhere.
 
 Several devices (``accelerator``, ``devices``, ``strategy``, ``precision``, as Lightning
 spells them; checked with ``device`` by :func:`cellweave.device.parse_training`) train
@@ -39,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from lightning.pytorch import (
     Callback,
@@ -50,9 +53,10 @@ from lightning.pytorch import (
 from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
-from .._progress import progress_enabled
+from .._progress import progress_enabled, verbosity
 from ..checkpoint import checkpointing, setup_checkpoints
 from ..device import parse_training
+from .callbacks import History, TrainingProgress
 from .data import IndexBatches, index_loader, shard_batch
 from .distributed import (
     Distributed,
@@ -71,7 +75,9 @@ from .module import CellweaveModule
 __all__ = [
     "CellweaveModule",
     "FitResult",
+    "History",
     "IndexBatches",
+    "TrainingProgress",
     "checkpointing",
     "fit",
     "index_loader",
@@ -185,6 +191,10 @@ class FitResult:
         Processes that trained (data-parallel above 1).
     global_rank
         This process's rank (``0`` in one process and in the first of several).
+    history
+        One row per epoch, indexed by ``epoch``: the ``train_*`` loss terms the module logs
+        (``loss`` is the total), ``val_loss`` (NaN where it did not validate) and
+        ``seconds`` (see :class:`~cellweave.train.History`; empty after ``ddp_spawn``).
     """
 
     epochs: list[int] = field(default_factory=list)
@@ -196,6 +206,7 @@ class FitResult:
     seconds: float = 0.0
     n_processes: int = 1
     global_rank: int = 0
+    history: pd.DataFrame = field(default_factory=lambda: History().frame())
 
     @property
     def is_global_zero(self) -> bool:
@@ -207,8 +218,8 @@ class FitResult:
 def _quiet() -> Iterator[None]:
     """Silence Lightning's informational logs and the warnings that do not concern users."""
     saved = {name: logging.getLogger(name).level for name in _QUIET_LOGGERS}
-    for name in _QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
+    for name in _QUIET_LOGGERS:  # ``-vv`` on the command line lets them through
+        logging.getLogger(name).setLevel(logging.INFO if verbosity() >= 2 else logging.ERROR)
     try:
         with warnings.catch_warnings():
             for message in _QUIET_MESSAGES:
@@ -231,19 +242,6 @@ def _torch_settings(num_threads: int | None, deterministic: bool) -> Iterator[No
         torch.set_num_threads(threads)
         torch.set_flush_denormal(False)
         torch.use_deterministic_algorithms(det)
-
-
-def _progress_bar(enabled: bool) -> list[Callback]:
-    if not enabled:
-        return []
-    try:
-        from lightning.pytorch.callbacks import RichProgressBar
-
-        return [RichProgressBar(leave=False)]
-    except ImportError:  # pragma: no cover - rich is a dependency
-        from lightning.pytorch.callbacks import TQDMProgressBar
-
-        return [TQDMProgressBar()]
 
 
 def fit(
@@ -335,7 +333,9 @@ def fit(
         of the data's names), besides the module's class, parameter shapes and data tensors.
     progress
         Show a progress bar (default: only on an interactive terminal, see
-        :func:`cellweave._progress.progress_enabled`).
+        :func:`cellweave._progress.progress_enabled`). Without a bar, each epoch is one
+        line on the ``cellweave`` logger (epoch, loss terms, ``val_loss``, elapsed, ETA),
+        and a long epoch a line every ~20 s; the history is kept either way.
     num_threads
         torch CPU threads during training (default: unchanged).
     deterministic
@@ -363,6 +363,7 @@ def fit(
         )
     cpu = plan.accelerator == "cpu"
     counter, best, stopper = _EpochCounter(), _BestState("val_loss"), None
+    history = History()
     if validate and early_stopping:
         stopper = EarlyStopping(
             monitor="val_loss",
@@ -380,7 +381,8 @@ def fit(
     callbacks: list[Callback] = [
         distributed,
         counter,
-        *_progress_bar(show),
+        history,
+        TrainingProgress(history, name=type(module).__name__, bars=show),
         *([best] if validate else []),
         *([stopper] if stopper is not None else []),
         _Report(counter, best if validate else None, stopper),
@@ -404,7 +406,7 @@ def fit(
                 max_steps=int(max_steps),
                 logger=False,
                 enable_checkpointing=saver is not None,
-                enable_progress_bar=show,
+                enable_progress_bar=False,  # ours: TrainingProgress
                 enable_model_summary=False,
                 num_sanity_val_steps=0,
                 check_val_every_n_epoch=int(check_val_every_n_epoch),
@@ -429,7 +431,9 @@ def fit(
     summary = _summary(counter, best if validate else None, stopper)
     if not counter.epochs and (sent := reported(trainer)):  # trained in spawned workers
         summary = sent
-    return _result(summary, trainer, plan, seconds=time.perf_counter() - start)
+    result = _result(summary, trainer, plan, seconds=time.perf_counter() - start)
+    result.history = history.frame()
+    return result
 
 
 def _result(summary: dict[str, float], trainer: Trainer, plan: Any, *, seconds: float):
