@@ -9,7 +9,8 @@ evaluations, the CLI's phases):
 * off a terminal (``nohup``, a scheduler, a pipe), lines on the ``cellweave`` logger
   (:data:`logger`): one per item of :func:`track`, one when a :func:`status` phase ends
   (when it took 10 s or more; its start is a debug line), and a heartbeat
-  (``still <phase> (1m20s)``) whenever no line was written for :data:`HEARTBEAT` seconds, so a long phase prints at least one line every 10-30 s.
+  (``still <phase> (1m20s)``) whenever no line was written for :data:`HEARTBEAT` seconds,
+  so a long phase prints at least one line every 10-30 s.
 
 The library installs no handler (Python's convention): a script sees the lines after
 ``logging.basicConfig(level=logging.INFO)``; the CLI calls :func:`configure` (``--quiet``,
