@@ -149,20 +149,23 @@ class _Heartbeat:
     def push(self, phase: str) -> None:
         with _lock:
             self.phases.append((phase, time.monotonic()))
-            if self.thread is None or not self.thread.is_alive():
-                self.wake.clear()
-                self.thread = threading.Thread(target=self._run, daemon=True, name="cw-beat")
+            if self.thread is None:
+                self.wake = threading.Event()
+                self.thread = threading.Thread(
+                    target=self._run, args=(self.wake,), daemon=True, name="cellweave-heartbeat"
+                )
                 self.thread.start()
 
     def pop(self) -> None:
         with _lock:
             if self.phases:
                 self.phases.pop()
-            if not self.phases:
-                self.wake.set()
+            if not self.phases and self.thread is not None:
+                self.wake.set()  # this thread ends; the next phase starts a new one
+                self.thread = None
 
-    def _run(self) -> None:
-        while not self.wake.wait(timeout=min(HEARTBEAT, 5.0)):
+    def _run(self, wake: threading.Event) -> None:
+        while not wake.wait(timeout=min(HEARTBEAT, 5.0)):
             with _lock:
                 if not self.phases:
                     return

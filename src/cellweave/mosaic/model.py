@@ -41,7 +41,7 @@ from .data import MosaicData, _labels
 from .datamodule import MosaicDataModule
 from .guidance import graph_from_links
 from .kinds import kind_names
-from .persist import load_state, read_model, write_model
+from .persist import history_entry, history_frame, load_state, read_model, write_model
 from .vae import MosaicModule
 
 __all__ = ["MosaicModel", "choose_n_clusters"]
@@ -219,6 +219,7 @@ class MosaicModel:
         self.is_trained = False
         self.fit_result: FitResult | None = None
         self.train_params: dict[str, Any] = {}
+        self._history: pd.DataFrame | None = None
 
     def __repr__(self) -> str:
         mods = ", ".join(
@@ -322,6 +323,7 @@ class MosaicModel:
         self.module.eval()
         self.is_trained = True
         self.fit_result = result
+        self._history = result.history
         self.train_params = jsonable(
             {
                 "max_epochs": max_epochs,
@@ -340,6 +342,15 @@ class MosaicModel:
             }
         )
         return result
+
+    @property
+    def history(self) -> pd.DataFrame:
+        """One row per training epoch (index ``epoch``): the loss terms (``loss`` is the
+        total), ``val_loss`` and ``seconds``; saved with the model. Empty before training;
+        plot it with ``cw.pl.history(model)``."""
+        if self._history is None:
+            return FitResult().history
+        return self._history
 
     # ------------------------------------------------------------------ outputs
     def _modality_index(self, modality: str) -> int:
@@ -494,6 +505,7 @@ class MosaicModel:
         meta = {
             "init_params": self.init_params,
             "train_params": self.train_params,
+            "history": history_entry(self.history),
             "batch_names": self.data.batch_names,
             "label_classes": self.data.label_classes,
         }
@@ -527,6 +539,8 @@ class MosaicModel:
         model.is_trained = True
         model.init_params = meta["init_params"]
         model.train_params = meta.get("train_params", {})
+        if meta.get("history"):
+            model._history = history_frame(meta["history"])
         return model
 
 

@@ -18,15 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from scipy import sparse
 
 from .. import __version__
+from .._params import jsonable
 from ..errors import FileFormatError
 from ..io import atomic_dir
 from .config import MODEL
 
-__all__ = ["FORMAT", "load_state", "read_model", "write_model"]
+__all__ = ["FORMAT", "history_entry", "history_frame", "load_state", "read_model", "write_model"]
 
 _WEIGHTS, _ARRAYS, _META, _GRAPH = "weights.pt", "representation.npz", "model.json", "graph.npz"
 _FILES = (_META, _ARRAYS, _GRAPH, _WEIGHTS)
@@ -38,13 +40,14 @@ _META_KEYS = (
     "cellweave_version",
     "init_params",
     "train_params",
+    "history",
     "batch_names",
     "label_classes",
     "fitted",
 )
-#: The keys model.json must hold (format, version and train parameters are read with
-#: defaults when absent).
-_REQUIRED_KEYS = tuple(k for k in _META_KEYS[2:] if k != "train_params")
+#: The keys model.json must hold (format, version, train parameters and history are read
+#: with defaults when absent).
+_REQUIRED_KEYS = tuple(k for k in _META_KEYS[2:] if k not in ("train_params", "history"))
 _DATA_KEYS = ("batch_key", "label_key", "graph_key", "modality")
 _FITTED_KEYS = ("kind", "likelihood", "representation", "n_comps", "features")
 #: What a problem reading a model's file is fixed by.
@@ -92,6 +95,21 @@ def _write_files(
     np.savez(folder / _ARRAYS, **arrays)
     sparse.save_npz(folder / _GRAPH, graph)
     torch.save(state, folder / _WEIGHTS)
+
+
+def history_entry(history: pd.DataFrame) -> dict[str, list]:
+    """The training history as ``model.json`` keeps it: ``{column: values}`` with ``epoch``
+    first (NaN as ``null``)."""
+    return jsonable(history.reset_index().to_dict(orient="list"))
+
+
+def history_frame(entry: Mapping[str, list]) -> pd.DataFrame:
+    """The DataFrame of a :func:`history_entry` (index ``epoch``; ``null`` back to NaN)."""
+    frame = pd.DataFrame(dict(entry))
+    frame = frame.apply(pd.to_numeric, errors="coerce").astype(float)
+    if "epoch" in frame.columns:
+        frame = frame.set_index(frame.pop("epoch").astype(int))
+    return frame
 
 
 def _not_a_model(folder: Path) -> str | None:

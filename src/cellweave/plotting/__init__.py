@@ -4,6 +4,7 @@
 from ._save import save_figure
 from .alignment import overlay
 from .embedding import embedding
+from .history import history
 from .mapping import (
     fractions,
     fractions_vs_truth,
@@ -19,6 +20,7 @@ __all__ = [
     "embedding",
     "fractions",
     "fractions_vs_truth",
+    "history",
     "mapping_plots",
     "metric_bars",
     "overlay",

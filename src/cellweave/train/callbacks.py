@@ -150,9 +150,8 @@ class TrainingProgress(Callback):
         if self._stack is None:
             return
         if self.bars:
-            self._update(
-                description=self._where(trainer), completed=self._batches, info=self._info()
-            )
+            where, info = self._where(trainer), self._info()
+            self._update(description=where, completed=self._batches, info=info, refresh=True)
         else:
             self._line(trainer, self._info())
 
