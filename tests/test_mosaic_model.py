@@ -299,3 +299,15 @@ def test_imputed_protein_is_absolute_and_matches_the_truth(sim, trained):
     assert r > 0.4  # the mean profile scores 0
     scaled = trained.impute_modality("protein", library_size=500.0)
     np.testing.assert_allclose(scaled.X.sum(1), 500.0, rtol=1e-4)
+
+
+def test_history_one_row_per_epoch_saved_with_the_model(tmp_path, sim, trained):
+    history = trained.history
+    assert list(history.index) == trained.fit_result.epochs
+    assert {"loss", "val_loss", "kl", "seconds"} <= set(history.columns)
+    # the module's own per-epoch record agrees with the one fit keeps
+    logged = [row["train_loss"] for row in trained.module.history]
+    np.testing.assert_allclose(history["loss"].to_numpy(), logged, rtol=1e-6)
+    assert history["val_loss"].min() == pytest.approx(trained.fit_result.best_score)
+    loaded = MosaicModel.load(trained.save(tmp_path / "model"), sim[0])
+    pd.testing.assert_frame_equal(loaded.history, history, check_dtype=False)
