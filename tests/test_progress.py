@@ -149,12 +149,9 @@ def _impute_args(tmp_path):
 def test_cli_quiet_and_verbose(tmp_path, capsys, off_terminal, flags, epoch_lines, debug_lines):
     from cellweave.cli import main
 
-    try:
-        code = main([*flags, *_impute_args(tmp_path)])
-        captured = capsys.readouterr()
-    finally:
-        _progress.configure(0)
-        logging.getLogger("cellweave").setLevel(logging.NOTSET)
+    code = main([*flags, *_impute_args(tmp_path)])
+    captured = capsys.readouterr()
+    assert not logging.getLogger("cellweave").handlers  # main() leaves no handler behind
     assert code == 0, captured.err
     assert "wrote" in captured.out
     err = captured.err

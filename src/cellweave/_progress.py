@@ -43,6 +43,7 @@ from rich.progress import (
 __all__ = [
     "HEARTBEAT",
     "configure",
+    "configured",
     "duration",
     "live_task",
     "logger",
@@ -114,6 +115,21 @@ def configure(level: int = 0) -> None:
         logger.addHandler(handler)
         levels = {-1: logging.ERROR, 0: logging.INFO, 1: logging.DEBUG}
         logger.setLevel(levels.get(max(-1, min(1, int(level))), logging.DEBUG))
+
+
+@contextmanager
+def configured() -> Iterator[None]:
+    """Restore the logger and verbosity as they were after the block (a CLI run called
+    from Python, e.g. a test or a notebook, leaves no handler behind)."""
+    with _lock:
+        saved = (_state["verbosity"], _state["handler"], logger.level, list(logger.handlers))
+    try:
+        yield
+    finally:
+        with _lock:
+            _state["verbosity"], _state["handler"], level, handlers = saved
+            logger.setLevel(level)
+            logger.handlers[:] = handlers
 
 
 def note(message: str, *args: Any, level: int = logging.INFO) -> None:

@@ -7,6 +7,7 @@ import re
 
 import click
 
+from .._progress import configured
 from ..errors import CellweaveError
 from ._inputs import quiet_warnings
 from ._signals import Interrupted, interruptible
@@ -26,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     no partial output, one line, exit 130 (SIGINT) or 143 (SIGTERM).
     """
     try:
-        with interruptible(), quiet_warnings():
+        with interruptible(), quiet_warnings(), configured():
             code = cli.main(args=argv, prog_name="cellweave", standalone_mode=False)
     except Interrupted as exc:
         click.echo(f"cellweave: {exc}: stopped; no partial output left", err=True)
