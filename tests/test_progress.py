@@ -206,3 +206,11 @@ def test_pl_history_refuses_an_untrained_history():
 
     with pytest.raises(InputError, match="empty"):
         history(pd.DataFrame())
+
+
+def test_io_names_resolve_lazily():
+    import cellweave.io as cio
+
+    for name in cio.__all__:
+        assert getattr(cio, name) is not None
+    assert set(dir(cio)) >= set(cio.__all__)

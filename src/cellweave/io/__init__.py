@@ -29,26 +29,15 @@ from typing import Any as _Any
 #: Public name -> the submodule that defines it, imported on first access (so that
 #: ``cellweave --help`` does not load anndata, pandas and h5py).
 _WHERE = {
-    **dict.fromkeys(("check_distinct", "check_output_path", "h5_kind"), "paths"),
-    **dict.fromkeys(
-        ("SUPPORTED_FORMATS", "read", "read_anndata", "read_coords", "read_mudata", "read_spatial"),
-        "readers",
-    ),
-    **dict.fromkeys(
-        (
-            "BACKED_THRESHOLD",
-            "READ_BLOCK",
-            "THRESHOLDS",
-            "dense_nbytes",
-            "row_blocks",
-            "use_backed",
-            "write_with_layer",
-        ),
-        "streaming",
-    ),
-    **dict.fromkeys(
-        ("atomic_dir", "atomic_path", "remove_stale_temps", "temp_sibling", "write"), "writing"
-    ),
+    name: module
+    for module, names in {
+        "paths": "check_distinct check_output_path h5_kind",
+        "readers": "SUPPORTED_FORMATS read read_anndata read_coords read_mudata read_spatial",
+        "streaming": "BACKED_THRESHOLD READ_BLOCK THRESHOLDS dense_nbytes row_blocks use_backed "
+        "write_with_layer",
+        "writing": "atomic_dir atomic_path remove_stale_temps temp_sibling write",
+    }.items()
+    for name in names.split()
 }
 
 
