@@ -221,11 +221,11 @@ class _Live:
                 self.progress = Progress(
                     SpinnerColumn(),
                     TextColumn("[progress.description]{task.description}"),
-                    BarColumn(),
+                    BarColumn(bar_width=12),
                     MofNCompleteColumn(),
                     TimeElapsedColumn(),
                     TextColumn("eta"),
-                    TimeRemainingColumn(),
+                    TimeRemainingColumn(compact=True),
                     TextColumn("{task.fields[info]}"),
                     console=console,
                     transient=True,
