@@ -92,6 +92,16 @@ def test_long_epochs_log_steps_between_epoch_lines(off_terminal, caplog, monkeyp
     assert "step 1/4" in steps[0] and "ETA" in steps[0]
 
 
+def test_fits_inside_an_evaluation_loop_log_epochs_as_debug(off_terminal, caplog):
+    with caplog.at_level(logging.DEBUG, logger="cellweave"):
+        for _ in _progress.track(["mf"], description="evaluating", label=str):
+            fit(Line(), n_train=64, n_val=64, max_epochs=4, early_stopping=False, seed=0)
+    epochs = [r for r in caplog.records if EPOCH.search(r.getMessage())]
+    assert len(epochs) == 4
+    assert {r.levelno for r in epochs} == {logging.DEBUG}  # the job's line names the work
+    assert caplog.records[0].getMessage().startswith("evaluating mf (1/1)")
+
+
 def test_a_terminal_gets_a_bar_and_no_log_lines(monkeypatch, caplog):
     out = io.StringIO()
     monkeypatch.setattr(_progress, "console", Console(file=out, force_terminal=True, width=150))

@@ -47,9 +47,11 @@ __all__ = [
     "duration",
     "live_task",
     "logger",
+    "nested",
     "note",
     "phase",
     "progress_enabled",
+    "since_last_line",
     "status",
     "track",
     "verbosity",
@@ -64,7 +66,7 @@ HEARTBEAT = 20.0
 
 console = Console(stderr=True)
 
-_state: dict[str, Any] = {"verbosity": 0, "handler": None, "last": 0.0}
+_state: dict[str, Any] = {"verbosity": 0, "handler": None, "last": 0.0, "tracks": 0}
 _lock = threading.RLock()
 
 
@@ -133,9 +135,21 @@ def configured() -> Iterator[None]:
 
 
 def note(message: str, *args: Any, level: int = logging.INFO) -> None:
-    """Log ``message`` on :data:`logger` (and reset the heartbeat's clock)."""
-    _state["last"] = time.monotonic()
+    """Log ``message`` on :data:`logger` (a line that shows resets the heartbeat's clock)."""
+    if logger.isEnabledFor(level):
+        _state["last"] = time.monotonic()
     logger.log(level, message, *args)
+
+
+def since_last_line() -> float:
+    """Seconds since the last line :func:`note` wrote."""
+    return time.monotonic() - _state["last"]
+
+
+def nested() -> bool:
+    """Whether a :func:`track` loop is running (its lines name the item; the work inside
+    reports at most every :data:`HEARTBEAT` seconds)."""
+    return _state["tracks"] > 0
 
 
 def duration(seconds: float) -> str:
@@ -277,7 +291,7 @@ def track(
         total = len(items)  # type: ignore[arg-type]
     start = time.monotonic()
     bars = progress_enabled()
-    with phase(description), _track_task(description, total, bars) as update:
+    with phase(description), _track_task(description, total, bars) as update, _tracking():
         for i, item in enumerate(items):
             name = label(item) if label is not None else ""
             where = f"{i + 1}/{total}" if total else f"{i + 1}"
@@ -291,7 +305,19 @@ def track(
             with phase(text):
                 yield item
         if not bars:
-            note("%s: done in %s", description, duration(time.monotonic() - start))
+            done = description.rstrip(": ")
+            note("%s: done in %s", done, duration(time.monotonic() - start))
+
+
+@contextmanager
+def _tracking() -> Iterator[None]:
+    with _lock:
+        _state["tracks"] += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _state["tracks"] -= 1
 
 
 @contextmanager

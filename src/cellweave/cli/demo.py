@@ -322,7 +322,7 @@ def demo(out: Path, n_spots: int, n_cells: int, random_state: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
     ctx = DemoContext(out=out, n_spots=n_spots, n_cells=n_cells, random_state=random_state)
     rows: list[Row] = []
-    for _name, section in track(SECTIONS, description="cellweave demo"):
+    for _name, section in track(SECTIONS, description="cellweave demo:", label=lambda s: s[0]):
         rows.extend(section(ctx))
     print_table(
         "cellweave demo (simulated data, ground truth known)",

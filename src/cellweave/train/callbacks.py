@@ -8,12 +8,15 @@ a resumed run keeps the rows of the epochs before the resume.
 :mod:`cellweave._progress` (the running mean of the loss from the first step, the last
 epoch's terms and ``val_loss``, elapsed and ETA); off a terminal one ``cellweave`` logger
 line per epoch (``epoch i/n``, the terms, ``val_loss``, elapsed, ETA) and, within long
-epochs, a line at most every :data:`~cellweave._progress.HEARTBEAT` seconds. Only the first
+epochs, a line at most every :data:`~cellweave._progress.HEARTBEAT` seconds; inside a
+:func:`~cellweave._progress.track` loop (an evaluation, whose own lines name each job) the
+epoch lines are debug lines except one every ``HEARTBEAT`` seconds. Only the first
 process of a data-parallel run reports.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from contextlib import ExitStack
@@ -23,7 +26,7 @@ import pandas as pd
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from .._progress import HEARTBEAT, duration, live_task, note, phase
+from .._progress import HEARTBEAT, duration, live_task, nested, note, phase, since_last_line
 
 __all__ = ["History", "TrainingProgress", "loss_terms"]
 
@@ -152,8 +155,10 @@ class TrainingProgress(Callback):
         if self.bars:
             where, info = self._where(trainer), self._info()
             self._update(description=where, completed=self._batches, info=info, refresh=True)
-        else:
+        elif not nested() or since_last_line() >= HEARTBEAT:
             self._line(trainer, self._info())
+        else:  # inside an evaluation loop whose lines name the job: a debug line
+            self._line(trainer, self._info(), level=logging.DEBUG)
 
     # -- text ---------------------------------------------------------------------------
     def _where(self, trainer: Trainer) -> str:
@@ -179,7 +184,7 @@ class TrainingProgress(Callback):
             parts.append(f"val_loss {val:.4g}")
         return ", ".join(p for p in parts if p)
 
-    def _line(self, trainer: Trainer, text: str) -> None:
+    def _line(self, trainer: Trainer, text: str, *, level: int = logging.INFO) -> None:
         now = time.monotonic()
         self._last = now
         elapsed = now - self._start
@@ -191,6 +196,7 @@ class TrainingProgress(Callback):
             text,
             duration(elapsed),
             eta_text,
+            level=level,
         )
 
 
