@@ -115,6 +115,7 @@ def configure(level: int = 0) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
         _state["handler"] = handler
         logger.addHandler(handler)
+        logger.propagate = False  # a library's logging.basicConfig must not print it twice
         levels = {-1: logging.ERROR, 0: logging.INFO, 1: logging.DEBUG}
         logger.setLevel(levels.get(max(-1, min(1, int(level))), logging.DEBUG))
 
@@ -125,6 +126,7 @@ def configured() -> Iterator[None]:
     from Python, e.g. a test or a notebook, leaves no handler behind)."""
     with _lock:
         saved = (_state["verbosity"], _state["handler"], logger.level, list(logger.handlers))
+        propagate = logger.propagate
     try:
         yield
     finally:
@@ -132,6 +134,7 @@ def configured() -> Iterator[None]:
             _state["verbosity"], _state["handler"], level, handlers = saved
             logger.setLevel(level)
             logger.handlers[:] = handlers
+            logger.propagate = propagate
 
 
 def note(message: str, *args: Any, level: int = logging.INFO) -> None:

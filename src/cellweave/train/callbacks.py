@@ -8,9 +8,9 @@ a resumed run keeps the rows of the epochs before the resume.
 :mod:`cellweave._progress` (the running mean of the loss from the first step, the last
 epoch's terms and ``val_loss``, elapsed and ETA); off a terminal one ``cellweave`` logger
 line per epoch (``epoch i/n``, the terms, ``val_loss``, elapsed, ETA) and, within long
-epochs, a line at most every :data:`~cellweave._progress.HEARTBEAT` seconds; inside a
-:func:`~cellweave._progress.track` loop (an evaluation, whose own lines name each job) the
-epoch lines are debug lines except one every ``HEARTBEAT`` seconds. Only the first
+epochs, a step line when no line came for half :data:`~cellweave._progress.HEARTBEAT`
+(10 s); inside a :func:`~cellweave._progress.track` loop (an evaluation, whose own lines
+name each job) the epoch lines are debug lines but where no line came for 10 s. Only the first
 process of a data-parallel run reports.
 """
 
@@ -93,14 +93,14 @@ class TrainingProgress(Callback):
         self._count = 0
         self._batches = 0
         self._total = math.inf
-        self._start = self._last = time.monotonic()
+        self._start = time.monotonic()
         self._shown = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        self._start = self._last = time.monotonic()
+        self._start = time.monotonic()
         self._batches = 0
         self._total = _total_batches(trainer)
         self._stack = ExitStack()
@@ -146,7 +146,7 @@ class TrainingProgress(Callback):
                 completed=self._batches,
                 info=self._info(running=True),
             )
-        elif not self.bars and now - self._last >= HEARTBEAT:
+        elif not self.bars and since_last_line() >= HEARTBEAT / 2:
             self._line(trainer, f"step {idx + 1}/{_steps(trainer)}, " + self._info(running=True))
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -155,7 +155,7 @@ class TrainingProgress(Callback):
         if self.bars:
             where, info = self._where(trainer), self._info()
             self._update(description=where, completed=self._batches, info=info, refresh=True)
-        elif not nested() or since_last_line() >= HEARTBEAT:
+        elif not nested() or since_last_line() >= HEARTBEAT / 2:
             self._line(trainer, self._info())
         else:  # inside an evaluation loop whose lines name the job: a debug line
             self._line(trainer, self._info(), level=logging.DEBUG)
@@ -186,7 +186,6 @@ class TrainingProgress(Callback):
 
     def _line(self, trainer: Trainer, text: str, *, level: int = logging.INFO) -> None:
         now = time.monotonic()
-        self._last = now
         elapsed = now - self._start
         eta = elapsed / self._batches * (self._total - self._batches) if self._batches else math.nan
         eta_text = "?" if math.isinf(eta) else duration(max(eta, 0.0))
