@@ -1,7 +1,8 @@
 """Read and write single-cell and spatial data.
 
 :func:`read` loads AnnData (``.h5ad``), MuData (``.h5mu``), 10x Genomics HDF5 (``.h5``) and MTX
-(a directory or its ``matrix.mtx[.gz]``) output, and plain counts tables
+(a directory or its ``matrix.mtx[.gz]``) output, Space Ranger ``outs/`` folders (Visium,
+:func:`read_visium`, as ``scanpy.read_visium`` lays them out), and plain counts tables
 (``.csv``/``.tsv``/``.txt``, optionally gzipped), fully into memory (or, for ``.h5ad``/``.h5mu``,
 ``backed``) and without modifying the file. A separate coordinates table can be joined by cell
 name into ``obsm['spatial']``. Every matrix read is checked structurally first: a corrupt or
@@ -32,6 +33,7 @@ from .readers import (
     read_mudata,
     read_spatial,
 )
+from .visium import read_10x_h5, read_visium
 from .streaming import (
     BACKED_THRESHOLD,
     READ_BLOCK,
@@ -59,6 +61,8 @@ __all__ = [
     "read_coords",
     "read_mudata",
     "read_spatial",
+    "read_visium",
+    "read_10x_h5",
     "remove_stale_temps",
     "row_blocks",
     "temp_sibling",
