@@ -33,7 +33,6 @@ from .readers import (
     read_mudata,
     read_spatial,
 )
-from .visium import read_10x_h5, read_visium
 from .streaming import (
     BACKED_THRESHOLD,
     READ_BLOCK,
@@ -43,6 +42,7 @@ from .streaming import (
     use_backed,
     write_with_layer,
 )
+from .visium import read_10x_h5, read_visium
 from .writing import atomic_dir, atomic_path, remove_stale_temps, temp_sibling, write
 
 __all__ = [
@@ -57,12 +57,12 @@ __all__ = [
     "dense_nbytes",
     "h5_kind",
     "read",
+    "read_10x_h5",
     "read_anndata",
     "read_coords",
     "read_mudata",
     "read_spatial",
     "read_visium",
-    "read_10x_h5",
     "remove_stale_temps",
     "row_blocks",
     "temp_sibling",
