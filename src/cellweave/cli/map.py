@@ -14,6 +14,7 @@ from ._common import (
     checkpoint_options,
     comma_list,
     console,
+    coords_option,
     device_option,
     evaluated_output,
     evaluation_options,
@@ -56,6 +57,7 @@ from ._inputs import read_input, require_inputs
     help="Genes to predict at every spot: 'missing' (SC genes SP lacks), 'all', 'none' or a "
     "comma-separated list.",
 )
+@coords_option(of="SP")
 @method_options("perplexity=30 or a feature option such as n_pcs=50")
 @device_option
 @hardware_options
@@ -86,6 +88,7 @@ def map_cmd(
     method: str,
     cell_type_key: str | None,
     predict: str,
+    coords: Path | None,
     params: dict[str, object],
     device: str,
     hardware: dict,
@@ -115,9 +118,11 @@ def map_cmd(
     if evaluate:
         if plot is not None:
             raise click.UsageError("--plot draws a mapping: drop it with --evaluate")
+        require_inputs(coords)
         _evaluate(
             sc_path,
             sp_path,
+            coords=coords,
             folds=folds,
             methods=methods,
             scheme=scheme,
@@ -128,13 +133,13 @@ def map_cmd(
             overwrite=overwrite,
         )
         return
-    require_inputs(sc_path, sp_path)
+    require_inputs(sc_path, sp_path, coords)
     evaluated_output(out, inputs=[sc_path, sp_path], overwrite=overwrite)
     _check_plot(plot, out=out, inputs=[sc_path, sp_path], overwrite=overwrite)
     from ..mapping.api import map_cells, project_genes
     from ..train import is_global_zero, training_options
 
-    adata_sc, adata_sp = read_input(sc_path), read_input(sp_path)
+    adata_sc, adata_sp = read_input(sc_path), read_input(sp_path, coords=coords)
     genes = _genes_to_predict(predict, adata_sc, adata_sp)  # a typo found before mapping
     if plot is not None:
         from ..validate import check_spatial
@@ -225,6 +230,7 @@ def _evaluate(
     sc_path: Path,
     sp_path: Path,
     *,
+    coords: Path | None,
     folds: int,
     methods: str,
     scheme: str,
@@ -241,7 +247,7 @@ def _evaluate(
     chosen, params = evaluation_request(
         methods, default, method_params, metrics_json=metrics_json, overwrite=overwrite
     )
-    adata_sc, adata_sp = read_input(sc_path), read_input(sp_path)
+    adata_sc, adata_sp = read_input(sc_path), read_input(sp_path, coords=coords)
     result = evaluate(
         adata_sc,
         adata_sp,
