@@ -58,6 +58,14 @@ from ._inputs import read_input, require_inputs
     "comma-separated list.",
 )
 @coords_option(of="SP")
+@click.option(
+    "--gene-case",
+    type=click.Choice(["exact", "upper", "lower", "insensitive"]),
+    default="exact",
+    show_default=True,
+    help="How SC and SP gene names are matched: as written, upper- or lower-cased on both "
+    "sides (Tangram lower-cases), or up to case keeping SP's spelling.",
+)
 @method_options("perplexity=30 or a feature option such as n_pcs=50")
 @device_option
 @hardware_options
@@ -89,6 +97,7 @@ def map_cmd(
     cell_type_key: str | None,
     predict: str,
     coords: Path | None,
+    gene_case: str,
     params: dict[str, object],
     device: str,
     hardware: dict,
@@ -123,6 +132,7 @@ def map_cmd(
             sc_path,
             sp_path,
             coords=coords,
+            gene_case=gene_case,
             folds=folds,
             methods=methods,
             scheme=scheme,
@@ -140,7 +150,7 @@ def map_cmd(
     from ..train import is_global_zero, training_options
 
     adata_sc, adata_sp = read_input(sc_path), read_input(sp_path, coords=coords)
-    genes = _genes_to_predict(predict, adata_sc, adata_sp)  # a typo found before mapping
+    genes = _genes_to_predict(predict, adata_sc, adata_sp, gene_case)  # typos before mapping
     if plot is not None:
         from ..validate import check_spatial
 
@@ -154,6 +164,7 @@ def map_cmd(
             adata_sp,
             method=method,
             cell_type_key=cell_type_key,
+            gene_case=gene_case,
             random_state=random_state,
             device=device,
             **checkpoint.kwargs,
@@ -203,11 +214,13 @@ def _check_plot(plot: Path | None, *, out: Path, inputs: list[Path], overwrite: 
     check_outputs({"--out": (out, "h5ad"), **outputs}, inputs=inputs, overwrite=overwrite)
 
 
-def _genes_to_predict(spec: str, adata_sc, adata_sp) -> list[str]:
-    """The genes ``--genes`` asks for (checked before mapping)."""
+def _genes_to_predict(spec: str, adata_sc, adata_sp, gene_case: str = "exact") -> list[str]:
+    """The genes ``--genes`` asks for (checked before mapping; ``missing``: SC's genes
+    that SP lacks, names compared as ``--gene-case`` compares them)."""
     import pandas as pd
 
     from ..errors import MissingKeyError
+    from ..mapping.gene_case import same_gene
 
     key = spec.strip().lower()
     if key == "none":
@@ -215,7 +228,8 @@ def _genes_to_predict(spec: str, adata_sc, adata_sp) -> list[str]:
     if key == "all":
         return list(adata_sc.var_names)
     if key == "missing":
-        return [g for g in adata_sc.var_names if g not in adata_sp.var_names]
+        present = same_gene(adata_sc.var_names, adata_sp.var_names, gene_case)
+        return list(adata_sc.var_names[~present])
     genes = comma_list(spec)
     absent = pd.Index(genes).difference(adata_sc.var_names)
     if len(absent):
@@ -231,6 +245,7 @@ def _evaluate(
     sp_path: Path,
     *,
     coords: Path | None,
+    gene_case: str,
     folds: int,
     methods: str,
     scheme: str,
@@ -247,7 +262,10 @@ def _evaluate(
     chosen, params = evaluation_request(
         methods, default, method_params, metrics_json=metrics_json, overwrite=overwrite
     )
+    from ..mapping.gene_case import match_gene_case
+
     adata_sc, adata_sp = read_input(sc_path), read_input(sp_path, coords=coords)
+    adata_sc, adata_sp = match_gene_case(adata_sc, adata_sp, gene_case)
     result = evaluate(
         adata_sc,
         adata_sp,

@@ -25,6 +25,7 @@ from ..train import checkpointing
 from ..validate import check_labels, check_obs_key, check_seed, check_spatial
 from .features import Features
 from .fractions import cell_type_fractions
+from .gene_case import check_gene_case, match_gene_case
 from .genes import predict_genes, project_genes
 from .methods import (
     DEFAULT_METHOD,
@@ -269,6 +270,7 @@ def map_cells(
     cell_type_key: str | None = None,
     layer_sc: str | None = None,
     layer_sp: str | None = None,
+    gene_case: str = "exact",
     random_state: int = 0,
     device: str = "auto",
     key_added: str | None = None,
@@ -298,6 +300,12 @@ def map_cells(
         written into the reference only by :func:`cell_type_fractions`, when asked.
     layer_sc, layer_sp
         Layers to use instead of ``X``.
+    gene_case
+        How gene names are matched: ``"exact"`` (default; the warning or error names this
+        option when names match only up to case), ``"insensitive"`` (up to case; the
+        mapping's genes take ``adata_sp``'s spelling), ``"upper"`` / ``"lower"`` (both data
+        sets' names upper- / lower-cased first, as Tangram does). Two genes of one data set
+        equal up to case are refused. See :mod:`cellweave.mapping.gene_case`.
     random_state
         Seed; the same seed gives the same mapping.
     device
@@ -340,6 +348,8 @@ def map_cells(
     """
     uns_key, fractions_key = result_keys(key_added)
     check_seed(random_state)
+    check_params(method, params)  # the options first, then the data
+    matched_sc, matched_sp = match_gene_case(adata_sc, adata_sp, check_gene_case(gene_case))
     labels = None
     if cell_type_key is not None:
         labels = check_labels(
@@ -356,8 +366,8 @@ def map_cells(
         ]
     with checkpointing(checkpoint_dir, resume=resume, fingerprint=run):
         mapping = _compute_mapping(
-            adata_sc,
-            adata_sp,
+            matched_sc,
+            matched_sp,
             method=method,
             genes=genes,
             layer_sc=layer_sc,
@@ -366,6 +376,8 @@ def map_cells(
             device=device,
             params=params,
         )
+    if gene_case != "exact":
+        mapping.params["gene_case"] = gene_case
     target = adata_sp.copy() if copy else adata_sp
     target.uns[uns_key] = mapping.to_uns()
     if labels is not None:
