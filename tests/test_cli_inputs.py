@@ -34,7 +34,7 @@ def files(tmp_path_factory):
 
 
 def test_inspect_coords_joins_by_name(files, capsys):
-    root, sp = files
+    root, _ = files
     assert main(["inspect", str(root / "sp.csv"), "--spatial"]) == 2
     assert "obsm['spatial']" in capsys.readouterr().err
     code = main(

@@ -97,7 +97,7 @@ def test_insensitive_ignores_clashes_outside_the_shared_genes():
     sp, ref = _pair()
     extra = ref.copy()
     extra.var_names = [*ref.var_names[:-2], "Xist", "XIST"]  # neither in the panel
-    sc_view, sp_view = match_gene_case(extra, _upper(sp).copy()[:, :-2], "insensitive")
+    sc_view, _ = match_gene_case(extra, _upper(sp).copy()[:, :-2], "insensitive")
     assert list(sc_view.var_names[-2:]) == ["Xist", "XIST"]
     assert sc_view.X is extra.X  # the matrix is shared, not copied
 
