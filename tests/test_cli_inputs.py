@@ -4,6 +4,8 @@ input)."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -71,3 +73,77 @@ def test_missing_coords_file_is_one_line(files, capsys):
     assert main(["inspect", str(root / "sp.csv"), "--coords", str(root / "nope.csv")]) == 2
     err = capsys.readouterr().err.strip()
     assert "nope.csv does not exist" in err and "\n" not in err
+
+
+# ------------------------------------------------------------------- one-line warnings
+def _normalized(adata, *, log: bool):
+    import scanpy as sc
+
+    out = adata.copy()
+    out.X = out.X.astype(np.float32)
+    sc.pp.normalize_total(out, target_sum=1e4)
+    if log:
+        sc.pp.log1p(out)
+    return out
+
+
+def test_normalized_problem_sees_normalize_total_only():
+    from cellweave.validate import normalized_problem
+
+    sp, _ = simulate_spatial(n_spots=40, n_genes=40, n_ref_cells=60, random_state=0)
+    assert normalized_problem(sp.X) is None  # counts
+    assert "sum to 1e+04" in normalized_problem(_normalized(sp, log=False).X)
+    assert normalized_problem(_normalized(sp, log=True).X) is None  # logged: the other check
+
+
+def test_impute_auto_without_coordinates_warns(files, monkeypatch):
+    import cellweave as cw
+    from cellweave.errors import CellweaveWarning
+    from cellweave.impute import api as impute_api
+
+    _, sp = files
+    monkeypatch.setattr(
+        impute_api, "_predict", lambda spec, a, *rest: np.full(a.shape, 1.0 / a.n_vars)
+    )
+    with pytest.warns(CellweaveWarning, match="no spatial loss"):
+        cw.tl.impute(sp.copy(), spatial_key=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CellweaveWarning)
+        cw.tl.impute(sp.copy())  # with coordinates: nothing to say
+
+
+def test_cli_prints_the_warning_as_one_line(files, tmp_path, capsys, monkeypatch):
+    from cellweave.impute import api as impute_api
+
+    root, _ = files
+    monkeypatch.setattr(
+        impute_api, "_predict", lambda spec, a, *rest: np.full(a.shape, 1.0 / a.n_vars)
+    )
+    out = tmp_path / "imputed.h5ad"
+    code = main(["impute", str(root / "sp.h5ad"), "-o", str(out), "--spatial-key", "none"])
+    assert code == 0
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if "warning" in ln]
+    assert len(lines) == 1
+    assert lines[0].startswith("cellweave: warning: method 'auto' runs without coordinates")
+
+
+def test_map_warns_about_normalized_spatial_data(files, tmp_path, capsys):
+    import cellweave as cw
+    from cellweave.errors import CellweaveWarning, NotCountsError
+
+    root, sp = files
+    ref = io.read(root / "sc.h5ad")
+    with pytest.warns(CellweaveWarning, match=r"adata_sp.X looks depth-normalized"):
+        cw.tl.map_cells(ref, _normalized(sp, log=False), method="softmax")
+    logged = _normalized(sp, log=True)
+    with pytest.raises(NotCountsError, match="log-transformed"):  # log1p again: refused
+        cw.tl.map_cells(ref, logged, method="softmax")
+    with pytest.warns(CellweaveWarning, match="normalize='total' takes its values as linear"):
+        cw.tl.map_cells(ref, logged, method="softmax", normalize="total")
+    io.write(_normalized(sp, log=False), tmp_path / "norm.h5ad")
+    code = main(
+        ["map", str(root / "sc.h5ad"), str(tmp_path / "norm.h5ad"), "-o", str(tmp_path / "o.h5ad")]
+    )
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "cellweave: warning: adata_sp.X looks depth-normalized" in err

@@ -30,7 +30,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from ..errors import FileFormatError
+from ..errors import CellweaveWarning, FileFormatError
 
 __all__ = ["COUNT_FILE", "is_visium_folder", "read_visium"]
 
@@ -231,7 +231,7 @@ def make_names_unique(adata: AnnData, *, source: str) -> None:
         f"{source}: {n_dup} feature name(s) repeat (e.g. "
         f"{list(adata.var_names[adata.var_names.duplicated()][:3])}); made unique by appending "
         "'-1', '-2', ... (the ids stay in var['gene_ids'])",
-        UserWarning,
+        CellweaveWarning,
         stacklevel=3,
     )
     adata.var_names_make_unique()
@@ -290,7 +290,7 @@ def _read_images(spatial: Path) -> dict[str, np.ndarray]:
             warnings.warn(
                 f"{spatial / name} is absent: uns['spatial'][...]['images'] has no {res!r} "
                 "image (plots use the other one, or none)",
-                UserWarning,
+                CellweaveWarning,
                 stacklevel=3,
             )
             continue

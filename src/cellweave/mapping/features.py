@@ -24,6 +24,7 @@ from scipy import sparse
 
 from .._utils import RandomState, check_random_state, to_dense
 from ..errors import (
+    CellweaveWarning,
     EmptyDataError,
     InputError,
     MissingKeyError,
@@ -35,6 +36,7 @@ from ..validate import (
     check_unique_names,
     log_transformed_problem,
     matrix_label,
+    normalized_problem,
     shared_features,
 )
 from .gene_case import case_note, match_gene_case
@@ -459,20 +461,44 @@ def check_inputs(
     X_sc = _columns(full_sc, adata_sc.var_names.get_indexer(use), "adata_sc")
     X_sp = _columns(full_sp, adata_sp.var_names.get_indexer(use), "adata_sp")
     check_totals(row_totals(X_sc), row_totals(X_sp), n_genes=len(use))
-    if normalize in ("log_total", "log"):
-        for adata, X, name, layer in (
-            (adata_sp, full_sp, "adata_sp", layer_sp),
-            (adata_sc, full_sc, "adata_sc", layer_sc),
-        ):
-            problem = log_transformed_problem(X, uns=adata.uns)
-            if problem is not None:
-                raise NotCountsError(
-                    f"{matrix_label(name, layer)} looks log-transformed already ({problem}), "
-                    f"and normalize={normalize!r} would take log1p again: pass the raw counts "
-                    f"(e.g. layer_{name[-2:]}='counts'), or normalize='none' to map the values "
-                    "as they are"
-                )
+    for adata, X, name, layer in (
+        (adata_sp, full_sp, "adata_sp", layer_sp),
+        (adata_sc, full_sc, "adata_sc", layer_sc),
+    ):
+        problem = log_transformed_problem(X, uns=adata.uns)
+        if problem is not None and normalize in ("log_total", "log"):
+            raise NotCountsError(
+                f"{matrix_label(name, layer)} looks log-transformed already ({problem}), "
+                f"and normalize={normalize!r} would take log1p again: pass the raw counts "
+                f"(e.g. layer_{name[-2:]}='counts'), or normalize='none' to map the values "
+                "as they are"
+            )
+        _warn_normalized(X, problem, name, layer, normalize)
     return use
+
+
+def _warn_normalized(
+    X: Any, log_problem: str | None, name: str, layer: str | None, normalize: Any
+) -> None:
+    """One warning line when a matrix the mapping goes on with looks log-transformed (under
+    ``normalize`` without log, its values are taken as linear) or, for ``adata_sp``,
+    depth-normalized (the spots' depths, which ``spot_mass='counts'`` and predictions on
+    the counts scale use, are gone)."""
+    if log_problem is not None:
+        note = (
+            f"looks log-transformed ({log_problem}); normalize={normalize!r} takes its "
+            "values as linear"
+        )
+    else:
+        problem = normalized_problem(X) if name == "adata_sp" else None
+        if problem is None:
+            return
+        note = (
+            f"looks depth-normalized ({problem}): the spots' depths are lost "
+            "(spot_mass='counts' and predictions on the counts scale use them)"
+        )
+    fix = f"pass the raw counts (e.g. layer_{name[-2:]}='counts') if you have them"
+    warnings.warn(f"{matrix_label(name, layer)} {note}; {fix}", CellweaveWarning, stacklevel=4)
 
 
 def warn_case(adata_sc: AnnData, adata_sp: AnnData, n_shared: int) -> None:
@@ -480,7 +506,7 @@ def warn_case(adata_sc: AnnData, adata_sp: AnnData, n_shared: int) -> None:
     up to case would share many more (:func:`~cellweave.mapping.gene_case.case_note`)."""
     note = case_note(adata_sc.var_names, adata_sp.var_names, n_shared)
     if note is not None:
-        warnings.warn(note, UserWarning, stacklevel=3)
+        warnings.warn(note, CellweaveWarning, stacklevel=3)
 
 
 def _most_variable(X: Any, cols: np.ndarray, genes: pd.Index, n: int) -> pd.Index:
