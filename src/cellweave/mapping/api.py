@@ -18,6 +18,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from .._params import jsonable
+from ..device import check_device
 from ..errors import InputError
 from ..graph import nearest_neighbors
 from ..registry import Choice, Float, Int, Text
@@ -348,8 +349,10 @@ def map_cells(
     """
     uns_key, fractions_key = result_keys(key_added)
     check_seed(random_state)
-    check_params(method, params)  # the options first, then the data
-    matched_sc, matched_sp = match_gene_case(adata_sc, adata_sp, check_gene_case(gene_case))
+    check_params(method, params)  # the options and the device first, then the data
+    check_gene_case(gene_case)
+    check_device(device)
+    matched_sc, matched_sp = match_gene_case(adata_sc, adata_sp, gene_case)
     labels = None
     if cell_type_key is not None:
         labels = check_labels(

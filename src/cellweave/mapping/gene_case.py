@@ -123,6 +123,8 @@ def match_gene_case(
     DuplicateNamesError
         Two genes of one data set are equal up to case.
     """
+    if check_gene_case(gene_case) == "exact":
+        return adata_sc, adata_sp
     names_sc, names_sp = case_names(adata_sc.var_names, adata_sp.var_names, gene_case)
     return _renamed(adata_sc, names_sc), _renamed(adata_sp, names_sp)
 
