@@ -2,13 +2,17 @@
 
 Every problem with a user's input raises an :class:`InputError` (a ``ValueError``), whose
 message is one line that names the problem and the fix. The CLI turns any
-:class:`CellweaveError` into that line on stderr and exit code 2.
+:class:`CellweaveError` into that line on stderr and exit code 2. A
+:class:`CellweaveWarning` (a ``UserWarning``) is a one-line note about the user's data or
+options that the run goes on with; the CLI prints it as one ``cellweave: warning:`` line
+(other libraries' warnings stay silent there).
 """
 
 from __future__ import annotations
 
 __all__ = [
     "CellweaveError",
+    "CellweaveWarning",
     "DuplicateNamesError",
     "EmptyDataError",
     "FileFormatError",
@@ -63,3 +67,8 @@ class DuplicateNamesError(InputError):
 
 class NoSharedFeaturesError(InputError):
     """Two data sets share no (or too few) features to be compared."""
+
+
+class CellweaveWarning(UserWarning):
+    """A one-line note about the input the run goes on with (names the problem and the fix);
+    the CLI prints it on stderr."""

@@ -196,6 +196,21 @@ def path_option(name: str, help: str):
     return click.option(name, type=click.Path(path_type=Path), default=None, help=help)
 
 
+def coords_option(name: str = "--coords", of: str = "the input", dest: str | None = None):
+    """``--coords PATH``: a table of coordinates joined by cell name into
+    ``obsm[--spatial-key]`` (:func:`cellweave.io.read_coords`), for inputs that lack them
+    (CSV, 10x); ``of`` names the input it belongs to, ``dest`` the keyword (default from
+    ``name``)."""
+    names = (name,) if dest is None else (name, dest)
+    return click.option(
+        *names,
+        type=click.Path(path_type=Path),
+        default=None,
+        help=f"CSV/TSV of coordinates of {of}, joined by cell name into obsm (cell names in "
+        "the first column, then x, y[, z]): for inputs without them (CSV, 10x).",
+    )
+
+
 def layer_option(help: str):
     """``--layer NAME`` (default: ``X``)."""
     return click.option("--layer", default=None, help=help)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import io
-from ..errors import DuplicateNamesError, FileFormatError
+from ..errors import CellweaveWarning, DuplicateNamesError, FileFormatError
 
 __all__ = ["quiet_warnings", "read_input", "require_inputs"]
 
@@ -35,10 +35,20 @@ _ENCODINGS = {"anndata": ("an AnnData", ".h5ad"), "mudata": ("a MuData", ".h5mu"
 @contextlib.contextmanager
 def quiet_warnings() -> Iterator[None]:
     """Silence library warnings while a command runs (the problems they point at are
-    checked and reported as the error line instead)."""
-    with warnings.catch_warnings():
+    checked and reported as the error line instead); cellweave's own notes
+    (:class:`~cellweave.errors.CellweaveWarning`) are printed as one
+    ``cellweave: warning: ...`` line on stderr each."""
+    with warnings.catch_warnings():  # restores the filters and showwarning on exit
         warnings.simplefilter("ignore")
+        warnings.simplefilter("always", CellweaveWarning)
+        warnings.showwarning = _one_line_warning
         yield
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    import click
+
+    click.echo(f"cellweave: warning: {' '.join(str(message).split())}", err=True)
 
 
 def require_inputs(*paths: Path | None) -> None:

@@ -12,6 +12,7 @@ from ..errors import InvalidOptionError
 from ._common import (
     check_outputs,
     console,
+    coords_option,
     device_option,
     layer_option,
     method_options,
@@ -78,6 +79,8 @@ def _overlap(value: str) -> float | None:
 @click.option("--transfer-key", default="protein", show_default=True)
 @layer_option("Layer of both files to compare (default: X).")
 @spatial_key_option
+@coords_option("--coords-a", of="PATH_A", dest="coords_a")
+@coords_option("--coords-b", of="PATH_B", dest="coords_b")
 @click.option("--key-added", default="spatial_aligned", show_default=True)
 @path_option("--plot", "Save a PNG of the two sections overlaid before and after alignment.")
 @method_options("refine=3", "List the align solvers and exit.")
@@ -89,6 +92,8 @@ def align(
     out: Path | None,
     overlap: str,
     spatial_key: str,
+    coords_a: Path | None,
+    coords_b: Path | None,
     plot: Path | None,
     feature_pairs: str | None,
     transfer_out: Path | None,
@@ -125,11 +130,12 @@ def align(
         "--plot": (plot, "figure"),
         "--transfer-out": (transfer_out, "h5ad"),
     }
-    require_inputs(path_a, path_b)
+    require_inputs(path_a, path_b, coords_a, coords_b)
     check_outputs(outputs, inputs=[path_a, path_b], overwrite=overwrite)
     if feature_pairs is not None and feature_pairs.strip().lower() != "auto":
         read_pairs(feature_pairs)  # an unreadable table: one line before the sections are read
-    adata_a, adata_b = read_input(path_a), read_input(path_b)
+    adata_a = read_input(path_a, coords=coords_a, spatial_key=spatial_key)
+    adata_b = read_input(path_b, coords=coords_b, spatial_key=spatial_key)
     with status("aligning sections"):
         align_sections(
             adata_a,

@@ -16,6 +16,7 @@ from ._common import (
     check_outputs,
     checkpoint_options,
     console,
+    coords_option,
     device_option,
     evaluation_options,
     evaluation_request,
@@ -48,7 +49,7 @@ from ._inputs import read_input, require_inputs
     help="obsm key of the spot coordinates; 'none' imputes without them (no spatial loss, "
     "non-spatial methods and auto only).",
 )
-@path_option("--coords", "CSV of coordinates (for CSV/10x inputs).")
+@coords_option()
 @path_option("--plot", "Save a PNG: a gene raw vs imputed on the tissue.")
 @click.option("--gene", default=None, help="Gene for --plot (default: the most variable).")
 @evaluation_options("Run the molecular cross-validation protocol instead of imputing.")

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ._common import layer_option, print_table, spatial_key_option
-from ._inputs import read_input
+from ._common import coords_option, layer_option, print_table, spatial_key_option
+from ._inputs import read_input, require_inputs
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -29,15 +29,22 @@ if TYPE_CHECKING:
     help="Fail (exit 2) unless spatial coordinates are present.",
 )
 @spatial_key_option
+@coords_option()
 @layer_option("Check this layer instead of X.")
 def inspect(
-    path: Path, require_counts: bool, require_spatial: bool, spatial_key: str, layer: str | None
+    path: Path,
+    require_counts: bool,
+    require_spatial: bool,
+    spatial_key: str,
+    coords: Path | None,
+    layer: str | None,
 ) -> None:
-    """Summarise an .h5ad/.h5mu/10x/CSV file and check it (NaN/inf, empty genes or cells,
-    duplicate names, counts, spatial coordinates)."""
+    """Summarise an .h5ad/.h5mu/10x/CSV file or a Space Ranger outs/ folder and check it
+    (NaN/inf, empty genes or cells, duplicate names, counts, spatial coordinates)."""
     from .. import validate
 
-    data = read_input(path, reader="any")
+    require_inputs(path, coords)
+    data = read_input(path, reader="any", coords=coords, spatial_key=spatial_key)
     tables = data.mod.items() if hasattr(data, "mod") else [("data", data)]
     for name, adata in tables:
         rows = _summary(adata, layer=layer, spatial_key=spatial_key)

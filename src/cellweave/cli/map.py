@@ -14,6 +14,7 @@ from ._common import (
     checkpoint_options,
     comma_list,
     console,
+    coords_option,
     device_option,
     evaluated_output,
     evaluation_options,
@@ -56,6 +57,15 @@ from ._inputs import read_input, require_inputs
     help="Genes to predict at every spot: 'missing' (SC genes SP lacks), 'all', 'none' or a "
     "comma-separated list.",
 )
+@coords_option(of="SP")
+@click.option(
+    "--gene-case",
+    type=click.Choice(["exact", "upper", "lower", "insensitive"]),
+    default="exact",
+    show_default=True,
+    help="How SC and SP gene names are matched: as written, upper- or lower-cased on both "
+    "sides (Tangram lower-cases), or up to case keeping SP's spelling.",
+)
 @method_options("perplexity=30 or a feature option such as n_pcs=50")
 @device_option
 @hardware_options
@@ -86,6 +96,8 @@ def map_cmd(
     method: str,
     cell_type_key: str | None,
     predict: str,
+    coords: Path | None,
+    gene_case: str,
     params: dict[str, object],
     device: str,
     hardware: dict,
@@ -115,9 +127,12 @@ def map_cmd(
     if evaluate:
         if plot is not None:
             raise click.UsageError("--plot draws a mapping: drop it with --evaluate")
+        require_inputs(coords)
         _evaluate(
             sc_path,
             sp_path,
+            coords=coords,
+            gene_case=gene_case,
             folds=folds,
             methods=methods,
             scheme=scheme,
@@ -128,14 +143,14 @@ def map_cmd(
             overwrite=overwrite,
         )
         return
-    require_inputs(sc_path, sp_path)
+    require_inputs(sc_path, sp_path, coords)
     evaluated_output(out, inputs=[sc_path, sp_path], overwrite=overwrite)
     _check_plot(plot, out=out, inputs=[sc_path, sp_path], overwrite=overwrite)
     from ..mapping.api import map_cells, project_genes
     from ..train import is_global_zero, training_options
 
-    adata_sc, adata_sp = read_input(sc_path), read_input(sp_path)
-    genes = _genes_to_predict(predict, adata_sc, adata_sp)  # a typo found before mapping
+    adata_sc, adata_sp = read_input(sc_path), read_input(sp_path, coords=coords)
+    genes = _genes_to_predict(predict, adata_sc, adata_sp, gene_case)  # typos before mapping
     if plot is not None:
         from ..validate import check_spatial
 
@@ -149,6 +164,7 @@ def map_cmd(
             adata_sp,
             method=method,
             cell_type_key=cell_type_key,
+            gene_case=gene_case,
             random_state=random_state,
             device=device,
             **checkpoint.kwargs,
@@ -198,11 +214,13 @@ def _check_plot(plot: Path | None, *, out: Path, inputs: list[Path], overwrite: 
     check_outputs({"--out": (out, "h5ad"), **outputs}, inputs=inputs, overwrite=overwrite)
 
 
-def _genes_to_predict(spec: str, adata_sc, adata_sp) -> list[str]:
-    """The genes ``--genes`` asks for (checked before mapping)."""
+def _genes_to_predict(spec: str, adata_sc, adata_sp, gene_case: str = "exact") -> list[str]:
+    """The genes ``--genes`` asks for (checked before mapping; ``missing``: SC's genes
+    that SP lacks, names compared as ``--gene-case`` compares them)."""
     import pandas as pd
 
     from ..errors import MissingKeyError
+    from ..mapping.gene_case import same_gene
 
     key = spec.strip().lower()
     if key == "none":
@@ -210,7 +228,8 @@ def _genes_to_predict(spec: str, adata_sc, adata_sp) -> list[str]:
     if key == "all":
         return list(adata_sc.var_names)
     if key == "missing":
-        return [g for g in adata_sc.var_names if g not in adata_sp.var_names]
+        present = same_gene(adata_sc.var_names, adata_sp.var_names, gene_case)
+        return list(adata_sc.var_names[~present])
     genes = comma_list(spec)
     absent = pd.Index(genes).difference(adata_sc.var_names)
     if len(absent):
@@ -225,6 +244,8 @@ def _evaluate(
     sc_path: Path,
     sp_path: Path,
     *,
+    coords: Path | None,
+    gene_case: str,
     folds: int,
     methods: str,
     scheme: str,
@@ -241,7 +262,10 @@ def _evaluate(
     chosen, params = evaluation_request(
         methods, default, method_params, metrics_json=metrics_json, overwrite=overwrite
     )
-    adata_sc, adata_sp = read_input(sc_path), read_input(sp_path)
+    from ..mapping.gene_case import match_gene_case
+
+    adata_sc, adata_sp = read_input(sc_path), read_input(sp_path, coords=coords)
+    adata_sc, adata_sp = match_gene_case(adata_sc, adata_sp, gene_case)
     result = evaluate(
         adata_sc,
         adata_sp,

@@ -11,6 +11,7 @@ from ._common import (
     Number,
     check_outputs,
     console,
+    coords_option,
     out_option,
     path_option,
     print_table,
@@ -45,7 +46,7 @@ from ._inputs import read_input, require_inputs
     help="Radius for --method radius.",
 )
 @spatial_key_option
-@path_option("--coords", "CSV of coordinates (for CSV/10x inputs without obsm['spatial']).")
+@coords_option()
 @path_option("--plot", "Also save a PNG of the spots coloured by their number of neighbours.")
 def neighbors(
     path: Path,

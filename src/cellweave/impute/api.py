@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from .._params import jsonable
-from ..errors import InputError, InvalidOptionError, MissingKeyError
+from ..errors import CellweaveWarning, InputError, InvalidOptionError, MissingKeyError
 from ..image import spot_image_features
 from ..train import checkpointing
 from ..validate import check_adata, check_min_obs, check_seed, check_spatial
@@ -87,6 +88,13 @@ def _coordinates(spec: ImputeMethod, adata: AnnData, spatial_key: str | None) ->
                 f"method {spec.name!r} needs spot coordinates but spatial_key=None: pass the "
                 "obsm key that holds them, e.g. spatial_key='spatial'"
             )
+        warnings.warn(
+            f"method {spec.name!r} runs without coordinates (spatial_key=None): no spatial "
+            "loss, neighbouring spots are not used; pass the obsm key of the coordinates "
+            "(CLI: --spatial-key, or --coords FILE) to use them",
+            CellweaveWarning,
+            stacklevel=4,
+        )
         return None
     fix = None if spec.spatial else "or spatial_key=None to impute without the spatial loss"
     return check_spatial(adata, spatial_key=spatial_key, allow_degenerate=False, fix=fix)

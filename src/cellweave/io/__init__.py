@@ -1,7 +1,8 @@
 """Read and write single-cell and spatial data.
 
 :func:`read` loads AnnData (``.h5ad``), MuData (``.h5mu``), 10x Genomics HDF5 (``.h5``) and MTX
-(a directory or its ``matrix.mtx[.gz]``) output, and plain counts tables
+(a directory or its ``matrix.mtx[.gz]``) output, Space Ranger ``outs/`` folders (Visium,
+:func:`read_visium`, as ``scanpy.read_visium`` lays them out), and plain counts tables
 (``.csv``/``.tsv``/``.txt``, optionally gzipped), fully into memory (or, for ``.h5ad``/``.h5mu``,
 ``backed``) and without modifying the file. A separate coordinates table can be joined by cell
 name into ``obsm['spatial']``. Every matrix read is checked structurally first: a corrupt or
@@ -35,6 +36,7 @@ _WHERE = {
         "readers": "SUPPORTED_FORMATS read read_anndata read_coords read_mudata read_spatial",
         "streaming": "BACKED_THRESHOLD READ_BLOCK THRESHOLDS dense_nbytes row_blocks use_backed "
         "write_with_layer",
+        "visium": "read_10x_h5 read_visium",
         "writing": "atomic_dir atomic_path remove_stale_temps temp_sibling write",
     }.items()
     for name in names.split()
@@ -65,10 +67,12 @@ __all__ = [
     "dense_nbytes",
     "h5_kind",
     "read",
+    "read_10x_h5",
     "read_anndata",
     "read_coords",
     "read_mudata",
     "read_spatial",
+    "read_visium",
     "remove_stale_temps",
     "row_blocks",
     "temp_sibling",

@@ -23,6 +23,7 @@ from anndata.utils import make_index_unique as ad_make_index_unique
 
 from ..errors import DuplicateNamesError, FileFormatError, InputError, MissingKeyError
 from ..validate import check_spatial, check_structure
+from .visium import is_visium_folder, read_visium
 
 __all__ = [
     "SUPPORTED_FORMATS",
@@ -41,6 +42,7 @@ SUPPORTED_FORMATS = (
     ".h5mu (MuData)",
     ".h5 (10x Genomics HDF5)",
     "10x MTX directory or matrix.mtx[.gz]",
+    "Space Ranger outs/ folder (Visium)",
     ".csv/.tsv/.txt[.gz] (counts table, cells x genes)",
 )
 
@@ -90,7 +92,7 @@ def _one_line(err: BaseException) -> str:
 def _kind(path: Path) -> str:
     """Name the reader for ``path``: ``h5ad``, ``h5mu``, ``10x_h5``, ``mtx`` or ``table``."""
     if path.is_dir():
-        return "mtx"
+        return "visium" if is_visium_folder(path) else "mtx"
     name = path.name.lower()
     if name.endswith((".mtx", ".mtx.gz")):
         return "mtx"
@@ -238,6 +240,7 @@ _READERS = {
     "h5mu": ("MuData (.h5mu)", _read_h5mu),
     "10x_h5": ("10x Genomics HDF5", _read_10x_h5),
     "mtx": ("10x MTX", _read_mtx),
+    "visium": ("Space Ranger outs/ folder", read_visium),
 }
 
 
@@ -256,7 +259,9 @@ def read(
     ----------
     path
         ``.h5ad`` (AnnData), ``.h5mu`` (MuData), ``.h5`` (10x Genomics HDF5), a 10x MTX
-        directory or its ``matrix.mtx[.gz]``, or a counts table ``.csv``/``.tsv``/``.txt``
+        directory or its ``matrix.mtx[.gz]``, a Space Ranger ``outs/`` folder (Visium:
+        :func:`~cellweave.io.visium.read_visium`, laid out as ``scanpy.read_visium``), or a
+        counts table ``.csv``/``.tsv``/``.txt``
         (optionally ``.gz``) with cells in rows, the cell name in the first column and one
         column per gene.
     coords

@@ -16,6 +16,7 @@ from .api import (
     project_genes,
 )
 from .features import prepare_features, shared_genes
+from .gene_case import GENE_CASES, match_gene_case
 from .result import Mapping
 
 if __doc__:  # the default and the solvers named from the registry (no drift)
@@ -27,11 +28,13 @@ if __doc__:  # the default and the solvers named from the registry (no drift)
 
 __all__ = [
     "DEFAULT_METHOD",
+    "GENE_CASES",
     "METHODS",
     "Mapping",
     "cell_type_fractions",
     "get_method",
     "map_cells",
+    "match_gene_case",
     "predict_genes",
     "prepare_features",
     "project_genes",

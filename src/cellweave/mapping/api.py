@@ -18,6 +18,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from .._params import jsonable
+from ..device import check_device
 from ..errors import InputError
 from ..graph import nearest_neighbors
 from ..registry import Choice, Float, Int, Text
@@ -25,6 +26,7 @@ from ..train import checkpointing
 from ..validate import check_labels, check_obs_key, check_seed, check_spatial
 from .features import Features
 from .fractions import cell_type_fractions
+from .gene_case import check_gene_case, match_gene_case
 from .genes import predict_genes, project_genes
 from .methods import (
     DEFAULT_METHOD,
@@ -269,6 +271,7 @@ def map_cells(
     cell_type_key: str | None = None,
     layer_sc: str | None = None,
     layer_sp: str | None = None,
+    gene_case: str = "exact",
     random_state: int = 0,
     device: str = "auto",
     key_added: str | None = None,
@@ -298,6 +301,12 @@ def map_cells(
         written into the reference only by :func:`cell_type_fractions`, when asked.
     layer_sc, layer_sp
         Layers to use instead of ``X``.
+    gene_case
+        How gene names are matched: ``"exact"`` (default; the warning or error names this
+        option when names match only up to case), ``"insensitive"`` (up to case; the
+        mapping's genes take ``adata_sp``'s spelling), ``"upper"`` / ``"lower"`` (both data
+        sets' names upper- / lower-cased first, as Tangram does). Two genes of one data set
+        equal up to case are refused. See :mod:`cellweave.mapping.gene_case`.
     random_state
         Seed; the same seed gives the same mapping.
     device
@@ -340,6 +349,10 @@ def map_cells(
     """
     uns_key, fractions_key = result_keys(key_added)
     check_seed(random_state)
+    check_params(method, params)  # the options and the device first, then the data
+    check_gene_case(gene_case)
+    check_device(device)
+    matched_sc, matched_sp = match_gene_case(adata_sc, adata_sp, gene_case)
     labels = None
     if cell_type_key is not None:
         labels = check_labels(
@@ -356,8 +369,8 @@ def map_cells(
         ]
     with checkpointing(checkpoint_dir, resume=resume, fingerprint=run):
         mapping = _compute_mapping(
-            adata_sc,
-            adata_sp,
+            matched_sc,
+            matched_sp,
             method=method,
             genes=genes,
             layer_sc=layer_sc,
@@ -366,6 +379,8 @@ def map_cells(
             device=device,
             params=params,
         )
+    if gene_case != "exact":
+        mapping.params["gene_case"] = gene_case
     target = adata_sp.copy() if copy else adata_sp
     target.uns[uns_key] = mapping.to_uns()
     if labels is not None:

@@ -23,14 +23,23 @@ from anndata import AnnData
 from scipy import sparse
 
 from .._utils import RandomState, check_random_state, to_dense
-from ..errors import EmptyDataError, InputError, MissingKeyError, NotCountsError
+from ..errors import (
+    CellweaveWarning,
+    EmptyDataError,
+    InputError,
+    MissingKeyError,
+    NoSharedFeaturesError,
+    NotCountsError,
+)
 from ..validate import (
     check_adata,
     check_unique_names,
     log_transformed_problem,
     matrix_label,
+    normalized_problem,
     shared_features,
 )
+from .gene_case import case_note, match_gene_case
 
 __all__ = [
     "GENE_WEIGHT_TEMPERATURE",
@@ -109,6 +118,7 @@ def shared_genes(
     *,
     genes: Sequence[str] | None = None,
     min_shared: int = 2,
+    gene_case: str = "exact",
 ) -> pd.Index:
     """The genes present in both data sets (in the spatial data's order).
 
@@ -117,24 +127,38 @@ def shared_genes(
     adata_sc, adata_sp
         Reference and spatial data.
     genes
-        Restrict to these genes (each must be in both data sets).
+        Restrict to these genes (each must be in both data sets, as ``gene_case`` names
+        them).
     min_shared
         Raise when fewer genes are shared.
+    gene_case
+        How names are compared: ``"exact"`` (default), ``"insensitive"`` (up to case; the
+        spatial data's spelling is returned), ``"upper"`` / ``"lower"`` (both upper- /
+        lower-cased first); see :mod:`cellweave.mapping.gene_case`.
 
     Raises
     ------
     DuplicateNamesError
         A data set repeats a gene name.
     NoSharedFeaturesError
-        Fewer than ``min_shared`` genes are shared.
+        Fewer than ``min_shared`` genes are shared (with ``"exact"``, the message names
+        ``gene_case`` when a match up to case finds enough).
     MissingKeyError
         A requested gene is absent from one data set.
     """
+    adata_sc, adata_sp = match_gene_case(adata_sc, adata_sp, gene_case)
     for adata, name in ((adata_sc, "adata_sc"), (adata_sp, "adata_sp")):
         check_unique_names(adata, axis="var", name=name)
-    shared = shared_features(
-        adata_sp, adata_sc, min_shared=min_shared, names=("adata_sp", "adata_sc")
-    )
+    try:
+        shared = shared_features(
+            adata_sp, adata_sc, min_shared=min_shared, names=("adata_sp", "adata_sc")
+        )
+    except NoSharedFeaturesError as err:
+        n_exact = int(adata_sp.var_names.isin(adata_sc.var_names).sum())
+        note = case_note(adata_sc.var_names, adata_sp.var_names, n_exact)
+        if gene_case != "exact" or note is None:
+            raise
+        raise NoSharedFeaturesError(note) from err
     if genes is None:
         return shared
     requested = pd.Index([str(g) for g in genes])
@@ -252,6 +276,7 @@ def prepare_features(
     layer_sp: str | None = None,
     random_state: RandomState = 0,
     warn: bool = True,
+    gene_case: str = "exact",
 ) -> Features:
     """Put the reference cells and the spots in one comparable feature space.
 
@@ -290,8 +315,11 @@ def prepare_features(
     random_state
         Seed (randomized PCA on very many genes only).
     warn
-        Warn about spots and cells without counts on the shared genes (``map_cells`` warns
-        once in :func:`check_inputs` and passes ``False``).
+        Warn about spots and cells without counts on the shared genes, and about gene names
+        that match only up to case (``map_cells`` warns once in :func:`check_inputs` and
+        passes ``False``).
+    gene_case
+        How gene names are compared (see :func:`shared_genes`).
 
     Returns
     -------
@@ -311,9 +339,12 @@ def prepare_features(
     if normalize not in NORMALIZATIONS:
         raise InputError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
     rng = check_random_state(random_state)
+    adata_sc, adata_sp = match_gene_case(adata_sc, adata_sp, gene_case)
     full_sc = check_adata(adata_sc, layer=layer_sc, name="adata_sc", allow_zero_cells=True)
     full_sp = check_adata(adata_sp, layer=layer_sp, name="adata_sp", allow_zero_cells=True)
     use = shared_genes(adata_sc, adata_sp, genes=genes)
+    if warn:
+        warn_case(adata_sc, adata_sp, len(use))
     if max_genes is not None and len(use) > max_genes:
         use = _most_variable(full_sc, adata_sc.var_names.get_indexer(use), use, int(max_genes))
     X_sc = _columns(full_sc, adata_sc.var_names.get_indexer(use), "adata_sc")
@@ -401,12 +432,15 @@ def check_inputs(
     layer_sc: str | None = None,
     layer_sp: str | None = None,
     normalize: Normalization | None = "log_total",
+    gene_case: str = "exact",
 ) -> pd.Index:
     """Every check of :func:`prepare_features` on the data, made once before any work (as
     ``map_cells`` does for every solver): AnnData, unique names, finite non-negative values,
     at least two shared genes, counts on them in some cell and some spot (one warning line
     for the cells and spots without), and, when ``normalize`` takes ``log1p``, input not
     ``log1p``-transformed already (:func:`cellweave.validate.log_transformed_problem`).
+    Gene names are compared as ``gene_case`` says (:func:`shared_genes`); with ``"exact"``,
+    one warning line when a match up to case would find many more.
 
     Returns
     -------
@@ -419,26 +453,60 @@ def check_inputs(
     NotCountsError
         ``normalize`` is ``"log_total"`` or ``"log"`` but a data set is log-transformed.
     """
+    adata_sc, adata_sp = match_gene_case(adata_sc, adata_sp, gene_case)
     full_sc = check_adata(adata_sc, layer=layer_sc, name="adata_sc", allow_zero_cells=True)
     full_sp = check_adata(adata_sp, layer=layer_sp, name="adata_sp", allow_zero_cells=True)
     use = shared_genes(adata_sc, adata_sp, genes=genes)
+    warn_case(adata_sc, adata_sp, len(use))
     X_sc = _columns(full_sc, adata_sc.var_names.get_indexer(use), "adata_sc")
     X_sp = _columns(full_sp, adata_sp.var_names.get_indexer(use), "adata_sp")
     check_totals(row_totals(X_sc), row_totals(X_sp), n_genes=len(use))
-    if normalize in ("log_total", "log"):
-        for adata, X, name, layer in (
-            (adata_sp, full_sp, "adata_sp", layer_sp),
-            (adata_sc, full_sc, "adata_sc", layer_sc),
-        ):
-            problem = log_transformed_problem(X, uns=adata.uns)
-            if problem is not None:
-                raise NotCountsError(
-                    f"{matrix_label(name, layer)} looks log-transformed already ({problem}), "
-                    f"and normalize={normalize!r} would take log1p again: pass the raw counts "
-                    f"(e.g. layer_{name[-2:]}='counts'), or normalize='none' to map the values "
-                    "as they are"
-                )
+    for adata, X, name, layer in (
+        (adata_sp, full_sp, "adata_sp", layer_sp),
+        (adata_sc, full_sc, "adata_sc", layer_sc),
+    ):
+        problem = log_transformed_problem(X, uns=adata.uns)
+        if problem is not None and normalize in ("log_total", "log"):
+            raise NotCountsError(
+                f"{matrix_label(name, layer)} looks log-transformed already ({problem}), "
+                f"and normalize={normalize!r} would take log1p again: pass the raw counts "
+                f"(e.g. layer_{name[-2:]}='counts'), or normalize='none' to map the values "
+                "as they are"
+            )
+        _warn_normalized(X, problem, name, layer, normalize)
     return use
+
+
+def _warn_normalized(
+    X: Any, log_problem: str | None, name: str, layer: str | None, normalize: Any
+) -> None:
+    """One warning line when a matrix the mapping goes on with looks log-transformed (under
+    ``normalize`` without log, its values are taken as linear) or, for ``adata_sp``,
+    depth-normalized (the spots' depths, which ``spot_mass='counts'`` and predictions on
+    the counts scale use, are gone)."""
+    if log_problem is not None:
+        note = (
+            f"looks log-transformed ({log_problem}); normalize={normalize!r} takes its "
+            "values as linear"
+        )
+    else:
+        problem = normalized_problem(X) if name == "adata_sp" else None
+        if problem is None:
+            return
+        note = (
+            f"looks depth-normalized ({problem}): the spots' depths are lost "
+            "(spot_mass='counts' and predictions on the counts scale use them)"
+        )
+    fix = f"pass the raw counts (e.g. layer_{name[-2:]}='counts') if you have them"
+    warnings.warn(f"{matrix_label(name, layer)} {note}; {fix}", CellweaveWarning, stacklevel=4)
+
+
+def warn_case(adata_sc: AnnData, adata_sp: AnnData, n_shared: int) -> None:
+    """One warning line when names matched as written share ``n_shared`` genes but a match
+    up to case would share many more (:func:`~cellweave.mapping.gene_case.case_note`)."""
+    note = case_note(adata_sc.var_names, adata_sp.var_names, n_shared)
+    if note is not None:
+        warnings.warn(note, CellweaveWarning, stacklevel=3)
 
 
 def _most_variable(X: Any, cols: np.ndarray, genes: pd.Index, n: int) -> pd.Index:

@@ -11,7 +11,15 @@ from ..errors import InputError
 from ..validate import check_labels, check_obs_key
 from .result import Mapping
 
-__all__ = ["cell_type_fractions"]
+__all__ = ["LOCATION_NOTE", "cell_type_fractions"]
+
+#: What ``adata_sc.obs["mapped_probability"]`` is, written to ``adata_sc.uns["mapped_location"]``.
+LOCATION_NOTE = (
+    "mapped_probability is the share of the cell's mass at its top spot (mapped_spot): "
+    "plan[cell, mapped_spot] / plan[cell, :].sum(). It is not a confidence: a cell spread "
+    "over many similar spots has a small share (about 1 / the number of such spots) even when "
+    "its region is certain."
+)
 
 
 def _check_cells(mapping: Mapping, adata_sc: AnnData) -> None:
@@ -42,9 +50,15 @@ def cell_type_fractions(
     """Per-spot cell-type fractions and per-cell most likely location, from a mapping.
 
     Writes ``adata_sp.obsm[key_added]`` (DataFrame spots x types, rows sum to 1) and, in
-    ``adata_sc.obs``, ``mapped_spot`` (most likely spot) and ``mapped_probability`` (its
-    share of the cell's mass), plus ``adata_sc.obsm["spatial_mapped"]`` (that spot's
-    coordinates; NaN for unmapped cells) when ``adata_sp.obsm[spatial_key]`` exists.
+    ``adata_sc.obs``, ``mapped_spot`` (the spot holding the largest share of the cell's
+    mass) and ``mapped_probability``, plus ``adata_sc.obsm["spatial_mapped"]`` (that spot's
+    coordinates; NaN for unmapped cells) when ``adata_sp.obsm[spatial_key]`` exists, and
+    ``adata_sc.uns["mapped_location"]`` (what the columns mean: :data:`LOCATION_NOTE`).
+
+    ``mapped_probability`` is the **share of the cell's mass at its top spot**
+    (``plan[cell, spot] / plan[cell].sum()``), not a confidence: a cell spread evenly over
+    25 similar spots has 0.04 there however sure its region is. The name is kept for
+    existing code; read it as a mass share.
 
     Parameters
     ----------
@@ -79,6 +93,11 @@ def cell_type_fractions(
     location = mapping.cell_location(coords)
     adata_sc.obs["mapped_spot"] = location["spot"].to_numpy()
     adata_sc.obs["mapped_probability"] = location["probability"].to_numpy()
+    adata_sc.uns["mapped_location"] = {
+        "mapped_spot": "the spot holding the largest share of the cell's mass",
+        "mapped_probability": LOCATION_NOTE,
+        "method": mapping.method,
+    }
     if coords is not None:
         adata_sc.obsm["spatial_mapped"] = location.drop(columns=["spot", "probability"]).to_numpy()
     return fractions

@@ -12,6 +12,7 @@ from anndata import AnnData
 
 from ..errors import InputError, MissingKeyError, NoSharedFeaturesError
 from .fractions import _check_cells, _check_spots
+from .gene_case import same_gene
 from .result import Mapping
 
 __all__ = ["predict_genes", "project_genes"]
@@ -149,8 +150,11 @@ def project_genes(
 
     Returns
     -------
-    A new AnnData, spots x genes, with the predictions in ``X``, ``obs`` and ``obsm`` copied
-    from ``adata_sp`` (when available) and ``uns["mapping_params"]``.
+    A new AnnData, spots x genes, with the predictions in ``X``; ``obs``, ``obsm`` (the
+    coordinates ``obsm["spatial"]`` among them) and the tissue images and scale factors
+    ``uns["spatial"]`` of ``adata_sp`` (when available), so ``sc.pl.spatial`` draws it as it
+    draws ``adata_sp``; ``var["measured"]`` (the gene was one the mapping compared) and
+    ``uns["mapping_params"]``.
     """
     mapping, target = _resolve(mapping_or_adata_sp, adata_sp)
     _check_cells(mapping, adata_sc)
@@ -171,6 +175,9 @@ def project_genes(
             out.obsm[key] = value
         if key_added is not None:
             target.obsm[key_added] = pd.DataFrame(pred, index=target.obs_names, columns=genes)
-    out.var["measured"] = out.var_names.isin(mapping.genes)
+        if "spatial" in target.uns:  # images and scale factors: sc.pl.spatial needs them
+            out.uns["spatial"] = target.uns["spatial"]
+    gene_case = mapping.params.get("gene_case", "exact")
+    out.var["measured"] = same_gene(out.var_names, mapping.genes, gene_case)
     out.uns["mapping_params"] = {"method": mapping.method, "scale": scale}
     return out

@@ -199,7 +199,9 @@ class Mapping:
         return np.where(self.cell_mass > 0, best, -1)
 
     def cell_location(self, coords: np.ndarray | None = None) -> pd.DataFrame:
-        """Per cell: most likely spot name, its share of the cell's mass, and coordinates.
+        """Per cell: the spot holding the largest share of its mass, that share (column
+        ``probability``: ``plan[cell, spot] / plan[cell].sum()``, a mass share, not a
+        confidence), and the spot's coordinates.
 
         Parameters
         ----------

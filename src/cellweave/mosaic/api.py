@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy.special import softmax
 
 from .._params import params_entry
@@ -85,12 +86,16 @@ def integrate(
     :func:`result_keys`):
 
     * ``obsm[key_added]`` - posterior mean of the latent, ``(n_cells, n_latent)``;
-    * ``obsm["<base>_clusters"]`` - cluster probabilities ``q(c | z)``;
-    * ``obsm["<base>_attention"]`` - fusion weights per modality (columns in
-      ``uns[...]["modalities"]``);
-    * ``obs["<base>_label"]``, ``obs["<base>_label_probability"]`` and
-      ``obsm["<base>_label_probabilities"]`` (columns ``uns[...]["label_classes"]``) -
-      predicted labels (clusters without labels);
+    * the same latent in each modality's ``obsm[key_added]`` (its cells' rows), e.g.
+      ``mdata["rna"].obsm["X_cellweave"]``;
+    * ``obsm["<base>_clusters"]`` - cluster probabilities ``q(c | z)``, a DataFrame with
+      columns ``cluster_0``, ``cluster_1``, ...;
+    * ``obsm["<base>_attention"]`` - fusion weights per modality, a DataFrame with one
+      column per modality (also in ``uns[...]["modalities"]``);
+    * ``obs["<base>_label"]`` (categorical, its colours in ``uns["<base>_label_colors"]``
+      as scanpy reads them), ``obs["<base>_label_probability"]`` and
+      ``obsm["<base>_label_probabilities"]`` (a DataFrame, columns the classes, also in
+      ``uns[...]["label_classes"]``) - predicted labels (clusters without labels);
     * ``uns[<base>]`` (``uns[key_added]`` when given) - ``params`` (model and training),
       ``modalities``, ``label_classes``, ``epochs``, ``seconds``.
     """
@@ -181,18 +186,53 @@ def write_results(data: Any, model: MosaicModel, *, key_added: str | None = None
     keys = result_keys(key_added)
     post = model.infer()  # one inference pass for every output
     labels, probs = model._labels_from_logits(post["logits"])
+    latent = post["mean"].astype(np.float32)
+    clusters = softmax(post["logits"], axis=1).astype(np.float32)
+    names = list(model.data.names)
 
-    data.obsm[keys["latent"]] = post["mean"].astype(np.float32)
-    data.obsm[keys["clusters"]] = softmax(post["logits"], axis=1).astype(np.float32)
-    data.obsm[keys["attention"]] = post["attention"].astype(np.float32)
+    data.obsm[keys["latent"]] = latent
+    _latent_per_modality(data, latent, keys["latent"])
+    data.obsm[keys["clusters"]] = _frame(
+        data, clusters, [f"cluster_{k}" for k in range(clusters.shape[1])]
+    )
+    data.obsm[keys["attention"]] = _frame(data, post["attention"], names)
     data.obs[keys["label"]] = labels.to_numpy()
     data.obs[keys["label"]] = data.obs[keys["label"]].astype("category")
+    data.uns[f"{keys['label']}_colors"] = _colors(data.obs[keys["label"]], list(probs.columns))
     data.obs[keys["label_probability"]] = probs.to_numpy().max(1).astype(np.float32)
-    data.obsm[keys["label_probabilities"]] = probs.to_numpy().astype(np.float32)
+    data.obsm[keys["label_probabilities"]] = _frame(data, probs.to_numpy(), list(probs.columns))
     data.uns[keys["uns"]] = params_entry(
         {"model": model.init_params, "train": model.train_params},
-        modalities=list(model.data.names),
+        modalities=names,
         label_classes=list(probs.columns),
         epochs=int(model.train_params.get("epochs", 0)),
         seconds=float(model.train_params.get("seconds", 0.0)),
     )
+
+
+def _frame(data: Any, values: np.ndarray, columns: list[str]) -> pd.DataFrame:
+    """Per-cell values as a DataFrame named by ``columns`` (cells as ``data``'s rows)."""
+    return pd.DataFrame(np.asarray(values, dtype=np.float32), index=data.obs_names, columns=columns)
+
+
+def _latent_per_modality(data: Any, latent: np.ndarray, key: str) -> None:
+    """The latent also in each modality's ``obsm[key]`` (its cells' rows), so that
+    ``sc.pp.neighbors(mdata["rna"], use_rep=key)`` works on one modality."""
+    if not hasattr(data, "mod") or not data.obs_names.is_unique:
+        return
+    for adata in data.mod.values():
+        rows = data.obs_names.get_indexer(adata.obs_names)
+        if (rows >= 0).all():
+            adata.obsm[key] = latent[rows]
+
+
+def _colors(labels: pd.Series, classes: list[str]) -> list[str]:
+    """``uns[f"{key}_colors"]`` of the predicted labels: one colour per category present,
+    each class's colour fixed by its place among every class (stable across runs and
+    figures; :func:`cellweave.plotting.category_hex`)."""
+    from ..plotting import category_hex
+
+    palette = dict(zip(classes, category_hex(classes), strict=True))
+    extra = [c for c in labels.cat.categories if c not in palette]
+    palette.update(zip(extra, category_hex([*classes, *extra])[len(classes) :], strict=True))
+    return [palette[c] for c in labels.cat.categories]

@@ -1,6 +1,7 @@
 """Plots users would rather look at: spatial maps, embeddings, metric bars, mapping outputs
 (``cellweave.pl``)."""
 
+from ._colors import category_hex
 from ._save import save_figure
 from .alignment import overlay
 from .embedding import embedding
@@ -17,6 +18,7 @@ from .metrics import metric_bars
 from .spatial import spatial
 
 __all__ = [
+    "category_hex",
     "embedding",
     "fractions",
     "fractions_vs_truth",

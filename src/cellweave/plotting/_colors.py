@@ -11,7 +11,7 @@ from scipy import sparse
 
 from ..errors import MissingKeyError
 
-__all__ = ["category_colors", "shared_palettes", "values_for"]
+__all__ = ["category_colors", "category_hex", "shared_palettes", "values_for"]
 
 
 def category_colors(categories: pd.Index | list[str]) -> dict[str, tuple]:
@@ -20,6 +20,16 @@ def category_colors(categories: pd.Index | list[str]) -> dict[str, tuple]:
 
     cmap = mpl.colormaps["tab10" if len(categories) <= 10 else "tab20"]
     return {c: cmap(i % cmap.N) for i, c in enumerate(categories)}
+
+
+def category_hex(categories: pd.Index | list[str]) -> list[str]:
+    """:func:`category_colors` as ``"#rrggbb"`` strings in the order of ``categories``: what
+    scanpy reads from ``uns[f"{key}_colors"]``. The colour of a category depends only on its
+    position in ``categories``, so pass every class (not only those present) to keep it the
+    same across figures."""
+    from matplotlib.colors import to_hex
+
+    return [to_hex(color) for color in category_colors(list(categories)).values()]
 
 
 def shared_palettes(panels: Mapping[str, Sequence[str]]) -> dict[str, dict[str, tuple]]:

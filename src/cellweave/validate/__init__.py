@@ -28,6 +28,7 @@ from .matrix import (
     is_counts,
     log_transformed_problem,
     nonzero_mask,
+    normalized_problem,
 )
 from .objects import check_adata, check_mudata
 from .structure import check_sparse, check_structure, sparse_problem
@@ -55,6 +56,7 @@ __all__ = [
     "log_transformed_problem",
     "matrix_label",
     "nonzero_mask",
+    "normalized_problem",
     "shared_features",
     "sparse_problem",
 ]

@@ -142,6 +142,8 @@ def log_transformed_problem(
     block = block.astype(np.float64)
     if not np.isfinite(block).all() or (block < 0).any():
         return None  # other checks name these
+    if block.max(initial=0.0) > 50:  # log1p of counts never reaches e**50
+        return None
     raw = np.expm1(block)
     nonzero = raw[raw > 0]
     if nonzero.size and (np.abs(nonzero - np.round(nonzero)) <= tol * np.maximum(1, nonzero)).all():
@@ -150,6 +152,34 @@ def log_transformed_problem(
     totals = totals[totals > 0]
     if totals.size >= 5 and totals.std() <= tol * totals.mean():
         return f"expm1 of its rows all sum to {totals.mean():.4g} (normalize_total, then log1p)"
+    return None
+
+
+def normalized_problem(X: Any, *, n_rows: int = 200, tol: float = 1e-3) -> str | None:
+    """Why ``X`` is certainly depth-normalized (``sc.pp.normalize_total``) but not logged,
+    or ``None``: not counts, and the inspected rows all sum to one common total.
+
+    Parameters
+    ----------
+    X
+        Dense array or scipy sparse matrix (the whole matrix, not a subset of its genes).
+    n_rows
+        Rows inspected at most (evenly spaced).
+    tol
+        Relative tolerance of "one common total" (float32 rounding).
+    """
+    if X.shape[0] < 5 or is_counts(X):
+        return None
+    rows = np.unique(np.linspace(0, X.shape[0] - 1, min(n_rows, X.shape[0])).astype(int))
+    block = X[rows]
+    block = block.toarray() if sp.issparse(block) else np.asarray(block)
+    block = block.astype(np.float64)
+    if not np.isfinite(block).all() or (block < 0).any():
+        return None
+    totals = block.sum(axis=1)
+    totals = totals[totals > 0]
+    if totals.size >= 5 and totals.std() <= tol * totals.mean():
+        return f"its rows all sum to {totals.mean():.4g} (normalize_total)"
     return None
 
 
