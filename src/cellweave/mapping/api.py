@@ -20,9 +20,11 @@ from scipy import sparse
 from .._params import jsonable
 from ..errors import InputError
 from ..graph import nearest_neighbors
-from ..registry import Choice, Float, Int, Text
+from ..registry import Bool, Choice, Float, Int, Text
 from ..train import checkpointing
 from ..validate import check_labels, check_obs_key, check_seed, check_spatial
+from .attention.options import MODEL_OPTIONS as ATTENTION_MODEL_OPTIONS
+from .attention.options import TRAIN_OPTIONS as ATTENTION_TRAIN_OPTIONS
 from .features import Features
 from .fractions import cell_type_fractions
 from .genes import predict_genes, project_genes
@@ -200,6 +202,48 @@ def _run_gradient(
     return plan, {**info, "density": density}
 
 
+def _run_attention(
+    feats: Features,
+    adata_sp: AnnData,
+    reference: dict[str, Any] | None = None,
+    *,
+    max_epochs: int = 200,
+    batch_size: int | None = 128,
+    lr: float = 1e-2,
+    require_counts: bool = True,
+    device: str = "auto",
+    random_state: int = 0,
+    **options: Any,
+) -> tuple[sparse.csr_matrix, dict[str, Any]]:
+    """:class:`~cellweave.mapping.attention.AttentionMapper` on ``feats.genes``, trained
+    and mapped; ``options`` are the model's own (``reference``: the reference, its cell
+    types and layers, from :func:`map_cells`)."""
+    from .attention import AttentionMapper
+
+    ref = reference or {}
+    model = AttentionMapper(
+        ref["adata_sc"],
+        adata_sp,
+        cell_type_key=ref.get("cell_type_key"),
+        genes=feats.genes,
+        layer_sc=ref.get("layer_sc"),
+        layer_sp=ref.get("layer_sp"),
+        require_counts=require_counts,
+        **options,
+    )
+    model.train(
+        max_epochs=max_epochs,
+        batch_size=batch_size,
+        lr=lr,
+        device=device,
+        random_state=random_state,
+    )
+    mapping = model.map()
+    plan = mapping.plan[np.flatnonzero(feats.cell_used)][:, np.flatnonzero(~feats.spot_empty)]
+    info = {**model.train_params, **options, "require_counts": require_counts}
+    return plan, {**info, "outputs": mapping.outputs}
+
+
 # ---------------------------------------------------------------------------- registry
 # Each solver above, declared with its options (the feature options are added to each).
 
@@ -252,6 +296,14 @@ add_solver(
         Int("max_iter", 20, low=1),
         Float("tol", 1e-7, low=0),
     ],
+)
+add_solver(
+    "attention",
+    _run_attention,
+    "multi-view attention model: spots' views fused, attention over reference cells, "
+    "count likelihood",
+    [*ATTENTION_MODEL_OPTIONS, *ATTENTION_TRAIN_OPTIONS, Bool("require_counts", True)],
+    reference=True,
 )
 #: cellweave's methods that the leave-gene-out evaluation runs for ``methods="all"``.
 EVALUATED_METHODS = tuple(METHODS.names(SOLVER))
@@ -365,6 +417,7 @@ def map_cells(
             random_state=random_state,
             device=device,
             params=params,
+            cell_type_key=cell_type_key,
         )
     target = adata_sp.copy() if copy else adata_sp
     target.uns[uns_key] = mapping.to_uns()
@@ -372,4 +425,26 @@ def map_cells(
         fractions = mapping.cell_type_fractions(labels.to_numpy())
         fractions.index = target.obs_names
         target.obsm[fractions_key] = fractions
+    _write_outputs(mapping, adata_sc, target, key_added)
     return target if copy else mapping
+
+
+#: Key of the spots' and the reference cells' latent written by a model solver.
+LATENT_KEY = "X_cellweave"
+
+
+def _write_outputs(
+    mapping: Mapping, adata_sc: AnnData, target: AnnData, key_added: str | None
+) -> None:
+    """A model solver's outputs: the spots' latent and view weights into ``target``, the
+    cells' latent into ``adata_sc.obsm["X_cellweave"]`` (the one key written there)."""
+    outputs = mapping.outputs
+    if "latent" in outputs:
+        target.obsm[LATENT_KEY] = np.asarray(outputs["latent"])
+    if "view_weights" in outputs:
+        frame = outputs["view_weights"].copy()
+        frame.index = target.obs_names
+        key = "view_weights" if key_added is None else f"{key_added}_view_weights"
+        target.obsm[key] = frame
+    if "cell_latent" in outputs:
+        adata_sc.obsm[LATENT_KEY] = np.asarray(outputs["cell_latent"])
