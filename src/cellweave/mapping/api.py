@@ -1,7 +1,8 @@
 """``tl.map_cells`` and what follows from a mapping: genes, cell-type fractions, locations.
 
-The solvers (``"ot"``, the default ``"auto"``; ``"softmax"``, ``"gradient"``, ``"fgw"``) are
-adapters here, each declared with its options by one :func:`add_solver` call; the registry
+The solvers (``"ot"``, the default ``"auto"``; ``"softmax"``, ``"gradient"``, ``"fgw"``,
+``"attention"``) are adapters here, each declared with its options by one :func:`add_solver`
+call; the registry
 (:data:`METHODS`, also holding the evaluation's baselines), the option check and the mapping
 itself live in :mod:`.methods`. ``cellweave map --list-methods`` prints them all.
 """
@@ -207,20 +208,19 @@ def _run_attention(
     adata_sp: AnnData,
     reference: dict[str, Any] | None = None,
     *,
-    max_epochs: int = 200,
-    batch_size: int | None = 128,
-    lr: float = 1e-2,
     require_counts: bool = True,
     device: str = "auto",
     random_state: int = 0,
     **options: Any,
 ) -> tuple[sparse.csr_matrix, dict[str, Any]]:
     """:class:`~cellweave.mapping.attention.AttentionMapper` on ``feats.genes``, trained
-    and mapped; ``options`` are the model's own (``reference``: the reference, its cell
-    types and layers, from :func:`map_cells`)."""
+    and mapped; ``options`` are the model's and its training's own, their defaults those
+    of the class (``reference``: the reference, its cell types and layers, from
+    :func:`map_cells`)."""
     from .attention import AttentionMapper
 
     ref = reference or {}
+    train = {o.name: options.pop(o.name) for o in ATTENTION_TRAIN_OPTIONS if o.name in options}
     model = AttentionMapper(
         ref["adata_sc"],
         adata_sp,
@@ -231,16 +231,10 @@ def _run_attention(
         require_counts=require_counts,
         **options,
     )
-    model.train(
-        max_epochs=max_epochs,
-        batch_size=batch_size,
-        lr=lr,
-        device=device,
-        random_state=random_state,
-    )
+    model.train(**train, device=device, random_state=random_state)
     mapping = model.map()
     plan = mapping.plan[np.flatnonzero(feats.cell_used)][:, np.flatnonzero(~feats.spot_empty)]
-    info = {**model.train_params, **options, "require_counts": require_counts}
+    info = {**model.train_params, **model.options, "require_counts": require_counts}
     return plan, {**info, "outputs": mapping.outputs}
 
 
@@ -335,13 +329,19 @@ def map_cells(
     ----------
     adata_sc
         Reference cells x genes (raw counts, or binarized / continuous non-negative values).
-        Never written to.
+        Never written to, except by ``method="attention"``, which writes the cells' latent
+        into ``adata_sc.obsm["X_cellweave"]`` (that key only).
     adata_sp
         Spots x genes (counts or intensities), sharing genes with ``adata_sc``.
     method
         ``"auto"`` (= :data:`DEFAULT_METHOD`, ``"ot"``) or a solver of :data:`METHODS`:
-        ``"ot"``, ``"softmax"``, ``"gradient"``, ``"fgw"`` (see the module docstring and
-        ``cellweave map --list-methods``).
+        ``"ot"``, ``"softmax"``, ``"gradient"``, ``"fgw"``, ``"attention"`` (see the module
+        docstring and ``cellweave map --list-methods``). ``"attention"`` (the multi-view
+        attention model, :class:`~cellweave.mapping.attention.AttentionMapper`; raw counts
+        required) also writes the spots' latent ``adata_sp.obsm["X_cellweave"]`` and the
+        per-spot view weights ``adata_sp.obsm["view_weights"]`` (DataFrame spots x views
+        among ``panel``, ``neighbours``, ``histology``, ``modality``; rows sum to 1), and
+        uses ``cell_type_key`` for its type level.
     genes
         Genes to map on (default: every shared gene).
     cell_type_key
@@ -358,12 +358,13 @@ def map_cells(
     key_added
         Names every key the call writes into ``adata_sp``: ``uns[key_added]`` (the sparse
         plan, cell names, genes, totals and ``params``) and, with ``cell_type_key``,
-        ``obsm[f"{key_added}_fractions"]``. ``None`` (default): ``uns["mapping"]`` and
+        ``obsm[f"{key_added}_fractions"]`` (and ``obsm[f"{key_added}_view_weights"]`` for
+        ``"attention"``). ``None`` (default): ``uns["mapping"]`` and
         ``obsm["cell_type_fractions"]``.
     checkpoint_dir, resume
-        The trained solver (``"gradient"``) writes a checkpoint after every epoch into
-        ``checkpoint_dir/fit-000``; ``resume=True`` continues a killed run from it (same
-        result as an uninterrupted run). The other methods ignore them.
+        The trained solvers (``"gradient"``, ``"attention"``) write a checkpoint after every
+        epoch into ``checkpoint_dir/fit-000``; ``resume=True`` continues a killed run from
+        it (same result as an uninterrupted run). The other methods ignore them.
     copy
         Write into a copy of ``adata_sp`` and return it (``adata_sp`` is left unchanged);
         otherwise write in place and return the :class:`Mapping`.

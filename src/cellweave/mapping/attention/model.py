@@ -133,7 +133,13 @@ class AttentionMapper:
 
     # ------------------------------------------------------------------ setup
     def _setup_reference(self, saved: dict[str, Any] | None) -> None:
-        X = check_adata(self.adata_sc, layer=self.layer_sc, require_counts=True, name="adata_sc")
+        X = check_adata(
+            self.adata_sc,
+            layer=self.layer_sc,
+            require_counts=True,
+            allow_zero_cells=True,
+            name="adata_sc",
+        )
         counts = to_dense(X[:, self.adata_sc.var_names.get_indexer(self.genes)], np.float32)
         totals = counts.sum(axis=1)
         self.cell_used = totals > 0
@@ -233,7 +239,7 @@ class AttentionMapper:
     def train(
         self,
         *,
-        max_epochs: int = 200,
+        max_epochs: int = 30,
         batch_size: int | None = 128,
         lr: float = 1e-2,
         device: str = "auto",
@@ -333,7 +339,7 @@ class AttentionMapper:
         )
         plan.eliminate_zeros()
         genes_idx = self.adata_sc.var_names.get_indexer(self.genes)
-        X = check_adata(self.adata_sc, layer=self.layer_sc, name="adata_sc")
+        X = check_adata(self.adata_sc, layer=self.layer_sc, allow_zero_cells=True, name="adata_sc")
         cell_totals = np.asarray(X[:, genes_idx].sum(axis=1), dtype=np.float64).ravel()
         spot_totals = np.zeros(n_spots)
         spot_totals[section.rows] = section.counts.sum(axis=1)

@@ -28,7 +28,7 @@ MODEL_OPTIONS: tuple[Option, ...] = (
 )
 #: Options of :meth:`~.model.AttentionMapper.train`.
 TRAIN_OPTIONS: tuple[Option, ...] = (
-    Int("max_epochs", 200, low=1),
+    Int("max_epochs", 30, low=1),
     Int("batch_size", 128, low=1, allow_none=True),
     Float("lr", 1e-2, low=0, low_open=True),
 )
