@@ -62,13 +62,13 @@ class AttentionMapper:
     cell_type_key
         ``adata_sc.obs`` column of cell types (two or more): adds the type level of the
         attention; fractions are the attention summed per type either way.
+    require_counts
+        Refuse spatial values that are not counts (``False``: accept non-negative
+        intensities, modelled as continuous counts).
     genes
         Genes to map on (default: every shared gene).
     layer_sc, layer_sp
         Layers to read instead of ``X``.
-    require_counts
-        Refuse spatial values that are not counts (``False``: accept non-negative
-        intensities, modelled as continuous counts).
     **options
         The model's options (:data:`.options.MODEL_OPTIONS`: ``n_latent``, ``n_hidden``,
         ``top_k``, ``spatial_key``, ``modality_key``, ``histology``, ``ring_weights``,
@@ -82,10 +82,10 @@ class AttentionMapper:
         adata_sp: AnnData | None,
         *,
         cell_type_key: str | None = None,
+        require_counts: bool = True,
         genes: Sequence[str] | None = None,
         layer_sc: str | None = None,
         layer_sp: str | None = None,
-        require_counts: bool = True,
         _saved: dict[str, Any] | None = None,
         **options: Any,
     ) -> None:

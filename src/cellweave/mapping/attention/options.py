@@ -3,7 +3,7 @@ arguments against them and the ``"attention"`` solver of ``map_cells`` declares 
 
 from __future__ import annotations
 
-from ...registry import Bool, Choice, Float, Int, Method, Option, Text
+from ...registry import Bool, Choice, Float, Int, Method, Option, Registry, Text
 
 __all__ = ["MODEL", "MODEL_OPTIONS", "TRAIN_OPTIONS"]
 
@@ -33,11 +33,6 @@ TRAIN_OPTIONS: tuple[Option, ...] = (
     Float("lr", 1e-2, low=0, low_open=True),
 )
 #: The model's options as one registry entry (for their checks).
-MODEL = Method(
-    "attention",
-    "model",
-    None,
-    "multi-view attention mapping model",
-    {o.name: o for o in (*MODEL_OPTIONS, *TRAIN_OPTIONS)},
-    what="attention mapper",
+MODEL: Method = Registry("attention mapper").add(
+    "attention", None, kind="model", description="", options=(*MODEL_OPTIONS, *TRAIN_OPTIONS)
 )

@@ -31,16 +31,6 @@ _REQUIRED = ("options", "genes", "types", "dims", "cell_type_key")
 FORMAT = 1
 
 
-def _not_a_model(folder: Path) -> str | None:
-    others = sorted(p.name for p in folder.iterdir() if p.name not in _FILES)
-    if others:
-        return (
-            f"it holds files that are not part of a saved model ({', '.join(others[:5])}): "
-            "save the model to a new or empty folder"
-        )
-    return None
-
-
 def write_model(
     path: str | Path,
     meta: Mapping[str, Any],
@@ -50,7 +40,7 @@ def write_model(
     overwrite: bool = False,
 ) -> Path:
     """Write the model folder atomically (an existing one only with ``overwrite``)."""
-    with atomic_dir(path, overwrite=overwrite, replaceable=_not_a_model) as tmp:
+    with atomic_dir(path, overwrite=overwrite, replaceable=_FILES) as tmp:
         full = {"format": FORMAT, "cellweave_version": __version__, **meta}
         (tmp / _META).write_text(json.dumps(full, indent=1))
         np.savez(tmp / _ARRAYS, **arrays)
