@@ -279,3 +279,31 @@ def test_cli_maps_with_the_attention_method(tmp_path, data):
     result = ad.read_h5ad(out)
     assert result.uns["mapping"]["method"] == "attention"
     assert {"cell_type_fractions", "view_weights", "X_cellweave"} <= set(result.obsm)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"platform_factor": False},
+        {"top_k": 0, "likelihood": "poisson"},
+        {"top_k": 12, "prior": True, "refine_cells": True, "shrink": 0.5},
+        {"profiles": "counts", "refine_steps": 0},
+    ],
+)
+def test_ablation_switches_map(data, options):
+    sp, sc = data
+    model = AttentionMapper(sc, sp, cell_type_key="cell_type", **options).train(**FAST)
+    mapping = model.map()
+    if options.get("top_k") == 0:  # every cell is a candidate of every spot
+        assert mapping.plan.getnnz(axis=0).min() == sc.n_obs
+    fractions = mapping.cell_type_fractions(sc.obs["cell_type"])
+    np.testing.assert_allclose(fractions.sum(1), 1.0, atol=1e-5)
+    assert _scores(sp, fractions)["rmse"] < 0.15
+
+
+def test_reference_without_types_maps_on_cells(data):
+    sp, sc = data
+    mapping = tl.map_cells(sc, sp.copy(), method="attention", **FAST)
+    fractions = mapping.cell_type_fractions(sc.obs["cell_type"])
+    assert _scores(sp, fractions)["rmse"] < 0.2
+    assert mapping.plan.getnnz(axis=0).max() <= 50

@@ -126,8 +126,9 @@ class AttentionMapper:
             likelihood=self.options["likelihood"],
             platform_factor=self.options["platform_factor"],
             lambda_cells=self.options["lambda_cells"],
+            prior=self.options["prior"],
         )
-        self.module.set_reference(self.ref.panel, self.ref.profiles, self.ref.codes)
+        self.module.set_reference(self.ref.panel, self.ref.profiles, self.ref.codes, self.axes)
         self.is_trained = False
         self.train_params: dict[str, Any] = {}
 
@@ -265,7 +266,7 @@ class AttentionMapper:
             **{k: self.options[k] for k in _MODULE_KEYS},
             lr=checked["lr"],
         )
-        self.module.set_reference(self.ref.panel, self.ref.profiles, self.ref.codes)
+        self.module.set_reference(self.ref.panel, self.ref.profiles, self.ref.codes, self.axes)
         labelled = self.cell_type_key is not None and self.options["lambda_cells"] > 0
         s = self.section
         self.module.set_spots(s.views.inputs, s.views.mask, s.counts, s.cand, labelled=labelled)
@@ -316,6 +317,7 @@ class AttentionMapper:
             section.counts,
             refine_steps=self.options["refine_steps"],
             refine_penalty=self.options["refine_penalty"],
+            refine_cells=self.options["refine_cells"],
         )
         return section, out
 
@@ -429,7 +431,7 @@ class AttentionMapper:
         return model
 
 
-_MODULE_KEYS = ("n_latent", "n_hidden", "likelihood", "platform_factor", "lambda_cells")
+_MODULE_KEYS = ("n_latent", "n_hidden", "likelihood", "platform_factor", "lambda_cells", "prior")
 
 
 def _full(values: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:

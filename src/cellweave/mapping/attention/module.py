@@ -70,6 +70,7 @@ class AttentionModule(CellweaveModule):
         likelihood: str = "nb",
         platform_factor: bool = True,
         lambda_cells: float = 1.0,
+        prior: bool = False,
         lr: float = 1e-2,
     ) -> None:
         super().__init__(lr=lr)
@@ -84,14 +85,21 @@ class AttentionModule(CellweaveModule):
         self.type_head = nn.Linear(n_latent, n_types)
         self.log_r = nn.Parameter(torch.zeros(n_genes), requires_grad=bool(platform_factor))
         self.log_theta = nn.Parameter(torch.full((n_genes,), math.log(10.0)))
+        self.log_beta = nn.Parameter(torch.tensor(math.log(10.0)), requires_grad=bool(prior))
         self.likelihood = likelihood
         self.lambda_cells = float(lambda_cells)
+        self.prior = bool(prior)
         self.n_latent, self.n_types = int(n_latent), int(n_types)
         self.n_spots = self.n_cells_labelled = 0
 
     # ------------------------------------------------------------------ data
-    def set_reference(self, panel: np.ndarray, profiles: np.ndarray, codes: np.ndarray) -> None:
-        """The reference cells (kept as plain tensors: data, not weights)."""
+    def set_reference(
+        self, panel: np.ndarray, profiles: np.ndarray, codes: np.ndarray, axes: np.ndarray
+    ) -> None:
+        """The reference cells and the principal ``axes`` of the similarity prior (kept as
+        plain tensors: data, not weights)."""
+        self.axes = torch.as_tensor(axes, dtype=torch.float32)
+        self.ref_unit = F.normalize(torch.as_tensor(panel @ axes, dtype=torch.float32), dim=1)
         self.ref_panel = torch.as_tensor(panel, dtype=torch.float32)
         self.ref_profiles = torch.as_tensor(profiles, dtype=torch.float32)
         self.ref_codes = torch.as_tensor(codes, dtype=torch.long)
@@ -115,7 +123,8 @@ class AttentionModule(CellweaveModule):
         self.n_cells_labelled = int(self.ref_panel.shape[0]) if labelled else 0
 
     def move_data(self, device: torch.device) -> None:
-        for name in ("ref_panel", "ref_profiles", "ref_codes", "mask", "counts", "cand"):
+        names = ("axes", "ref_unit", "ref_panel", "ref_profiles", "ref_codes", "mask", "counts")
+        for name in (*names, "cand"):
             if hasattr(self, name):
                 setattr(self, name, getattr(self, name).to(device))
         if hasattr(self, "inputs"):
@@ -133,12 +142,25 @@ class AttentionModule(CellweaveModule):
         """Latent of reference cells (their panel through the spots' panel encoder)."""
         return self.encoders["panel"](panel)
 
-    def within(self, q: torch.Tensor, cand: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Within-type attention ``(B, k, T)`` over the candidates ``cand`` (0 outside a
-        candidate's type) and whether each type has a candidate ``(B, T)``."""
+    def cell_logits(self, q: torch.Tensor, cand: torch.Tensor, panel: torch.Tensor) -> torch.Tensor:
+        """Attention logits ``(B, k)`` of the queries over their candidate cells: the
+        query-key products plus (``prior``) ``beta`` times the cosine similarity of the
+        spot's ``panel`` and the cell's on the principal axes (learned ``beta``)."""
         uniq, inv = torch.unique(cand, return_inverse=True)
         keys = self.key(self.encode_cells(self.ref_panel[uniq]))[inv]  # (B, k, d)
         logits = (self.query(q).unsqueeze(1) * keys).sum(-1) / math.sqrt(self.n_latent)
+        if self.prior:
+            unit = F.normalize(panel @ self.axes, dim=1)
+            sim = (unit.unsqueeze(1) * self.ref_unit[cand]).sum(-1)
+            logits = logits + torch.exp(self.log_beta) * sim
+        return logits
+
+    def within(
+        self, q: torch.Tensor, cand: torch.Tensor, logits: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Within-type attention ``(B, k, T)`` over the candidates ``cand`` (0 outside a
+        candidate's type; ``logits``: :meth:`cell_logits`) and whether each type has a
+        candidate ``(B, T)``."""
         onehot = F.one_hot(self.ref_codes[cand], self.n_types).bool()  # (B, k, T)
         within = torch.softmax(logits.unsqueeze(-1).masked_fill(~onehot, -torch.inf), dim=1)
         return torch.nan_to_num(within, nan=0.0), onehot.any(dim=1)
@@ -152,37 +174,50 @@ class AttentionModule(CellweaveModule):
         return (within * pi.unsqueeze(1)).sum(-1), pi * (~present)
 
     def composition(
-        self, q: torch.Tensor, cand: torch.Tensor
+        self, q: torch.Tensor, cand: torch.Tensor, panel: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Attention ``a`` ``(B, k)`` over the candidates ``cand``, type weights ``pi``
         ``(B, T)`` and the mass of types without a candidate ``(B, T)``."""
-        within, present = self.within(q, cand)
+        within, present = self.within(q, cand, self.cell_logits(q, cand, panel))
         pi = torch.softmax(self.type_head(q), dim=-1)
         a, missing = self.mix(within, present, pi)
         return a, pi, missing
 
     def refine(
-        self, q: torch.Tensor, cand: torch.Tensor, x: torch.Tensor, steps: int, penalty: float
+        self,
+        q: torch.Tensor,
+        cand: torch.Tensor,
+        panel: torch.Tensor,
+        x: torch.Tensor,
+        steps: int,
+        penalty: float,
+        cells: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Semi-amortized type weights: the encoder's type logits plus per-spot offsets
-        fitted to the spots' counts ``x`` for ``steps`` Adam steps (weights frozen; an L2
-        ``penalty`` keeps the offsets near the encoder's answer). Returns ``(a, pi)``."""
-        within, present = self.within(q, cand)
+        """Semi-amortized attention: the encoder's type logits (and, with ``cells``, its
+        within-type logits) plus per-spot offsets fitted to the spots' counts ``x`` for
+        ``steps`` Adam steps (weights frozen; an L2 ``penalty`` keeps the offsets near the
+        encoder's answer). Returns ``(a, pi)``."""
+        q = q.detach()
         base = self.type_head(q)
         profiles = self.ref_profiles[cand]
         means = self.type_means()
         library = x.sum(1)
         delta = torch.zeros_like(base, requires_grad=True)
-        optimizer = torch.optim.Adam([delta], lr=0.1)
+        shift = torch.zeros(cand.shape, dtype=q.dtype, requires_grad=cells)
+        logits = self.cell_logits(q, cand, panel).detach()
+        fixed = None if cells else self.within(q, cand, logits)
+        optimizer = torch.optim.Adam([delta, shift] if cells else [delta], lr=0.1)
         with torch.enable_grad():
             for _ in range(int(steps)):
                 optimizer.zero_grad()
-                pi = torch.softmax(base + delta, dim=-1)
-                a, missing = self.mix(within, present, pi)
+                within, present = fixed if fixed else self.within(q, cand, logits + shift)
+                a, missing = self.mix(within, present, torch.softmax(base + delta, dim=-1))
                 mu = self._mean(a, missing, profiles, means, library)
-                loss = -self.log_likelihood(x, mu).sum() + penalty * (delta**2).sum()
+                prior = (delta**2).sum() + (shift**2).sum()
+                loss = -self.log_likelihood(x, mu).sum() + penalty * prior
                 loss.backward()
                 optimizer.step()
+            within, present = self.within(q, cand, logits + shift.detach())
         pi = torch.softmax(base + delta.detach(), dim=-1)
         return self.mix(within, present, pi)[0], pi
 
@@ -223,7 +258,7 @@ class AttentionModule(CellweaveModule):
             )
             cand = self.cand[spots]
             x = self.counts[spots]
-            a, _, missing = self.composition(q, cand)
+            a, _, missing = self.composition(q, cand, self.inputs["panel"][spots])
             mu = self.expected(a, missing, cand, x.sum(1))
             total = total - self.log_likelihood(x, mu).sum()
         if cells.numel():
@@ -243,6 +278,7 @@ class AttentionModule(CellweaveModule):
         *,
         refine_steps: int = 0,
         refine_penalty: float = 0.0,
+        refine_cells: bool = False,
     ) -> dict[str, Any]:
         """Attention, type weights, latent and view weights of spots (numpy, in blocks);
         with ``refine_steps``, type weights refined per spot on ``counts``
@@ -258,9 +294,11 @@ class AttentionModule(CellweaveModule):
             c = torch.as_tensor(cand[sl], dtype=torch.long)
             if refine_steps:
                 x = torch.as_tensor(counts[sl], dtype=torch.float32)
-                a, pi = self.refine(q, c, x, refine_steps, refine_penalty)
+                a, pi = self.refine(
+                    q, c, block["panel"], x, refine_steps, refine_penalty, refine_cells
+                )
             else:
-                a, pi, _ = self.composition(q, c)
+                a, pi, _ = self.composition(q, c, block["panel"])
             for key, value in (("a", a), ("pi", pi), ("latent", q), ("view_weights", weights)):
                 out[key].append(value.cpu().numpy())
         return {k: np.concatenate(v) for k, v in out.items()}

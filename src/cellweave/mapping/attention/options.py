@@ -21,10 +21,12 @@ MODEL_OPTIONS: tuple[Option, ...] = (
     Choice(
         "profiles", "normalized", ("counts", "normalized"), doc="mix cells' counts or compositions"
     ),
-    Float("shrink", 0.5, low=0, high=1, doc="shrink cell profiles toward their type mean"),
+    Float("shrink", 0.0, low=0, high=1, doc="shrink cell profiles toward their type mean"),
+    Bool("prior", False, doc="add the spot-cell panel similarity to the attention logits"),
     Float("lambda_cells", 1.0, low=0, doc="weight of the reference cells' type loss"),
     Int("refine_steps", 50, low=0, doc="per-spot refinement steps of the type weights"),
     Float("refine_penalty", 0.01, low=0, doc="L2 weight keeping refinements near the encoder"),
+    Bool("refine_cells", False, doc="also refine the attention within types"),
 )
 #: Options of :meth:`~.model.AttentionMapper.train`.
 TRAIN_OPTIONS: tuple[Option, ...] = (
