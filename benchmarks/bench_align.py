@@ -1,5 +1,6 @@
 """Section alignment benchmark: known transforms recovered (PASTE slices and the simulator),
-adjacent PASTE slices aligned pairwise against PASTE, two modalities, and timings.
+adjacent PASTE slices aligned pairwise against PASTE, two modalities, and timings; the RNA vs
+protein section of ``bench_align_protein.py``.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_align.py            # everything
     OMP_NUM_THREADS=1 python benchmarks/bench_align.py --no-peer  # without PASTE
@@ -28,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from _report import header, markdown_table
+from bench_align_protein import section_lines as protein_section
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / ".." / "shared" / "data"
@@ -409,6 +411,8 @@ def main() -> None:
     modality_table = modalities(hard)
     print("scale", file=sys.stderr)
     scale_table = scale()
+    print("RNA vs protein sections", file=sys.stderr)
+    protein_lines = protein_section()
 
     lines = header("Section alignment benchmark", PACKAGES)
     lines += [
@@ -461,6 +465,7 @@ def main() -> None:
         "",
         *markdown_table(scale_table, digits=3, index_name="spots (A + B)"),
         "",
+        *protein_lines,
     ]
     (RESULTS / "alignment.md").write_text("\n".join(lines))
     print(f"wrote {RESULTS / 'alignment.md'}", file=sys.stderr)

@@ -159,3 +159,65 @@ def test_missing_paths_or_output_are_usage_errors(capsys, tmp_path, sections):
     assert code == 2 and "PATH_B" in err
     code, _, err = run(capsys, "align", path_a, path_b)
     assert code == 2 and "--out" in err
+
+
+@pytest.fixture(scope="module")
+def rna_protein(tmp_path_factory):
+    from cellweave.align import simulate_rna_protein
+
+    folder = tmp_path_factory.mktemp("rna_protein")
+    rna, protein, truth = simulate_rna_protein(
+        n_spots=300, angle=75.0, shift=(3.0, -8.0), random_state=4
+    )
+    path_a, path_b = folder / "rna.h5ad", folder / "protein.h5ad"
+    rna.write_h5ad(path_a)
+    protein.write_h5ad(path_b)
+    return path_a, path_b, truth
+
+
+def test_feature_pairs_auto_and_transfer_out(capsys, tmp_path, rna_protein):
+    path_a, path_b, truth = rna_protein
+    out, carried = tmp_path / "out.h5ad", tmp_path / "rna_with_protein.h5ad"
+    args = ("--feature-pairs", "auto", "--transfer-out", carried)
+    code, stdout, err = run(capsys, "align", path_a, path_b, "-o", out, *args)
+    assert code == 0, err
+    assert "30 feature pairs (auto) (A is the RNA section)" in stdout
+    result = ad.read_h5ad(out)
+    assert np.median(np.linalg.norm(result.obsm["spatial_aligned"] - truth, axis=1)) < 0.5
+    assert result.uns["alignment"]["params"]["n_feature_pairs"] == 30
+    rna = ad.read_h5ad(carried)
+    assert rna.obsm["protein"].shape == (300, result.n_vars)
+    assert set(rna.obs["protein_source"].cat.categories) == {"matched", "nearest", "none"}
+    assert f"{rna.uns['protein']['n_matched']} matched" in stdout
+
+
+def test_feature_pairs_table(capsys, tmp_path, rna_protein):
+    path_a, path_b, truth = rna_protein
+    pairs = ad.read_h5ad(path_b).uns["pairs"]
+    table = tmp_path / "pairs.csv"
+    table.write_text("gene,protein\n" + "".join(f"{g},{p}\n" for p, g in pairs.items()))
+    out = tmp_path / "out.h5ad"
+    code, stdout, err = run(capsys, "align", path_a, path_b, "-o", out, "--feature-pairs", table)
+    assert code == 0, err
+    assert "30 feature pairs (table)" in stdout
+    result = ad.read_h5ad(out)
+    assert np.median(np.linalg.norm(result.obsm["spatial_aligned"] - truth, axis=1)) < 0.5
+
+
+def test_bad_feature_pairs_are_one_line(capsys, tmp_path, rna_protein, sections):
+    path_a, path_b, _ = rna_protein
+    out = tmp_path / "o.h5ad"
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b,c\n")
+    code, _, err = run(capsys, "align", path_a, path_b, "-o", out, "--feature-pairs", bad)
+    one_line_error(code, err, "3 column")
+    absent = tmp_path / "absent.csv"
+    code, _, err = run(capsys, "align", path_a, path_b, "-o", out, "--feature-pairs", absent)
+    one_line_error(code, err, "does not exist")
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("".join(f"CD4,{p}\n" for p in ("ADT_CD4", "CD999", "x", "y", "z")))
+    code, _, err = run(capsys, "align", path_a, path_b, "-o", out, "--feature-pairs", wrong)
+    one_line_error(code, err, "'CD999'", "section B")
+    sim_a, _, _ = sections  # gene_0000 ... on both sides of a protein file: no pair
+    code, _, err = run(capsys, "align", sim_a, path_b, "-o", out, "--feature-pairs", "auto")
+    one_line_error(code, err, "no gene-protein pair", "table")

@@ -23,6 +23,7 @@ _SUBMODULES = {
     "image": "image",
     "impute": "impute",
     "io": "io",
+    "links": "links",
     "mapping": "mapping",
     "metrics": "metrics",
     "mosaic": "mosaic",

@@ -1,6 +1,6 @@
 """Tools (``cellweave.tl``): the capabilities, scanpy style (data object first)."""
 
-from .align import align_sections
+from .align import align_sections, transfer_features
 from .impute import impute
 from .mapping import cell_type_fractions, map_cells, project_genes
 from .mosaic.api import integrate
@@ -13,5 +13,6 @@ __all__ = [
     "integrate",
     "map_cells",
     "project_genes",
+    "transfer_features",
     "transport_batches",
 ]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,11 +26,12 @@ from anndata import AnnData
 from .._params import params_entry
 from .._utils import RandomState, check_random_state
 from ..device import check_device
-from ..errors import InputError
+from ..errors import InputError, InvalidOptionError
 from ..registry import Method
 from ..validate import check_adata, check_min_obs, check_seed, check_spatial
 from .features import FeatureOptions
 from .nonrigid import NonrigidOptions
+from .pairs import FeaturePairs, resolve_pairs
 from .plan import Matching, MatchOptions, Pair, sparse_matching
 from .rigid import RigidOptions, Transform, refine_all
 from .solvers import check_options, selected
@@ -91,7 +93,7 @@ def align_sections(
     rigid: bool = True,
     nonrigid: bool = False,
     genes: Sequence[str] | None = None,
-    feature_pairs: Mapping[str, str] | pd.Series | None = None,
+    feature_pairs: str | Path | Mapping[str, str] | pd.Series | pd.DataFrame | None = None,
     structure_only: bool = False,
     layer: str | None = None,
     overlap: float | None = 0.7,
@@ -132,9 +134,15 @@ def align_sections(
         Features to compare (default: all shared ``var_names``, the ``n_top_genes`` most
         variable kept).
     feature_pairs
-        For two modalities whose feature names differ (e.g. RNA vs protein): a mapping from
-        feature names of ``adata_a`` to those of ``adata_b`` (dict or Series). Each section's
-        features are then standardized separately before the joint PCA.
+        For two modalities whose feature names differ (e.g. RNA vs protein): ``"auto"`` pairs
+        genes with antibodies by name (:func:`cellweave.links.gene_protein_links`, in either
+        direction: the section whose names match genes is the RNA one); a table (path to a
+        CSV/TSV file or a two-column DataFrame: feature of ``adata_a``, feature of
+        ``adata_b``); or a mapping / Series from feature names of ``adata_a`` to those of
+        ``adata_b``. Checked before any work (at least 5 pairs, every name present, no pair
+        twice). Each section's paired features are then put on a common scale separately
+        (counts normalized by the section's whole library and log-transformed, then each
+        feature replaced by the normal scores of its ranks) before the joint PCA.
     structure_only
         Compare no features across the sections (modality-agnostic): each section's structure
         matrix fuses its spatial distances with the ranks of its own expression
@@ -197,13 +205,20 @@ def align_sections(
     (sparse ``n_b x n_a`` plan of the final matching: over every spot, or with subsampling and
     ``nonrigid`` over the subsampled spots), ``reference_obs_names``, ``rotation``,
     ``translation``, ``scale``, ``angle``, ``spacing``, ``matched_fraction``, ``n_features``,
-    ``fgw_start`` and ``seconds``.
+    ``fgw_start`` and ``seconds``; with ``feature_pairs`` also ``feature_pairs`` (``{"a":
+    names, "b": names}``, the pairs compared) and in ``params`` where they came from
+    (``feature_pairs``: ``"auto"``, ``"table"`` or ``"mapping"``), ``n_feature_pairs`` and
+    ``rna_section`` (``"a"`` / ``"b"`` with ``"auto"``).
 
     Raises
     ------
     InvalidOptionError
-        An option of the wrong type or out of range, or ``rigid=False`` with
-        ``nonrigid=False``; before any work (see ``cellweave align --list-methods``).
+        An option of the wrong type or out of range, ``rigid=False`` with
+        ``nonrigid=False``, or ``feature_pairs`` with ``structure_only``; before any work (see
+        ``cellweave align --list-methods``).
+    NoSharedFeaturesError, MissingKeyError, DuplicateNamesError, FileFormatError
+        ``feature_pairs`` without enough pairs, naming absent features, listing a pair twice,
+        or an unreadable table (see :func:`cellweave.align.resolve_pairs`).
     """
     t0 = time.perf_counter()
     options = check_options(
@@ -225,19 +240,31 @@ def align_sections(
             "nonrigid_smoothness": nonrigid_smoothness,
         }
     )
+    if options["structure_only"] and feature_pairs is not None:
+        raise InvalidOptionError(
+            "structure_only=True compares no feature across the sections, so feature_pairs "
+            "is not used: pass one of the two"
+        )
     check_device(device, float64=True)  # FGW runs in float64
     if random_state is not None:
         check_seed(random_state, allow_generator=True)
-    features = FeatureOptions(genes, feature_pairs, layer, options["n_pcs"], options["n_top_genes"])
-    steps = _steps(options, features, device=device)
     xa, xb = _coordinates(adata_a, adata_b, spatial_key=spatial_key, layer=layer)
+    pairs = resolve_pairs(feature_pairs, adata_a.var_names, adata_b.var_names)
+    features = FeatureOptions(
+        genes,
+        None if pairs is None else pairs.series(),
+        layer,
+        options["n_pcs"],
+        options["n_top_genes"],
+    )
+    steps = _steps(options, features, device=device)
     result = _align(adata_a, adata_b, xa, xb, steps, random_state=random_state)
     params = _params(
         options,
         steps,
         spatial_key=spatial_key,
         layer=layer,
-        feature_pairs=feature_pairs,
+        pairs=pairs,
         random_state=random_state,
         key_added=key_added,
     )
@@ -246,6 +273,11 @@ def align_sections(
         adata_a.obsm[key_added] = xa.copy()
     target_b.obsm[key_added] = result.aligned
     entry = {**params_entry(params), **_summary(result, adata_a, ndim=xa.shape[1])}
+    if pairs is not None:
+        entry["feature_pairs"] = {
+            "a": np.asarray(pairs.a, dtype=str),
+            "b": np.asarray(pairs.b, dtype=str),
+        }
     entry["seconds"] = time.perf_counter() - t0
     target_b.uns[key_added] = entry
     target_b.uns[UNS_KEY] = entry
@@ -346,7 +378,7 @@ def _params(
     *,
     spatial_key: str,
     layer: str | None,
-    feature_pairs: Any,
+    pairs: FeaturePairs | None,
     random_state: RandomState,
     key_added: str,
 ) -> dict[str, Any]:
@@ -358,7 +390,7 @@ def _params(
         "rigid": options["rigid"],
         "nonrigid": options["nonrigid"],
         "structure_only": options["structure_only"],
-        "feature_pairs": feature_pairs is not None,
+        **({"feature_pairs": False} if pairs is None else pairs.describe()),
         "layer": layer if layer is not None else "X",
         "overlap": overlap if overlap is not None else "balanced",
         "refine": options["refine"],

@@ -63,6 +63,19 @@ def _overlap(value: str) -> float | None:
     help="Compare no features across sections (two modalities without shared features).",
 )
 @click.option("--reflection", is_flag=True, help="Allow a mirrored section.")
+@click.option(
+    "--feature-pairs",
+    default=None,
+    metavar="auto|TABLE",
+    help="Two modalities (e.g. RNA vs protein): 'auto' pairs genes with antibodies by name; "
+    "or a CSV/TSV table, one pair per row (feature of A, feature of B).",
+)
+@path_option(
+    "--transfer-out",
+    "Also write section A with B's features averaged over its matched spots in "
+    "obsm[TRANSFER_KEY] (e.g. the protein panel on the RNA spots).",
+)
+@click.option("--transfer-key", default="protein", show_default=True)
 @layer_option("Layer of both files to compare (default: X).")
 @spatial_key_option
 @click.option("--key-added", default="spatial_aligned", show_default=True)
@@ -77,6 +90,9 @@ def align(
     overlap: str,
     spatial_key: str,
     plot: Path | None,
+    feature_pairs: str | None,
+    transfer_out: Path | None,
+    transfer_key: str,
     params: dict[str, object],
     list_methods: bool,
     overwrite: bool,
@@ -84,14 +100,16 @@ def align(
 ) -> None:
     """Align section PATH_B onto section PATH_A (.h5ad files with obsm coordinates).
 
-    Matches the spots with fused Gromov-Wasserstein over expression (shared genes) and
-    geometry, then fits a rigid transform (and with --nonrigid a smooth warp). Writes section
-    B with the aligned coordinates in obsm[KEY_ADDED] and the matching in uns[KEY_ADDED].
-    Solver options without a flag go through --param (see --list-methods).
+    Matches the spots with fused Gromov-Wasserstein over expression (shared genes, or with
+    --feature-pairs the paired features of two modalities) and geometry, then fits a rigid
+    transform (and with --nonrigid a smooth warp). Writes section B with the aligned
+    coordinates in obsm[KEY_ADDED] and the matching in uns[KEY_ADDED]; with --transfer-out
+    also section A with B's features carried onto its spots. Solver options without a flag go
+    through --param (see --list-methods).
     """
     # flags: alpha, nonrigid, structure_only, reflection, layer, key_added, device,
     # random_state: align_sections' keywords, passed as they are
-    from ..align import SOLVERS, align_sections
+    from ..align import SOLVERS, align_sections, read_pairs, transfer_features
 
     if list_methods:
         print_methods(SOLVERS, "align solvers", entry="solver")
@@ -102,9 +120,15 @@ def align(
         raise click.UsageError("missing -o/--out")
     overlap_value = _overlap(overlap)
     solver_params = _solver_params(params, overlap=overlap_value)
-    outputs = {"--out": (out, "h5ad"), "--plot": (plot, "figure")}
+    outputs = {
+        "--out": (out, "h5ad"),
+        "--plot": (plot, "figure"),
+        "--transfer-out": (transfer_out, "h5ad"),
+    }
     require_inputs(path_a, path_b)
     check_outputs(outputs, inputs=[path_a, path_b], overwrite=overwrite)
+    if feature_pairs is not None and feature_pairs.strip().lower() != "auto":
+        read_pairs(feature_pairs)  # an unreadable table: one line before the sections are read
     adata_a, adata_b = read_input(path_a), read_input(path_b)
     with status("aligning sections"):
         align_sections(
@@ -112,9 +136,18 @@ def align(
             adata_b,
             spatial_key=spatial_key,
             overlap=overlap_value,
+            feature_pairs=feature_pairs,
             **flags,
             **solver_params,
         )
+        if transfer_out is not None:
+            transfer_features(
+                adata_a,
+                adata_b,
+                key=flags["key_added"],
+                layer=flags["layer"],
+                key_added=transfer_key,
+            )
     io.write(adata_b, out, overwrite=overwrite)
     key_added = flags["key_added"]
     info = adata_b.uns[key_added]
@@ -124,6 +157,15 @@ def align(
         f"of A (rotation {info['angle']:.1f} deg, translation ({shift}), "
         f"{100 * info['matched_fraction']:.0f}% matched, {info['seconds']:.1f} s)"
     )
+    _report_pairs(info["params"])
+    if transfer_out is not None:
+        io.write(adata_a, transfer_out, overwrite=overwrite)
+        counts = adata_a.uns[transfer_key]
+        console.print(
+            f"wrote {transfer_out}: obsm[{transfer_key!r}] with {adata_b.n_vars} features of B "
+            f"on {adata_a.n_obs} spots of A ({counts['n_matched']} matched, "
+            f"{counts['n_nearest']} from the nearest spot, {counts['n_none']} without)"
+        )
     if plot is not None:
         from ..plotting.alignment import overlay
 
@@ -137,6 +179,17 @@ def align(
             save=plot,
         )
         console.print(f"wrote {plot}")
+
+
+def _report_pairs(params: dict) -> None:
+    """One line on the feature pairs used, when there were any."""
+    if params.get("feature_pairs") in (False, None):
+        return
+    rna = {"a": " (A is the RNA section)", "b": " (B is the RNA section)"}
+    console.print(
+        f"compared {params['n_feature_pairs']} feature pairs ({params['feature_pairs']})"
+        + rna.get(params.get("rna_section"), "")
+    )
 
 
 def _solver_params(params: dict[str, object], *, overlap: float | None) -> dict[str, object]:

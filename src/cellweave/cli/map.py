@@ -10,6 +10,7 @@ from .. import io
 from .._progress import status
 from ._common import (
     Checkpointing,
+    check_outputs,
     checkpoint_options,
     comma_list,
     console,
@@ -20,8 +21,10 @@ from ._common import (
     hardware_options,
     method_options,
     out_option,
+    path_option,
     print_methods,
     seed_option,
+    use_agg_backend,
 )
 from ._inputs import read_input, require_inputs
 
@@ -67,6 +70,13 @@ from ._inputs import read_input, require_inputs
     show_default=True,
     help="With --evaluate: truth divided by spot depth (normalized) or raw values.",
 )
+@path_option(
+    "--plot",
+    "Save PNG maps: PLOT.png gives PLOT_fractions.png (every type's fraction, one shared "
+    "scale; with --cell-type-key), PLOT_genes.png (predicted genes), PLOT_views.png (view "
+    "weights; method attention) and PLOT_truth.png (predicted vs true fractions where SP has "
+    "obsm['true_fractions']). The folder must exist.",
+)
 @checkpoint_options
 @seed_option
 def map_cmd(
@@ -85,6 +95,7 @@ def map_cmd(
     folds: int,
     scheme: str,
     list_methods: bool,
+    plot: Path | None,
     checkpoint: Checkpointing,
     random_state: int,
     overwrite: bool,
@@ -102,6 +113,8 @@ def map_cmd(
     method_params = dict(params)
     check_params(method, method_params)  # before anything is read or written
     if evaluate:
+        if plot is not None:
+            raise click.UsageError("--plot draws a mapping: drop it with --evaluate")
         _evaluate(
             sc_path,
             sp_path,
@@ -117,11 +130,16 @@ def map_cmd(
         return
     require_inputs(sc_path, sp_path)
     evaluated_output(out, inputs=[sc_path, sp_path], overwrite=overwrite)
+    _check_plot(plot, out=out, inputs=[sc_path, sp_path], overwrite=overwrite)
     from ..mapping.api import map_cells, project_genes
     from ..train import is_global_zero, training_options
 
     adata_sc, adata_sp = read_input(sc_path), read_input(sp_path)
     genes = _genes_to_predict(predict, adata_sc, adata_sp)  # a typo found before mapping
+    if plot is not None:
+        from ..validate import check_spatial
+
+        check_spatial(adata_sp, name="SP")  # maps need coordinates: refused before mapping
     with (
         status(f"mapping {adata_sc.n_obs} cells onto {adata_sp.n_obs} spots ({method})"),
         training_options(**hardware),
@@ -147,6 +165,37 @@ def map_cmd(
     if cell_type_key is not None:
         parts.append("obsm['cell_type_fractions']")
     console.print(f"wrote {out}: " + ", ".join(parts))
+    if plot is not None:
+        from ..plotting import mapping_plots
+
+        use_agg_backend()
+        written = mapping_plots(adata_sp, plot)
+        for path in written.values():
+            console.print(f"wrote {path}")
+        if not written:
+            console.print("--plot: nothing to draw; pass --cell-type-key or predict --genes")
+
+
+def _check_plot(plot: Path | None, *, out: Path, inputs: list[Path], overwrite: bool) -> None:
+    """``--plot PLOT.png``, before anything is read: a .png in an existing folder, and none
+    of the figures it stands for an input, the output, or (without --overwrite) a file."""
+    if plot is None:
+        return
+    from ..errors import FileFormatError
+    from ..plotting import plot_paths
+
+    if plot.suffix.lower() != ".png":
+        raise FileFormatError(
+            f"--plot {plot} must end in .png (figures are PNG files): rename it, e.g. "
+            f"{plot.with_suffix('.png').name}"
+        )
+    if not plot.parent.is_dir():
+        raise FileFormatError(
+            f"--plot {plot}: the folder {plot.parent} does not exist; create it or choose "
+            "another path"
+        )
+    outputs = {f"--plot ({kind})": (path, "figure") for kind, path in plot_paths(plot).items()}
+    check_outputs({"--out": (out, "h5ad"), **outputs}, inputs=inputs, overwrite=overwrite)
 
 
 def _genes_to_predict(spec: str, adata_sc, adata_sp) -> list[str]:

@@ -23,13 +23,21 @@ from anndata import AnnData
 from scipy import sparse
 
 from .._utils import RandomState, check_random_state, to_dense
-from ..errors import EmptyDataError, InputError, MissingKeyError
-from ..validate import check_adata, check_unique_names, shared_features
+from ..errors import EmptyDataError, InputError, MissingKeyError, NotCountsError
+from ..validate import (
+    check_adata,
+    check_unique_names,
+    log_transformed_problem,
+    matrix_label,
+    shared_features,
+)
 
 __all__ = [
     "GENE_WEIGHT_TEMPERATURE",
     "NORMALIZATIONS",
     "Features",
+    "check_inputs",
+    "check_totals",
     "learned_gene_weights",
     "prepare_features",
     "row_totals",
@@ -243,6 +251,7 @@ def prepare_features(
     layer_sc: str | None = None,
     layer_sp: str | None = None,
     random_state: RandomState = 0,
+    warn: bool = True,
 ) -> Features:
     """Put the reference cells and the spots in one comparable feature space.
 
@@ -280,6 +289,9 @@ def prepare_features(
         Layers to read instead of ``X``.
     random_state
         Seed (randomized PCA on very many genes only).
+    warn
+        Warn about spots and cells without counts on the shared genes (``map_cells`` warns
+        once in :func:`check_inputs` and passes ``False``).
 
     Returns
     -------
@@ -308,24 +320,7 @@ def prepare_features(
     X_sp = _columns(full_sp, adata_sp.var_names.get_indexer(use), "adata_sp")
     cell_totals, spot_totals = row_totals(X_sc), row_totals(X_sp)
     cell_used = cell_totals > 0
-    if not cell_used.any():
-        raise EmptyDataError(
-            f"no reference cell has a non-zero value on the {len(use)} shared genes: check "
-            "that adata_sc holds expression (not an empty layer) for those genes"
-        )
-    n_empty = int((spot_totals <= 0).sum())
-    if n_empty == len(spot_totals):
-        raise EmptyDataError(
-            f"no spot has a non-zero value on the {len(use)} shared genes: check that adata_sp "
-            "holds expression (not an empty layer) for those genes"
-        )
-    if n_empty:
-        warnings.warn(
-            f"{n_empty} of {len(spot_totals)} spots have no counts on the shared genes: they "
-            "are not mapped and their predictions are the reference average",
-            UserWarning,
-            stacklevel=2,
-        )
+    check_totals(cell_totals, spot_totals, n_genes=len(use), warn=warn)
     A = _normalize(to_dense(X_sp, np.float32), spot_totals, normalize)
     B = _normalize(to_dense(X_sc[cell_used], np.float32), cell_totals[cell_used], normalize)
     if scale == "mean":
@@ -361,6 +356,89 @@ def prepare_features(
         spot_totals=spot_totals,
         params=params,
     )
+
+
+def check_totals(
+    cell_totals: np.ndarray, spot_totals: np.ndarray, *, n_genes: int, warn: bool = True
+) -> None:
+    """Refuse a reference or spatial data set without counts on the shared genes; warn (one
+    line each) about the cells and spots without any, which are left out of the mapping."""
+    for totals, what, name in (
+        (cell_totals, "reference cell", "adata_sc"),
+        (spot_totals, "spot", "adata_sp"),
+    ):
+        if not (totals > 0).any():
+            raise EmptyDataError(
+                f"no {what} has a non-zero value on the {n_genes} shared genes: check that "
+                f"{name} holds expression (not an empty layer) for those genes"
+            )
+    left_out = (
+        (
+            spot_totals,
+            "spots",
+            "adata_sp",
+            "are not mapped (predictions: the reference "
+            "average; fractions: the reference's type frequencies)",
+        ),
+        (cell_totals, "reference cells", "adata_sc", "are mapped nowhere and count in no fraction"),
+    )
+    for totals, what, name, fate in left_out:
+        n_zero = int((totals <= 0).sum())
+        if warn and n_zero:
+            warnings.warn(
+                f"{n_zero} of {len(totals)} {what} have no counts on the shared genes: they "
+                f"{fate}; drop them first, e.g. sc.pp.filter_cells({name}, min_counts=1)",
+                UserWarning,
+                stacklevel=3,
+            )
+
+
+def check_inputs(
+    adata_sc: AnnData,
+    adata_sp: AnnData,
+    *,
+    genes: Sequence[str] | None = None,
+    layer_sc: str | None = None,
+    layer_sp: str | None = None,
+    normalize: Normalization | None = "log_total",
+) -> pd.Index:
+    """Every check of :func:`prepare_features` on the data, made once before any work (as
+    ``map_cells`` does for every solver): AnnData, unique names, finite non-negative values,
+    at least two shared genes, counts on them in some cell and some spot (one warning line
+    for the cells and spots without), and, when ``normalize`` takes ``log1p``, input not
+    ``log1p``-transformed already (:func:`cellweave.validate.log_transformed_problem`).
+
+    Returns
+    -------
+    The shared genes.
+
+    Raises
+    ------
+    NoSharedFeaturesError, DuplicateNamesError, NonFiniteError, EmptyDataError, MissingKeyError
+        See :func:`prepare_features`.
+    NotCountsError
+        ``normalize`` is ``"log_total"`` or ``"log"`` but a data set is log-transformed.
+    """
+    full_sc = check_adata(adata_sc, layer=layer_sc, name="adata_sc", allow_zero_cells=True)
+    full_sp = check_adata(adata_sp, layer=layer_sp, name="adata_sp", allow_zero_cells=True)
+    use = shared_genes(adata_sc, adata_sp, genes=genes)
+    X_sc = _columns(full_sc, adata_sc.var_names.get_indexer(use), "adata_sc")
+    X_sp = _columns(full_sp, adata_sp.var_names.get_indexer(use), "adata_sp")
+    check_totals(row_totals(X_sc), row_totals(X_sp), n_genes=len(use))
+    if normalize in ("log_total", "log"):
+        for adata, X, name, layer in (
+            (adata_sp, full_sp, "adata_sp", layer_sp),
+            (adata_sc, full_sc, "adata_sc", layer_sc),
+        ):
+            problem = log_transformed_problem(X, uns=adata.uns)
+            if problem is not None:
+                raise NotCountsError(
+                    f"{matrix_label(name, layer)} looks log-transformed already ({problem}), "
+                    f"and normalize={normalize!r} would take log1p again: pass the raw counts "
+                    f"(e.g. layer_{name[-2:]}='counts'), or normalize='none' to map the values "
+                    "as they are"
+                )
+    return use
 
 
 def _most_variable(X: Any, cols: np.ndarray, genes: pd.Index, n: int) -> pd.Index:

@@ -25,7 +25,13 @@ from ..errors import InvalidOptionError
 from ..registry import Bool, Choice, Float, Int, Method, Option, Registry
 from ..validate import check_min_obs, check_spatial
 from . import baselines
-from .features import MAX_GENES, learned_gene_weights, prepare_features, to_dense
+from .features import (
+    MAX_GENES,
+    check_inputs,
+    learned_gene_weights,
+    prepare_features,
+    to_dense,
+)
 from .genes import _columns
 from .result import Mapping
 
@@ -176,8 +182,9 @@ def compute_mapping(
     cell_type_key: str | None = None,
 ) -> Mapping:
     """Check ``params`` against the solver's declared options, the device, then the data
-    (at least :data:`MIN_OBS` cells and spots; coordinates of a solver that uses them),
-    all before any work; then map (``cell_type_key`` goes to the solvers that model cell
+    (at least :data:`MIN_OBS` cells and spots; coordinates of a solver that uses them; the
+    values and shared genes, :func:`~.features.check_inputs`), all before any work and the
+    same for every solver; then map (``cell_type_key`` goes to the solvers that model cell
     types, those registered with ``reference=True``)."""
     spec, feature_opts, method_opts = check_params(method, params)
     check_device(device)
@@ -190,6 +197,14 @@ def compute_mapping(
             check_spatial(
                 adata_sp, spatial_key=key, allow_degenerate=False, fix=fix, name="adata_sp"
             )
+    check_inputs(
+        adata_sc,
+        adata_sp,
+        genes=genes,
+        layer_sc=layer_sc,
+        layer_sp=layer_sp,
+        normalize=feature_opts.get("normalize", "log_total"),
+    )
     data = _Inputs(adata_sc, adata_sp, genes, layer_sc, layer_sp, int(random_state), device)
     data.cell_type_key = cell_type_key
     if isinstance(feature_opts.get("gene_weights"), str):
@@ -219,6 +234,7 @@ def _solve(data: _Inputs, spec: Method, feature_opts: dict, method_opts: dict) -
         layer_sc=data.layer_sc,
         layer_sp=data.layer_sp,
         random_state=data.random_state,
+        warn=False,  # check_inputs warned once
         **feature_opts,
     )
     extra = {}

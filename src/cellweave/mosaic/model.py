@@ -24,6 +24,7 @@ from scipy.special import softmax
 from .._params import jsonable
 from ..device import parse_training
 from ..errors import InputError, MissingKeyError
+from ..links import gene_protein_links
 from ..train import FitResult, fit
 from .analysis import differential as _differential
 from .analysis import impute as _impute
@@ -38,7 +39,7 @@ from .config import (
 )
 from .data import MosaicData, _labels
 from .datamodule import MosaicDataModule
-from .guidance import gene_protein_links, graph_from_links
+from .guidance import graph_from_links
 from .kinds import kind_names
 from .persist import load_state, read_model, write_model
 from .vae import MosaicModule

@@ -13,7 +13,7 @@ from ..validate import check_spatial
 from ._colors import shared_palettes, values_for
 from ._save import finish
 
-__all__ = ["spatial"]
+__all__ = ["frame_spatial", "spatial", "spot_size"]
 
 
 def spatial(
@@ -71,9 +71,7 @@ def spatial(
     for ax, key, panel_title in zip(axes.flat, keys, titles, strict=False):
         _draw(ax, coords, panels[key], size=size, cmap=cmap, palette=palettes.get(key))
         ax.set_title(panel_title)
-        ax.set_aspect("equal")
-        ax.set_xticks([])
-        ax.set_yticks([])
+        frame_spatial(ax, coords)
     for ax in list(axes.flat)[len(keys) :]:
         ax.axis("off")
     fig.tight_layout()
@@ -105,3 +103,34 @@ def _draw(ax, coords: np.ndarray, values, *, size: float, cmap: str, palette: di
         return
     mappable = ax.scatter(x, y, c=np.asarray(values, dtype=float), s=size, cmap=cmap, linewidths=0)
     ax.figure.colorbar(mappable, ax=ax, fraction=0.046, pad=0.02)
+
+
+def frame_spatial(ax, coords: np.ndarray) -> None:
+    """Frame a spatial map as ``sc.pl.spatial`` does: equal aspect, no ticks, and the y axis
+    pointing down (image row coordinates grow downwards), so maps match scanpy's."""
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if not ax.yaxis_inverted():
+        ax.invert_yaxis()
+
+
+def spot_size(ax, coords: np.ndarray, *, fill: float = 0.9) -> float:
+    """Marker size (points²) of spots ``fill`` times as wide as their spacing (the median
+    distance to the nearest other spot) on ``ax`` as laid out, with equal aspect."""
+    from ..graph import nearest_neighbors
+
+    xy = np.asarray(coords, dtype=float)[:, :2]
+    if len(xy) < 2:
+        return 40.0
+    dist, _ = nearest_neighbors(xy, 1, include_self=False)
+    positive = dist[:, 0][dist[:, 0] > 0]
+    span = np.ptp(xy, axis=0)
+    if positive.size == 0 or not (span > 0).any():
+        return 40.0
+    spacing = float(np.median(positive))
+    box = ax.get_position()
+    width, height = ax.figure.get_size_inches()
+    span = np.where(span > 0, span, span.max()) + spacing  # room for half a spot each side
+    points_per_unit = min(box.width * width * 72 / span[0], box.height * height * 72 / span[1])
+    return float(np.clip((fill * spacing * points_per_unit) ** 2, 0.2, 400.0))

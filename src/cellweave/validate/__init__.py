@@ -21,7 +21,14 @@ from .fields import (
     get_matrix,
     matrix_label,
 )
-from .matrix import check_counts, check_finite, has_nonzero, is_counts, nonzero_mask
+from .matrix import (
+    check_counts,
+    check_finite,
+    has_nonzero,
+    is_counts,
+    log_transformed_problem,
+    nonzero_mask,
+)
 from .objects import check_adata, check_mudata
 from .structure import check_sparse, check_structure, sparse_problem
 
@@ -45,6 +52,7 @@ __all__ = [
     "get_matrix",
     "has_nonzero",
     "is_counts",
+    "log_transformed_problem",
     "matrix_label",
     "nonzero_mask",
     "shared_features",

@@ -13,7 +13,14 @@ from ..errors import (
     NotCountsError,
 )
 
-__all__ = ["check_counts", "check_finite", "has_nonzero", "is_counts", "nonzero_mask"]
+__all__ = [
+    "check_counts",
+    "check_finite",
+    "has_nonzero",
+    "is_counts",
+    "log_transformed_problem",
+    "nonzero_mask",
+]
 
 
 # Rows of a dense matrix handled at once, so that temporary boolean arrays stay small.
@@ -102,6 +109,48 @@ def is_counts(X: Any, *, n_sample: int = 100_000) -> bool:
     ``True`` when every inspected entry is a finite, non-negative whole number.
     """
     return _counts_problem(X, n_sample=n_sample) is None
+
+
+def log_transformed_problem(
+    X: Any, *, uns: Any = None, n_rows: int = 200, tol: float = 1e-3
+) -> str | None:
+    """Why ``X`` is certainly ``log1p``-transformed already, or ``None``.
+
+    Only sure signs count, so that continuous intensities (in situ, protein) are never taken
+    for log data: scanpy's mark ``uns["log1p"]`` (left by ``sc.pp.log1p``); ``expm1`` of the
+    values giving whole numbers (``log1p`` of counts); or ``expm1`` giving rows with one
+    common total (``sc.pp.normalize_total`` then ``log1p``). Raw counts give ``None``.
+
+    Parameters
+    ----------
+    X
+        Dense array or scipy sparse matrix (the whole matrix, not a subset of its genes).
+    uns
+        The AnnData's ``uns`` (optional).
+    n_rows
+        Rows inspected at most (evenly spaced, so the check costs the same on any size).
+    tol
+        Relative tolerance of "whole number" and "one common total" (float32 rounding).
+    """
+    if is_counts(X):
+        return None
+    if uns is not None and "log1p" in uns:
+        return "carries uns['log1p'], scanpy's mark of sc.pp.log1p"
+    rows = np.unique(np.linspace(0, X.shape[0] - 1, min(n_rows, X.shape[0])).astype(int))
+    block = X[rows]
+    block = block.toarray() if sp.issparse(block) else np.asarray(block)
+    block = block.astype(np.float64)
+    if not np.isfinite(block).all() or (block < 0).any():
+        return None  # other checks name these
+    raw = np.expm1(block)
+    nonzero = raw[raw > 0]
+    if nonzero.size and (np.abs(nonzero - np.round(nonzero)) <= tol * np.maximum(1, nonzero)).all():
+        return "its values are log1p of whole numbers (log-transformed counts)"
+    totals = raw.sum(axis=1)
+    totals = totals[totals > 0]
+    if totals.size >= 5 and totals.std() <= tol * totals.mean():
+        return f"expm1 of its rows all sum to {totals.mean():.4g} (normalize_total, then log1p)"
+    return None
 
 
 def check_counts(X: Any, *, name: str = "adata.X", n_sample: int = 100_000) -> None:
