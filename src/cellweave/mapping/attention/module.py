@@ -12,10 +12,14 @@ of that type; ``a_sc = pi_s,type(c) * attention_sc`` sums to 1 over the candidat
 
 ``mu_sg = library_s * normalize_g(r_g * sum_c a_sc x~_cg)``
 
-(``x~_c``: the cell's count profile shrunk toward its type mean; ``r_g``: a learned per-gene
-platform factor), under a negative binomial (per-gene dispersion) or Poisson likelihood.
-Reference cells, each seen as a one-cell spot through its panel, are classified by the same
-type weights (cross-entropy, weight ``lambda_cells``): this ties cells and spots.
+(``x~_c``: the cell's profile, by default its composition times the mean library so that
+``a_sc`` are cell-number fractions of cells contributing alike, optionally shrunk toward its
+type mean; ``r_g``: a learned per-gene platform factor), under a negative binomial
+(per-gene dispersion) or Poisson likelihood. Reference cells, each seen as a one-cell spot
+through its panel, are classified by the same type weights (cross-entropy, weight
+``lambda_cells``): this ties cells and spots. At inference the type weights of every spot
+are refined on its counts for a few steps with the weights frozen (:meth:`refine`,
+semi-amortized), which is what lets a new section map well without retraining.
 """
 
 from __future__ import annotations
