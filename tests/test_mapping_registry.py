@@ -14,7 +14,7 @@ from cellweave.mapping.evaluate import available_methods, register_method
 from cellweave.registry import undeclared_keywords
 from cellweave.sim import simulate_spatial
 
-SOLVERS = ("ot", "softmax", "gradient", "fgw")
+SOLVERS = ("ot", "softmax", "gradient", "fgw", "attention")
 BAD = [
     ({"bogus": 1}, "bogus"),
     ({"epsilon": -1}, "epsilon must be a number >= 0"),

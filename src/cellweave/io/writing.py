@@ -167,6 +167,22 @@ def _mkdir_parent(path: Path) -> None:
         ) from err
 
 
+def _holding_only(names: tuple[str, ...]) -> Any:
+    """A ``replaceable`` check of :func:`atomic_dir`: a folder holding a file not in
+    ``names`` is not replaced."""
+
+    def reason(folder: Path) -> str | None:
+        others = sorted(p.name for p in folder.iterdir() if p.name not in names)
+        if not others:
+            return None
+        return (
+            f"it holds files that are not part of a saved model ({', '.join(others[:5])}): "
+            "save the model to a new or empty folder"
+        )
+
+    return reason
+
+
 @contextlib.contextmanager
 def atomic_dir(
     path: PathLike, *, overwrite: bool = False, replaceable: Any = None
@@ -186,8 +202,11 @@ def atomic_dir(
         Replace an existing non-empty folder.
     replaceable
         Optional ``callable(folder) -> str | None``: why an existing folder must not be
-        replaced even with ``overwrite`` (e.g. it holds files that are not a saved model).
+        replaced even with ``overwrite`` (e.g. it holds files that are not a saved model);
+        or the names of the files a replaceable folder may hold (any other file keeps it).
     """
+    if replaceable is not None and not callable(replaceable):
+        replaceable = _holding_only(tuple(replaceable))
     path = Path(path).expanduser()
     if path.exists() and not path.is_dir():
         raise FileFormatError(f"{path} is a file: give a folder name to write to")

@@ -1,7 +1,8 @@
 """``tl.map_cells`` and what follows from a mapping: genes, cell-type fractions, locations.
 
-The solvers (``"ot"``, the default ``"auto"``; ``"softmax"``, ``"gradient"``, ``"fgw"``) are
-adapters here, each declared with its options by one :func:`add_solver` call; the registry
+The solvers (``"ot"``, the default ``"auto"``; ``"softmax"``, ``"gradient"``, ``"fgw"``,
+``"attention"``) are adapters here, each declared with its options by one :func:`add_solver`
+call; the registry
 (:data:`METHODS`, also holding the evaluation's baselines), the option check and the mapping
 itself live in :mod:`.methods`. ``cellweave map --list-methods`` prints them all.
 """
@@ -9,6 +10,7 @@ itself live in :mod:`.methods`. ``cellweave map --list-methods`` prints them all
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,9 +23,11 @@ from .._params import jsonable
 from ..device import check_device
 from ..errors import InputError
 from ..graph import nearest_neighbors
-from ..registry import Choice, Float, Int, Text
+from ..registry import Bool, Choice, Float, Int, Text
 from ..train import checkpointing
 from ..validate import check_labels, check_obs_key, check_seed, check_spatial
+from .attention.options import MODEL_OPTIONS as ATTENTION_MODEL_OPTIONS
+from .attention.options import TRAIN_OPTIONS as ATTENTION_TRAIN_OPTIONS
 from .features import Features
 from .fractions import cell_type_fractions
 from .gene_case import check_gene_case, match_gene_case
@@ -202,6 +206,43 @@ def _run_gradient(
     return plan, {**info, "density": density}
 
 
+def _run_attention(
+    feats: Features,
+    adata_sp: AnnData,
+    reference: dict[str, Any] | None = None,
+    *,
+    require_counts: bool = True,
+    device: str = "auto",
+    random_state: int = 0,
+    **options: Any,
+) -> tuple[sparse.csr_matrix, dict[str, Any]]:
+    """:class:`~cellweave.mapping.attention.AttentionMapper` on ``feats.genes``, trained
+    and mapped; ``options`` are the model's and its training's own, their defaults those
+    of the class (``reference``: the reference, its cell types and layers, from
+    :func:`map_cells`)."""
+    from .attention import AttentionMapper
+
+    ref = reference or {}
+    train = {o.name: options.pop(o.name) for o in ATTENTION_TRAIN_OPTIONS if o.name in options}
+    with warnings.catch_warnings():  # map_cells warned once about spots without counts
+        warnings.filterwarnings("ignore", message=".*no counts on the shared genes")
+        model = AttentionMapper(
+            ref["adata_sc"],
+            adata_sp,
+            cell_type_key=ref.get("cell_type_key"),
+            genes=feats.genes,
+            layer_sc=ref.get("layer_sc"),
+            layer_sp=ref.get("layer_sp"),
+            require_counts=require_counts,
+            **options,
+        )
+    model.train(**train, device=device, random_state=random_state)
+    mapping = model.map()
+    plan = mapping.plan[np.flatnonzero(feats.cell_used)][:, np.flatnonzero(~feats.spot_empty)]
+    info = {**model.train_params, **model.options, "require_counts": require_counts}
+    return plan, {**info, "outputs": mapping.outputs}
+
+
 # ---------------------------------------------------------------------------- registry
 # Each solver above, declared with its options (the feature options are added to each).
 
@@ -255,6 +296,14 @@ add_solver(
         Float("tol", 1e-7, low=0),
     ],
 )
+add_solver(
+    "attention",
+    _run_attention,
+    "multi-view attention model: spots' views fused, attention over reference cells, "
+    "count likelihood",
+    [*ATTENTION_MODEL_OPTIONS, *ATTENTION_TRAIN_OPTIONS, Bool("require_counts", True)],
+    reference=True,
+)
 #: cellweave's methods that the leave-gene-out evaluation runs for ``methods="all"``.
 EVALUATED_METHODS = tuple(METHODS.names(SOLVER))
 
@@ -286,13 +335,19 @@ def map_cells(
     ----------
     adata_sc
         Reference cells x genes (raw counts, or binarized / continuous non-negative values).
-        Never written to.
+        Never written to, except by ``method="attention"``, which writes the cells' latent
+        into ``adata_sc.obsm["X_cellweave"]`` (that key only).
     adata_sp
         Spots x genes (counts or intensities), sharing genes with ``adata_sc``.
     method
         ``"auto"`` (= :data:`DEFAULT_METHOD`, ``"ot"``) or a solver of :data:`METHODS`:
-        ``"ot"``, ``"softmax"``, ``"gradient"``, ``"fgw"`` (see the module docstring and
-        ``cellweave map --list-methods``).
+        ``"ot"``, ``"softmax"``, ``"gradient"``, ``"fgw"``, ``"attention"`` (see the module
+        docstring and ``cellweave map --list-methods``). ``"attention"`` (the multi-view
+        attention model, :class:`~cellweave.mapping.attention.AttentionMapper`; raw counts
+        required) also writes the spots' latent ``adata_sp.obsm["X_cellweave"]`` and the
+        per-spot view weights ``adata_sp.obsm["view_weights"]`` (DataFrame spots x views
+        among ``panel``, ``neighbours``, ``histology``, ``modality``; rows sum to 1), and
+        uses ``cell_type_key`` for its type level.
     genes
         Genes to map on (default: every shared gene).
     cell_type_key
@@ -315,12 +370,13 @@ def map_cells(
     key_added
         Names every key the call writes into ``adata_sp``: ``uns[key_added]`` (the sparse
         plan, cell names, genes, totals and ``params``) and, with ``cell_type_key``,
-        ``obsm[f"{key_added}_fractions"]``. ``None`` (default): ``uns["mapping"]`` and
+        ``obsm[f"{key_added}_fractions"]`` (and ``obsm[f"{key_added}_view_weights"]`` for
+        ``"attention"``). ``None`` (default): ``uns["mapping"]`` and
         ``obsm["cell_type_fractions"]``.
     checkpoint_dir, resume
-        The trained solver (``"gradient"``) writes a checkpoint after every epoch into
-        ``checkpoint_dir/fit-000``; ``resume=True`` continues a killed run from it (same
-        result as an uninterrupted run). The other methods ignore them.
+        The trained solvers (``"gradient"``, ``"attention"``) write a checkpoint after every
+        epoch into ``checkpoint_dir/fit-000``; ``resume=True`` continues a killed run from
+        it (same result as an uninterrupted run). The other methods ignore them.
     copy
         Write into a copy of ``adata_sp`` and return it (``adata_sp`` is left unchanged);
         otherwise write in place and return the :class:`Mapping`.
@@ -378,6 +434,7 @@ def map_cells(
             random_state=random_state,
             device=device,
             params=params,
+            cell_type_key=cell_type_key,
         )
     if gene_case != "exact":
         mapping.params["gene_case"] = gene_case
@@ -387,4 +444,26 @@ def map_cells(
         fractions = mapping.cell_type_fractions(labels.to_numpy())
         fractions.index = target.obs_names
         target.obsm[fractions_key] = fractions
+    _write_outputs(mapping, adata_sc, target, key_added)
     return target if copy else mapping
+
+
+#: Key of the spots' and the reference cells' latent written by a model solver.
+LATENT_KEY = "X_cellweave"
+
+
+def _write_outputs(
+    mapping: Mapping, adata_sc: AnnData, target: AnnData, key_added: str | None
+) -> None:
+    """A model solver's outputs: the spots' latent and view weights into ``target``, the
+    cells' latent into ``adata_sc.obsm["X_cellweave"]`` (the one key written there)."""
+    outputs = mapping.outputs
+    if "latent" in outputs:
+        target.obsm[LATENT_KEY] = np.asarray(outputs["latent"])
+    if "view_weights" in outputs:
+        frame = outputs["view_weights"].copy()
+        frame.index = target.obs_names
+        key = "view_weights" if key_added is None else f"{key_added}_view_weights"
+        target.obsm[key] = frame
+    if "cell_latent" in outputs:
+        adata_sc.obsm[LATENT_KEY] = np.asarray(outputs["cell_latent"])

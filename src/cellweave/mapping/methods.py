@@ -75,10 +75,18 @@ METHODS = Registry("mapping method")
 
 
 def add_solver(
-    name: str, runner: Any, description: str, options: list[Option], **features: Any
+    name: str,
+    runner: Any,
+    description: str,
+    options: list[Option],
+    *,
+    reference: bool = False,
+    **features: Any,
 ) -> None:
     """Register a solver: its own options plus the feature options, whose defaults are
-    ``features`` where given (the feature settings the solver starts from)."""
+    ``features`` where given (the feature settings the solver starts from). With
+    ``reference=True`` the runner also gets ``reference=`` (a dict: ``adata_sc``,
+    ``cell_type_key``, ``layer_sc``, ``layer_sp``), for a model of the reference itself."""
     shared = [replace(o, default=features.get(o.name, o.default)) for o in FEATURE_OPTIONS_DECLARED]
     METHODS.add(
         name,
@@ -87,6 +95,7 @@ def add_solver(
         description=description,
         options=[*options, *shared],
         features=features,
+        reference=reference,
     )
 
 
@@ -170,18 +179,24 @@ def compute_mapping(
     random_state: int,
     device: str,
     params: dict[str, Any],
+    cell_type_key: str | None = None,
 ) -> Mapping:
     """Check ``params`` against the solver's declared options, the device, then the data
     (at least :data:`MIN_OBS` cells and spots; coordinates of a solver that uses them; the
     values and shared genes, :func:`~.features.check_inputs`), all before any work and the
-    same for every solver; then map."""
+    same for every solver; then map (``cell_type_key`` goes to the solvers that model cell
+    types, those registered with ``reference=True``)."""
     spec, feature_opts, method_opts = check_params(method, params)
     check_device(device)
     check_min_obs(adata_sc, MIN_OBS, what="cells", name="adata_sc")
     check_min_obs(adata_sp, MIN_OBS, what="spots", name="adata_sp")
     if "spatial_key" in spec.options:  # a solver that uses the spots' coordinates
         key = method_opts.get("spatial_key", spec.options["spatial_key"].default)
-        check_spatial(adata_sp, spatial_key=key, allow_degenerate=False, name="adata_sp")
+        if key is not None:
+            fix = "or spatial_key=None to map without them"
+            check_spatial(
+                adata_sp, spatial_key=key, allow_degenerate=False, fix=fix, name="adata_sp"
+            )
     check_inputs(
         adata_sc,
         adata_sp,
@@ -191,6 +206,7 @@ def compute_mapping(
         normalize=feature_opts.get("normalize", "log_total"),
     )
     data = _Inputs(adata_sc, adata_sp, genes, layer_sc, layer_sp, int(random_state), device)
+    data.cell_type_key = cell_type_key
     if isinstance(feature_opts.get("gene_weights"), str):
         feature_opts["gene_weights"] = _learn_weights(data, spec, feature_opts, method_opts)
     return _solve(data, spec, feature_opts, method_opts)
@@ -203,6 +219,7 @@ class _Inputs:
         self.adata_sc, self.adata_sp, self.genes = adata_sc, adata_sp, genes
         self.layer_sc, self.layer_sp = layer_sc, layer_sp
         self.random_state, self.device = random_state, device
+        self.cell_type_key: str | None = None
 
 
 def _solve(data: _Inputs, spec: Method, feature_opts: dict, method_opts: dict) -> Mapping:
@@ -220,9 +237,18 @@ def _solve(data: _Inputs, spec: Method, feature_opts: dict, method_opts: dict) -
         warn=False,  # check_inputs warned once
         **feature_opts,
     )
+    extra = {}
+    if spec.meta.get("reference"):  # a solver that models the reference itself
+        extra["reference"] = {
+            "adata_sc": adata_sc,
+            "cell_type_key": data.cell_type_key,
+            "layer_sc": data.layer_sc,
+            "layer_sp": data.layer_sp,
+        }
     sub, info = spec.runner(
-        feats, adata_sp, device=data.device, random_state=data.random_state, **method_opts
+        feats, adata_sp, device=data.device, random_state=data.random_state, **extra, **method_opts
     )
+    outputs = info.pop("outputs", {})
     # Back to every cell (rows) and every spot (columns) of the inputs.
     if feats.cell_used.all() and not feats.spot_empty.any():
         plan = sparse.csr_matrix(sub)
@@ -250,6 +276,7 @@ def _solve(data: _Inputs, spec: Method, feature_opts: dict, method_opts: dict) -
         spot_totals=feats.spot_totals,
         method=spec.name,
         params=params_out,
+        outputs=outputs,
     )
 
 

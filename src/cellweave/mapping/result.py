@@ -52,6 +52,9 @@ class Mapping:
         The method that produced the plan.
     params
         Its parameters (and the feature options).
+    outputs
+        What else the method computed per spot or cell (the attention mapper's ``latent``,
+        ``view_weights`` and ``cell_latent``), kept in memory only (not in :meth:`to_uns`).
     """
 
     plan: sparse.csr_matrix
@@ -62,6 +65,7 @@ class Mapping:
     spot_totals: np.ndarray
     method: str
     params: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     _weights: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

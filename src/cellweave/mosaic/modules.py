@@ -1,7 +1,8 @@
 """Torch building blocks of the mosaic model: fusion, mixture prior, decoders.
 
 * :class:`GatedAttentionFusion` - per-cell weights over the modalities it measured (a softmax
-  with absent modalities masked out; gated attention of Ilse et al. 2018).
+  with absent modalities masked out; gated attention of Ilse et al. 2018; defined in
+  :mod:`cellweave.nn`, re-exported here).
 * :class:`MixturePrior` - ``p(z | c, u) = N(m_c + W_c u, diag(exp(s_c)))`` with a discrete
   cluster ``c ~ Cat(pi)`` and a continuous ``u ~ N(0, I)`` (a mixture of factor analysers),
   variational ``q(c | z)`` and ``q(u | c, z)``; the KL term either sums over every cluster
@@ -22,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn import MLP
+from ..nn import MLP, GatedAttentionFusion
 from .kinds import get_head
 
 __all__ = ["GatedAttentionFusion", "HybridDecoder", "MixturePrior", "normal_log_prob"]
@@ -34,24 +35,6 @@ _SOFTPLUS_ONE = math.log(math.e - 1.0)  # softplus(_SOFTPLUS_ONE) == 1
 def normal_log_prob(x: torch.Tensor, mean: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
     """``log N(x | mean, exp(log_var))`` summed over the last axis."""
     return -0.5 * (_LOG_2PI + log_var + (x - mean) ** 2 * torch.exp(-log_var)).sum(-1)
-
-
-class GatedAttentionFusion(nn.Module):
-    """Weights ``softmax_m(w . (tanh(A e_m) * sigmoid(B e_m)))`` over the present modalities
-    and the weighted sum of their embeddings ``e_m``."""
-
-    def __init__(self, n_hidden: int, n_attention: int = 64) -> None:
-        super().__init__()
-        self.a = nn.Linear(n_hidden, n_attention)
-        self.b = nn.Linear(n_hidden, n_attention)
-        self.w = nn.Linear(n_attention, 1)
-
-    def forward(self, e: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``e``: ``(B, M, H)`` embeddings; ``mask``: ``(B, M)`` bool, at least one per row.
-        Returns the fused ``(B, H)`` and the weights ``(B, M)`` (0 where absent)."""
-        score = self.w(torch.tanh(self.a(e)) * torch.sigmoid(self.b(e))).squeeze(-1)
-        weight = torch.softmax(score.masked_fill(~mask, float("-inf")), dim=1)
-        return (weight.unsqueeze(-1) * e).sum(1), weight
 
 
 class MixturePrior(nn.Module):

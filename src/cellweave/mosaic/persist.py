@@ -71,7 +71,7 @@ def write_model(
 
     An existing non-empty folder is replaced only with ``overwrite``, and only if it holds a
     saved model and nothing else (other files would be lost with it)."""
-    with atomic_dir(path, overwrite=overwrite, replaceable=_not_a_model) as tmp:
+    with atomic_dir(path, overwrite=overwrite, replaceable=_FILES) as tmp:
         arrays = {
             f"{mod}/{key}": value
             for mod, info in fitted.items()
@@ -111,16 +111,6 @@ def history_frame(entry: Mapping[str, list]) -> pd.DataFrame:
         frame = frame.set_index(frame.pop("epoch").astype(int))
     return frame
 
-
-def _not_a_model(folder: Path) -> str | None:
-    """Why ``folder`` must not be replaced by a model (``None``: it holds a model only)."""
-    others = sorted(p.name for p in folder.iterdir() if p.name not in _FILES)
-    if others:
-        return (
-            f"it holds files that are not part of a saved model ({', '.join(others[:5])}): "
-            "save the model to a new or empty folder"
-        )
-    return None
 
 
 def read_model(path: str | Path, *, strict: bool = False) -> dict[str, Any]:

@@ -1,7 +1,9 @@
-"""Torch building blocks shared by every cellweave model: MLPs and count likelihoods."""
+"""Torch building blocks shared by every cellweave model: MLPs, gated attention fusion and
+count likelihoods."""
 
 from __future__ import annotations
 
+from .attention import GatedAttentionFusion
 from .layers import MLP, GradientReversal, grad_reverse
 from .likelihoods import (
     LIKELIHOODS,
@@ -14,6 +16,7 @@ from .likelihoods import (
 __all__ = [
     "LIKELIHOODS",
     "MLP",
+    "GatedAttentionFusion",
     "GradientReversal",
     "grad_reverse",
     "multinomial_log_prob",

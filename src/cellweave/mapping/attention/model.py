@@ -1,0 +1,477 @@
+"""``AttentionMapper``: the user-facing multi-view attention mapping model (scvi-tools style).
+
+>>> model = AttentionMapper(adata_sc, adata_sp, cell_type_key="cell_type")  # doctest: +SKIP
+>>> model.train(max_epochs=200)                                             # doctest: +SKIP
+>>> mapping = model.map()               # the training section: a Mapping    # doctest: +SKIP
+>>> other = model.map(adata_sp_new)     # a new section, inference only      # doctest: +SKIP
+>>> z = model.get_latent_representation(kind="cells")                       # doctest: +SKIP
+>>> model.save("model_dir"); model = AttentionMapper.load("model_dir", adata_sc)  # doctest: +SKIP
+
+The model is described in :mod:`.module`; the views in :mod:`.views`; the reference and its
+candidate cells in :mod:`.reference`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+from scipy import sparse
+
+from ..._params import jsonable
+from ..._utils import to_dense
+from ...errors import EmptyDataError, InputError, InvalidOptionError
+from ...train import fit
+from ...validate import check_adata, check_labels, check_obs_key, check_seed
+from ..features import shared_genes
+from ..result import Mapping
+from .module import AttentionModule
+from .options import MODEL, MODEL_OPTIONS
+from .persist import read_model, write_model
+from .reference import Reference, candidates, principal_axes, reference_cells
+from .views import VIEWS, SpotViews, spot_views
+
+__all__ = ["AttentionMapper"]
+
+
+class _Section:
+    """One spatial section prepared for the model: used spots, counts, views, candidates."""
+
+    def __init__(self, adata_sp: AnnData, rows: np.ndarray, counts: np.ndarray, views: SpotViews):
+        self.adata, self.rows, self.counts, self.views = adata_sp, rows, counts, views
+        self.cand: np.ndarray | None = None
+
+
+class AttentionMapper:
+    """Multi-view attention mapping of reference cells onto spots (see :mod:`.module`).
+
+    Parameters
+    ----------
+    adata_sc
+        Reference cells x genes, raw counts (``layer_sc`` to read a layer). Never written to.
+    adata_sp
+        Spots x genes sharing genes with ``adata_sc``: counts (``layer_sp``), coordinates in
+        ``obsm[spatial_key]``, optionally an image in ``uns["spatial"]`` and another modality
+        in ``obsm[modality_key]``. Never written to.
+    cell_type_key
+        ``adata_sc.obs`` column of cell types (two or more): adds the type level of the
+        attention; fractions are the attention summed per type either way.
+    require_counts
+        Refuse spatial values that are not counts (``False``: accept non-negative
+        intensities, modelled as continuous counts).
+    genes
+        Genes to map on (default: every shared gene).
+    layer_sc, layer_sp
+        Layers to read instead of ``X``.
+    **options
+        The model's options (:data:`.options.MODEL_OPTIONS`: ``n_latent``, ``n_hidden``,
+        ``top_k``, ``spatial_key``, ``modality_key``, ``histology``, ``ring_weights``,
+        ``platform_factor``, ``likelihood``, ``shrink``, ``lambda_cells``), checked before any
+        work.
+    """
+
+    def __init__(
+        self,
+        adata_sc: AnnData,
+        adata_sp: AnnData | None,
+        *,
+        cell_type_key: str | None = None,
+        require_counts: bool = True,
+        genes: Sequence[str] | None = None,
+        layer_sc: str | None = None,
+        layer_sp: str | None = None,
+        _saved: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> None:
+        checked = MODEL.check_options(options)
+        unknown = sorted(set(checked) - {o.name for o in MODEL_OPTIONS})
+        if unknown:
+            raise InvalidOptionError(
+                f"{unknown[0]!r} is an option of AttentionMapper.train, not of the model"
+            )
+        self.options = {**{o.name: o.default for o in MODEL_OPTIONS}, **checked}
+        self.options["ring_weights"] = _ring_weights(self.options["ring_weights"])
+        self.cell_type_key, self.layer_sc, self.layer_sp = cell_type_key, layer_sc, layer_sp
+        self.require_counts = bool(require_counts)
+        self.adata_sc = adata_sc
+        if _saved is None:
+            self.genes = shared_genes(adata_sc, adata_sp, genes=genes)
+        else:
+            self.genes = pd.Index(_saved["genes"])
+        self._setup_reference(_saved)
+        self.section: _Section | None = None
+        if adata_sp is not None:
+            self.stats: dict[str, np.ndarray] = {}
+            self.section = self._prepare(adata_sp)
+            self.axes = principal_axes(self.section.views.inputs["panel"], self.ref.panel)
+            self.section.cand = self._candidates(self.section)
+            dims = self.section.views.dims()
+        else:
+            self.axes = np.asarray(_saved["axes"], dtype=np.float32)
+            self.stats = {k: v for k, v in _saved["arrays"].items() if "/" in k}
+            dims = dict(_saved["dims"])
+        self.dims = dims
+        self.module = AttentionModule(
+            dims,
+            len(self.genes),
+            self.ref.n_types,
+            n_latent=self.options["n_latent"],
+            n_hidden=self.options["n_hidden"],
+            likelihood=self.options["likelihood"],
+            platform_factor=self.options["platform_factor"],
+            lambda_cells=self.options["lambda_cells"],
+            prior=self.options["prior"],
+        )
+        self.module.set_reference(self.ref.panel, self.ref.profiles, self.ref.codes, self.axes)
+        self.is_trained = False
+        self.train_params: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ setup
+    def _setup_reference(self, saved: dict[str, Any] | None) -> None:
+        X = check_adata(
+            self.adata_sc,
+            layer=self.layer_sc,
+            require_counts=True,
+            allow_zero_cells=True,
+            name="adata_sc",
+        )
+        counts = to_dense(X[:, self.adata_sc.var_names.get_indexer(self.genes)], np.float32)
+        totals = counts.sum(axis=1)
+        self.cell_used = totals > 0
+        if not self.cell_used.any():
+            raise EmptyDataError(
+                f"no reference cell has counts on the {len(self.genes)} shared genes: check "
+                "that adata_sc holds expression for those genes"
+            )
+        codes, types = np.zeros(self.adata_sc.n_obs, dtype=np.int64), ["all"]
+        if self.cell_type_key is not None:
+            where = f"adata_sc.obs[{self.cell_type_key!r}]"
+            labels = check_labels(
+                check_obs_key(self.adata_sc, self.cell_type_key, name="adata_sc"),
+                where=where,
+                fix="pass a cell_type_key column with at least 2 cell types, or none",
+            )
+            if labels.isna().any():
+                raise InputError(
+                    f"{where} has {int(labels.isna().sum())} missing label(s): label every "
+                    "reference cell or drop the unlabelled ones"
+                )
+            cats = pd.Categorical(labels.astype(str))
+            codes, types = cats.codes.astype(np.int64), [str(c) for c in cats.categories]
+            if saved is not None and types != list(saved["types"]):
+                raise InputError(
+                    f"{where} holds the types {types[:5]}, not those the model was trained on "
+                    f"({list(saved['types'])[:5]}): pass the reference the model was trained on"
+                )
+        self.ref: Reference = reference_cells(
+            counts[self.cell_used],
+            codes[self.cell_used],
+            types,
+            shrink=self.options["shrink"],
+            profiles=self.options["profiles"],
+        )
+
+    def _prepare(self, adata_sp: AnnData) -> _Section:
+        """Counts, used spots and views of a section (checked before any work)."""
+        missing = self.genes[~self.genes.isin(adata_sp.var_names)]
+        if len(missing):
+            raise InputError(
+                f"adata_sp lacks {len(missing)} of the model's genes (e.g. {list(missing[:3])}): "
+                "pass a section measuring the genes the model was trained on"
+            )
+        X = check_adata(
+            adata_sp,
+            layer=self.layer_sp,
+            require_counts=self.require_counts,
+            allow_zero_cells=True,
+            name="adata_sp",
+        )
+        X = X[:, adata_sp.var_names.get_indexer(self.genes)]
+        counts = to_dense(X, np.float32)
+        if (counts < 0).any():
+            raise InputError(
+                "adata_sp holds negative values on the shared genes: pass counts (layer_sp=...)"
+            )
+        totals = counts.sum(axis=1)
+        rows = np.flatnonzero(totals > 0)
+        if not len(rows):
+            raise EmptyDataError(
+                f"no spot has counts on the {len(self.genes)} shared genes: check that adata_sp "
+                "holds expression for those genes"
+            )
+        if len(rows) < adata_sp.n_obs:
+            warnings.warn(
+                f"{adata_sp.n_obs - len(rows)} of {adata_sp.n_obs} spots have no counts on the "
+                "shared genes: they are not mapped",
+                UserWarning,
+                stacklevel=3,
+            )
+        views = spot_views(
+            adata_sp,
+            counts[rows],
+            rows,
+            spatial_key=self.options["spatial_key"],
+            modality_key=self.options["modality_key"],
+            histology=self.options["histology"],
+            ring_weights=self.options["ring_weights"],
+        )
+        if hasattr(self, "dims"):  # a new section: the trained encoders' widths
+            views = _fit_views(views, self.dims)
+        if not self.stats:  # the training section: its statistics standardize every section
+            self.stats = views.statistics()
+        return _Section(adata_sp, rows, counts[rows], views.standardize(self.stats))
+
+    def _candidates(self, section: _Section, device: str = "cpu") -> np.ndarray:
+        return candidates(
+            section.views.inputs["panel"],
+            self.ref,
+            self.axes,
+            top_k=self.options["top_k"],
+            device=device,
+        )
+
+    # ------------------------------------------------------------------ training
+    def train(
+        self,
+        *,
+        max_epochs: int = 30,
+        batch_size: int | None = 128,
+        lr: float = 1e-2,
+        device: str = "auto",
+        random_state: int = 0,
+        checkpoint_dir: str | Path | None = None,
+        resume: bool = False,
+        **trainer: Any,
+    ) -> AttentionMapper:
+        """Train on minibatches of spots (and labelled reference cells) with
+        :func:`cellweave.train.fit`: ``device`` and Lightning's ``accelerator``, ``devices``,
+        ``strategy``, ``precision`` in ``trainer``; a checkpoint every epoch into
+        ``checkpoint_dir`` (``resume=True`` continues a killed run)."""
+        if self.section is None:
+            raise InputError("this model has no training section: build it with adata_sp")
+        given = {"max_epochs": max_epochs, "batch_size": batch_size, "lr": lr}
+        checked = MODEL.check_options(given)
+        check_seed(random_state)
+        torch.manual_seed(int(random_state))
+        self.module = AttentionModule(
+            self.dims,
+            len(self.genes),
+            self.ref.n_types,
+            **{k: self.options[k] for k in _MODULE_KEYS},
+            lr=checked["lr"],
+        )
+        self.module.set_reference(self.ref.panel, self.ref.profiles, self.ref.codes, self.axes)
+        labelled = self.cell_type_key is not None and self.options["lambda_cells"] > 0
+        s = self.section
+        self.module.set_spots(s.views.inputs, s.views.mask, s.counts, s.cand, labelled=labelled)
+        n_rows = self.module.n_spots + self.module.n_cells_labelled
+        result = fit(
+            self.module,
+            n_train=n_rows,
+            batch_size=checked["batch_size"],
+            max_epochs=checked["max_epochs"],
+            early_stopping=False,
+            device=device,
+            seed=int(random_state),
+            checkpoint_dir=checkpoint_dir,
+            resume=resume,
+            fingerprint={"options": jsonable(self.options), "genes": list(self.genes)},
+            **trainer,
+        )
+        self.is_trained = True
+        self.train_params = {
+            **checked,
+            "random_state": int(random_state),
+            "epochs": len(result.epochs),
+            "device": result.device,
+            "seconds": result.seconds,
+        }
+        return self
+
+    # ------------------------------------------------------------------ outputs
+    def _require_trained(self) -> None:
+        if not self.is_trained:
+            raise InputError("the model is not trained: call model.train() first")
+
+    def _infer(self, adata_sp_new: AnnData | None) -> tuple[_Section, dict[str, Any]]:
+        self._require_trained()
+        if adata_sp_new is None:
+            if self.section is None:
+                raise InputError("a loaded model maps a section passed to map(adata_sp_new)")
+            section = self.section
+        else:
+            section = self._prepare(adata_sp_new)
+            section.cand = self._candidates(section)
+        self.module.to("cpu")
+        self.module.move_data(torch.device("cpu"))
+        out = self.module.infer(
+            section.views.inputs,
+            section.views.mask,
+            section.cand,
+            section.counts,
+            refine_steps=self.options["refine_steps"],
+            refine_penalty=self.options["refine_penalty"],
+            refine_cells=self.options["refine_cells"],
+        )
+        return section, out
+
+    def map(self, adata_sp_new: AnnData | None = None) -> Mapping:
+        """The :class:`~cellweave.mapping.result.Mapping` of the training section, or of
+        ``adata_sp_new`` by inference only (no retraining): the plan holds the attention
+        ``a_sc`` of every spot over its candidate cells (columns sum to 1), so
+        ``cell_type_fractions`` gives the model's fractions and ``predict`` /
+        ``project_genes`` the attention over the reference's full profiles. Its
+        ``outputs`` hold ``latent`` and ``view_weights`` (spots without counts: NaN)."""
+        section, out = self._infer(adata_sp_new)
+        n_cells, n_spots = self.adata_sc.n_obs, section.adata.n_obs
+        used = np.flatnonzero(self.cell_used)
+        k = section.cand.shape[1]
+        plan = sparse.csr_matrix(
+            (
+                out["a"].ravel().astype(np.float64),
+                (used[section.cand.ravel()], np.repeat(section.rows, k)),
+            ),
+            shape=(n_cells, n_spots),
+        )
+        plan.eliminate_zeros()
+        genes_idx = self.adata_sc.var_names.get_indexer(self.genes)
+        X = check_adata(self.adata_sc, layer=self.layer_sc, allow_zero_cells=True, name="adata_sc")
+        cell_totals = np.asarray(X[:, genes_idx].sum(axis=1), dtype=np.float64).ravel()
+        spot_totals = np.zeros(n_spots)
+        spot_totals[section.rows] = section.counts.sum(axis=1)
+        mapping = Mapping(
+            plan=plan,
+            cell_names=self.adata_sc.obs_names,
+            spot_names=section.adata.obs_names,
+            genes=self.genes,
+            cell_totals=cell_totals,
+            spot_totals=spot_totals,
+            method="attention",
+            params={**jsonable(self.options), "train": jsonable(self.train_params)},
+        )
+        mapping.outputs = {
+            "latent": _full(out["latent"], section.rows, n_spots),
+            "view_weights": self._view_frame(out["view_weights"], section),
+            "cell_latent": self.get_latent_representation(kind="cells"),
+        }
+        return mapping
+
+    def _view_frame(self, weights: np.ndarray, section: _Section) -> pd.DataFrame:
+        values = _full(weights, section.rows, section.adata.n_obs)
+        return pd.DataFrame(values, index=section.adata.obs_names, columns=self.module.views)
+
+    def get_latent_representation(
+        self, adata: AnnData | None = None, *, kind: str = "spots"
+    ) -> np.ndarray:
+        """Latent of the spots of ``adata`` (default: the training section) or, with
+        ``kind="cells"``, of the reference cells (cells without counts: NaN); one space."""
+        if kind not in ("cells", "spots"):
+            raise InvalidOptionError(f"kind={kind!r}: pass 'cells' or 'spots'")
+        self._require_trained()
+        if kind == "cells":
+            return _full(
+                self.module.cell_latent(), np.flatnonzero(self.cell_used), len(self.cell_used)
+            )
+        section, out = self._infer(adata)
+        return _full(out["latent"], section.rows, section.adata.n_obs)
+
+    def view_weights(self, adata: AnnData | None = None) -> pd.DataFrame:
+        """Per-spot weights of the views (spots x views used; rows sum to 1, 0 where a view
+        is absent)."""
+        section, out = self._infer(adata)
+        return self._view_frame(out["view_weights"], section)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write the model to the folder ``path`` (``model.json``, ``arrays.npz``,
+        ``weights.pt``; atomic)."""
+        self._require_trained()
+        meta = {
+            "options": jsonable(self.options),
+            "cell_type_key": self.cell_type_key,
+            "layer_sc": self.layer_sc,
+            "layer_sp": self.layer_sp,
+            "require_counts": self.require_counts,
+            "genes": list(self.genes),
+            "types": list(self.ref.types),
+            "dims": self.dims,
+            "train_params": jsonable(self.train_params),
+        }
+        state = self.module.state_dict()
+        arrays = {"axes": self.axes, **self.stats}
+        return write_model(path, meta, arrays, state, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path: str | Path, adata_sc: AnnData) -> AttentionMapper:
+        """A model saved with :meth:`save`, on its reference ``adata_sc``; it maps new
+        sections with :meth:`map` (``adata_sp_new``)."""
+        meta, arrays, state = read_model(path)
+        saved = {**meta, "axes": arrays["axes"], "arrays": arrays}
+        options = dict(meta["options"])
+        options["ring_weights"] = tuple(options["ring_weights"])
+        model = cls(
+            adata_sc,
+            None,
+            cell_type_key=meta["cell_type_key"],
+            layer_sc=meta["layer_sc"],
+            layer_sp=meta["layer_sp"],
+            require_counts=meta["require_counts"],
+            _saved=saved,
+            **options,
+        )
+        model.module.load_state_dict(state)
+        model.is_trained = True
+        model.train_params = dict(meta.get("train_params", {}))
+        return model
+
+
+_MODULE_KEYS = ("n_latent", "n_hidden", "likelihood", "platform_factor", "lambda_cells", "prior")
+
+
+def _full(values: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
+    """``values`` of ``rows`` placed in ``n`` rows (the others NaN)."""
+    out = np.full((n, values.shape[1]), np.nan, dtype=np.float64)
+    out[rows] = values
+    return out
+
+
+def _ring_weights(value: Any) -> tuple[float, ...]:
+    try:
+        weights = tuple(float(w) for w in value)
+    except (TypeError, ValueError):
+        weights = ()
+    if not weights or not all(np.isfinite(w) and w >= 0 for w in weights) or not any(weights):
+        raise InvalidOptionError(
+            f"ring_weights={value!r}: pass non-negative weights, one per ring order, e.g. "
+            "(1.0, 0.5)"
+        )
+    return weights
+
+
+def _fit_views(views: SpotViews, dims: dict[str, int]) -> SpotViews:
+    """A new section's views reduced to those the model was trained with: a view the model
+    lacks is dropped, one the section lacks is masked out; a width mismatch is an error."""
+    inputs, mask = {}, views.mask.copy()
+    n = mask.shape[0]
+    for i, name in enumerate(VIEWS):
+        if name not in dims:
+            mask[:, i] = False
+            continue
+        if name not in views.inputs:
+            inputs[name] = np.zeros((n, dims[name]), dtype=np.float32)
+            mask[:, i] = False
+            continue
+        if views.inputs[name].shape[1] != dims[name]:
+            raise InputError(
+                f"the {name} view of the new section has {views.inputs[name].shape[1]} "
+                f"features, the model was trained on {dims[name]}: pass a section measured "
+                "like the training one"
+            )
+        inputs[name] = views.inputs[name]
+    return SpotViews(inputs=inputs, mask=mask)

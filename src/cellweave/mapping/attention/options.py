@@ -1,0 +1,40 @@
+"""The options of the attention mapper, declared once: the model class checks its
+arguments against them and the ``"attention"`` solver of ``map_cells`` declares them."""
+
+from __future__ import annotations
+
+from ...registry import Bool, Choice, Float, Int, Method, Option, Registry, Text
+
+__all__ = ["MODEL", "MODEL_OPTIONS", "TRAIN_OPTIONS"]
+
+#: Options of :class:`~.model.AttentionMapper` itself.
+MODEL_OPTIONS: tuple[Option, ...] = (
+    Int("n_latent", 32, low=2),
+    Int("n_hidden", 128, low=1),
+    Int("top_k", 50, low=0, allow_none=True, doc="candidate cells per spot; 0/None: all"),
+    Text("spatial_key", "spatial", allow_none=True, doc="None: no neighbour/histology view"),
+    Text("modality_key", None, allow_none=True, doc="obsm key of another modality"),
+    Bool("histology", True, doc="use the image in uns['spatial'] when present"),
+    Option("ring_weights", object, (1.0, 0.5), doc="weights of order-1, order-2 neighbours"),
+    Bool("platform_factor", True, doc="learn a per-gene platform factor"),
+    Choice("likelihood", "nb", ("nb", "poisson")),
+    Choice(
+        "profiles", "normalized", ("counts", "normalized"), doc="mix cells' counts or compositions"
+    ),
+    Float("shrink", 0.0, low=0, high=1, doc="shrink cell profiles toward their type mean"),
+    Bool("prior", False, doc="add the spot-cell panel similarity to the attention logits"),
+    Float("lambda_cells", 1.0, low=0, doc="weight of the reference cells' type loss"),
+    Int("refine_steps", 50, low=0, doc="per-spot refinement steps of the type weights"),
+    Float("refine_penalty", 0.01, low=0, doc="L2 weight keeping refinements near the encoder"),
+    Bool("refine_cells", False, doc="also refine the attention within types"),
+)
+#: Options of :meth:`~.model.AttentionMapper.train`.
+TRAIN_OPTIONS: tuple[Option, ...] = (
+    Int("max_epochs", 30, low=1),
+    Int("batch_size", 128, low=1, allow_none=True),
+    Float("lr", 1e-2, low=0, low_open=True),
+)
+#: The model's options as one registry entry (for their checks).
+MODEL: Method = Registry("attention mapper").add(
+    "attention", None, kind="model", description="", options=(*MODEL_OPTIONS, *TRAIN_OPTIONS)
+)

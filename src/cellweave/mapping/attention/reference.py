@@ -1,0 +1,114 @@
+"""The reference side of the attention mapper: cell profiles, types and candidate cells.
+
+Every reference cell keeps its count profile on the shared genes, shrunk toward its type's
+mean composition (``shrink``: ``x~_c = t_c ((1 - shrink) x_c / t_c + shrink m_type(c))``, so
+a cell keeps its library ``t_c`` and loses most of its sampling noise). A spot attends over
+``top_k`` candidate cells chosen by cosine similarity on the principal axes of both
+platforms' panels (split evenly over the cell types when types are known, so every type has
+candidates), so the cost is spots x ``top_k``, not spots x cells.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...ot import topk_similar, unit_rows
+from .views import log_panel, zscore
+
+__all__ = ["Reference", "candidates", "principal_axes", "reference_cells"]
+
+#: Principal axes of the candidate search.
+N_AXES = 30
+
+
+@dataclass
+class Reference:
+    """Reference cells on the shared genes (rows: the used cells).
+
+    Attributes
+    ----------
+    panel
+        ``(n_cells, n_genes)`` panel inputs (as a spot's panel view).
+    profiles
+        ``(n_cells, n_genes)`` count profiles shrunk toward the type means.
+    codes
+        ``(n_cells,)`` type code of every cell (all 0 without types).
+    types
+        Type names (``["all"]`` without types).
+    """
+
+    panel: np.ndarray
+    profiles: np.ndarray
+    codes: np.ndarray
+    types: list[str]
+
+    @property
+    def n_types(self) -> int:
+        return len(self.types)
+
+
+def reference_cells(
+    counts: np.ndarray,
+    codes: np.ndarray,
+    types: list[str],
+    *,
+    shrink: float,
+    profiles: str = "normalized",
+) -> Reference:
+    """The :class:`Reference` of ``counts`` (cells with a non-zero total) typed ``codes``;
+    ``profiles="normalized"``: every cell given the mean library (a spot mixes cells' compositions,
+    each cell contributing the same total), ``"counts"``: each cell its own library."""
+    counts = np.asarray(counts, dtype=np.float64)
+    totals = counts.sum(axis=1, keepdims=True)
+    comp = counts / np.maximum(totals, 1e-12)
+    if profiles == "normalized":
+        totals = np.full_like(totals, totals.mean())
+    means = np.zeros((len(types), counts.shape[1]))
+    np.add.at(means, codes, comp)
+    means /= np.maximum(np.bincount(codes, minlength=len(types))[:, None], 1)
+    profiles = totals * ((1.0 - shrink) * comp + shrink * means[codes])
+    return Reference(
+        panel=zscore(log_panel(counts)),
+        profiles=profiles.astype(np.float32),
+        codes=np.asarray(codes, dtype=np.int64),
+        types=list(types),
+    )
+
+
+def principal_axes(*panels: np.ndarray, n_axes: int = N_AXES) -> np.ndarray:
+    """``(n_genes, n_axes)`` principal axes of the stacked panels (signs fixed)."""
+    M = np.vstack(panels).astype(np.float64)
+    M = M - M.mean(axis=0)
+    cov = M.T @ M
+    _, vecs = np.linalg.eigh(cov)
+    axes = vecs[:, ::-1][:, : min(n_axes, M.shape[1])]
+    signs = np.sign(axes[np.argmax(np.abs(axes), axis=0), np.arange(axes.shape[1])])
+    return (axes * np.where(signs == 0, 1.0, signs)).astype(np.float32)
+
+
+def candidates(
+    spot_panel: np.ndarray,
+    ref: Reference,
+    axes: np.ndarray,
+    *,
+    top_k: int | None,
+    device: str = "cpu",
+) -> np.ndarray:
+    """``(n_spots, k)`` candidate cells of every spot, grouped by type (``top_k`` 0 or
+    ``None``, or at least the number of cells: every cell)."""
+    n_cells = ref.panel.shape[0]
+    if not top_k or top_k >= n_cells:
+        order = np.argsort(ref.codes, kind="stable")
+        return np.broadcast_to(order, (spot_panel.shape[0], n_cells)).copy()
+    A = unit_rows(spot_panel @ axes)
+    B = unit_rows(ref.panel @ axes)
+    per_type = max(1, -(-int(top_k) // ref.n_types))
+    blocks = []
+    for t in range(ref.n_types):
+        members = np.flatnonzero(ref.codes == t)
+        k = min(per_type, len(members))
+        idx, _ = topk_similar(A, B[members], k=k, device=device)
+        blocks.append(members[idx])
+    return np.hstack(blocks)
