@@ -112,7 +112,6 @@ def history_frame(entry: Mapping[str, list]) -> pd.DataFrame:
     return frame
 
 
-
 def read_model(path: str | Path, *, strict: bool = False) -> dict[str, Any]:
     """A saved model's ``meta`` (``model.json``), ``fitted`` state with its arrays,
     ``batch_names``, ``label_classes``, ``graph`` (``None`` when it had none) and ``state``.
