@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from _ablations import run_ablations
+from _carry import SOURCE_PREFIX, read_peers, with_peers
 from _report import header, markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,14 +131,30 @@ def run_accuracy(
     return results
 
 
-def _cell(table: pd.DataFrame, ranks: pd.Series, method: str) -> str:
+def _cell(table: pd.DataFrame, ranks: pd.Series, method: str, carried=None) -> str:
     if method not in table.index:
+        if carried is not None and method in carried.index:
+            row = carried.loc[method]
+            return f"{row['pcc']:.3f} / {row['ssim']:.3f} (carried)"
         return "-"
     row = table.loc[method]
     return f"{row['pcc']:.3f} / {row['ssim']:.3f} ({ranks[method]})"
 
 
-def accuracy_report(results: dict, folds: int) -> list[str]:
+def _peers(r, carried: dict, name: str, scheme: str) -> pd.DataFrame:
+    """Peer rows of one data set and scheme: evaluated now, else carried."""
+    t = r.tables[scheme]
+    now = t[t["kind"] == "peer"][["pcc", "ssim"]]
+    old = carried.get(name, {}).get(scheme)
+    if old is None:
+        return now
+    return pd.concat([now, old.drop(index=list(now.index), errors="ignore")[["pcc", "ssim"]]])
+
+
+def accuracy_report(
+    results: dict, folds: int, carried: dict | None = None, source: str = ""
+) -> list[str]:
+    carried = carried or {}
     md = [
         f"- protocol: leave-gene-out, {folds} folds of the sorted shared genes shuffled with "
         "numpy.random.default_rng(0); per held-out gene PCC, SSIM, RMSE, JS "
@@ -147,30 +165,55 @@ def accuracy_report(results: dict, folds: int) -> list[str]:
         "`spage_raw` = SpaGE called on raw values as SpatialBenchmarking does",
         "- seconds / cpu_seconds: the whole cross-validation (all folds), wall and process CPU",
         *(_provenance(name, r) for name, r in results.items()),
+        *(
+            [
+                f"{SOURCE_PREFIX}{source}",
+                "  on the same folds and scorer, carried from that report's tables "
+                "(`--carry-peers-from`): their medians and timings as measured then; their "
+                "per-gene scores were not kept, so they are not ranked (AS, rank: `-`, "
+                "`carried`) and the AS ranks of the other rows are among the methods run now",
+            ]
+            if carried
+            else []
+        ),
         "",
         "## Median PCC / SSIM (AS rank) per data set and scheme",
         "",
     ]
     methods = list(dict.fromkeys(m for r in results.values() for m in r.tables["normalized"].index))
+    methods += [
+        m
+        for by_scheme in carried.values()
+        for m in by_scheme.get("normalized", pd.DataFrame()).index
+        if m not in methods
+    ]
     columns = [(n, s) for n in results for s in SCHEMES]
     md.append("| method | kind | " + " | ".join(f"{n} {s}" for n, s in columns) + " |")
     md.append("|---|---|" + "---|" * len(columns))
     for m in methods:
         kind = next(
-            r.tables["normalized"].loc[m, "kind"]
-            for r in results.values()
-            if m in r.tables["normalized"].index
+            (
+                r.tables["normalized"].loc[m, "kind"]
+                for r in results.values()
+                if m in r.tables["normalized"].index
+            ),
+            "peer",
         )
-        cells = [_cell(results[n].tables[s], results[n].ranking(s), m) for n, s in columns]
+        cells = [
+            _cell(results[n].tables[s], results[n].ranking(s), m, carried.get(n, {}).get(s))
+            for n, s in columns
+        ]
         md.append(f"| {m} | {kind} | " + " | ".join(cells) + " |")
     md.append("")
-    md += speed_report(results)
-    md += targets_report(results)
+    md += speed_report(results, carried)
+    md += targets_report(results, carried)
+    md += attention_targets(results, carried)
     for name, r in results.items():
         for s in SCHEMES:
             table = r.tables[s].copy()
             table.insert(table.columns.get_loc("AS") + 1, "rank", r.ranking(s))
             table = table.sort_values(["rank", "pcc"], ascending=[True, False], kind="stable")
+            table = with_peers(table, carried.get(name, {}).get(s))
             md += [f"## {name}, {s} scheme", "", *markdown_table(table, digits=3), ""]
     return md
 
@@ -192,25 +235,40 @@ def _peer_rows(r) -> list[str]:
     return list(t[t["kind"] == "peer"].index)
 
 
-def speed_report(results: dict) -> list[str]:
+def speed_report(results: dict, carried: dict | None = None) -> list[str]:
+    carried = carried or {}
     default = next(iter(results.values())).default
     combined = any(r.protocol.get("combined_with") for r in results.values())
+    ours = [m for m in (default, "attention") if any(m in r.table.index for r in results.values())]
     md = [
         "## Speed: CPU seconds of the whole cross-validation",
         "",
-        f"`{default}` and `spage` in the same run"
-        + ("; `tangram` from the first run on the same machine and folds" if combined else "")
+        f"{', '.join(f'`{m}`' for m in ours)} and `spage` in the same run"
+        + (
+            "; `tangram` from the first run on the same machine and folds"
+            if combined or carried
+            else ""
+        )
         + ".",
         "",
-        f"| data | {default} | spage | tangram | {default} / spage | tangram / {default} |",
-        "|---|---:|---:|---:|---:|---:|",
+        f"| data | {' | '.join(ours)} | spage | tangram | "
+        + " | ".join(f"{m} / spage" for m in ours)
+        + f" | tangram / {default} |",
+        "|---|" + "---:|" * (2 * len(ours) + 3),
     ]
     for name, r in results.items():
         cpu = r.tables["normalized"]["cpu_seconds"]
-        me, spage, tangram = (cpu.get(m, np.nan) for m in (default, "spage", "tangram"))
+        old = carried.get(name, {}).get("normalized")
+        if "tangram" not in cpu.index and old is not None and "tangram" in old.index:
+            cpu = pd.concat([cpu, old["cpu_seconds"].loc[["tangram"]]])
+        mine = [cpu.get(m, np.nan) for m in ours]
+        spage, tangram = cpu.get("spage", np.nan), cpu.get("tangram", np.nan)
         md.append(
-            f"| {name} | {me:.2f} | {spage:.2f} | {tangram:.1f} | {me / spage:.2f} | "
-            f"{tangram / me:.1f} |"
+            f"| {name} | "
+            + " | ".join(f"{v:.2f}" for v in mine)
+            + f" | {spage:.2f} | {tangram:.1f} | "
+            + " | ".join(f"{v / spage:.2f}" for v in mine)
+            + f" | {tangram / cpu.get(default, np.nan):.1f} |"
         )
     if any(default not in r.tables["normalized"].index for r in results.values()):
         md.append("")
@@ -219,7 +277,8 @@ def speed_report(results: dict) -> list[str]:
     return md
 
 
-def targets_report(results: dict) -> list[str]:
+def targets_report(results: dict, carried: dict | None = None) -> list[str]:
+    carried = carried or {}
     default = next(iter(results.values())).default
     md = ["## Targets (cellweave's default method)", ""]
     if any(default not in r.tables["normalized"].index for r in results.values()):
@@ -236,7 +295,7 @@ def targets_report(results: dict) -> list[str]:
     for name, r in results.items():
         for s in SCHEMES:
             t = r.tables[s]
-            peers = t[t["kind"] == "peer"]
+            peers = _peers(r, carried, name, s)
             others = t[t["kind"].isin(["peer", "baseline"])].index
             vs_peers = r.ranking(s, among=[default, *others])[default]
             pcc_ok = bool((t.loc[default, "pcc"] > peers["pcc"]).all())
@@ -244,6 +303,41 @@ def targets_report(results: dict) -> list[str]:
             md.append(
                 f"| {name} | {s} | {vs_peers} | {r.ranking(s)[default]} | "
                 f"{'yes' if pcc_ok else 'NO'} | {'yes' if ssim_ok else 'NO'} |"
+            )
+    return [*md, ""]
+
+
+def attention_targets(results: dict, carried: dict | None = None) -> list[str]:
+    """Issue 17's gene targets: attention's median PCC and SSIM at least `ot`'s and above
+    every peer's (normalized scheme; raw shown too)."""
+    carried = carried or {}
+    if any("attention" not in r.table.index for r in results.values()):
+        return []
+    md = [
+        "## Targets (issue 17): `attention` vs `ot` and the peers",
+        "",
+        "- target: median PCC and SSIM (normalized scheme) at least `ot`'s and above every "
+        "peer's (Tangram, gimVI, novoSpaRc), on MERFISH and BDTNP; raw scheme for reference",
+        "",
+        "| data | scheme | attention PCC / SSIM | ot PCC / SSIM | best peer PCC / SSIM | "
+        "PCC >= ot | SSIM >= ot | PCC above every peer | SSIM above every peer |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def yes(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    for name, r in results.items():
+        for s in SCHEMES:
+            t = r.tables[s]
+            a, o = t.loc["attention"], t.loc["ot"]
+            peers = _peers(r, carried, name, s)
+            best = f"{peers['pcc'].max():.3f} / {peers['ssim'].max():.3f}" if len(peers) else "-"
+            md.append(
+                f"| {name} | {s} | {a['pcc']:.3f} / {a['ssim']:.3f} | "
+                f"{o['pcc']:.3f} / {o['ssim']:.3f} | {best} | {yes(a['pcc'] >= o['pcc'])} | "
+                f"{yes(a['ssim'] >= o['ssim'])} | {yes(bool((a['pcc'] > peers['pcc']).all()))} | "
+                f"{yes(bool((a['ssim'] > peers['ssim']).all()))} |"
             )
     return [*md, ""]
 
@@ -418,8 +512,20 @@ def main() -> None:
         action="store_true",
         help="merge the methods evaluated now into the cached results (same folds)",
     )
+    parser.add_argument(
+        "--carry-peers-from",
+        type=Path,
+        default=None,
+        help="an earlier mapping.md on the same folds: its peer rows are shown (unranked) "
+        "where the peers are not evaluated now",
+    )
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--deconv", action="store_true", help="simulated deconvolution")
+    parser.add_argument(
+        "--ablations",
+        action="store_true",
+        help="attention's ablations on MERFISH genes and simulated fractions",
+    )
     parser.add_argument("--scale", action="store_true", help="100k cells x 50k spots")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "mapping.md")
     parser.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
@@ -436,7 +542,20 @@ def main() -> None:
         results = run_accuracy(
             names, args.data_dir, args.folds, args.methods, peers, args.cache, args.update_cache
         )
-        md += accuracy_report(results, args.folds)
+        carried, source = (
+            ({}, "") if args.carry_peers_from is None else read_peers(args.carry_peers_from)
+        )
+        md += accuracy_report(results, args.folds, carried, source)
+    if args.ablations:
+        sc_file, sp_file = DATASETS["merfish"]
+        md += run_ablations(
+            args.data_dir / sc_file,
+            args.data_dir / sp_file,
+            "merfish",
+            args.folds,
+            args.cache,
+            cached=args.methods == "cached",
+        )
     if args.deconv:
         md += run_deconvolution(n_spots=500, n_genes=200, seeds=(0, 1, 2))
     if args.scale:

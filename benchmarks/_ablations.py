@@ -1,0 +1,143 @@
+"""Ablations of the attention mapper (``bench_mapping.py --ablations``): the default against
+the model without its neighbour view, without its platform factor, and with other top-k
+sizes, on leave-gene-out gene prediction and on simulated cell-type fractions."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import replace
+
+import pandas as pd
+
+from _report import markdown_table
+
+#: Variant name -> the options it changes from the default ``attention``.
+ABLATIONS: dict[str, dict] = {
+    "attention": {},
+    "attention_no_neighbours": {"spatial_key": None},
+    "attention_no_platform": {"platform_factor": False},
+    "attention_top_k10": {"top_k": 10},
+    "attention_top_k200": {"top_k": 200},
+}
+
+
+def gene_ablations(adata_sc, adata_sp, folds: int, params: dict | None = None):
+    """Leave-gene-out evaluation (both schemes, the bench's folds) of every variant."""
+    from cellweave.mapping.evaluate import available_methods, evaluate
+
+    base = available_methods()["attention"]
+    spec = {
+        name: replace(base, name=name, params={**base.params, **(params or {}), **options})
+        for name, options in ABLATIONS.items()
+    }
+    t0 = time.perf_counter()
+    result = evaluate(adata_sc, adata_sp, methods=spec, folds=folds, scheme="both")
+    print(f"ablations: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    return result
+
+
+def fraction_ablations(seeds: tuple[int, ...], n_spots: int = 500, n_genes: int = 200):
+    """RMSE, per-type Pearson and JS of every variant's fractions on the simulator (mean
+    over ``seeds``), with CPU seconds."""
+    import cellweave as cw
+    from cellweave.mapping.api import map_cells
+    from cellweave.metrics import fraction_scores
+
+    rows: dict[str, list[dict]] = {name: [] for name in ABLATIONS}
+    for seed in seeds:
+        spatial, reference = cw.sim.simulate_spatial(
+            n_spots=n_spots, n_genes=n_genes, random_state=seed
+        )
+        truth = spatial.obsm.pop("true_fractions")
+        for name, options in ABLATIONS.items():
+            target = spatial.copy()
+            c0 = time.process_time()
+            map_cells(
+                reference.copy(),
+                target,
+                method="attention",
+                cell_type_key="cell_type",
+                random_state=seed,
+                **options,
+            )
+            pred = pd.DataFrame(target.obsm["cell_type_fractions"])
+            pred.index = truth.index
+            s = fraction_scores(truth, pred[truth.columns])
+            rows[name].append(
+                {
+                    "rmse": s["rmse"],
+                    "pcc_mean": s["pcc_mean"],
+                    "js_mean": s["js_mean"],
+                    "cpu_seconds": time.process_time() - c0,
+                }
+            )
+            print(f"ablation seed {seed} {name}: rmse {s['rmse']:.3f}", file=sys.stderr)
+    return pd.DataFrame({n: pd.DataFrame(r).mean() for n, r in rows.items()}).T
+
+
+def ablation_report(data: str, genes, fractions: pd.DataFrame | None, seeds) -> list[str]:
+    """Markdown: one row per variant, gene medians (both schemes) and fraction scores."""
+    table = pd.DataFrame(index=pd.Index(list(ABLATIONS), name="variant"))
+    table["options"] = [
+        ", ".join(f"{k}={v}" for k, v in o.items()) or "(default)" for o in ABLATIONS.values()
+    ]
+    for scheme in ("normalized", "raw"):
+        t = genes.tables[scheme]
+        table[f"pcc {scheme}"] = t["pcc"].reindex(table.index)
+        table[f"ssim {scheme}"] = t["ssim"].reindex(table.index)
+    table["CV cpu_seconds"] = genes.tables["normalized"]["cpu_seconds"].reindex(table.index)
+    if fractions is not None:
+        table["fractions rmse"] = fractions["rmse"]
+        table["fractions pcc_mean"] = fractions["pcc_mean"]
+        table["fractions js_mean"] = fractions["js_mean"]
+        table["fractions cpu_seconds"] = fractions["cpu_seconds"]
+    md = [
+        "## Ablations of `attention`",
+        "",
+        f"- genes: leave-gene-out on {data}, the folds above (5, rng 0), per-gene medians "
+        "(normalized scheme primary)",
+    ]
+    if fractions is not None:
+        md.append(
+            "- fractions: `cw.sim.simulate_spatial(n_spots=500, n_genes=200, random_state=s)`, "
+            f"s in {', '.join(map(str, seeds))}, `map_cells(..., method='attention', "
+            "cell_type_key='cell_type', random_state=s, **options)`; RMSE, mean per-type "
+            "Pearson, mean JS per spot: mean over seeds"
+        )
+    default = table.loc["attention"]
+    alone = table.loc["attention_no_neighbours"]
+    delta = default["pcc normalized"] - alone["pcc normalized"]
+    dssim = default["ssim normalized"] - alone["ssim normalized"]
+    md += [
+        f"- neighbour view: default minus `spatial_key=None`, median PCC {delta:+.3f}, "
+        f"SSIM {dssim:+.3f} (normalized)"
+        + (
+            f"; fractions RMSE {default['fractions rmse'] - alone['fractions rmse']:+.3f}"
+            if fractions is not None
+            else ""
+        ),
+        "",
+        *markdown_table(table, digits=3),
+        "",
+    ]
+    return md
+
+
+def run_ablations(sc_path, sp_path, data: str, folds: int, cache, cached: bool) -> list[str]:
+    """Both ablations (pickled into ``cache``; ``cached``: re-render the pickle)."""
+    import pickle
+
+    import anndata as ad
+
+    seeds = (0, 1, 2)
+    path = None if cache is None else cache / f"{data}_ablations.pkl"
+    if cached and path is not None and path.exists():
+        genes, fractions = pickle.loads(path.read_bytes())
+    else:
+        genes = gene_ablations(ad.read_h5ad(sc_path), ad.read_h5ad(sp_path), folds)
+        fractions = fraction_ablations(seeds)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(pickle.dumps((genes, fractions)))
+    return ablation_report(data, genes, fractions, seeds)
