@@ -181,12 +181,14 @@ def accuracy_report(
         "",
     ]
     methods = list(dict.fromkeys(m for r in results.values() for m in r.tables["normalized"].index))
-    methods += [
-        m
-        for by_scheme in carried.values()
-        for m in by_scheme.get("normalized", pd.DataFrame()).index
-        if m not in methods
-    ]
+    methods = list(
+        dict.fromkeys(
+            [
+                *methods,
+                *(m for by in carried.values() for m in by.get("normalized", pd.DataFrame()).index),
+            ]
+        )
+    )
     columns = [(n, s) for n in results for s in SCHEMES]
     md.append("| method | kind | " + " | ".join(f"{n} {s}" for n, s in columns) + " |")
     md.append("|---|---|" + "---|" * len(columns))
@@ -245,8 +247,10 @@ def speed_report(results: dict, carried: dict | None = None) -> list[str]:
         "",
         f"{', '.join(f'`{m}`' for m in ours)} and `spage` in the same run"
         + (
-            "; `tangram` from the first run on the same machine and folds"
-            if combined or carried
+            "; `tangram` carried from the earlier run named above (same folds)"
+            if carried
+            else "; `tangram` from the first run on the same machine and folds"
+            if combined
             else ""
         )
         + ".",
