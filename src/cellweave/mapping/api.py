@@ -29,12 +29,14 @@ from .genes import predict_genes, project_genes
 from .methods import (
     DEFAULT_METHOD,
     FEATURE_OPTIONS,
+    FRACTIONS_METHOD,
     METHODS,
     MIN_OBS,
     SOLVER,
     add_solver,
     check_params,
     get_method,
+    resolve_method,
 )
 from .methods import compute_mapping as _compute_mapping
 from .result import FRACTIONS_KEY, Mapping, result_keys
@@ -44,6 +46,7 @@ __all__ = [
     "EVALUATED_METHODS",
     "FEATURE_OPTIONS",
     "FRACTIONS_KEY",
+    "FRACTIONS_METHOD",
     "METHODS",
     "MIN_OBS",
     "cell_type_fractions",
@@ -52,6 +55,7 @@ __all__ = [
     "map_cells",
     "predict_genes",
     "project_genes",
+    "resolve_method",
 ]
 
 
@@ -287,9 +291,13 @@ def map_cells(
     adata_sp
         Spots x genes (counts or intensities), sharing genes with ``adata_sc``.
     method
-        ``"auto"`` (= :data:`DEFAULT_METHOD`, ``"ot"``) or a solver of :data:`METHODS`:
-        ``"ot"``, ``"softmax"``, ``"gradient"``, ``"fgw"`` (see the module docstring and
-        ``cellweave map --list-methods``).
+        ``"auto"`` or a solver of :data:`METHODS`: ``"ot"``, ``"softmax"``, ``"gradient"``,
+        ``"fgw"`` (see the module docstring and ``cellweave map --list-methods``).
+        ``"auto"`` is :data:`DEFAULT_METHOD` (the best for predicting genes), and with a
+        ``cell_type_key`` :data:`FRACTIONS_METHOD` (the measured best for cell-type
+        fractions of spots that mix cells; both named in :mod:`cellweave.mapping`) unless ``params`` holds options only
+        another solver declares (:func:`~cellweave.mapping.methods.resolve_method`); what it
+        chose is in ``uns[key_added]["params"]`` (``method``, and ``auto``).
     genes
         Genes to map on (default: every shared gene).
     cell_type_key
@@ -347,10 +355,11 @@ def map_cells(
             where=f"adata_sc.obs[{cell_type_key!r}]",
             fix="pass a cell_type_key column with at least 2 cell types, or none",
         )
+    solver = resolve_method(method, cell_type_key=cell_type_key, params=params)
     run = None
     if checkpoint_dir is not None:
         names = [adata_sc.obs_names, adata_sp.obs_names, adata_sc.var_names, adata_sp.var_names]
-        run = {"method": method, "genes": genes, "params": jsonable(params), "seed": random_state}
+        run = {"method": solver, "genes": genes, "params": jsonable(params), "seed": random_state}
         run["names"] = [
             hashlib.sha256("\x1f".join(map(str, n)).encode()).hexdigest() for n in names
         ]
@@ -358,7 +367,7 @@ def map_cells(
         mapping = _compute_mapping(
             adata_sc,
             adata_sp,
-            method=method,
+            method=solver,
             genes=genes,
             layer_sc=layer_sc,
             layer_sp=layer_sp,
@@ -366,6 +375,11 @@ def map_cells(
             device=device,
             params=params,
         )
+    if method == "auto":
+        mapping.params["auto"] = {
+            "chose": solver,
+            "for": "cell-type fractions" if solver == FRACTIONS_METHOD else "genes",
+        }
     target = adata_sp.copy() if copy else adata_sp
     target.uns[uns_key] = mapping.to_uns()
     if labels is not None:

@@ -46,6 +46,11 @@ def cell_type_fractions(
     share of the cell's mass), plus ``adata_sc.obsm["spatial_mapped"]`` (that spot's
     coordinates; NaN for unmapped cells) when ``adata_sp.obsm[spatial_key]`` exists.
 
+    The fractions are only as good as the mapping: compute it with
+    ``map_cells(adata_sc, adata_sp, cell_type_key=...)`` (``method="auto"`` then runs
+    :data:`~cellweave.mapping.methods.FRACTIONS_METHOD`, the measured best for fractions,
+    and writes them too) rather than with the gene-prediction default.
+
     Parameters
     ----------
     mapping
