@@ -6,7 +6,9 @@ cells_per_spot) -> DataFrame`` (spots x cell types, rows sum to 1), takes raw co
 
 ``destvi``
     scvi-tools (``DestVI`` tutorial): ``CondSCVI.setup_anndata(labels_key=...)``,
-    ``CondSCVI(weight_obs=False).train()`` (its default 300 epochs), then
+    ``CondSCVI(weight_obs=False).train()`` (its default 300 epochs; ``prior="normal"``, its
+    default, given explicitly, and its VampPrior handed over as tensors: two fixes for
+    scvi-tools 1.4.2's ``from_rna_model``), then
     ``DestVI.from_rna_model`` on the spots and ``train(max_epochs=2500)``;
     ``get_proportions()``.
 ``cell2location``
@@ -99,6 +101,20 @@ def tangram_fractions(
     return run(reference, spots, cell_type_key=cell_type_key, random_state=random_state)
 
 
+def _vamp_prior_as_tensors(sc_model) -> None:
+    """scvi-tools 1.4.2: ``CondSCVI.get_vamp_prior`` (the default prior's path in
+    ``DestVI.from_rna_model``) returns numpy arrays that ``MRDeconv`` cannot register as
+    buffers; hand them over as float32 tensors (same values)."""
+    import torch
+
+    original = sc_model.get_vamp_prior
+
+    def as_tensors(adata=None, p: int = 10) -> dict:
+        return {k: torch.as_tensor(v, dtype=torch.float32) for k, v in original(adata, p=p).items()}
+
+    sc_model.get_vamp_prior = as_tensors
+
+
 def destvi_fractions(
     reference: AnnData,
     spots: AnnData,
@@ -117,8 +133,11 @@ def destvi_fractions(
     sc = _counts_copy(reference[:, genes], reference.obs[[cell_type_key]].copy())
     st = _counts_copy(spots[:, genes])
     CondSCVI.setup_anndata(sc, labels_key=cell_type_key)
-    sc_model = CondSCVI(sc, weight_obs=False)
+    # prior="normal" is CondSCVI's own default, passed explicitly: scvi-tools 1.4.2's
+    # DestVI.from_rna_model reads it from the model's init kwargs (KeyError 'prior' otherwise)
+    sc_model = CondSCVI(sc, weight_obs=False, prior="normal")
     sc_model.train(accelerator="cpu", enable_progress_bar=False)
+    _vamp_prior_as_tensors(sc_model)
     DestVI.setup_anndata(st)
     st_model = DestVI.from_rna_model(st, sc_model)
     st_model.train(max_epochs=DESTVI_EPOCHS, accelerator="cpu", enable_progress_bar=False)
