@@ -134,9 +134,12 @@ def run_method(method: str, reference, spots, *, seed: int, cells_per_spot: floa
     return target.obsm["cell_type_fractions"]
 
 
-def evaluate(name: str, seeds, methods, data_dir: Path, cache: dict, c2l_epochs: int) -> None:
+def evaluate(
+    name: str, seeds, methods, data_dir: Path, cache: dict, c2l_epochs: int, update: bool
+) -> None:
     """Run ``methods`` on every seed of truth set ``name``; each result goes into ``cache``
-    (and the cache file) as soon as it is done."""
+    (and the cache file, merged with its other methods' rows when ``update``) as soon as it
+    is done."""
     for seed in seeds:
         reference, spots, truth, n_cells = truth_set(name, seed, data_dir)
         for method in methods:
@@ -161,7 +164,7 @@ def evaluate(name: str, seeds, methods, data_dir: Path, cache: dict, c2l_epochs:
             if method == "cell2location":
                 row["epochs"] = c2l_epochs
             cache.setdefault(str(seed), {})[method] = row
-            save_cache(name, {str(seed): cache[str(seed)]})
+            save_cache(name, {str(seed): cache[str(seed)]}, merge=update)
             shown = {k: round(v, 3) for k, v in row.items() if isinstance(v, float)}
             print(f"{name} seed {seed} {method}: {shown}", file=sys.stderr, flush=True)
 
@@ -179,12 +182,15 @@ def load_cache(name: str) -> dict:
     return out
 
 
-def save_cache(name: str, cache: dict) -> None:
+def save_cache(name: str, cache: dict, *, merge: bool = True) -> None:
+    """Write each seed's rows; with ``merge`` the rows already on disk for other methods are
+    kept (several processes may run different methods of one seed)."""
     for seed, rows in cache.items():
         path = cache_path(name, seed)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
+        old = json.loads(path.read_text()) if merge and path.exists() else {}
+        tmp = path.with_suffix(f".json.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({**old, **rows}, indent=1, sort_keys=True) + "\n")
         tmp.replace(path)
 
 
@@ -291,7 +297,7 @@ def main() -> None:
             if not args.update_cache:  # the seeds run now start afresh
                 caches[name] = {k: v for k, v in caches[name].items() if int(k) not in seeds}
             epochs = args.c2l_epochs or C2L_BENCH_EPOCHS
-            evaluate(name, seeds, methods, args.data_dir, caches[name], epochs)
+            evaluate(name, seeds, methods, args.data_dir, caches[name], epochs, args.update_cache)
     md = report({name: load_cache(name) for name in SETS})  # other runs' sets included
     lines = header("Deconvolution", PACKAGES)[2:]  # command, machine, versions
     lines.append(f"- threads: OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
