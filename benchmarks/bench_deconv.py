@@ -197,22 +197,27 @@ def save_cache(name: str, cache: dict, *, merge: bool = True) -> None:
 # ----------------------------------------------------------------------------- report
 
 
-def summary(cache: dict) -> pd.DataFrame:
-    """Mean over seeds per method (worst seed's RMSE, seeds counted, CPU seconds)."""
+def summary(cache: dict, base: str = "gradient") -> pd.DataFrame:
+    """Mean over seeds per method (worst seed's RMSE, CPU seconds, the seeds), and its RMSE
+    and Pearson minus ``base``'s on the same seeds (methods may have run on fewer seeds)."""
     rows = {}
     methods = dict.fromkeys(m for per_seed in cache.values() for m in per_seed)
     for method in methods:
-        runs = [cache[s][method] for s in sorted(cache) if method in cache[s]]
-        ok = [r for r in runs if "error" not in r]
-        if not ok:
-            rows[method] = {"failed": runs[0].get("error", "?")}
+        seeds = [s for s in sorted(cache) if "error" not in cache[s].get(method, {"error": 1})]
+        if not seeds:
+            first = next(cache[s][method] for s in sorted(cache) if method in cache[s])
+            rows[method] = {"failed": first.get("error", "?")}
             continue
-        rows[method] = {
-            **{k: float(np.mean([r[k] for r in ok])) for k in SCORES},
-            "rmse_worst_seed": max(r["rmse"] for r in ok),
-            "cpu_seconds": float(np.mean([r["cpu_seconds"] for r in ok])),
-            "seeds": len(ok),
-        }
+        ok = [cache[s][method] for s in seeds]
+        row = {k: float(np.mean([r[k] for r in ok])) for k in SCORES}
+        row["rmse_worst_seed"] = max(r["rmse"] for r in ok)
+        same = [cache[s][base] for s in seeds if base in cache[s]]
+        if len(same) == len(seeds) and method != base:
+            row[f"rmse - {base}"] = row["rmse"] - float(np.mean([r["rmse"] for r in same]))
+            row[f"pcc - {base}"] = row["pcc_mean"] - float(np.mean([r["pcc_mean"] for r in same]))
+        row["cpu_seconds"] = float(np.mean([r["cpu_seconds"] for r in ok]))
+        row["seeds"] = ",".join(seeds)
+        rows[method] = row
     table = pd.DataFrame(rows).T
     return table.sort_values("rmse") if "rmse" in table else table
 
@@ -248,11 +253,12 @@ def report(caches: dict[str, dict]) -> list[str]:
         c2l = {r.get("epochs") for per in cache.values() for r in [per.get("cell2location")] if r}
         if c2l:
             md.append(f"- cell2location spatial epochs: {', '.join(map(str, sorted(c2l)))}")
+        table = table.astype(object).where(table.notna(), "-")
         md += ["", *markdown_table(table, digits=3, index_name="method"), ""]
         if "gradient" in table.index and "cpu_seconds" in table:
             base = table.loc["gradient", "cpu_seconds"]
             ratios = ", ".join(
-                f"{m} {table.loc[m, 'cpu_seconds'] / base:.1f}x"
+                f"{m} {table.loc[m, 'cpu_seconds'] / base:.2g}x"
                 for m in table.index
                 if m != "gradient" and pd.notna(table.loc[m].get("cpu_seconds"))
             )

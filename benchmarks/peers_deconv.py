@@ -17,8 +17,10 @@ cells_per_spot) -> DataFrame`` (spots x cell types, rows sum to 1), takes raw co
     ``RegressionModel.train(max_epochs=250)``, signatures = ``means_per_cluster_mu_fg``
     (posterior of 1000 samples); ``Cell2location(N_cells_per_location=<mean cells per
     spot>, detection_alpha=20)`` trained full-batch (``batch_size=None, train_size=1``) for
-    :data:`C2L_EPOCHS` epochs; the posterior mean of the cell abundances
-    (``means_cell_abundance_w_sf``, 1000 samples) scaled to sum 1 per spot.
+    ``epochs`` (the tutorial's :data:`C2L_EPOCHS` = 30,000; the benchmark's default
+    :data:`C2L_BENCH_EPOCHS`, as its report states, since 30,000 do not fit its CPU
+    time); the posterior mean of the cell abundances (``means_cell_abundance_w_sf``, 1000
+    samples) scaled to sum 1 per spot.
 ``tangram``
     the wrapper of :mod:`peers_mapping` (``mode="cells"``, its defaults), fractions from
     ``project_cell_annotations``.
@@ -68,8 +70,8 @@ def _quiet() -> None:
 
 def _pyro_shim() -> None:
     """cell2location 0.1.5 imports ``deep_getattr`` from ``pyro.infer.autoguide.utils``,
-    which pyro-ppl 1.9.2 no longer has: give it back (its old one-line definition) before
-    cell2location is imported, leaving the installed packages as they are."""
+    which the installed pyro-ppl (1.9.1) no longer has: give it back (its old one-line
+    definition) before cell2location is imported, leaving the installed packages as they are."""
     import functools
 
     import pyro.infer.autoguide.utils as utils
