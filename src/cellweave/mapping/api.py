@@ -295,9 +295,10 @@ def map_cells(
         ``"fgw"`` (see the module docstring and ``cellweave map --list-methods``).
         ``"auto"`` is :data:`DEFAULT_METHOD` (the best for predicting genes), and with a
         ``cell_type_key`` :data:`FRACTIONS_METHOD` (the measured best for cell-type
-        fractions of spots that mix cells; both named in :mod:`cellweave.mapping`) unless ``params`` holds options only
-        another solver declares (:func:`~cellweave.mapping.methods.resolve_method`); what it
-        chose is in ``uns[key_added]["params"]`` (``method``, and ``auto``).
+        fractions of spots that mix cells; both named in :mod:`cellweave.mapping`) unless
+        ``params`` holds options only another solver declares
+        (:func:`~cellweave.mapping.methods.resolve_method`); what it chose is in
+        ``uns[key_added]["params"]`` (``method``, and ``auto``).
     genes
         Genes to map on (default: every shared gene).
     cell_type_key
