@@ -45,3 +45,30 @@ def markdown_table(df: pd.DataFrame, *, digits: int = 4, index_name: str = "") -
     for idx, row in df.iterrows():
         lines.append("| " + " | ".join([str(idx), *(fmt(v) for v in row)]) + " |")
     return lines
+
+
+def replace_section(text: str, heading: str, lines: list[str]) -> str:
+    """``text`` (a markdown report) with its section starting with ``heading`` (a ``## ``
+    line prefix; the section runs to the next ``## `` heading) replaced by ``lines``;
+    appended before a ``## Notes`` section, or at the end, when absent."""
+    old = text.splitlines()
+    start = next((i for i, line in enumerate(old) if line.startswith(heading)), None)
+    if start is None:
+        notes = next((i for i, line in enumerate(old) if line.startswith("## Notes")), len(old))
+        start = end = notes
+    else:
+        end = next((i for i in range(start + 1, len(old)) if old[i].startswith("## ")), len(old))
+    new = [*lines, ""] if end < len(old) and lines and lines[-1] != "" else lines
+    return "\n".join([*old[:start], *new, *old[end:]]) + "\n"
+
+
+def existing_section(path: Path, heading: str) -> list[str]:
+    """The lines of the section of ``path`` starting with ``heading`` (to ``## ``), or []."""
+    if not path.exists():
+        return []
+    old = path.read_text().splitlines()
+    start = next((i for i, line in enumerate(old) if line.startswith(heading)), None)
+    if start is None:
+        return []
+    end = next((i for i in range(start + 1, len(old)) if old[i].startswith("## ")), len(old))
+    return old[start:end]

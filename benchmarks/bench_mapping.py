@@ -1,11 +1,11 @@
 """Mapping benchmark: leave-gene-out gene prediction on the shared real data (cellweave's
-methods vs peers and baselines, both schemes), deconvolution of simulated spots, and the
-100k cells x 50k spots scale run.
+methods vs peers and baselines, both schemes) and the 100k cells x 50k spots scale run.
 
-    OMP_NUM_THREADS=2 python benchmarks/bench_mapping.py                  # accuracy + speed
-    OMP_NUM_THREADS=2 python benchmarks/bench_mapping.py --deconv --scale # + the other parts
+    OMP_NUM_THREADS=2 python benchmarks/bench_mapping.py          # accuracy + speed
+    OMP_NUM_THREADS=2 python benchmarks/bench_mapping.py --scale  # + the scale run
 
-Writes benchmarks/results/mapping.md (machine, versions, command, tables).
+Writes benchmarks/results/mapping.md (machine, versions, command, tables), keeping its
+deconvolution section, which ``bench_deconv.py`` writes.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import pandas as pd
 
 from _ablations import run_ablations
 from _carry import SOURCE_PREFIX, read_peers, with_peers
-from _report import header, markdown_table
+from _report import existing_section, header, markdown_table, replace_section
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = {
@@ -50,6 +50,8 @@ PACKAGES = (
 SCHEMES = ("normalized", "raw")
 #: Options for data sets whose spatial values are not counts (BDTNP's in situ intensities).
 NOT_COUNTS = {"bdtnp": {"require_counts": False}}
+#: The section of the results file that ``bench_deconv.py`` writes (kept here).
+DECONV_SECTION = "## Deconvolution"
 
 
 # ----------------------------------------------------------------------------- accuracy
@@ -346,98 +348,6 @@ def attention_targets(results: dict, carried: dict | None = None) -> list[str]:
     return [*md, ""]
 
 
-# ----------------------------------------------------------------------------- deconvolution
-
-
-#: cellweave methods scored on deconvolution: the default (gene prediction) and the one the
-#: docs recommend for spots that mix cells
-DECONV_METHODS = ("auto", "gradient")
-
-
-def _deconvolution_seed(n_spots: int, n_genes: int, seed: int) -> dict[str, dict]:
-    """Fractions of every method on one simulated data set, scored against the truth."""
-    import cellweave as cw
-    from cellweave.mapping.api import DEFAULT_METHOD, map_cells
-    from cellweave.metrics import fraction_scores
-
-    spatial, reference = cw.sim.simulate_spatial(
-        n_spots=n_spots, n_genes=n_genes, random_state=seed
-    )
-    truth = spatial.obsm["true_fractions"]
-    counts = spatial.copy()
-    counts.obsm.pop("true_fractions")
-
-    def cellweave_fractions(method: str) -> pd.DataFrame:
-        target = counts.copy()
-        map_cells(
-            reference.copy(), target, method=method, cell_type_key="cell_type", random_state=seed
-        )
-        return target.obsm["cell_type_fractions"]
-
-    runners = {}
-    for method in DECONV_METHODS:
-        label = DEFAULT_METHOD if method == "auto" else method
-        runners[f"cellweave ({label})"] = functools.partial(cellweave_fractions, method)
-    try:
-        import tangram  # noqa: F401
-
-        from peers_mapping import tangram_fractions
-
-        runners["tangram"] = functools.partial(
-            tangram_fractions,
-            reference,
-            counts.copy(),
-            cell_type_key="cell_type",
-            random_state=seed,
-        )
-    except ImportError:
-        pass
-    rows = {}
-    for name, run in runners.items():
-        t0, c0 = time.perf_counter(), time.process_time()
-        pred = pd.DataFrame(run())
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        pred.index = truth.index
-        s = fraction_scores(truth, pred[truth.columns])
-        rows[name] = {
-            "rmse": s["rmse"],
-            "pcc_mean": s["pcc_mean"],
-            "js_mean": s["js_mean"],
-            "seconds": wall,
-            "cpu_seconds": cpu,
-        }
-        print(f"deconvolution seed {seed} {name}: rmse {s['rmse']:.3f}", flush=True)
-    return rows
-
-
-def run_deconvolution(n_spots: int, n_genes: int, seeds: tuple[int, ...]) -> list[str]:
-    per_seed: dict[str, list[dict]] = {}
-    for seed in seeds:
-        for name, row in _deconvolution_seed(n_spots, n_genes, seed).items():
-            per_seed.setdefault(name, []).append(row)
-    md = [
-        "## Deconvolution: simulated spots with known cell-type fractions",
-        "",
-        f"- `cw.sim.simulate_spatial(n_spots={n_spots}, n_genes={n_genes}, random_state=seed)`"
-        f" for seeds {', '.join(map(str, seeds))}: spots of about 8 cells, 6 types; RMSE over "
-        "spot x type entries, per-type Pearson r across spots (mean over types), mean JS per "
-        "spot; mean over seeds (and the worst seed's RMSE)",
-        "",
-    ]
-    if per_seed:
-        table = pd.DataFrame(
-            {
-                name: {
-                    **pd.DataFrame(rows).mean().to_dict(),
-                    "rmse_worst_seed": max(r["rmse"] for r in rows),
-                }
-                for name, rows in per_seed.items()
-            }
-        ).T
-        md += [*markdown_table(table, digits=3, index_name="method"), ""]
-    return md
-
-
 # ----------------------------------------------------------------------------- scale
 
 
@@ -524,7 +434,6 @@ def main() -> None:
         "where the peers are not evaluated now",
     )
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
-    parser.add_argument("--deconv", action="store_true", help="simulated deconvolution")
     parser.add_argument(
         "--ablations",
         action="store_true",
@@ -560,12 +469,12 @@ def main() -> None:
             args.cache,
             cached=args.methods == "cached",
         )
-    if args.deconv:
-        md += run_deconvolution(n_spots=500, n_genes=200, seeds=(0, 1, 2))
     if args.scale:
         md += run_scale(n_cells=100_000, n_spots=50_000, n_genes=200)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(md) + "\n")
+    text = "\n".join(md) + "\n"
+    kept = existing_section(args.out, DECONV_SECTION)  # bench_deconv.py's, kept as it is
+    args.out.write_text(replace_section(text, DECONV_SECTION, kept) if kept else text)
     print("\n".join(md))
 
 

@@ -35,12 +35,14 @@ from .genes import predict_genes, project_genes
 from .methods import (
     DEFAULT_METHOD,
     FEATURE_OPTIONS,
+    FRACTIONS_METHOD,
     METHODS,
     MIN_OBS,
     SOLVER,
     add_solver,
     check_params,
     get_method,
+    resolve_method,
 )
 from .methods import compute_mapping as _compute_mapping
 from .result import FRACTIONS_KEY, Mapping, result_keys
@@ -50,6 +52,7 @@ __all__ = [
     "EVALUATED_METHODS",
     "FEATURE_OPTIONS",
     "FRACTIONS_KEY",
+    "FRACTIONS_METHOD",
     "METHODS",
     "MIN_OBS",
     "cell_type_fractions",
@@ -58,6 +61,7 @@ __all__ = [
     "map_cells",
     "predict_genes",
     "project_genes",
+    "resolve_method",
 ]
 
 
@@ -340,14 +344,19 @@ def map_cells(
     adata_sp
         Spots x genes (counts or intensities), sharing genes with ``adata_sc``.
     method
-        ``"auto"`` (= :data:`DEFAULT_METHOD`, ``"ot"``) or a solver of :data:`METHODS`:
-        ``"ot"``, ``"softmax"``, ``"gradient"``, ``"fgw"``, ``"attention"`` (see the module
-        docstring and ``cellweave map --list-methods``). ``"attention"`` (the multi-view
-        attention model, :class:`~cellweave.mapping.attention.AttentionMapper`; raw counts
-        required) also writes the spots' latent ``adata_sp.obsm["X_cellweave"]`` and the
-        per-spot view weights ``adata_sp.obsm["view_weights"]`` (DataFrame spots x views
-        among ``panel``, ``neighbours``, ``histology``, ``modality``; rows sum to 1), and
-        uses ``cell_type_key`` for its type level.
+        ``"auto"`` or a solver of :data:`METHODS`: ``"ot"``, ``"softmax"``, ``"gradient"``,
+        ``"fgw"``, ``"attention"`` (see the module docstring and ``cellweave map
+        --list-methods``). ``"auto"`` is :data:`DEFAULT_METHOD` (the best for predicting
+        genes), and with a ``cell_type_key`` :data:`FRACTIONS_METHOD` (the measured best for
+        cell-type fractions of spots that mix cells; both named in :mod:`cellweave.mapping`)
+        unless ``params`` holds options only another solver declares
+        (:func:`~cellweave.mapping.methods.resolve_method`); what it chose is in
+        ``uns[key_added]["params"]`` (``method``, and ``auto``). ``"attention"`` (the
+        multi-view attention model, :class:`~cellweave.mapping.attention.AttentionMapper`; raw
+        counts required) also writes the spots' latent ``adata_sp.obsm["X_cellweave"]`` and
+        the per-spot view weights ``adata_sp.obsm["view_weights"]`` (DataFrame spots x views
+        among ``panel``, ``neighbours``, ``histology``, ``modality``; rows sum to 1), and uses
+        ``cell_type_key`` for its type level.
     genes
         Genes to map on (default: every shared gene).
     cell_type_key
@@ -416,10 +425,11 @@ def map_cells(
             where=f"adata_sc.obs[{cell_type_key!r}]",
             fix="pass a cell_type_key column with at least 2 cell types, or none",
         )
+    solver = resolve_method(method, cell_type_key=cell_type_key, params=params)
     run = None
     if checkpoint_dir is not None:
         names = [adata_sc.obs_names, adata_sp.obs_names, adata_sc.var_names, adata_sp.var_names]
-        run = {"method": method, "genes": genes, "params": jsonable(params), "seed": random_state}
+        run = {"method": solver, "genes": genes, "params": jsonable(params), "seed": random_state}
         run["names"] = [
             hashlib.sha256("\x1f".join(map(str, n)).encode()).hexdigest() for n in names
         ]
@@ -427,7 +437,7 @@ def map_cells(
         mapping = _compute_mapping(
             matched_sc,
             matched_sp,
-            method=method,
+            method=solver,
             genes=genes,
             layer_sc=layer_sc,
             layer_sp=layer_sp,
@@ -438,6 +448,11 @@ def map_cells(
         )
     if gene_case != "exact":
         mapping.params["gene_case"] = gene_case
+    if method == "auto":
+        mapping.params["auto"] = {
+            "chose": solver,
+            "for": "cell-type fractions" if solver == FRACTIONS_METHOD else "genes",
+        }
     target = adata_sp.copy() if copy else adata_sp
     target.uns[uns_key] = mapping.to_uns()
     if labels is not None:

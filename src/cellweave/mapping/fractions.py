@@ -60,6 +60,11 @@ def cell_type_fractions(
     25 similar spots has 0.04 there however sure its region is. The name is kept for
     existing code; read it as a mass share.
 
+    The fractions are only as good as the mapping: compute it with
+    ``map_cells(adata_sc, adata_sp, cell_type_key=...)`` (``method="auto"`` then runs
+    :data:`~cellweave.mapping.methods.FRACTIONS_METHOD`, the measured best for fractions,
+    and writes them too) rather than with the gene-prediction default.
+
     Parameters
     ----------
     mapping

@@ -38,6 +38,7 @@ from .result import Mapping
 __all__ = [
     "DEFAULT_METHOD",
     "FEATURE_OPTIONS",
+    "FRACTIONS_METHOD",
     "METHODS",
     "MIN_OBS",
     "SOLVER",
@@ -45,10 +46,15 @@ __all__ = [
     "check_params",
     "compute_mapping",
     "get_method",
+    "resolve_method",
 ]
 
 #: The method ``map_cells`` uses for ``method="auto"`` (measured best; ``docs/mapping.md``).
 DEFAULT_METHOD = "ot"
+#: The method ``map_cells`` uses for ``method="auto"`` when it also writes cell-type fractions
+#: (``cell_type_key`` given): the measured best for fractions (``bench_deconv.py``; the
+#: "Deconvolution" section of ``benchmarks/results/mapping.md``). One line to change.
+FRACTIONS_METHOD = "gradient"
 #: Kind of the entries of :data:`METHODS` that ``map_cells`` runs (the others, ``"baseline"``
 #: and ``"peer"``, are gene predictors for the leave-gene-out evaluation).
 SOLVER = "solver"
@@ -134,6 +140,24 @@ def get_method(name: str) -> Method:
         solvers = ", ".join(map(repr, METHODS.names(SOLVER)))
         raise InvalidOptionError(f"unknown mapping method {name!r}; choose among 'auto', {solvers}")
     return METHODS[key]
+
+
+def resolve_method(
+    method: str, *, cell_type_key: str | None = None, params: dict[str, Any] | None = None
+) -> str:
+    """The solver ``method="auto"`` stands for (any other name is returned as it is).
+
+    With a ``cell_type_key`` (fractions are asked for) it is :data:`FRACTIONS_METHOD`,
+    unless ``params`` names an option that solver does not declare (options of another
+    solver, e.g. ``epsilon`` of ``"ot"``, pick :data:`DEFAULT_METHOD`); without one it is
+    :data:`DEFAULT_METHOD`, the best for predicting genes.
+    """
+    if method != "auto":
+        return method
+    if cell_type_key is None or FRACTIONS_METHOD not in METHODS:
+        return DEFAULT_METHOD
+    declared = METHODS[FRACTIONS_METHOD].options
+    return FRACTIONS_METHOD if set(params or {}) <= set(declared) else DEFAULT_METHOD
 
 
 def check_params(method: str, params: dict[str, Any]) -> tuple[Method, dict, dict]:

@@ -3,6 +3,13 @@ multi-omics mosaic."""
 
 from .histology import render_histology
 from .mosaic import simulate_mosaic
+from .pseudo import pseudo_spots, split_reference
 from .spatial import simulate_spatial
 
-__all__ = ["render_histology", "simulate_mosaic", "simulate_spatial"]
+__all__ = [
+    "pseudo_spots",
+    "render_histology",
+    "simulate_mosaic",
+    "simulate_spatial",
+    "split_reference",
+]
