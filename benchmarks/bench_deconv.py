@@ -24,6 +24,9 @@ deconvolution section of ``results/mapping.md`` (the rest of that file is kept).
 
     PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/bench_deconv.py --sets sim
     PYTHONPATH=src python benchmarks/bench_deconv.py --methods attention --update-cache
+    # the attention mapper's ablations (named variants, :data:`VARIANTS`)
+    PYTHONPATH=src python benchmarks/bench_deconv.py --update-cache \
+        --methods attention_no_neighbours,attention_no_platform,attention_top_k10,attention_top_k200
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from _ablations import ABLATIONS
 from _report import header, markdown_table, replace_section
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,6 +69,11 @@ MOP_REF_CELLS = 2000
 MOP_SPOTS = 400
 MOP_DEPTH = 1000.0
 SCORES = ("rmse", "pcc_mean", "js_mean")
+#: Named variants of a solver (name -> its options), run like any method: the attention
+#: mapper's ablations (``attention_no_neighbours``, ``attention_top_k10``, ...).
+VARIANTS: dict[str, tuple[str, dict]] = {
+    name: ("attention", options) for name, options in ABLATIONS.items() if options
+}
 
 
 # ----------------------------------------------------------------------------- scorer
@@ -115,7 +124,8 @@ def truth_set(name: str, seed: int, data_dir: Path):
 
 
 def run_method(method: str, reference, spots, *, seed: int, cells_per_spot: float, c2l_epochs):
-    """Fractions of one method (a peer's name, or any cellweave solver's registry name)."""
+    """Fractions of one method (a peer's name, any cellweave solver's registry name, or a
+    named variant of :data:`VARIANTS`)."""
     if method in PEER_NAMES:
         from peers_deconv import FRACTIONS, cell2location_fractions
 
@@ -127,8 +137,14 @@ def run_method(method: str, reference, spots, *, seed: int, cells_per_spot: floa
     from cellweave.mapping import map_cells
 
     target = spots.copy()
+    solver, options = VARIANTS.get(method, (method, {}))
     mapping = map_cells(
-        reference.copy(), target, method=method, cell_type_key="cell_type", random_state=seed
+        reference.copy(),
+        target,
+        method=solver,
+        cell_type_key="cell_type",
+        random_state=seed,
+        **options,
     )
     print(f"  cellweave {method!r} ran {mapping.method!r}", file=sys.stderr, flush=True)
     return target.obsm["cell_type_fractions"]

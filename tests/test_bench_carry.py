@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from _carry import SOURCE_PREFIX, read_peers, with_peers  # noqa: E402
+from _carry import SOURCE_PREFIX, read_peers, with_peers
 
 REPORT = """# Mapping benchmark
 
