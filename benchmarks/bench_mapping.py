@@ -52,6 +52,8 @@ SCHEMES = ("normalized", "raw")
 NOT_COUNTS = {"bdtnp": {"require_counts": False}}
 #: The section of the results file that ``bench_deconv.py`` writes (kept here).
 DECONV_SECTION = "## Deconvolution"
+SCALE_SECTION = "## Scale"
+ABLATION_SECTION = "## Ablations"
 
 
 # ----------------------------------------------------------------------------- accuracy
@@ -410,6 +412,17 @@ def run_scale(n_cells: int, n_spots: int, n_genes: int) -> list[str]:
 # ----------------------------------------------------------------------------- main
 
 
+def keep_sections(text: str, out: Path, rerun: dict[str, bool]) -> str:
+    """``text`` with the sections of the report at ``out`` that this run does not write
+    kept as they are: its notes (by hand), the deconvolution (``bench_deconv.py``'s) and
+    each heading of ``rerun`` not rerun now; notes last, the others before them."""
+    for heading in ["## Notes", DECONV_SECTION, *(h for h, now in rerun.items() if not now)]:
+        lines = existing_section(out, heading)
+        if lines:
+            text = replace_section(text, heading, lines)
+    return text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default=",".join(DATASETS))
@@ -473,8 +486,10 @@ def main() -> None:
         md += run_scale(n_cells=100_000, n_spots=50_000, n_genes=200)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     text = "\n".join(md) + "\n"
-    kept = existing_section(args.out, DECONV_SECTION)  # bench_deconv.py's, kept as it is
-    args.out.write_text(replace_section(text, DECONV_SECTION, kept) if kept else text)
+    text = keep_sections(
+        text, args.out, {SCALE_SECTION: args.scale, ABLATION_SECTION: args.ablations}
+    )
+    args.out.write_text(text)
     print("\n".join(md))
 
 

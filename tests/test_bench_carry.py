@@ -81,3 +81,26 @@ def test_with_peers_appends_unranked_rows_and_prefers_rows_run_now(tmp_path):
     now = pd.concat([table, table.rename(index={"attention": "tangram"})])
     assert list(with_peers(now, carried).index) == ["attention", "tangram"]  # not duplicated
     assert with_peers(table, None) is table
+
+
+def test_keep_sections_keeps_notes_deconvolution_and_what_was_not_rerun(tmp_path):
+    from bench_mapping import keep_sections
+
+    out = tmp_path / "mapping.md"
+    out.write_text(
+        "# old\n\n## merfish, raw scheme\n\nold table\n\n## Ablations of x\n\nold ablations\n\n"
+        "## Deconvolution: y\n\ndeconv\n\n## Scale: z\n\nold scale\n\n## Notes\n\n- by hand\n"
+    )
+    new = "# new\n\n## merfish, raw scheme\n\nnew table\n\n## Scale: z\n\nnew scale\n"
+    text = keep_sections(new, out, {"## Scale": True, "## Ablations": False})
+    heads = [ln for ln in text.splitlines() if ln.startswith("## ")]
+    assert heads == [
+        "## merfish, raw scheme",
+        "## Scale: z",
+        "## Deconvolution: y",
+        "## Ablations of x",
+        "## Notes",
+    ]
+    assert "new table" in text and "old table" not in text
+    assert "new scale" in text and "old scale" not in text
+    assert "old ablations" in text and "- by hand" in text
