@@ -34,7 +34,7 @@ def _rows(lines: list[str]) -> pd.DataFrame:
 
 def read_peers(path: Path) -> tuple[dict[str, dict[str, pd.DataFrame]], str]:
     """``{data set: {scheme: peer rows}}`` of the report at ``path`` and where they came
-    from (the report's own source line, else its last commit's hash and date)."""
+    from (the report's own source line, else the commit that first wrote a peer row)."""
     lines = Path(path).read_text().splitlines()
     peers: dict[str, dict[str, pd.DataFrame]] = {}
     for i, line in enumerate(lines):
@@ -49,18 +49,25 @@ def read_peers(path: Path) -> tuple[dict[str, dict[str, pd.DataFrame]], str]:
     if not peers:
         raise SystemExit(f"{path}: no peer rows in its '## <data>, <scheme> scheme' tables")
     source = next((ln[len(SOURCE_PREFIX) :] for ln in lines if ln.startswith(SOURCE_PREFIX)), "")
-    return peers, source or _commit_of(Path(path))
+    if not source:  # the commit that first wrote a peer row: the run that measured it
+        by_scheme = next(iter(peers.values()))
+        method = next(iter(by_scheme.values())).index[0]
+        row = next(ln for ln in lines if ln.startswith(f"| {method} | peer |"))
+        source = _commit_of(Path(path), row)
+    return peers, source
 
 
-def _commit_of(path: Path) -> str:
-    """``<hash> (<date>)`` of the last commit that wrote ``path``, or its name."""
+def _commit_of(path: Path, line: str) -> str:
+    """``commit <hash> (<date>)`` that first wrote ``line`` (a peer row) into ``path``, or
+    the path's name outside git."""
     proc = subprocess.run(
-        ["git", "log", "-1", "--format=commit %h (%cs)", "--", path.name],
+        ["git", "log", "--reverse", "--format=commit %h (%cs)", "-S", line, "--", path.name],
         cwd=path.resolve().parent,
         capture_output=True,
         text=True,
     )
-    return proc.stdout.strip() or str(path)
+    found = proc.stdout.strip().splitlines()
+    return found[0] if found else str(path)
 
 
 def with_peers(table: pd.DataFrame, carried: pd.DataFrame | None) -> pd.DataFrame:

@@ -59,7 +59,9 @@ def test_read_peers_without_peers_fails(tmp_path):
 def test_with_peers_appends_unranked_rows_and_prefers_rows_run_now(tmp_path):
     path = tmp_path / "mapping.md"
     path.write_text(REPORT.format(source=""))
-    carried = read_peers(path)[0]["merfish"]["normalized"]
+    carried, source = read_peers(path)
+    assert source == str(path)  # no source line and not in git: the file's path
+    carried = carried["merfish"]["normalized"]
     table = pd.DataFrame(
         {
             "kind": ["cellweave"],
