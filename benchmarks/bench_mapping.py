@@ -3,9 +3,14 @@ methods vs peers and baselines, both schemes) and the 100k cells x 50k spots sca
 
     OMP_NUM_THREADS=2 python benchmarks/bench_mapping.py          # accuracy + speed
     OMP_NUM_THREADS=2 python benchmarks/bench_mapping.py --scale  # + the scale run
+    # cellweave's methods only, the peers' rows carried (unranked) from the last report on
+    # the same folds; --ablations: the attention mapper's ablations (_ablations.py)
+    python bench_mapping.py --peers '' --methods attention,ot,... \
+        --carry-peers-from results/mapping.md --ablations
 
 Writes benchmarks/results/mapping.md (machine, versions, command, tables), keeping its
-deconvolution section, which ``bench_deconv.py`` writes.
+deconvolution section, which ``bench_deconv.py`` writes, its notes, and the scale and
+ablation sections when they are not rerun.
 """
 
 from __future__ import annotations
