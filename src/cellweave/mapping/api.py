@@ -414,7 +414,8 @@ def map_cells(
     """
     uns_key, fractions_key = result_keys(key_added)
     check_seed(random_state)
-    check_params(method, params)  # the options and the device first, then the data
+    solver = resolve_method(method, cell_type_key=cell_type_key, params=params)
+    check_params(solver, params)  # the options and the device first, then the data
     check_gene_case(gene_case)
     check_device(device)
     matched_sc, matched_sp = match_gene_case(adata_sc, adata_sp, gene_case)
@@ -425,7 +426,6 @@ def map_cells(
             where=f"adata_sc.obs[{cell_type_key!r}]",
             fix="pass a cell_type_key column with at least 2 cell types, or none",
         )
-    solver = resolve_method(method, cell_type_key=cell_type_key, params=params)
     run = None
     if checkpoint_dir is not None:
         names = [adata_sc.obs_names, adata_sp.obs_names, adata_sc.var_names, adata_sp.var_names]
