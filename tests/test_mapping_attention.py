@@ -295,7 +295,9 @@ def test_ablation_switches_map(data, options):
     model = AttentionMapper(sc, sp, cell_type_key="cell_type", **options).train(**FAST)
     mapping = model.map()
     if options.get("top_k") == 0:  # every cell is a candidate of every spot
-        assert mapping.plan.getnnz(axis=0).min() == sc.n_obs
+        cand = model.section.cand
+        assert all(len(set(row.tolist())) == sc.n_obs for row in cand)
+        assert mapping.plan.getnnz(axis=0).min() >= 0.95 * sc.n_obs  # some weights underflow
     fractions = mapping.cell_type_fractions(sc.obs["cell_type"])
     np.testing.assert_allclose(fractions.sum(1), 1.0, atol=1e-5)
     assert _scores(sp, fractions)["rmse"] < 0.15

@@ -21,7 +21,13 @@ MODEL_OPTIONS: tuple[Option, ...] = (
     Choice(
         "profiles", "normalized", ("counts", "normalized"), doc="mix cells' counts or compositions"
     ),
-    Float("shrink", 0.0, low=0, high=1, doc="shrink cell profiles toward their type mean"),
+    Float(
+        "shrink",
+        0.5,
+        low=0,
+        high=1,
+        doc="shrink cell profiles toward their type mean (with cell_type_key only)",
+    ),
     Bool("prior", False, doc="add the spot-cell panel similarity to the attention logits"),
     Float("lambda_cells", 1.0, low=0, doc="weight of the reference cells' type loss"),
     Int("refine_steps", 50, low=0, doc="per-spot refinement steps of the type weights"),

@@ -61,6 +61,8 @@ def reference_cells(
     ``profiles="normalized"``: every cell given the mean library (a spot mixes cells' compositions,
     each cell contributing the same total), ``"counts"``: each cell its own library."""
     counts = np.asarray(counts, dtype=np.float64)
+    if len(types) < 2:  # no cell types: no type mean to shrink toward
+        shrink = 0.0
     totals = counts.sum(axis=1, keepdims=True)
     comp = counts / np.maximum(totals, 1e-12)
     if profiles == "normalized":
