@@ -377,24 +377,11 @@ def scale_child(sc_path: Path, sp_path: Path) -> dict:
 
 
 def run_scale(n_cells: int, n_spots: int, n_genes: int) -> list[str]:
-    import anndata as ad
-
-    import cellweave as cw
+    from bench_mapping_scale import simulate
 
     md = [f"## Scale: {n_cells:,} cells onto {n_spots:,} spots (fresh process)", ""]
-    spatial, reference = cw.sim.simulate_spatial(
-        n_spots=n_spots, n_genes=n_genes, n_ref_cells=n_cells, random_state=0
-    )
-    sp = ad.AnnData(spatial.X, obsm={"spatial": spatial.obsm["spatial"]})
-    sp.var_names = spatial.var_names
-    sc = ad.AnnData(reference.X, obs=reference.obs[["cell_type"]])
-    sc.var_names = reference.var_names
-    del spatial, reference
     with tempfile.TemporaryDirectory() as tmp:
-        sc_path, sp_path = Path(tmp) / "sc.h5ad", Path(tmp) / "sp.h5ad"
-        sc.write_h5ad(sc_path)
-        sp.write_h5ad(sp_path)
-        del sc, sp
+        sc_path, sp_path = simulate(n_spots, n_cells, n_genes, Path(tmp))
         proc = subprocess.run(
             [sys.executable, __file__, "--child", str(sc_path), str(sp_path)],
             capture_output=True,
