@@ -140,6 +140,8 @@ def _palettes(adata: AnnData, panels: dict) -> dict[str, dict]:
     """A palette for each categorical panel: colours of ``uns[f"{key}_colors"]`` for ``obs``
     columns (stored when absent), shared between panels whose categories overlap (true and
     predicted labels), so a category has one colour in every panel and every figure."""
+    from matplotlib.colors import to_hex
+
     categorical = {k: v for k, v in panels.items() if _categorical(v)}
     grouped = shared_palettes({k: v.dropna().astype(str).unique() for k, v in categorical.items()})
     stored: dict[str, str] = {}
@@ -150,7 +152,8 @@ def _palettes(adata: AnnData, panels: dict) -> dict[str, dict]:
     for key in categorical:
         palettes[key] = {c: stored.get(c, grouped[key][c]) for c in grouped[key]}
         if key in adata.obs and f"{key}_colors" not in adata.uns:
-            adata.uns[f"{key}_colors"] = [palettes[key][c] for c in obs_palette(adata, key)]
+            order = obs_palette(adata, key)  # every category, present or not
+            adata.uns[f"{key}_colors"] = [to_hex(palettes[key].get(c, order[c])) for c in order]
     return palettes
 
 
