@@ -155,3 +155,21 @@ def test_align_reports_the_measured_overlap():
     b = a + np.array([5.0, 0.0])  # half of b lies beyond a
     assert overlap_fraction(a, b, 0.5) == pytest.approx(0.5)
     assert overlap_fraction(a, a, 1.0) == 1.0
+
+
+def test_impute_auto_records_its_choice():
+    import cellweave as cw
+    from cellweave.sim import simulate_spatial
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        spatial, _ = simulate_spatial(n_spots=120, n_genes=40, random_state=0)
+    cw.tl.impute(spatial, method="auto", random_state=0, max_epochs=5)
+    choice = spatial.uns["impute"]["params"]["auto_choice"]
+    assert 0.0 <= choice["blend"] <= 1.0 and choice["spatial_loss"] is True
+    assert "chosen" in choice["mf"] or "rank" in choice["mixture"]
+    bare = spatial.copy()
+    cw.tl.impute(bare, method="auto", spatial_key=None, random_state=0, max_epochs=5)
+    assert bare.uns["impute"]["params"]["auto_choice"]["spatial_loss"] is False
+    cw.tl.impute(bare, method="gene_mean", key_added="plain")
+    assert "auto_choice" not in bare.uns["plain"]["params"]

@@ -244,14 +244,20 @@ def impute(
     if checkpoint_dir is not None:
         run = {"method": method, "params": jsonable(params), "random_state": random_state}
         run.update(_names(adata, layer))
+    chooses = spec.name == "auto"  # records what it chose (auto_predict's return_info)
     with checkpointing(checkpoint_dir, resume=resume, fingerprint=run):
-        P = _predict(spec, adata, X, coords, spatial_key, random_state, dict(params))
+        P = _predict(spec, adata, X, coords, spatial_key, random_state,
+                     {**params, "return_info": True} if chooses else dict(params))  # fmt: skip
+    P, choice = P if isinstance(P, tuple) else (P, None)
     adata = adata.copy() if copy else adata
     adata.layers[layer_key] = imputed_layer(P, target_sum)
     adata.uns[uns_key] = uns_entry(
         method, params, layer=layer, spatial_key=spatial_key, key_added=layer_key,
         target_sum=target_sum, random_state=random_state, start=start,
     )  # fmt: skip
+    if choice is not None:  # blend weight, penalties / rank chosen, spatial loss on or off
+        choice["spatial_loss"] = coords is not None
+        adata.uns[uns_key]["params"]["auto_choice"] = jsonable(choice)
     return adata if copy else None
 
 
