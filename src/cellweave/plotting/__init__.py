@@ -5,7 +5,7 @@ from ._colors import category_hex, human_title, obs_palette
 from ._save import save_figure
 from .alignment import overlay
 from .differential import de_dotplot, top_features, volcano
-from .embedding import embedding
+from .embedding import embedding, umap_coordinates
 from .genes import informative_gene, morans_i
 from .graph import spatial_graph
 from .history import history
@@ -41,6 +41,7 @@ __all__ = [
     "spatial_graph",
     "summarize_scores",
     "top_features",
+    "umap_coordinates",
     "view_weights",
     "volcano",
 ]

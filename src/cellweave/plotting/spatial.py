@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from ..errors import InputError
 from ..validate import check_spatial
 from ._colors import human_title, obs_palette, shared_palettes, values_for
 from ._save import finish
@@ -21,7 +22,7 @@ def spatial(
     adata: AnnData,
     *,
     color: str | Sequence[str],
-    layer: str | None = None,
+    layer: str | Sequence[str | None] | None = None,
     spatial_key: str = "spatial",
     img_key: str | None = "auto",
     library_id: str | None = None,
@@ -44,7 +45,9 @@ def spatial(
     color
         ``obs`` column(s), gene name(s), or ``"obsm_key:column"`` (e.g. a cell-type fraction).
     layer
-        Layer to read gene values from (``X`` when ``None``).
+        Layer to read gene values from (``X`` when ``None``), or one per key of ``color``
+        (e.g. ``color=[gene, gene], layer=["counts_lognorm", "imputed"]`` for observed and
+        imputed side by side).
     spatial_key
         Key of the coordinates in ``obsm`` (only the first two axes are drawn).
     img_key
@@ -81,8 +84,9 @@ def spatial(
 
     coords = check_spatial(adata, spatial_key=spatial_key)[:, :2]
     keys = [color] if isinstance(color, str) else list(color)
+    layers = _layers(layer, len(keys))
     titles = (
-        [_title(adata, k, layer) for k in keys]
+        [_title(adata, k, lay) for k, lay in zip(keys, layers, strict=True)]
         if title is None
         else ([title] if isinstance(title, str) else list(title))
     )
@@ -94,12 +98,14 @@ def spatial(
     ncols = min(ncols, len(keys))
     nrows = int(np.ceil(len(keys) / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 4 * nrows), squeeze=False)
-    panels = {key: values_for(adata, key, layer=layer) for key in keys}
+    panels = {
+        (key, lay): values_for(adata, key, layer=lay) for key, lay in zip(keys, layers, strict=True)
+    }
     palettes = _palettes(adata, panels)
     limits = shared_limits([v for k, v in panels.items() if k not in palettes], vmin, vmax)
     if not share_scale:
         limits = (vmin, vmax)
-    for ax, key, panel_title in zip(axes.flat, keys, titles, strict=False):
+    for ax, key, panel_title in zip(axes.flat, panels, titles, strict=False):
         if image is not None:
             ax.imshow(image.pixels.squeeze(), cmap="gray" if image.pixels.shape[2] == 1 else None)
         spot = size if size is not None else spot_size(ax, coords)
@@ -119,6 +125,16 @@ def spatial(
         ax.axis("off")
     fig.tight_layout()
     return finish(fig, save)
+
+
+def _layers(layer, n: int) -> list[str | None]:
+    """One layer per panel."""
+    if layer is None or isinstance(layer, str):
+        return [layer] * n
+    layers = list(layer)
+    if len(layers) != n:
+        raise InputError(f"layer has {len(layers)} entries for {n} keys of color: give one each")
+    return layers
 
 
 def _title(adata: AnnData, key: str, layer: str | None) -> str:
@@ -145,12 +161,14 @@ def _palettes(adata: AnnData, panels: dict) -> dict[str, dict]:
     categorical = {k: v for k, v in panels.items() if _categorical(v)}
     grouped = shared_palettes({k: v.dropna().astype(str).unique() for k, v in categorical.items()})
     stored: dict[str, str] = {}
-    for key in categorical:
+    for panel in categorical:
+        key = panel[0]
         if key in adata.obs and f"{key}_colors" in adata.uns:
             stored = {**obs_palette(adata, key), **stored}
     palettes = {}
-    for key in categorical:
-        palettes[key] = {c: stored.get(c, grouped[key][c]) for c in grouped[key]}
+    for panel in categorical:
+        key = panel[0]
+        palettes[panel] = {c: stored.get(c, grouped[panel][c]) for c in grouped[panel]}
         if key in adata.obs and f"{key}_colors" not in adata.uns:
             order = obs_palette(adata, key)  # every category, present or not
             adata.uns[f"{key}_colors"] = [to_hex(palettes[key].get(c, order[c])) for c in order]
@@ -182,12 +200,12 @@ def _draw(ax, coords, values, *, size, diameter, cmap, palette, limits) -> None:
         colors = [palette[c] for c in cats.to_numpy()]
         _points(ax, coords, size=size, diameter=diameter, color=colors)
         for cat in cats.cat.categories:
-            ax.scatter([], [], s=size, color=palette[cat], label=cat, linewidths=0)
+            ax.scatter([], [], s=min(size, 40.0), color=palette[cat], label=cat, linewidths=0)
         ax.legend(
             loc="center left",
             bbox_to_anchor=(1, 0.5),
             frameon=False,
-            markerscale=2,
+            markerscale=1.5,
             fontsize="small",
         )
         return
