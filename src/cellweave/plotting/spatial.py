@@ -171,7 +171,7 @@ def _palettes(adata: AnnData, panels: dict) -> dict[str, dict]:
         palettes[panel] = {c: stored.get(c, grouped[panel][c]) for c in grouped[panel]}
         if key in adata.obs and f"{key}_colors" not in adata.uns:
             order = obs_palette(adata, key)  # every category, present or not
-            adata.uns[f"{key}_colors"] = [to_hex(palettes[key].get(c, order[c])) for c in order]
+            adata.uns[f"{key}_colors"] = [to_hex(palettes[panel].get(c, order[c])) for c in order]
     return palettes
 
 
