@@ -246,3 +246,32 @@ def test_default_gene_is_spatially_structured_not_haemoglobin():
     assert informative_gene(adata) == "Gradient"
     adata.var_names = ["HBB", "MT-CO1", "RPL13A", "HBEGF"]  # HBEGF is no haemoglobin
     assert informative_gene(adata) == "HBEGF"
+
+
+def test_demo_pca_and_umap_colour_batches_alike(tmp_path, monkeypatch):
+    import sys
+
+    import cellweave.plotting as plotting
+    from cellweave.cli import demo
+
+    embedding_module = sys.modules["cellweave.plotting.embedding"]
+
+    seen = []
+
+    def record(coords, *, color, palette=None, **kwargs):
+        seen.append({name: dict(palette or {}).get(name) for name in color})
+
+    monkeypatch.setattr(plotting, "embedding", record)
+    monkeypatch.setattr(embedding_module, "embedding", record)
+    monkeypatch.setattr(embedding_module, "umap_coordinates", lambda x, **k: x[:, :2])
+    ctx = demo.DemoContext(out=tmp_path, n_spots=100, n_cells=200, random_state=0)
+    demo.section_mosaic_data(ctx)
+    mdata = ctx.data["mosaic"]
+    mdata.obsm["X_cellweave"] = np.random.default_rng(0).normal(size=(mdata.n_obs, 4))
+    import cellweave.mosaic.api as mosaic_api
+
+    monkeypatch.setattr(mosaic_api, "integrate", lambda *a, **k: None)
+    demo.section_integration(ctx)
+    pca, umap = seen
+    assert pca["batch"] == umap["batch"] and pca["cell type"] == umap["cell type"]
+    assert mdata.uns["batch_colors"] == list(pca["batch"].values())
