@@ -222,15 +222,8 @@ def differential(
     if group1 is None:
         from .groupwise import one_vs_rest
 
-        options = dict(
-            modality=modality,
-            mode=mode,
-            delta=delta,
-            n_samples=n_samples,
-            fdr=fdr,
-            transform_batch=transform_batch,
-            random_state=random_state,
-        )
+        options = {"modality": modality, "mode": mode, "delta": delta, "n_samples": n_samples}
+        options.update(fdr=fdr, transform_batch=transform_batch, random_state=random_state)
         return one_vs_rest(differential, model, groupby, **options)
     if mode not in ("change", "vanilla"):
         raise InputError(f"mode={mode!r} is unknown: use 'change' or 'vanilla'")
