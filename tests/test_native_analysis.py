@@ -173,3 +173,12 @@ def test_impute_auto_records_its_choice():
     assert bare.uns["impute"]["params"]["auto_choice"]["spatial_loss"] is False
     cw.tl.impute(bare, method="gene_mean", key_added="plain")
     assert "auto_choice" not in bare.uns["plain"]["params"]
+
+
+def test_too_few_labelled_cells_for_the_classes_is_one_line():
+    from cellweave.metrics.label_transfer import labelled_split
+
+    labels = np.repeat(list("abcdefgh"), 25)  # 1% of 200 cells = 2 cells for 8 classes
+    with pytest.raises(InputError, match="keeps 2 labelled cells, fewer than the 8 classes"):
+        labelled_split(labels, train_size=0.01)
+    assert labelled_split(np.repeat(list("abcdefgh"), 125), train_size=0.01).sum() == 10

@@ -87,7 +87,7 @@ def workdir(tmp_path_factory):
             adata.uns.pop("sim", None)
         rna.write_h5ad(root / "rna.h5ad")
         protein.write_h5ad(root / "protein.h5ad")
-        mdata = cw.sim.simulate_mosaic(n_cells=200, random_state=0)
+        mdata = cw.sim.simulate_mosaic(n_cells=1000, random_state=0)  # 1% labelled >= 8 classes
         mdata.write(root / "mosaic.h5mu")
         mdata.write(root / "atlas.h5mu")
     return root
