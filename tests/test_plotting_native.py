@@ -144,6 +144,10 @@ def test_titles_are_readable():
     fig = spatial(adata, color="cell_type_fractions:CA1")
     assert fig.axes[0].get_title() == "fraction of CA1"
     plt.close(fig)
+    adata.layers["imputed"] = adata.X + 1.0
+    fig = spatial(adata, color=["0", "0"], layer=[None, "imputed"], share_scale=True)
+    assert [ax.get_title() for ax in fig.axes if ax.get_title()] == ["0", "0 (imputed)"]
+    plt.close(fig)
 
 
 def _closest(colours) -> float:

@@ -98,8 +98,9 @@ def spatial(
     ncols = min(ncols, len(keys))
     nrows = int(np.ceil(len(keys) / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 4 * nrows), squeeze=False)
-    panels = {
-        (key, lay): values_for(adata, key, layer=lay) for key, lay in zip(keys, layers, strict=True)
+    panels = {  # (key, layer, place): the same key may be drawn twice
+        (key, lay, i): values_for(adata, key, layer=lay)
+        for i, (key, lay) in enumerate(zip(keys, layers, strict=True))
     }
     palettes = _palettes(adata, panels)
     limits = shared_limits([v for k, v in panels.items() if k not in palettes], vmin, vmax)
