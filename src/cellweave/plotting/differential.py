@@ -31,7 +31,7 @@ def volcano(
     de: pd.DataFrame,
     *,
     groups: Sequence[str] | None = None,
-    n_labels: int = 8,
+    n_labels: int = 6,
     ncols: int = 4,
     title: str | None = None,
     save: str | Path | None = None,
@@ -39,7 +39,7 @@ def volcano(
     """Volcano plot of a differential test: log2 fold change (``lfc_mean``) against the
     Bayes factor (``bayes_factor``, else the logit of ``proba_de``), one panel per group of a
     one-vs-rest table; features with ``is_de_fdr`` in colour, the ``n_labels`` most
-    probable of them named.
+    probable of them named (ties broken by the larger fold change).
 
     Parameters
     ----------
@@ -81,7 +81,7 @@ def volcano(
             linewidths=0,
             label="DE (FDR)",
         )
-        for i in np.argsort(-p, kind="stable")[: n_labels if hit.any() else 0]:
+        for i in np.lexsort((-np.abs(x), -p))[: n_labels if hit.any() else 0]:
             if hit[i]:
                 ax.annotate(
                     str(table.index[i]),
