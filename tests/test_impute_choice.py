@@ -101,7 +101,7 @@ def test_restricted_spatial_list_and_auto_records_its_choice(tissue):
 # ----------------------------------------------------------------------------- ZINB
 
 
-@pytest.mark.parametrize("method", ["mf", "ae"])
+@pytest.mark.parametrize("method", ["mf", pytest.param("ae", marks=pytest.mark.slow)])
 def test_zinb_fills_dropout_holes_better_than_poisson(dropout_tissue, method):
     d = dropout_tissue
     kw = {"max_epochs": 15} if method == "mf" else {"max_epochs": 60}
