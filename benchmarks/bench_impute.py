@@ -44,11 +44,13 @@ ABLATIONS = {
     "mf rings 1, 0.25": ("mf", {"weights": [1.0, 0.25]}),
     "mf rings 1, 1": ("mf", {"weights": [1.0, 1.0]}),
 }
-#: Sections of the report written by --ablation and --dropout (a plain run keeps them).
+#: Sections of the report written by --ablation / --dropout / --dropout-mcv or by hand
+#: (Notes): a plain run keeps them.
 KEPT_SECTIONS = (
     "## The spatial loss: space",
     "## Simulator with dropout 0.3",
     "## Dropout and molecular cross-validation",
+    "## Notes",
 )
 #: What ``--dropout-mcv`` scores by the protocol on the dropout simulator.
 DROPOUT_MCV_RUNS = {
