@@ -350,7 +350,7 @@ def main() -> None:
             sections.append(run_dropout_mcv(seeds))
         text = args.out.read_text() if args.out.exists() else ""
         for lines in sections:
-            lines.insert(2, f"- command: `{' '.join(['python', *sys.argv])}`")
+            lines[2:2] = [f"- command: `{' '.join(['python', *sys.argv])}`", ""]
             text = replace_section(text, lines[0], lines)
         args.out.write_text(text)
         print(text)

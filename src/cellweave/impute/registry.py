@@ -236,8 +236,8 @@ DESCRIPTIONS = {
     "spatial_knn": "mean over the k spatially nearest spots (self included)",
     "rings": "order-weighted ring smoothing (self 1, order 1 weight 1, order 2 weight 0.5)",
     "nmf": "non-negative matrix factorization with KL (Poisson) loss",
-    "mf": "neural matrix factorisation (Poisson) with the spatial loss; penalties "
-    "chosen by an inner molecular split",
+    "mf": "neural matrix factorisation (Poisson; likelihood='zinb' for dropout) with the "
+    "spatial loss; penalties chosen by an inner molecular split",
     "mf_nospatial": "neural matrix factorisation without the spatial loss (mf, spatial_weight=0)",
     "ae": "autoencoder (Poisson) with the spatial loss, early-stopped on an inner molecular split",
     "ae_nospatial": "autoencoder without the spatial loss (ae, spatial_weight=0)",
