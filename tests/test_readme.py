@@ -139,7 +139,7 @@ def test_python_block_runs_as_written(tmp_path, monkeypatch):
         warnings.simplefilter("ignore")
         exec(compile(code, str(README), "exec"), namespace)
     adata, mdata, de = namespace["adata"], namespace["mdata"], namespace["de"]
-    assert "imputed" in adata.layers and "auto_choice" in adata.uns["impute"]["params"]
+    assert "imputed" in adata.layers and "chosen" in adata.uns["impute"]["params"]
     assert "cell_type_fractions" in adata.obsm and "spatial_aligned" in namespace["section_b"].obsm
     assert "X_cellweave" in mdata.obsm and set(de["group1"]) == set(mdata.obs["cell_type"])
     for png in ("graph", "impute", "impute_scores", "fractions", "fractions_vs_truth",
