@@ -1,9 +1,10 @@
 """Maps of a mapping's outputs (:func:`cellweave.tl.map_cells`): cell-type fractions, predicted
 genes, the attention method's view weights, and predicted vs true fractions.
 
-Every map draws the spots at ``obsm["spatial"]`` as ``sc.pl.spatial`` does (y axis pointing
-down, see :func:`~cellweave.plotting.spatial.frame_spatial`), with markers as large as the
-spots' spacing. Panels meant to be compared share one colour scale and one colour bar; titles
+Every map draws the spots at ``obsm["spatial"]`` as ``sc.pl.spatial`` does, through the same
+:func:`~cellweave.plotting.spatial.draw_section`: over the tissue image of ``uns["spatial"]``
+when there is one (``img_key``, ``library_id``; spots at their diameter), y axis pointing
+down, markers as large as the spots' spacing without an image. Panels meant to be compared share one colour scale and one colour bar; titles
 are the names of the types, genes or views, not the raw keys.
 """
 
@@ -18,10 +19,9 @@ import pandas as pd
 from anndata import AnnData
 
 from ..errors import InputError, MissingKeyError
-from ..validate import check_spatial
 from ._colors import category_colors
 from ._save import finish
-from .spatial import frame_spatial, spot_size
+from .spatial import SpotLayout, draw_section, fit_spot_sizes, spot_layout
 
 __all__ = [
     "PLOT_KINDS",
@@ -44,7 +44,14 @@ VIEW_TITLES = {
 }
 _PANEL_INCHES = 3.4
 #: Options of every map grid besides the colour map and title, with their defaults.
-_MAP_OPTIONS = {"spatial_key": "spatial", "ncols": 4, "size": None, "save": None}
+_MAP_OPTIONS = {
+    "spatial_key": "spatial",
+    "img_key": "auto",
+    "library_id": None,
+    "ncols": 4,
+    "size": None,
+    "save": None,
+}
 
 
 def _map_options(options: dict[str, Any], caller: str) -> dict[str, Any]:
@@ -97,34 +104,17 @@ def _grid(n: int, ncols: int, *, extra_width: float = 0.0):
     return fig, list(axes.flat[:n])
 
 
-def _draw_map(ax, coords: np.ndarray, values: np.ndarray, *, norm, cmap: str, size):
-    """One spatial map of ``values`` on ``norm`` (NaN spots in light grey)."""
-    values = np.asarray(values, dtype=float)
-    s = spot_size(ax, coords) if size is None else size
-    missing = ~np.isfinite(values)
-    if missing.any():
-        ax.scatter(coords[missing, 0], coords[missing, 1], s=s, c="0.85", linewidths=0)
-    mappable = ax.scatter(
-        coords[~missing, 0],
-        coords[~missing, 1],
-        c=values[~missing],
-        s=s,
-        cmap=cmap,
-        norm=norm,
-        linewidths=0,
-    )
-    frame_spatial(ax, coords)
-    return mappable
+def _draw_map(ax, layout: SpotLayout, values: np.ndarray, *, norm, cmap: str, size):
+    """One spatial map of ``values`` on ``norm`` over the section's image, if any (NaN spots
+    in light grey)."""
+    limits = (norm.vmin, norm.vmax)
+    return draw_section(ax, layout, size=size, values=values, cmap=cmap, limits=limits)
 
 
-def _fit_spots(axes, coords: np.ndarray, size: float | None) -> None:
-    """Marker sizes from the spacing again once colour bars and layout have settled."""
-    if size is not None:
-        return
-    for ax in axes:
-        s = spot_size(ax, coords)
-        for collection in ax.collections:
-            collection.set_sizes([s])
+def _layout(adata: AnnData, options: dict) -> SpotLayout:
+    """The spots' :class:`SpotLayout` from ``options``' spatial_key, img_key, library_id."""
+    keys = ("spatial_key", "img_key", "library_id")
+    return spot_layout(adata, **{k: options[k] for k in keys})
 
 
 def _shared_maps(
@@ -139,22 +129,22 @@ def _shared_maps(
     options: dict,
 ):
     """A grid of maps of the columns of ``obsm[key]`` on ONE scale ``[0, vmax]`` (``None``:
-    the largest value), one colour bar; ``options``: spatial_key, ncols, size, cmap, title,
-    save."""
+    the largest value), one colour bar; ``options``: spatial_key, img_key, library_id,
+    ncols, size, cmap, title, save."""
     from matplotlib.colors import Normalize
 
     table = _table(adata, key, what=what, fix=fix)
     values = table.to_numpy()
     if vmax is None:
         vmax = float(np.nanmax(values)) if np.isfinite(values).any() else 1.0
-    coords = check_spatial(adata, spatial_key=options["spatial_key"])
+    layout = _layout(adata, options)
     fig, axes = _grid(table.shape[1], options["ncols"], extra_width=0.8)
     norm = Normalize(vmin=0.0, vmax=vmax if vmax > 0 else 1.0)
     mappable = None
     for ax, column in zip(axes, table.columns, strict=True):
         mappable = _draw_map(
             ax,
-            coords,
+            layout,
             table[column].to_numpy(),
             norm=norm,
             cmap=options["cmap"],
@@ -164,7 +154,7 @@ def _shared_maps(
     if options["title"]:
         fig.suptitle(options["title"])
     fig.colorbar(mappable, ax=axes, shrink=0.8, label=label)
-    _fit_spots(axes, coords, options["size"])
+    fit_spot_sizes(axes, layout, options["size"])
     return finish(fig, options["save"])
 
 
@@ -173,6 +163,8 @@ def fractions(
     *,
     key: str = "cell_type_fractions",
     spatial_key: str = "spatial",
+    img_key: str | None = "auto",
+    library_id: str | None = None,
     ncols: int = 4,
     size: float | None = None,
     cmap: str = "viridis",
@@ -190,6 +182,10 @@ def fractions(
         ``obsm`` key of the fractions (``f"{key_added}_fractions"`` with ``key_added``).
     spatial_key
         ``obsm`` key of the coordinates.
+    img_key, library_id
+        Tissue image of ``uns["spatial"]`` drawn under the spots, as in
+        :func:`~cellweave.plotting.spatial.spatial` (``"auto"``: ``hires``, else ``lowres``,
+        else none; ``None``: never); spots are then drawn at their diameter.
     ncols
         Panels per row.
     size
@@ -206,7 +202,8 @@ def fractions(
     The matplotlib figure: one panel per type (titled with the type), every panel on the same
     ``Normalize(0, max fraction)``, one colour bar.
     """
-    options = dict(spatial_key=spatial_key, ncols=ncols, size=size, cmap=cmap, title=title)
+    options = dict(spatial_key=spatial_key, img_key=img_key, library_id=library_id)
+    options.update(ncols=ncols, size=size, cmap=cmap, title=title)
     return _shared_maps(
         adata,
         key,
@@ -238,7 +235,8 @@ def view_weights(
     key, cmap, title
         As in :func:`fractions`.
     **options
-        ``spatial_key``, ``ncols``, ``size``, ``save``, as in :func:`fractions`.
+        ``spatial_key``, ``img_key``, ``library_id``, ``ncols``, ``size``, ``save``, as in
+        :func:`fractions`.
 
     Returns
     -------
@@ -288,7 +286,8 @@ def predicted_genes(
     key, title, cmap
         As in :func:`fractions`.
     **options
-        ``spatial_key``, ``ncols``, ``size``, ``save``, as in :func:`fractions`.
+        ``spatial_key``, ``img_key``, ``library_id``, ``ncols``, ``size``, ``save``, as in
+        :func:`fractions`.
 
     Returns
     -------
@@ -307,19 +306,19 @@ def predicted_genes(
     genes = _chosen(genes, table.columns, what="genes", where=f"adata.obsm[{key!r}]")
     options = _map_options(options, "predicted_genes")
     ncols = options["ncols"]
-    coords = check_spatial(adata, spatial_key=options["spatial_key"])
+    layout = _layout(adata, options)
     fig, axes = _grid(len(genes), ncols, extra_width=0.6 * min(ncols, len(genes)))
     for ax, gene in zip(axes, genes, strict=True):
         values = table[gene].to_numpy()
         finite = values[np.isfinite(values)]
         low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
         norm = Normalize(vmin=low, vmax=high if high > low else low + 1.0)
-        mappable = _draw_map(ax, coords, values, norm=norm, cmap=cmap, size=options["size"])
+        mappable = _draw_map(ax, layout, values, norm=norm, cmap=cmap, size=options["size"])
         fig.colorbar(mappable, ax=ax, fraction=0.046, pad=0.02)
         ax.set_title(gene)
     if title:
         fig.suptitle(title)
-    _fit_spots(axes, coords, options["size"])
+    fit_spot_sizes(axes, layout, options["size"])
     return finish(fig, options["save"])
 
 
@@ -368,6 +367,8 @@ def fractions_vs_truth(
     truth_key: str = "true_fractions",
     types: Sequence[str] | None = None,
     spatial_key: str = "spatial",
+    img_key: str | None = "auto",
+    library_id: str | None = None,
     pairs_per_row: int = 3,
     size: float | None = None,
     cmap: str = "viridis",
@@ -384,8 +385,8 @@ def fractions_vs_truth(
         ``obsm`` keys of the predicted and the true fractions.
     types
         Cell types to draw (default: every type both tables hold).
-    spatial_key
-        ``obsm`` key of the coordinates.
+    spatial_key, img_key, library_id
+        As in :func:`fractions`.
     pairs_per_row
         (predicted, true) pairs per row of maps.
     size, cmap, save
@@ -405,7 +406,7 @@ def fractions_vs_truth(
         where = f"both adata.obsm[{key!r}] and adata.obsm[{truth_key!r}]"
         types = _chosen(types, predicted.columns, what="types", where=where)
         predicted, truth = predicted[types], truth[types]
-    coords = check_spatial(adata, spatial_key=spatial_key)
+    layout = spot_layout(adata, spatial_key=spatial_key, img_key=img_key, library_id=library_id)
     types = list(predicted.columns)
     pairs = max(1, min(int(pairs_per_row), len(types)))
     nrows = int(np.ceil(len(types) / pairs)) + 1
@@ -419,13 +420,13 @@ def fractions_vs_truth(
         for j, (table, word) in enumerate(((predicted, "predicted"), (truth, "true"))):
             ax = fig.add_subplot(grid[row, 2 * col + j])
             mappable = _draw_map(
-                ax, coords, table[cell_type].to_numpy(), norm=norm, cmap=cmap, size=size
+                ax, layout, table[cell_type].to_numpy(), norm=norm, cmap=cmap, size=size
             )
             ax.set_title(f"{cell_type}: {word}")
         fig.colorbar(mappable, ax=ax, fraction=0.046, pad=0.02)
     _truth_scatter(fig.add_subplot(grid[nrows - 1, 0:2]), predicted, truth)
     fig.tight_layout()
-    _fit_spots(_spatial_axes(fig), coords, size)
+    fit_spot_sizes(_spatial_axes(fig), layout, size)
     return finish(fig, save)
 
 
@@ -478,6 +479,8 @@ def mapping_plots(
     genes_key: str = "predicted_genes",
     truth_key: str = "true_fractions",
     spatial_key: str = "spatial",
+    img_key: str | None = "auto",
+    library_id: str | None = None,
 ) -> dict[str, Path]:
     """Write every plot of a mapping that its outputs allow (see :func:`plot_paths`):
     fractions (:func:`fractions`), predicted genes (:func:`predicted_genes`), view weights
@@ -495,6 +498,8 @@ def mapping_plots(
         weights in ``obsm[f"{key_added}_view_weights"]`` (default keys when ``None``).
     genes_key, truth_key, spatial_key
         ``obsm`` keys of the predicted genes, the true fractions and the coordinates.
+    img_key, library_id
+        Tissue image drawn under the spots of every map, as in :func:`fractions`.
 
     Returns
     -------
@@ -502,23 +507,24 @@ def mapping_plots(
     """
     fractions_key = "cell_type_fractions" if key_added is None else f"{key_added}_fractions"
     views_key = "view_weights" if key_added is None else f"{key_added}_view_weights"
+    where = dict(spatial_key=spatial_key, img_key=img_key, library_id=library_id)
     drawers = {
         "fractions": (
             fractions_key,
-            lambda p: fractions(adata, key=fractions_key, save=p, spatial_key=spatial_key),
+            lambda p: fractions(adata, key=fractions_key, save=p, **where),
         ),
         "genes": (
             genes_key,
-            lambda p: predicted_genes(adata, key=genes_key, save=p, spatial_key=spatial_key),
+            lambda p: predicted_genes(adata, key=genes_key, save=p, **where),
         ),
         "views": (
             views_key,
-            lambda p: view_weights(adata, key=views_key, save=p, spatial_key=spatial_key),
+            lambda p: view_weights(adata, key=views_key, save=p, **where),
         ),
         "truth": (
             truth_key,
             lambda p: fractions_vs_truth(
-                adata, key=fractions_key, truth_key=truth_key, save=p, spatial_key=spatial_key
+                adata, key=fractions_key, truth_key=truth_key, save=p, **where
             ),
         ),
     }

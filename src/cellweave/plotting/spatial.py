@@ -4,7 +4,9 @@ the tissue image when ``uns["spatial"]`` holds one (as ``sc.pl.spatial``)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -15,7 +17,90 @@ from ..validate import check_spatial
 from ._colors import human_title, obs_palette, shared_palettes, values_for
 from ._save import finish
 
-__all__ = ["frame_spatial", "shared_limits", "spatial", "spot_size"]
+__all__ = [
+    "SpotLayout",
+    "draw_section",
+    "fit_spot_sizes",
+    "frame_spatial",
+    "shared_limits",
+    "spatial",
+    "spot_layout",
+    "spot_size",
+]
+
+
+@dataclass(frozen=True)
+class SpotLayout:
+    """Where a section's spots are drawn: ``coords`` in the units of the axes (image pixels
+    over an image), the ``image`` under them (``None``: none) and the spots' ``diameter`` in
+    those units when known (spots are then circles of that width, else markers)."""
+
+    coords: np.ndarray
+    image: Any = None  # cellweave.image.SpatialImage
+    diameter: float | None = None
+
+
+def spot_layout(
+    adata: AnnData,
+    *,
+    spatial_key: str = "spatial",
+    img_key: str | None = "auto",
+    library_id: str | None = None,
+) -> SpotLayout:
+    """The :class:`SpotLayout` of ``adata``: coordinates ``obsm[spatial_key]`` (first two
+    axes), scaled onto the image of ``uns["spatial"]`` chosen by ``img_key``/``library_id``
+    (as in :func:`spatial`) when there is one."""
+    coords = check_spatial(adata, spatial_key=spatial_key)[:, :2]
+    image = _image(adata, img_key, library_id)
+    if image is None:
+        return SpotLayout(coords)
+    diameter = None if image.spot_diameter is None else image.spot_diameter * image.scale
+    return SpotLayout(coords * image.scale, image, diameter)
+
+
+def draw_section(
+    ax,
+    layout: SpotLayout,
+    *,
+    size: float | None,
+    values=None,
+    color=None,
+    cmap: str | None = None,
+    limits=(None, None),
+):
+    """Draw the image of ``layout`` (if any), its spots coloured by ``color`` or by numeric
+    ``values`` on ``cmap`` within ``limits`` (NaN spots light grey), and frame ``ax`` as
+    ``sc.pl.spatial`` (y down). ``size``: marker size (points²), from the spacing when
+    ``None``. Returns the colour-mapped collection (``None`` with ``color``)."""
+    image = layout.image
+    if image is not None:
+        ax.imshow(image.pixels.squeeze(), cmap="gray" if image.pixels.shape[2] == 1 else None)
+    size = spot_size(ax, layout.coords) if size is None else size
+    draw = dict(size=size, diameter=layout.diameter)
+    mappable = None
+    if values is None:
+        _points(ax, layout.coords, color=color, **draw)
+    else:
+        values = np.asarray(values, dtype=float)
+        missing = ~np.isfinite(values)
+        if missing.any():
+            _points(ax, layout.coords[missing], color="0.85", **draw)
+        mappable = _points(
+            ax, layout.coords[~missing], values=values[~missing], cmap=cmap, limits=limits, **draw
+        )
+    frame_spatial(ax, layout.coords if image is None else None)
+    return mappable
+
+
+def fit_spot_sizes(axes, layout: SpotLayout, size: float | None) -> None:
+    """Marker sizes from the spacing again once colour bars and layout have settled (spots
+    drawn at their diameter, or at a given ``size``, keep it)."""
+    if size is not None or layout.diameter is not None:
+        return
+    for ax in axes:
+        spot = spot_size(ax, layout.coords)
+        for collection in ax.collections:
+            collection.set_sizes([spot])
 
 
 def spatial(
@@ -82,7 +167,7 @@ def spatial(
     """
     import matplotlib.pyplot as plt
 
-    coords = check_spatial(adata, spatial_key=spatial_key)[:, :2]
+    layout = spot_layout(adata, spatial_key=spatial_key, img_key=img_key, library_id=library_id)
     keys = [color] if isinstance(color, str) else list(color)
     layers = _layers(layer, len(keys))
     titles = (
@@ -90,11 +175,6 @@ def spatial(
         if title is None
         else ([title] if isinstance(title, str) else list(title))
     )
-    image = _image(adata, img_key, library_id)
-    diameter = None
-    if image is not None:
-        coords = coords * image.scale
-        diameter = None if image.spot_diameter is None else image.spot_diameter * image.scale
     ncols = min(ncols, len(keys))
     nrows = int(np.ceil(len(keys) / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 4 * nrows), squeeze=False)
@@ -107,21 +187,10 @@ def spatial(
     if not share_scale:
         limits = (vmin, vmax)
     for ax, key, panel_title in zip(axes.flat, panels, titles, strict=False):
-        if image is not None:
-            ax.imshow(image.pixels.squeeze(), cmap="gray" if image.pixels.shape[2] == 1 else None)
-        spot = size if size is not None else spot_size(ax, coords)
         _draw(
-            ax,
-            coords,
-            panels[key],
-            size=spot,
-            diameter=diameter,
-            cmap=cmap,
-            palette=palettes.get(key),
-            limits=limits,
+            ax, layout, panels[key], size=size, cmap=cmap, palette=palettes.get(key), limits=limits
         )
         ax.set_title(panel_title)
-        frame_spatial(ax, coords if image is None else None)
     for ax in list(axes.flat)[len(keys) :]:
         ax.axis("off")
     fig.tight_layout()
@@ -192,34 +261,26 @@ def _categorical(values) -> bool:
     return isinstance(values, pd.Series) and not pd.api.types.is_numeric_dtype(values)
 
 
-def _draw(ax, coords, values, *, size, diameter, cmap, palette, limits) -> None:
-    """Categories in ``palette``'s colours (keyed by ``str(category)``), or, without a
-    palette, numbers on ``cmap`` within ``limits`` with a colour bar. Spots are circles of
-    ``diameter`` data units when it is known (over an image), else markers of ``size``."""
-    if palette is not None:
-        cats = values.astype(str).astype("category")
-        colors = [palette[c] for c in cats.to_numpy()]
-        _points(ax, coords, size=size, diameter=diameter, color=colors)
-        for cat in cats.cat.categories:
-            ax.scatter([], [], s=min(size, 40.0), color=palette[cat], label=cat, linewidths=0)
-        ax.legend(
-            loc="center left",
-            bbox_to_anchor=(1, 0.5),
-            frameon=False,
-            markerscale=1.5,
-            fontsize="small",
-        )
+def _draw(ax, layout: SpotLayout, values, *, size, cmap, palette, limits) -> None:
+    """Categories in ``palette``'s colours (keyed by ``str(category)``) with a legend, or,
+    without a palette, numbers on ``cmap`` within ``limits`` with a colour bar (see
+    :func:`draw_section`)."""
+    size = spot_size(ax, layout.coords) if size is None else size
+    if palette is None:
+        mappable = draw_section(ax, layout, size=size, values=values, cmap=cmap, limits=limits)
+        ax.figure.colorbar(mappable, ax=ax, fraction=0.046, pad=0.02)
         return
-    mappable = _points(
-        ax,
-        coords,
-        size=size,
-        diameter=diameter,
-        values=np.asarray(values, dtype=float),
-        cmap=cmap,
-        limits=limits,
+    cats = values.astype(str).astype("category")
+    draw_section(ax, layout, size=size, color=[palette[c] for c in cats.to_numpy()])
+    for cat in cats.cat.categories:
+        ax.scatter([], [], s=min(size, 40.0), color=palette[cat], label=cat, linewidths=0)
+    ax.legend(
+        loc="center left",
+        bbox_to_anchor=(1, 0.5),
+        frameon=False,
+        markerscale=1.5,
+        fontsize="small",
     )
-    ax.figure.colorbar(mappable, ax=ax, fraction=0.046, pad=0.02)
 
 
 def _points(ax, coords, *, size, diameter, color=None, values=None, cmap=None, limits=(None, None)):
