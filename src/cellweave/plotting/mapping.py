@@ -4,8 +4,9 @@ genes, the attention method's view weights, and predicted vs true fractions.
 Every map draws the spots at ``obsm["spatial"]`` as ``sc.pl.spatial`` does, through the same
 :func:`~cellweave.plotting.spatial.draw_section`: over the tissue image of ``uns["spatial"]``
 when there is one (``img_key``, ``library_id``; spots at their diameter), y axis pointing
-down, markers as large as the spots' spacing without an image. Panels meant to be compared share one colour scale and one colour bar; titles
-are the names of the types, genes or views, not the raw keys.
+down, markers as large as the spots' spacing without an image. Panels meant to be compared
+share one colour scale and one colour bar; titles are the names of the types, genes or
+views, not the raw keys.
 """
 
 from __future__ import annotations
