@@ -81,15 +81,8 @@ def volcano(
             linewidths=0,
             label="DE (FDR)",
         )
-        for i in np.lexsort((-np.abs(x), -p))[: n_labels if hit.any() else 0]:
-            if hit[i]:
-                ax.annotate(
-                    str(table.index[i]),
-                    (x[i], y[i]),
-                    fontsize=7,
-                    xytext=(2, 2),
-                    textcoords="offset points",
-                )
+        named = [i for i in np.lexsort((-np.abs(x), -p)) if hit[i]][:n_labels]
+        _label(ax, x[named], y[named], [str(table.index[i]) for i in named])
         ax.axvline(0.0, color="0.5", lw=0.6)
         ax.set_xlabel("log2 fold change")
         ax.set_ylabel("Bayes factor")
@@ -102,6 +95,36 @@ def volcano(
         fig.suptitle(title)
     fig.tight_layout()
     return finish(fig, save)
+
+
+def _label(ax, x: np.ndarray, y: np.ndarray, names: list[str], *, gap: float = 0.07) -> None:
+    """Name the points ``(x, y)``: right of the point for up-regulated features (``x >= 0``),
+    left of it for down-regulated ones, each side's labels stacked from the highest down at
+    least ``gap`` of the y range apart, so that the many features at the Bayes-factor cap
+    (one y) get one line each instead of a pile; a thin line joins a moved label to its
+    point."""
+    if not names:
+        return
+    ax.autoscale_view()
+    low, high = ax.get_ylim()
+    step = gap * (high - low)
+    nudge = 0.01 * np.subtract(*ax.get_xlim()[::-1])  # a little off the point
+    for side in (x >= 0, x < 0):
+        order = np.flatnonzero(side)[np.argsort(-y[side], kind="stable")]
+        place = np.inf
+        for i in order:
+            place = min(y[i], place - step)
+            moved = not np.isclose(place, y[i])
+            ax.annotate(
+                names[i],
+                (x[i], y[i]),
+                xytext=(x[i] + (nudge if x[i] >= 0 else -nudge), place),
+                textcoords="data",
+                ha="left" if x[i] >= 0 else "right",
+                va="center",
+                fontsize=7,
+                arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.4} if moved else None,
+            )
 
 
 def top_features(de: pd.DataFrame, n: int = 3, *, up: bool = True) -> dict[str, list[str]]:
