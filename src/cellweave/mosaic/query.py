@@ -374,6 +374,7 @@ def train_query(model: Any, *, max_epochs: int = 100, lr: float = 2e-3, **train_
             "train_query is for a model of MosaicModel.load_query_data(reference, query): "
             "call model.train() to train a model"
         )
+    model.module.train()
     return model.train(max_epochs=max_epochs, lr=lr, **train_kwargs)
 
 
