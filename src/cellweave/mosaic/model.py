@@ -41,11 +41,11 @@ from .data import MosaicData, _labels
 from .datamodule import MosaicDataModule
 from .guidance import graph_from_links
 from .kinds import kind_names
+from .persist import history_entry, history_frame, load_state, read_model, write_model
 from .query import knn_labels as _knn_labels
 from .query import load_query_data as _load_query_data
 from .query import load_saved_query, reference_cells
 from .query import train_query as _train_query
-from .persist import history_entry, history_frame, load_state, read_model, write_model
 from .vae import MosaicModule
 
 __all__ = ["MosaicModel", "choose_n_clusters"]
@@ -175,15 +175,19 @@ class MosaicModel:
         saved = _saved or {}
         data_options = {o.name: opts.pop(o.name) for o in DATA_OPTIONS}
         classes = saved.get("label_classes", data_options.pop("label_classes"))
-        self.data = saved["data"] if "data" in saved else MosaicData.from_mudata(
-            mdata,
-            batch_key=batch_key,
-            label_key=None if labels is not None else label_key,
-            label_classes=classes,
-            batch_names=saved.get("batch_names"),
-            fitted=saved.get("fitted"),
-            random_state=seed,
-            **data_options,
+        self.data = (
+            saved["data"]
+            if "data" in saved
+            else MosaicData.from_mudata(
+                mdata,
+                batch_key=batch_key,
+                label_key=None if labels is not None else label_key,
+                label_classes=classes,
+                batch_names=saved.get("batch_names"),
+                fitted=saved.get("fitted"),
+                random_state=seed,
+                **data_options,
+            )
         )
         if labels is not None:
             self.data.label_codes, self.data.label_classes = _given_labels(

@@ -50,9 +50,7 @@ _META_KEYS = (
 )
 #: The keys model.json must hold (format, version, train parameters and history are read
 #: with defaults when absent).
-_REQUIRED_KEYS = tuple(
-    k for k in _META_KEYS[2:] if k not in ("train_params", "history", "query")
-)
+_REQUIRED_KEYS = tuple(k for k in _META_KEYS[2:] if k not in ("train_params", "history", "query"))
 _DATA_KEYS = ("batch_key", "label_key", "graph_key", "modality")
 _FITTED_KEYS = ("kind", "likelihood", "representation", "n_comps", "features")
 #: What a problem reading a model's file is fixed by.

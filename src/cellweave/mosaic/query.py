@@ -39,7 +39,7 @@ import torch
 from scipy import sparse
 
 from ..errors import InputError, MissingKeyError, NoSharedFeaturesError
-from .data import MosaicData, ModalityData
+from .data import ModalityData, MosaicData
 from .kinds import get_kind
 from .persist import load_state, read_model
 from .represent import Representation
@@ -351,9 +351,7 @@ def load_saved_query(cls: type, path: str | Path, mdata: Any):
     n_ref = int(ref.n_reference_batches)
     mdata = _wrap(mdata, ref)
     batch_key = ref.init_params["batch_key"]
-    data, observed = query_data(
-        mdata, ref, batch_key=batch_key, query_batches=ref.batch_names[n_ref:]
-    )
+    data, _ = query_data(mdata, ref, batch_key=batch_key, query_batches=ref.batch_names[n_ref:])
     model = _build(cls, mdata, ref, data, batch_key)
     add_input_shift(model.module, [m.n_inputs for m in data.modalities], n_ref)
     model.module.batch_terms = False
