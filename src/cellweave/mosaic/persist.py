@@ -32,8 +32,9 @@ __all__ = ["FORMAT", "history_entry", "history_frame", "load_state", "read_model
 
 _WEIGHTS, _ARRAYS, _META, _GRAPH = "weights.pt", "representation.npz", "model.json", "graph.npz"
 _FILES = (_META, _ARRAYS, _GRAPH, _WEIGHTS)
-#: Optional: latent and label codes of labelled training cells (query label transfer).
-_REFERENCE = "reference.npz"
+#: Prefix in representation.npz of the optional latent and label codes of labelled training
+#: cells (query label transfer; :mod:`.query`).
+_REFERENCE = "__reference__/"
 #: The keys of ``model.json`` (all required but ``cellweave_version`` and ``train_params``),
 #: the data keys of ``init_params`` besides :data:`~.config.MODEL`'s options, and the keys
 #: of each modality's ``fitted`` entry.
@@ -72,21 +73,20 @@ def write_model(
 ) -> Path:
     """Write a model's folder atomically (``meta``: parameters, batches, classes; ``fitted``:
     :meth:`~.data.MosaicData.fitted_state`; ``state``: the module's ``state_dict``;
-    ``reference``: ``{"latent", "labels"}`` of labelled cells, written to ``reference.npz``).
+    ``reference``: ``{"latent", "labels"}`` of labelled cells, kept in representation.npz).
 
     An existing non-empty folder is replaced only with ``overwrite``, and only if it holds a
     saved model and nothing else (other files would be lost with it)."""
-    with atomic_dir(path, overwrite=overwrite, replaceable=(*_FILES, _REFERENCE)) as tmp:
+    with atomic_dir(path, overwrite=overwrite, replaceable=_FILES) as tmp:
         arrays = {
             f"{mod}/{key}": value
             for mod, info in fitted.items()
             for key, value in info.pop("arrays").items()
         }
+        arrays.update({_REFERENCE + k: v for k, v in (reference or {}).items()})
         meta = {"format": FORMAT, "cellweave_version": __version__, **meta, "fitted": fitted}
         graph = graph if graph is not None else sparse.csr_matrix((0, 0))
         _write_files(tmp, meta, arrays, sparse.csr_matrix(graph), state)
-        if reference is not None:
-            np.savez(tmp / _REFERENCE, **reference)
     return Path(path).expanduser()
 
 
@@ -148,9 +148,9 @@ def read_model(path: str | Path, *, strict: bool = False) -> dict[str, Any]:
         info["arrays"] = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
     graph = _read(path / _GRAPH, sparse.load_npz)
     state = _read(path / _WEIGHTS, _load_weights)
-    reference = _read(path / _REFERENCE, _load_npz) if (path / _REFERENCE).exists() else None
+    reference = {k[len(_REFERENCE) :]: v for k, v in arrays.items() if k.startswith(_REFERENCE)}
     return {
-        "reference": reference,
+        "reference": reference or None,
         "meta": meta,
         "fitted": fitted,
         "batch_names": meta["batch_names"],
