@@ -201,7 +201,7 @@ def main() -> None:
     lines = header(f"Query mapping: {args.dataset}, {args.holdout} held out", PACKAGES)
     lines += [f"- load average before: {os.getloadavg()[0]:.2f}", ""]
     table, notes = run_query(mdata, args.holdout, args)
-    lines += markdown_table(table, digits=3, index_name="route") + [""]
+    lines += [*markdown_table(table, digits=3, index_name="route"), ""]
     lines += [f"- {n}" for n in notes]
     if args.own_labels:
         lines += ["", *markdown_table(run_own_labels(mdata, args), digits=3)]
