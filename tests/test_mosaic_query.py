@@ -257,3 +257,14 @@ def test_one_modality_reference_takes_an_anndata_query(split):
     mapped = MosaicModel.load_query_data(model, rna, batch_key="batch")
     assert mapped.get_latent_representation().shape == (rna.n_obs, 8)
     assert isinstance(rna, ad.AnnData)
+
+
+def test_query_rows_follow_the_query_cell_order(reference, split):
+    _, query = split
+    shuffled = query[query.obs_names[::-1]].copy()
+    model = MosaicModel.load_query_data(reference, shuffled, batch_key="batch")
+    assert model.data.obs_names.equals(shuffled.obs_names)
+    plain = MosaicModel.load_query_data(reference, query, batch_key="batch")
+    np.testing.assert_allclose(
+        model.get_latent_representation()[::-1], plain.get_latent_representation(), atol=1e-5
+    )

@@ -210,6 +210,8 @@ def query_data(
         mods[name], observed[name] = _reindex(mdata.mod[name], features, name, layer_names)
     with md.set_options(pull_on_update=False):
         padded = md.MuData(mods)
+        if not padded.obs_names.equals(mdata.obs_names):  # the query's cell order
+            padded = padded[mdata.obs_names].copy()
     padded.obs[batch_key] = mdata.obs[batch_key].reindex(padded.obs_names).to_numpy()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
