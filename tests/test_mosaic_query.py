@@ -268,3 +268,23 @@ def test_query_rows_follow_the_query_cell_order(reference, split):
     np.testing.assert_allclose(
         model.get_latent_representation()[::-1], plain.get_latent_representation(), atol=1e-5
     )
+
+
+def test_spread_labels_uses_the_unlabelled_cells():
+    from cellweave.mosaic.labels import spread_labels
+
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [6.0, 0.0], [0.0, 6.0]])
+    truth = np.repeat([0, 1, 2], 100)
+    latent = centres[truth] + rng.normal(0, 0.5, (300, 2))
+    probs = np.full((300, 3), 1 / 3)
+    probs[np.arange(300), truth] += 0.1  # a weak classifier, right on most cells ...
+    wrong = rng.choice(300, 45, replace=False)
+    probs[wrong] = np.eye(3)[(truth[wrong] + 1) % 3] * 0.3 + 0.2  # ... confidently wrong here
+    probs /= probs.sum(1, keepdims=True)
+    codes = np.full(300, -1)
+    codes[[0, 100, 200, 201, 202]] = [0, 1, 2, 2, 2]  # five labelled cells
+    out = spread_labels(latent, probs, codes)
+    assert np.allclose(out.sum(1), 1.0, atol=1e-5)
+    assert (probs.argmax(1) == truth).mean() < 0.9
+    assert (out.argmax(1) == truth).mean() > 0.98

@@ -63,20 +63,15 @@ def integrate_query(
         raise MissingKeyError(
             f"{path.name} has no obs column {label_key!r}: pass an existing --label-key"
         )
-    model = tl.map_query(
-        data,
-        reference_model,
-        batch_key=batch_key,
-        unfrozen=fine_tune,
-        max_epochs=max_epochs,
-        device=device,
-        random_state=random_state,
-        return_model=True,
-        train_kwargs=hardware,
-        **checkpoint.kwargs,
-    )
-    if not model.fit_result.is_global_zero:
-        return
+    options = {"batch_key": batch_key, "unfrozen": fine_tune, "max_epochs": max_epochs}
+    options.update(device=device, random_state=random_state, **hardware)
+    model = tl.map_query(data, reference_model, return_model=True, **options, **checkpoint.kwargs)
+    if model.fit_result.is_global_zero:  # else another process of a data-parallel run
+        _write(data, model, out, save_model, label_key, overwrite=overwrite)
+
+
+def _write(data: Any, model: Any, out: Path, save_model, label_key, *, overwrite: bool) -> None:
+    """The query's outputs (and the query model), and the accuracy of its labels."""
     console.print(str(model))
     io.write(data, out, overwrite=overwrite)
     info = model.train_params

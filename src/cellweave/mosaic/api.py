@@ -138,17 +138,10 @@ def map_query(
     *,
     batch_key: str = "batch",
     unfrozen: bool = False,
-    max_epochs: int = 100,
-    batch_size: int | None = None,
-    lr: float = 2e-3,
-    device: str = "auto",
-    random_state: int = 0,
-    checkpoint_dir: str | Path | None = None,
-    resume: bool = False,
     key_added: str | None = None,
-    train_kwargs: Mapping[str, Any] | None = None,
     copy: bool = False,
     return_model: bool = False,
+    **train_kwargs: Any,
 ):
     """Map query batches onto a trained mosaic model (scArches-style, see
     :mod:`cellweave.mosaic.query`) and write the results into ``data`` as :func:`integrate`
@@ -164,10 +157,11 @@ def map_query(
         ``data.obs`` column of the query's batches (new names, not the reference's).
     unfrozen
         Fine-tune every weight (default: only the query batches' parameters learn).
-    max_epochs, batch_size, lr, device, random_state, checkpoint_dir, resume, train_kwargs
-        See :meth:`MosaicModel.train`.
     key_added, copy, return_model
         See :func:`integrate`.
+    **train_kwargs
+        :meth:`MosaicModel.train` options (``max_epochs``, ``lr``, ``device``,
+        ``random_state``, ``checkpoint_dir``, ``resume``, ...), checked before any work.
 
     Returns
     -------
@@ -175,25 +169,15 @@ def map_query(
     ``obs["<base>_knn_label"]`` and ``obs["<base>_knn_label_probability"]``: the label by a
     15-nearest-neighbour vote among the reference's labelled cells in the latent.
     """
-    train = {"max_epochs": max_epochs, "batch_size": batch_size, **dict(train_kwargs or {})}
-    check_train_options(train)
-    check_device(device)
+    check_train_options(train_kwargs)
+    check_device(train_kwargs.get("device", "auto"))
     if copy and return_model:
         raise InvalidOptionError("pass copy=True or return_model=True, not both")
     data = data.copy() if copy else data
     model = MosaicModel.load_query_data(reference, data, batch_key=batch_key, unfrozen=unfrozen)
-    model.train_query(
-        lr=lr,
-        device=device,
-        random_state=random_state,
-        checkpoint_dir=checkpoint_dir,
-        resume=resume,
-        **train,
-    )
+    model.train_query(**train_kwargs)
     write_results(data, model, key_added=key_added)
-    if return_model:
-        return model
-    return data if copy else None
+    return model if return_model else (data if copy else None)
 
 
 def _check_data(data: Any, label_key: str | None) -> None:

@@ -14,7 +14,10 @@ from scipy import sparse
 
 from ..graph import nearest_neighbors
 
-__all__ = ["spread_labels"]
+__all__ = ["ALPHA", "N_ITER", "spread_labels"]
+
+#: Weight of the neighbours against the start, and the iterations, of label spreading.
+ALPHA, N_ITER = 0.95, 50
 
 
 def _graph(latent: np.ndarray, k: int) -> sparse.csr_matrix:
@@ -33,27 +36,12 @@ def _graph(latent: np.ndarray, k: int) -> sparse.csr_matrix:
 
 
 def spread_labels(
-    latent: np.ndarray,
-    probabilities: np.ndarray,
-    codes: np.ndarray,
-    *,
-    k: int = 15,
-    alpha: float = 0.9,
-    n_iter: int = 30,
+    latent: np.ndarray, probabilities: np.ndarray, codes: np.ndarray, *, k: int = 15
 ) -> np.ndarray:
-    """Probabilities ``(n, n_classes)`` after label spreading (see the module docstring).
-
-    Parameters
-    ----------
-    latent
-        ``(n, d)`` posterior means.
-    probabilities
-        ``(n, n_classes)`` classifier probabilities.
-    codes
-        ``(n,)`` label code of labelled cells, ``-1`` elsewhere.
-    k, alpha, n_iter
-        Neighbours per cell, weight of the neighbours against the start, iterations.
-    """
+    """Probabilities ``(n, n_classes)`` after label spreading (see the module docstring):
+    ``latent`` ``(n, d)`` posterior means, ``probabilities`` the classifier's ``(n,
+    n_classes)``, ``codes`` ``(n,)`` the label code of labelled cells (``-1`` elsewhere),
+    ``k`` neighbours per cell; :data:`ALPHA` and :data:`N_ITER` set the spreading."""
     probs = np.asarray(probabilities, dtype=np.float64)
     if latent.shape[0] < 3:
         return probs.astype(np.float32)
@@ -63,8 +51,8 @@ def spread_labels(
     start[known, np.asarray(codes)[known]] = 1.0
     S = _graph(np.asarray(latent, dtype=np.float32), k)
     F = start.copy()
-    for _ in range(int(n_iter)):
-        F = alpha * (S @ F) + (1.0 - alpha) * start
+    for _ in range(N_ITER):
+        F = ALPHA * (S @ F) + (1.0 - ALPHA) * start
     F = np.maximum(F, 0.0)
     F /= np.maximum(F.sum(1, keepdims=True), 1e-12)
     return F.astype(np.float32)
