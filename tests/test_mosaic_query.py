@@ -288,3 +288,12 @@ def test_spread_labels_uses_the_unlabelled_cells():
     assert np.allclose(out.sum(1), 1.0, atol=1e-5)
     assert (probs.argmax(1) == truth).mean() < 0.9
     assert (out.argmax(1) == truth).mean() > 0.98
+
+
+def test_predict_labels_spread_keeps_the_labelled_cells(reference, split):
+    ref, _ = split
+    labels, probs = reference.predict_labels(return_probabilities=True, spread=True)
+    assert np.allclose(probs.to_numpy().sum(1), 1.0, atol=1e-5)
+    truth = ref.obs["cell_type"].astype(str).to_numpy()
+    assert (labels.astype(str).to_numpy() == truth).mean() > 0.99  # every cell labelled
+    assert list(labels.cat.categories) == reference.data.label_classes

@@ -41,6 +41,7 @@ from .data import MosaicData, _labels
 from .datamodule import MosaicDataModule
 from .guidance import graph_from_links
 from .kinds import kind_names
+from .labels import spread_labels
 from .persist import history_entry, history_frame, load_state, read_model, write_model
 from .query import knn_labels as _knn_labels
 from .query import load_query_data as _load_query_data
@@ -474,16 +475,24 @@ class MosaicModel:
         att = self.infer()["attention"]
         return pd.DataFrame(att, index=self.data.obs_names, columns=self.data.names)
 
-    def predict_labels(self, *, return_probabilities: bool = False):
+    def predict_labels(self, *, return_probabilities: bool = False, spread: bool = False):
         """Predicted label per cell (argmax of ``q(c | z)`` over the label classes; without
-        labels, the cluster ``"cluster_<k>"``).
+        labels, the cluster ``"cluster_<k>"``). ``spread``: the classifier's probabilities
+        spread over the latent's kNN graph, labelled cells clamped
+        (:func:`~.labels.spread_labels`; uses the unlabelled cells).
 
         Returns
         -------
         A Series of labels, and with ``return_probabilities`` also a DataFrame cells x
         classes (rows sum to 1).
         """
-        labels, probs = self._labels_from_logits(self.infer()["logits"])
+        post = self.infer()
+        labels, probs = self._labels_from_logits(post["logits"])
+        if spread and self.data.label_classes:
+            values = spread_labels(post["mean"], probs.to_numpy(), self.data.label_codes)
+            probs = pd.DataFrame(values, index=probs.index, columns=probs.columns)
+            names = np.asarray(probs.columns)[values.argmax(1)]
+            labels = pd.Series(pd.Categorical(names, categories=list(probs.columns)), probs.index)
         if return_probabilities:
             return labels, probs
         return labels
