@@ -53,6 +53,7 @@ def spread_labels(
     F = start.copy()
     for _ in range(N_ITER):
         F = ALPHA * (S @ F) + (1.0 - ALPHA) * start
+        F[known] = start[known]  # the labelled cells keep their labels
     F = np.maximum(F, 0.0)
     F /= np.maximum(F.sum(1, keepdims=True), 1e-12)
     return F.astype(np.float32)
