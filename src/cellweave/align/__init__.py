@@ -14,7 +14,7 @@ the RNA section's spots through the matching. :func:`simulate_rna_protein` build
 with the truth.
 """
 
-from .api import Alignment, align_sections, apply_transform
+from .api import Alignment, align_sections, apply_transform, overlap_fraction
 from .pairs import FeaturePairs, read_pairs, resolve_pairs
 from .perturb import PROTEIN_PANEL, perturb_section, simulate_rna_protein
 from .rigid import Transform, procrustes
@@ -30,6 +30,7 @@ __all__ = [
     "align_sections",
     "apply_transform",
     "check_options",
+    "overlap_fraction",
     "perturb_section",
     "procrustes",
     "read_pairs",

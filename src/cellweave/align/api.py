@@ -204,11 +204,13 @@ def align_sections(
     ``uns[key_added]`` entry holds ``params`` (the call's options, JSON-safe), ``matching``
     (sparse ``n_b x n_a`` plan of the final matching: over every spot, or with subsampling and
     ``nonrigid`` over the subsampled spots), ``reference_obs_names``, ``rotation``,
-    ``translation``, ``scale``, ``angle``, ``spacing``, ``matched_fraction``, ``n_features``,
-    ``fgw_start`` and ``seconds``; with ``feature_pairs`` also ``feature_pairs`` (``{"a":
-    names, "b": names}``, the pairs compared) and in ``params`` where they came from
-    (``feature_pairs``: ``"auto"``, ``"table"`` or ``"mapping"``), ``n_feature_pairs`` and
-    ``rna_section`` (``"a"`` / ``"b"`` with ``"auto"``).
+    ``translation``, ``scale``, ``angle``, ``spacing``, ``matched_fraction`` (share of B's
+    spots given any matching mass; with ``overlap`` close to that setting by construction),
+    ``overlap_fraction`` (measured: share of B's aligned spots within one spot spacing of a
+    spot of A), ``n_features``, ``fgw_start`` and ``seconds``; with ``feature_pairs`` also
+    ``feature_pairs`` (``{"a": names, "b": names}``, the pairs compared) and in ``params``
+    where they came from (``feature_pairs``: ``"auto"``, ``"table"`` or ``"mapping"``),
+    ``n_feature_pairs`` and ``rna_section`` (``"a"`` / ``"b"`` with ``"auto"``).
 
     Raises
     ------
@@ -278,6 +280,7 @@ def align_sections(
             "a": np.asarray(pairs.a, dtype=str),
             "b": np.asarray(pairs.b, dtype=str),
         }
+    entry["overlap_fraction"] = overlap_fraction(xa, result.aligned, result.spacing)
     entry["seconds"] = time.perf_counter() - t0
     target_b.uns[key_added] = entry
     target_b.uns[UNS_KEY] = entry
@@ -423,6 +426,17 @@ def _summary(result: Alignment, adata_a: AnnData, *, ndim: int) -> dict[str, Any
         "n_features": result.n_features,
         "fgw_start": result.start,
     }
+
+
+def overlap_fraction(xa: np.ndarray, xb_aligned: np.ndarray, spacing: float) -> float:
+    """Share of the aligned spots of B that have a spot of A within one ``spacing`` (the
+    measured overlap of the two sections after alignment, whatever ``overlap`` was set)."""
+    from ..graph import nearest_neighbors
+
+    if not np.isfinite(spacing) or spacing <= 0 or len(xa) == 0 or len(xb_aligned) == 0:
+        return float("nan")
+    dist, _ = nearest_neighbors(np.asarray(xa, dtype=float), 1, query=np.asarray(xb_aligned))
+    return float((dist[:, 0] <= spacing).mean())
 
 
 def apply_transform(

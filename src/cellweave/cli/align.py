@@ -161,7 +161,8 @@ def align(
     console.print(
         f"wrote {out}: obsm[{key_added!r}] for {adata_b.n_obs} spots of B on {adata_a.n_obs} "
         f"of A (rotation {info['angle']:.1f} deg, translation ({shift}), "
-        f"{100 * info['matched_fraction']:.0f}% matched, {info['seconds']:.1f} s)"
+        f"{100 * info['overlap_fraction']:.0f}% of B's spots on A after alignment, "
+        f"{info['seconds']:.1f} s)"
     )
     _report_pairs(info["params"])
     if transfer_out is not None:

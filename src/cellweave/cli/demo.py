@@ -110,6 +110,7 @@ def section_mosaic_data(ctx: DemoContext) -> list[Row]:
     embedding(
         naive,
         color={"cell type": labels, "batch": batches},
+        palette=_mosaic_palette(mdata),
         title="RNA PCA before integration",
         save=ctx.out / "mosaic_pca.png",
     )
@@ -139,6 +140,7 @@ def section_mosaic_data(ctx: DemoContext) -> list[Row]:
 def section_impute(ctx: DemoContext) -> list[Row]:
     """Imputation on the simulated tissue: held-out molecules and error to the truth."""
     from ..impute import evaluate, impute
+    from ..plotting import informative_gene, metric_bars
     from ..pp import log_normalize
     from ..sim import simulate_spatial
 
@@ -161,7 +163,7 @@ def section_impute(ctx: DemoContext) -> list[Row]:
     )
     impute(spatial, method="auto", random_state=ctx.random_state)
     table = result.table.sort_values("truth_log_rmse")
-    gene = str(spatial.var_names[int(np.argmax(spatial.layers["imputed"].var(axis=0)))])
+    gene = informative_gene(spatial, layer="imputed")
     column = spatial.var_names.get_loc(gene)
     raw = log_normalize(spatial.X)[:, column].toarray().ravel()
     true = log_normalize(spatial.layers["true_expression"])[:, column]
@@ -174,13 +176,14 @@ def section_impute(ctx: DemoContext) -> list[Row]:
         ],
         ctx.out / "impute_gene.png",
     )
-    plot_metric = table[["deviance", "truth_log_rmse"]].rename(
+    plot_metric = result.per_seed.set_index("method")[["deviance", "truth_log_rmse"]].rename(
         columns={"deviance": "held-out deviance", "truth_log_rmse": "error to truth"}
     )
-    from ..plotting import metric_bars
-
     metric_bars(
-        plot_metric, title="imputation (lower is better)", save=ctx.out / "impute_scores.png"
+        plot_metric,
+        reference="raw",
+        title="imputation, relative to the raw counts (lower is better)",
+        save=ctx.out / "impute_scores.png",
     )
     return [
         (
@@ -268,6 +271,7 @@ def section_integration(ctx: DemoContext) -> list[Row]:
     embedding(
         umap_coordinates(latent, random_state=ctx.random_state),
         color={"cell type": labels, "batch": batches},
+        palette=_mosaic_palette(mdata),
         title="cellweave latent (UMAP)",
         save=ctx.out / "mosaic_umap.png",
     )
@@ -278,6 +282,15 @@ def section_integration(ctx: DemoContext) -> list[Row]:
             f"{scores['bio_conservation']:.3f} / {scores['batch_correction']:.3f}",
         )
     ]
+
+
+def _mosaic_palette(mdata) -> dict[str, dict[str, str]]:
+    """Cell-type and batch colours of every mosaic figure, from (or stored in)
+    ``mdata.uns["cell_type_colors"]`` / ``["batch_colors"]``: the PCA of one modality and the
+    UMAP of all cells colour a batch alike even when a batch lacks that modality."""
+    from ..plotting import obs_palette
+
+    return {"cell type": obs_palette(mdata, "cell_type"), "batch": obs_palette(mdata, "batch")}
 
 
 def _plot_maps(adata, maps: list[tuple[str, str, np.ndarray]], path: Path) -> None:
@@ -291,6 +304,7 @@ def _plot_maps(adata, maps: list[tuple[str, str, np.ndarray]], path: Path) -> No
         adata,
         color=[column for column, _, _ in maps],
         title=[title for _, title, _ in maps],
+        share_scale=True,  # the panels are compared: one colour scale
         save=path,
     )
 

@@ -313,16 +313,17 @@ def _plot(
     adata, path: Path, *, gene: str | None, layer: str | None, spatial_key: str, key: str
 ) -> None:
     """Raw vs imputed ``gene`` on the tissue (``gene`` already checked by the command;
-    default: the most variable imputed gene)."""
+    default: the imputed gene with the most spatial structure, not a mitochondrial,
+    haemoglobin or ribosomal one), both maps on one colour scale."""
     import numpy as np
 
-    from ..plotting import spatial
+    from ..plotting import informative_gene, spatial
     from ..pp import log_normalize
 
     use_agg_backend()
     imputed = adata.layers[key]
     if gene is None:
-        gene = str(adata.var_names[int(np.argmax(imputed.var(axis=0)))])
+        gene = informative_gene(adata, layer=key, spatial_key=spatial_key)
     column = adata.var_names.get_loc(gene)
     counts = adata.X if layer is None else adata.layers[layer]
     raw = log_normalize(counts)[:, column]
@@ -335,5 +336,6 @@ def _plot(
         color=[f"{gene} raw", f"{gene} imputed"],
         spatial_key=spatial_key,
         title=[f"{gene}: raw (log-normalized)", f"{gene}: imputed"],
+        share_scale=True,
         save=path,
     )

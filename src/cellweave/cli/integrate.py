@@ -304,6 +304,7 @@ def _metrics(
             predictions=(
                 data.obs["cellweave_label"].astype(str).to_numpy()[known] if supervised else None
             ),
+            describe=True,  # which score is the model's, the chance level
         )
     report["embedding"] = use_rep
     with io.atomic_path(path, overwrite=overwrite) as tmp:
@@ -326,4 +327,7 @@ def _umap(
     panel = "predicted" if supervised else "cluster"
     color[panel] = data.obs["cellweave_label"].astype(str).to_numpy()
     title = "cellweave mosaic integration" + ("" if use_rep == "X_cellweave" else f" ({use_rep})")
-    embedding(coords, color=color, title=title, save=path)
+    from ..plotting import obs_palette
+
+    palette = {"batch": obs_palette(data, batch_key)}  # uns[f"{batch_key}_colors"]
+    embedding(coords, color=color, palette=palette, title=title, save=path)

@@ -79,10 +79,9 @@ def neighbors(
     console.print(f"wrote {out}")
     if plot is not None:
         use_agg_backend()
-        from ..plotting import spatial
+        from ..plotting import spatial_graph
 
-        adata.obs["n_neighbors"] = (adata.obsp["spatial_connectivities"] != 0).sum(axis=1).A1
-        spatial(adata, color="n_neighbors", spatial_key=spatial_key, save=plot)
+        spatial_graph(adata, spatial_key=spatial_key, save=plot)
         console.print(f"wrote {plot}")
 
 

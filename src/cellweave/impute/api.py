@@ -56,7 +56,7 @@ def predict_proportions(
     random_state = check_seed(random_state)
     _check_image_source(params)
     X, coords = _check_data(spec, adata, layer, spatial_key)
-    return _predict(spec, adata, X, coords, spatial_key, random_state, params)
+    return _predict(spec, adata, X, coords, spatial_key, random_state, params)[0]
 
 
 def _check_data(
@@ -109,10 +109,15 @@ def _predict(
     random_state: int,
     params: dict[str, Any],
 ) -> np.ndarray:
-    """Run ``spec`` on data and options already checked."""
+    """Run ``spec`` on data and options already checked: the proportions and what the
+    method's inner split chose (``None`` for methods that choose nothing)."""
     if isinstance(params.get("similarity_features"), str):
         params = _image_similarity(adata, spatial_key=spatial_key or "spatial", **params)
-    return spec.fn(check_counts(X), coords=coords, random_state=random_state, **params)
+    X = check_counts(X)
+    if not spec.reports_choice:
+        return spec.fn(X, coords=coords, random_state=random_state, **params), None
+    P, info = spec.fn(X, coords=coords, random_state=random_state, return_info=True, **params)
+    return P, info["chosen"]
 
 
 def _check_image_source(params: dict[str, Any]) -> None:
@@ -245,13 +250,15 @@ def impute(
         run = {"method": method, "params": jsonable(params), "random_state": random_state}
         run.update(_names(adata, layer))
     with checkpointing(checkpoint_dir, resume=resume, fingerprint=run):
-        P = _predict(spec, adata, X, coords, spatial_key, random_state, dict(params))
+        P, chosen = _predict(spec, adata, X, coords, spatial_key, random_state, dict(params))
     adata = adata.copy() if copy else adata
     adata.layers[layer_key] = imputed_layer(P, target_sum)
     adata.uns[uns_key] = uns_entry(
         method, params, layer=layer, spatial_key=spatial_key, key_added=layer_key,
-        target_sum=target_sum, random_state=random_state, start=start,
+        target_sum=target_sum, random_state=random_state, start=start, chosen=chosen,
     )  # fmt: skip
+    if chosen is not None:  # what the inner split chose, and whether a spatial loss was on
+        adata.uns[uns_key]["params"]["chosen"]["spatial_loss"] = coords is not None
     return adata if copy else None
 
 
@@ -270,10 +277,12 @@ def uns_entry(
     target_sum: float,
     random_state: int,
     start: float,
+    chosen: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``uns[key_added]`` of an imputation: ``params`` (method, inputs, options, seed; the
-    ``similarity_features`` array left out unless it was ``"image"``) and ``seconds`` since
-    ``start`` (a ``time.perf_counter()`` value)."""
+    ``similarity_features`` array left out unless it was ``"image"``; ``chosen``: what the
+    method's inner split chose, e.g. ``{"alpha": 0.1, "spatial_weight": 0.1}``, when it
+    reports it) and ``seconds`` since ``start`` (a ``time.perf_counter()`` value)."""
     image = isinstance(params.get("similarity_features"), str)
     recorded = {
         "method": method,
@@ -284,4 +293,6 @@ def uns_entry(
         "random_state": random_state,
         **{k: v for k, v in params.items() if k != "similarity_features" or image},
     }
+    if chosen is not None:
+        recorded["chosen"] = chosen
     return {"params": jsonable(recorded), "seconds": float(time.perf_counter() - start)}

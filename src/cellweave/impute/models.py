@@ -7,6 +7,11 @@ spot's library size ``s_i``:
 * ``"poisson"``: ``x_ij ~ Poisson(s_i p_ij)``, which for the proportions is the same
   objective as the multinomial (``"multinomial"`` is accepted as a synonym);
 * ``"nb"``: negative binomial with mean ``s_i p_ij`` and a learned inverse dispersion per gene;
+* ``"zinb"``: zero-inflated negative binomial (:func:`cellweave.nn.zinb_log_prob`): a
+  count is a technical zero (dropout) with a learned probability per gene, else NB with mean
+  ``c s_i p_ij`` (``c``: a learned scale, as the observed library ``s_i`` lacks the dropped
+  molecules). Zeros are explained by the dropout gate, so the proportions ``p`` (the
+  imputation) are free to fill the holes instead of reproducing them;
 * ``"mse"``: squared error between ``log1p(1e4 p)`` and ``log1p(1e4 x / s)``.
 
 The validation score (early stopping, model selection) is always the Poisson deviance of
@@ -22,7 +27,7 @@ import torch
 from scipy import sparse
 
 from ..errors import InputError
-from ..nn import nb_log_prob
+from ..nn import nb_log_prob, zinb_log_prob
 from ..train import CellweaveModule
 from .proportions import check_counts, to_proportions
 
@@ -46,10 +51,13 @@ random_state
     Seed of the initialisation, the inner split and the batches."""
 doc_likelihood = """\
 likelihood
-    ``"poisson"`` (= multinomial), ``"nb"`` or ``"mse"``."""
+    ``"poisson"`` (= multinomial), ``"nb"``, ``"zinb"`` (dropout-aware: zeros explained by
+    a learned dropout gate, so the imputation fills them) or ``"mse"``."""
 
-Likelihood = Literal["poisson", "multinomial", "nb", "mse"]
-_LIKELIHOODS = ("poisson", "multinomial", "nb", "mse")
+Likelihood = Literal["poisson", "multinomial", "nb", "zinb", "mse"]
+_LIKELIHOODS = ("poisson", "multinomial", "nb", "zinb", "mse")
+#: Starting dropout probability of the ``"zinb"`` gate (every gene).
+ZINB_INIT_DROPOUT = 0.1
 #: Largest dense matrix (entries) a model keeps on the device; above it rows are densified
 #: per batch from the sparse matrix.
 DENSE_LIMIT = 2**28
@@ -123,8 +131,13 @@ class ProportionModule(CellweaveModule):
         self.data = data
         self.val_data = val_data
         self.likelihood = check_likelihood(likelihood)
-        if self.likelihood == "nb":
+        if self.likelihood in ("nb", "zinb"):
             self.log_theta = torch.nn.Parameter(torch.full((data.shape[1],), np.log(10.0)))
+        if self.likelihood == "zinb":
+            logit = float(np.log(ZINB_INIT_DROPOUT / (1 - ZINB_INIT_DROPOUT)))
+            self.pi_logits = torch.nn.Parameter(torch.full((data.shape[1],), logit))
+            # NB mean = c s p: the observed library s misses the dropped molecules
+            self.log_scale = torch.nn.Parameter(torch.tensor(-np.log1p(-ZINB_INIT_DROPOUT)))
 
     # -- to implement -------------------------------------------------------------------
     def logits(self, index: torch.Tensor | None) -> torch.Tensor:
@@ -151,6 +164,10 @@ class ProportionModule(CellweaveModule):
         if self.likelihood == "nb":
             mu = s[:, None] * torch.softmax(logits, 1)
             return -nb_log_prob(x, mu, torch.exp(self.log_theta)).sum()
+        if self.likelihood == "zinb":
+            mu = (s * torch.exp(self.log_scale))[:, None] * torch.softmax(logits, 1)
+            pi = self.pi_logits.expand_as(mu)
+            return -zinb_log_prob(x, mu, torch.exp(self.log_theta), pi).sum()
         keep = s > 0
         target = torch.log1p(_TARGET_SUM * x[keep] / s[keep, None])
         return ((torch.log1p(_TARGET_SUM * torch.softmax(logits[keep], 1)) - target) ** 2).sum()

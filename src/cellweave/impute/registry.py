@@ -48,6 +48,12 @@ class ImputeMethod(Method):
         return bool(self.meta.get("spatial", False))
 
     @property
+    def reports_choice(self) -> bool:
+        """Whether the runner takes ``return_info=True`` and then returns ``(P, info)`` with
+        ``info["chosen"]``: what its inner split chose (``tl.impute`` records it)."""
+        return bool(self.meta.get("reports_choice", False))
+
+    @property
     def uses_coords(self) -> bool:
         """Whether the method uses spot coordinates: the spatial ones, and ``auto`` (its
         spatial loss; required unless ``tl.impute(spatial_key=None)``)."""
@@ -124,7 +130,7 @@ _GATE = [
     _N_COMPS,
 ]
 _WEIGHTS = _values("weights", float, (1.0, 0.5), low=0, scalar=False, many=True)
-_LIKELIHOOD = Choice("likelihood", "poisson", ("poisson", "multinomial", "nb", "mse"))
+_LIKELIHOOD = Choice("likelihood", "poisson", ("poisson", "multinomial", "nb", "zinb", "mse"))
 _SPACE = Choice("space", "latent", ("genes", "latent"))
 _DEVICE = device_option("device", "auto")
 #: Options of the models' spatial loss (:func:`.spatial_loss.build_spatial_loss`).
@@ -230,8 +236,8 @@ DESCRIPTIONS = {
     "spatial_knn": "mean over the k spatially nearest spots (self included)",
     "rings": "order-weighted ring smoothing (self 1, order 1 weight 1, order 2 weight 0.5)",
     "nmf": "non-negative matrix factorization with KL (Poisson) loss",
-    "mf": "neural matrix factorisation (Poisson) with the spatial loss; penalties "
-    "chosen by an inner molecular split",
+    "mf": "neural matrix factorisation (Poisson; likelihood='zinb' for dropout) with the "
+    "spatial loss; penalties chosen by an inner molecular split",
     "mf_nospatial": "neural matrix factorisation without the spatial loss (mf, spatial_weight=0)",
     "ae": "autoencoder (Poisson) with the spatial loss, early-stopped on an inner molecular split",
     "ae_nospatial": "autoencoder without the spatial loss (ae, spatial_weight=0)",
@@ -244,6 +250,8 @@ DESCRIPTIONS = {
 #: Methods that do not need coordinates but use them (``auto``: its spatial loss); they
 #: require them too unless ``tl.impute(spatial_key=None)`` (see ``ImputeMethod.uses_coords``).
 USES_COORDS = ("auto",)
+#: Methods whose runner reports what its inner split chose (``ImputeMethod.reports_choice``).
+REPORTS_CHOICE = ("mf", "mf_nospatial", "auto")
 
 METHODS = Registry("imputation method", entry=ImputeMethod)
 for _name, _runner, _kind, _spatial, _options in TABLE:
@@ -253,6 +261,7 @@ for _name, _runner, _kind, _spatial, _options in TABLE:
         kind=_kind,
         spatial=_spatial,
         uses_coords=_name in USES_COORDS,  # or spatial: ImputeMethod.uses_coords
+        reports_choice=_name in REPORTS_CHOICE,
         description=DESCRIPTIONS[_name],
         options=_options,
     )

@@ -61,6 +61,12 @@ def labelled_split(labels: Any, *, train_size: float = 0.01, random_state: int =
             f"label(s) {list(counts.index[counts < 2])} have a single cell: a stratified split "
             "needs >= 2 cells per label; merge or drop them first"
         )
+    n_train = int(np.floor(train_size * lab.size)) if train_size < 1 else int(train_size)
+    if n_train < len(counts):
+        raise InputError(
+            f"a stratified split of {train_size:g} of {lab.size} cells keeps {n_train} labelled "
+            f"cells, fewer than the {len(counts)} classes: score more cells (or a larger share)"
+        )
     train, _ = train_test_split(
         np.arange(lab.size), train_size=train_size, stratify=lab, random_state=random_state
     )

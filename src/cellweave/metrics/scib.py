@@ -531,20 +531,48 @@ def integration_report(
     *,
     seconds: float | None = None,
     predictions: Any = None,
+    describe: bool = False,
 ) -> dict[str, Any]:
     """The ``--metrics-json`` document of ``cellweave integrate``.
 
     Returns ``{"metrics": scib_scores(...), "label_transfer": {"balanced_accuracy": kNN on
     1%}, "seconds": seconds}``; with ``predictions`` (the model's own labels) the
     ``label_transfer`` entry also holds ``model_balanced_accuracy`` on the same held-out cells.
+    With ``describe=True`` (the CLI's file), ``label_transfer["model_score"]`` also names the
+    score to read as the model's (its own labels when given, else the kNN transfer),
+    ``chance`` is a random guess's balanced accuracy and ``about`` says what each entry is.
     """
-    transfer = {"balanced_accuracy": label_transfer_balanced_accuracy(embedding, labels)}
+    transfer: dict[str, Any] = {
+        "balanced_accuracy": label_transfer_balanced_accuracy(embedding, labels)
+    }
     if predictions is not None:
         transfer["model_balanced_accuracy"] = label_transfer_balanced_accuracy(
             None, labels, predictions=predictions
         )
+    if describe:
+        transfer.update(_describe_transfer(labels, model=predictions is not None))
     return {
         "metrics": scib_scores(embedding, labels, batches),
         "label_transfer": transfer,
         "seconds": None if seconds is None else float(seconds),
+    }
+
+
+def _describe_transfer(labels: Any, *, model: bool) -> dict[str, Any]:
+    """Which label-transfer score is the model's, the chance level, and what each entry is."""
+    about = {
+        "balanced_accuracy": "baseline: a kNN classifier on the embedding, fitted on 1% of "
+        "the cells (stratified), scored on the others; not the model's prediction",
+        "chance": "balanced accuracy of a random guess (1 / number of classes)",
+        "model_score": "the key of the score to read as the model's label transfer",
+    }
+    if model:
+        about["model_balanced_accuracy"] = (
+            "the model's own predicted labels, scored on the same held-out cells"
+        )
+    n_classes = len(set(as_label_array(labels, "labels").astype(str)))
+    return {
+        "model_score": "model_balanced_accuracy" if model else "balanced_accuracy",
+        "chance": 1.0 / max(n_classes, 1),
+        "about": about,
     }

@@ -171,7 +171,7 @@ def _group_cells(model: GenerativeModel, groupby, group) -> np.ndarray:
 def differential(
     model: GenerativeModel,
     groupby: str | np.ndarray | pd.Series,
-    group1: str | Sequence[str],
+    group1: str | Sequence[str] | None = None,
     group2: str | Sequence[str] | None = None,
     *,
     modality: str | None = None,
@@ -193,7 +193,9 @@ def differential(
     groupby
         ``mdata.obs`` column or one value per cell.
     group1, group2
-        Group value(s); ``group2=None`` compares with every other cell.
+        Group value(s); ``group2=None`` compares with every other cell. ``group1=None``: each
+        group of ``groupby`` against all other cells (one-vs-rest, as scvi-tools'
+        ``groupby`` without ``group1``; :func:`~cellweave.mosaic.groupwise.one_vs_rest`).
     modality
         Modality tested (default: the first).
     mode
@@ -213,9 +215,16 @@ def differential(
     -------
     DataFrame indexed by feature: ``proba_de``, ``bayes_factor``, ``lfc_mean``,
     ``lfc_median``, ``lfc_std``, ``scale1``, ``scale2`` (mean ``rho`` per group),
-    ``is_de_fdr``; sorted by ``proba_de`` (descending).
+    ``is_de_fdr``; sorted by ``proba_de`` (descending). With ``group1=None``: one such table
+    per group stacked, with ``comparison``, ``group1`` and ``group2`` columns first.
     """
     require_trained(model)
+    if group1 is None:
+        from .groupwise import one_vs_rest
+
+        options = {"modality": modality, "mode": mode, "delta": delta, "n_samples": n_samples}
+        options.update(fdr=fdr, transform_batch=transform_batch, random_state=random_state)
+        return one_vs_rest(differential, model, groupby, **options)
     if mode not in ("change", "vanilla"):
         raise InputError(f"mode={mode!r} is unknown: use 'change' or 'vanilla'")
     name = model.data.names[0] if modality is None else modality

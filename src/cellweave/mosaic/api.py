@@ -13,7 +13,7 @@ from scipy.special import softmax
 from .._params import params_entry
 from ..device import check_device
 from ..errors import InvalidOptionError
-from ..validate import check_labels, check_min_obs
+from ..validate import check_labels, check_min_obs, warn_unlabelled_classes
 from .config import check_options, check_train_options
 from .model import MosaicModel
 
@@ -214,7 +214,9 @@ def _labels(data: Any, label_key: str | None, fraction: float | None, seed: int)
     keep[known] = labelled_split(
         truth[known].astype(str).to_numpy(), train_size=fraction, random_state=seed
     )
-    return truth.where(keep, None).to_numpy()
+    kept = truth.where(keep, None).to_numpy()
+    warn_unlabelled_classes(truth, kept, where=f"data.obs[{label_key!r}]")
+    return kept
 
 
 def result_keys(key_added: str | None = None) -> dict[str, str]:

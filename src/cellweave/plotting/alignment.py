@@ -10,6 +10,7 @@ from anndata import AnnData
 from ..errors import MissingKeyError
 from ..validate import check_spatial
 from ._save import finish
+from .spatial import frame_spatial
 
 __all__ = ["overlay"]
 
@@ -75,9 +76,7 @@ def overlay(
         for xy, color, label in ((xa, _COLORS[0], labels[0]), (xb, _COLORS[1], labels[1])):
             ax.scatter(xy[:, 0], xy[:, 1], s=size, c=color, alpha=0.5, lw=0, label=label)
         ax.set_title(panel)
-        ax.set_aspect("equal")
-        ax.set_xticks([])
-        ax.set_yticks([])
+        frame_spatial(ax, None)  # equal aspect, y down as sc.pl.spatial
     if show_matches:
         _draw_matches(axes[1], adata_b, after_a, after_b, int(show_matches), key=key)
     axes[0].legend(loc="best", markerscale=2, frameon=False)

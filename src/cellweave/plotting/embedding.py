@@ -80,6 +80,7 @@ def embedding(
     coords: np.ndarray,
     *,
     color: Mapping[str, Sequence],
+    palette: Mapping[str, Mapping[str, str]] | None = None,
     size: float | None = None,
     title: str | None = None,
     save: str | Path | None = None,
@@ -92,6 +93,11 @@ def embedding(
         ``(n, >=2)`` array; the first two columns are drawn.
     color
         Panel name -> labels (categorical) or values (numeric), one per point.
+    palette
+        Panel name -> {category: colour}, e.g. from
+        :func:`~cellweave.plotting.obs_palette` (``uns[f"{key}_colors"]``), so that several
+        figures of one data set colour a category alike; categories it lacks (and panels
+        without one) get colours shared by panels whose categories overlap.
     size
         Marker size; chosen from the number of points when ``None``.
     title
@@ -120,11 +126,11 @@ def embedding(
             fig.colorbar(m, ax=ax, fraction=0.046, pad=0.02)
         else:
             cats = labels.astype(str).astype("category")
-            palette = palettes[name]
-            point_colors = [palette[c] for c in cats.to_numpy()[order]]
+            panel_palette = {**palettes[name], **(palette or {}).get(name, {})}
+            point_colors = [panel_palette[c] for c in cats.to_numpy()[order]]
             ax.scatter(coords[order, 0], coords[order, 1], c=point_colors, s=size, linewidths=0)
             for cat in cats.cat.categories:
-                ax.scatter([], [], color=palette[cat], label=cat)
+                ax.scatter([], [], color=panel_palette[cat], label=cat)
             ax.legend(loc="center left", bbox_to_anchor=(1, 0.5), frameon=False, fontsize="small")
         ax.set_title(name)
         ax.set_xticks([])

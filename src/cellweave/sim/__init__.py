@@ -4,6 +4,7 @@ multi-omics mosaic."""
 from .histology import render_histology
 from .mosaic import simulate_mosaic
 from .pseudo import pseudo_spots, split_reference
+from .spaceranger import write_spaceranger
 from .spatial import simulate_spatial
 
 __all__ = [
@@ -12,4 +13,5 @@ __all__ = [
     "simulate_mosaic",
     "simulate_spatial",
     "split_reference",
+    "write_spaceranger",
 ]

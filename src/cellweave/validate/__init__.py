@@ -8,7 +8,7 @@ CSR/CSC/COO matrices, sample entries where a full pass is not needed, and never 
 
 from __future__ import annotations
 
-from .content import check_labels, check_min_obs, check_seed
+from .content import check_labels, check_min_obs, check_seed, warn_unlabelled_classes
 from .features import shared_features
 from .fields import (
     check_coordinates,
@@ -59,4 +59,5 @@ __all__ = [
     "normalized_problem",
     "shared_features",
     "sparse_problem",
+    "warn_unlabelled_classes",
 ]

@@ -15,7 +15,7 @@ import pandas as pd
 from ..errors import EmptyDataError, InputError, InvalidOptionError
 from ._format import _shown
 
-__all__ = ["check_labels", "check_min_obs", "check_seed"]
+__all__ = ["check_labels", "check_min_obs", "check_seed", "warn_unlabelled_classes"]
 
 #: Seeds numpy accepts: 0 <= seed < 2**32.
 _MAX_SEED = 2**32 - 1
@@ -71,6 +71,27 @@ def check_labels(
             found = f"{len(classes)} class(es) {_shown(classes)}"
         raise InputError(f"{where} holds {found}, but {min_classes} classes are needed: {fix}")
     return series
+
+
+def warn_unlabelled_classes(labels: Any, kept: Any, *, where: str) -> list[str]:
+    """Warn (one :class:`~cellweave.errors.CellweaveWarning` line) about the classes of
+    ``labels`` none of whose cells keeps its label in ``kept`` (same length, ``None``/NaN for
+    unlabelled): a model trained on ``kept`` cannot predict them. Returns those classes."""
+    import warnings
+
+    from ..errors import CellweaveWarning
+
+    every = set(pd.Series(np.asarray(labels, dtype=object)).dropna().astype(str))
+    present = set(pd.Series(np.asarray(kept, dtype=object)).dropna().astype(str))
+    missing = sorted(every - present)
+    if missing:
+        warnings.warn(
+            f"{len(missing)} class(es) of {where} have no labelled cell and can never be "
+            f"predicted: {_shown(missing)}; label more cells (a larger labelled fraction)",
+            CellweaveWarning,
+            stacklevel=2,
+        )
+    return missing
 
 
 def check_seed(random_state: Any, *, allow_generator: bool = False) -> Any:
