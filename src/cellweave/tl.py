@@ -3,7 +3,7 @@
 from .align import align_sections, transfer_features
 from .impute import impute
 from .mapping import cell_type_fractions, map_cells, project_genes
-from .mosaic.api import integrate
+from .mosaic.api import integrate, map_query
 from .mosaic.transport import transport_batches
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "impute",
     "integrate",
     "map_cells",
+    "map_query",
     "project_genes",
     "transfer_features",
     "transport_batches",

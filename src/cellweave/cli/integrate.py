@@ -82,6 +82,19 @@ from ._inputs import read_input, require_inputs
 @path_option("--plot", "UMAP PNG (default: OUT with suffix _umap.png).")
 @click.option("--no-plot", is_flag=True, help="Do not draw the UMAP.")
 @path_option("--save-model", "Folder for the model.")
+@click.option(
+    "--reference-model",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Map PATH as a query onto this saved model (a --save-model folder), scArches-style: "
+    "the reference frozen, the query batches' parameters learned; writes the latent and the "
+    "reference's labels transferred (classifier and kNN).",
+)
+@click.option(
+    "--fine-tune",
+    is_flag=True,
+    help="With --reference-model: fine-tune every weight, not only the query's.",
+)
 @list_methods_option("List the modality kinds and exit.")
 @checkpoint_options
 @backed_option("4 GiB")
@@ -106,6 +119,8 @@ def integrate(
     plot: Path | None,
     no_plot: bool,
     save_model: Path | None,
+    reference_model: Path | None,
+    fine_tune: bool,
     list_methods: bool,
     checkpoint: Checkpointing,
     backed: bool | None,
@@ -129,6 +144,33 @@ def integrate(
         )
     if modality is not None:
         MODALITY_KINDS.get(modality)  # an unknown kind: one line naming the kinds
+    if reference_model is not None or fine_tune:
+        from .integrate_query import integrate_query
+
+        integrate_query(
+            path,
+            out,
+            reference_model,
+            batch_key=batch_key,
+            label_key=label_key,
+            fine_tune=fine_tune,
+            max_epochs=max_epochs,
+            device=device,
+            hardware=hardware,
+            save_model=save_model,
+            checkpoint=checkpoint,
+            random_state=random_state,
+            overwrite=overwrite,
+            ignored={
+                "--labelled-fraction": labelled_fraction,
+                "--transport-source": transport_source,
+                "--n-clusters": n_clusters,
+                "--metrics-json": metrics_json,
+                "--modality": modality,
+                "--param": params or None,
+            },
+        )
+        return
     require_inputs(path)
     kind = io.h5_kind(path)  # what the input holds, and so the output
     if kind == "h5ad" and modality is None:

@@ -17,7 +17,7 @@ from ..validate import check_labels, check_min_obs, warn_unlabelled_classes
 from .config import check_options, check_train_options
 from .model import MosaicModel
 
-__all__ = ["MIN_CELLS", "integrate", "result_keys", "write_results"]
+__all__ = ["MIN_CELLS", "integrate", "map_query", "result_keys", "write_results"]
 
 _DEFAULT_KEY = "X_cellweave"
 #: Fewest cells ``integrate`` accepts (one cell has nothing to be integrated with).
@@ -132,6 +132,54 @@ def integrate(
     return data if copy else None
 
 
+def map_query(
+    data: Any,
+    reference: Any,
+    *,
+    batch_key: str = "batch",
+    unfrozen: bool = False,
+    key_added: str | None = None,
+    copy: bool = False,
+    return_model: bool = False,
+    **train_kwargs: Any,
+):
+    """Map query batches onto a trained mosaic model (scArches-style, see
+    :mod:`cellweave.mosaic.query`) and write the results into ``data`` as :func:`integrate`
+    does.
+
+    Parameters
+    ----------
+    data
+        The query MuData (modalities a subset of the reference's, by name; raw counts).
+    reference
+        A trained :class:`MosaicModel` or the folder of a saved one.
+    batch_key
+        ``data.obs`` column of the query's batches (new names, not the reference's).
+    unfrozen
+        Fine-tune every weight (default: only the query batches' parameters learn).
+    key_added, copy, return_model
+        See :func:`integrate`.
+    **train_kwargs
+        :meth:`MosaicModel.train` options (``max_epochs``, ``lr``, ``device``,
+        ``random_state``, ``checkpoint_dir``, ``resume``, ...), checked before any work.
+
+    Returns
+    -------
+    As :func:`integrate`; besides its keys, with a labelled reference,
+    ``obs["<base>_knn_label"]`` and ``obs["<base>_knn_label_probability"]``: the label by a
+    15-nearest-neighbour vote among the reference's labelled cells in the latent.
+    """
+    check_train_options(train_kwargs)
+    check_device(train_kwargs.get("device", "auto"))
+    if copy and return_model:
+        raise InvalidOptionError("pass copy=True or return_model=True, not both")
+    data = data.copy() if copy else data
+    model = MosaicModel.load_query_data(reference, data, batch_key=batch_key, unfrozen=unfrozen)
+    model.train_query(**train_kwargs)
+    write_results(data, model, key_added=key_added)
+    return model if return_model else (data if copy else None)
+
+
 def _check_data(data: Any, label_key: str | None) -> None:
     """Before any work: at least :data:`MIN_CELLS` cells, and a label column the training
     uses with at least two classes (the model checks the rest: modalities, values, keys)."""
@@ -173,12 +221,13 @@ def _labels(data: Any, label_key: str | None, fraction: float | None, seed: int)
 
 def result_keys(key_added: str | None = None) -> dict[str, str]:
     """The keys :func:`integrate` writes for ``key_added``: ``latent``, ``clusters``,
-    ``attention``, ``label_probabilities`` (``obsm``), ``label``, ``label_probability``
-    (``obs``) and ``uns``."""
+    ``attention``, ``label_probabilities`` (``obsm``), ``label``, ``label_probability``,
+    ``knn_label``, ``knn_label_probability`` (``obs``; query models) and ``uns``."""
     latent = key_added or _DEFAULT_KEY
     base = latent[2:] if latent.startswith("X_") and len(latent) > 2 else latent
     keys = {"latent": latent, "uns": key_added or base}
-    for name in ("clusters", "attention", "label", "label_probability", "label_probabilities"):
+    names = ("clusters", "attention", "label", "label_probability", "label_probabilities")
+    for name in (*names, "knn_label", "knn_label_probability"):
         keys[name] = f"{base}_{name}"
     return keys
 
@@ -210,6 +259,11 @@ def write_results(data: Any, model: MosaicModel, *, key_added: str | None = None
         epochs=int(model.train_params.get("epochs", 0)),
         seconds=float(model.train_params.get("seconds", 0.0)),
     )
+    if getattr(model, "query_info", None) is not None and model.reference_latent is not None:
+        knn, knn_probs = model.knn_labels()
+        data.obs[keys["knn_label"]] = pd.Categorical(knn.to_numpy())
+        data.obs[keys["knn_label_probability"]] = knn_probs.to_numpy().max(1).astype(np.float32)
+        data.uns[keys["uns"]]["query"] = dict(model.query_info)
 
 
 def _frame(data: Any, values: np.ndarray, columns: list[str]) -> pd.DataFrame:

@@ -41,7 +41,12 @@ from .data import MosaicData, _labels
 from .datamodule import MosaicDataModule
 from .guidance import graph_from_links
 from .kinds import kind_names
+from .labels import spread_labels
 from .persist import history_entry, history_frame, load_state, read_model, write_model
+from .query import knn_labels as _knn_labels
+from .query import load_query_data as _load_query_data
+from .query import load_saved_query, reference_cells
+from .query import train_query as _train_query
 from .vae import MosaicModule
 
 __all__ = ["MosaicModel", "choose_n_clusters"]
@@ -171,15 +176,19 @@ class MosaicModel:
         saved = _saved or {}
         data_options = {o.name: opts.pop(o.name) for o in DATA_OPTIONS}
         classes = saved.get("label_classes", data_options.pop("label_classes"))
-        self.data = MosaicData.from_mudata(
-            mdata,
-            batch_key=batch_key,
-            label_key=None if labels is not None else label_key,
-            label_classes=classes,
-            batch_names=saved.get("batch_names"),
-            fitted=saved.get("fitted"),
-            random_state=seed,
-            **data_options,
+        self.data = (
+            saved["data"]
+            if "data" in saved
+            else MosaicData.from_mudata(
+                mdata,
+                batch_key=batch_key,
+                label_key=None if labels is not None else label_key,
+                label_classes=classes,
+                batch_names=saved.get("batch_names"),
+                fitted=saved.get("fitted"),
+                random_state=seed,
+                **data_options,
+            )
         )
         if labels is not None:
             self.data.label_codes, self.data.label_classes = _given_labels(
@@ -220,6 +229,9 @@ class MosaicModel:
         self.fit_result: FitResult | None = None
         self.train_params: dict[str, Any] = {}
         self._history: pd.DataFrame | None = None
+        # query models (:mod:`.query`): what was mapped, and the reference's labelled cells
+        self.query_info: dict[str, Any] | None = None
+        self.reference_latent: tuple[np.ndarray, np.ndarray] | None = None
 
     def __repr__(self) -> str:
         mods = ", ".join(
@@ -463,16 +475,24 @@ class MosaicModel:
         att = self.infer()["attention"]
         return pd.DataFrame(att, index=self.data.obs_names, columns=self.data.names)
 
-    def predict_labels(self, *, return_probabilities: bool = False):
+    def predict_labels(self, *, return_probabilities: bool = False, spread: bool = False):
         """Predicted label per cell (argmax of ``q(c | z)`` over the label classes; without
-        labels, the cluster ``"cluster_<k>"``).
+        labels, the cluster ``"cluster_<k>"``). ``spread``: the classifier's probabilities
+        spread over the latent's kNN graph, labelled cells clamped
+        (:func:`~.labels.spread_labels`; uses the unlabelled cells).
 
         Returns
         -------
         A Series of labels, and with ``return_probabilities`` also a DataFrame cells x
         classes (rows sum to 1).
         """
-        labels, probs = self._labels_from_logits(self.infer()["logits"])
+        post = self.infer()
+        labels, probs = self._labels_from_logits(post["logits"])
+        if spread and self.data.label_classes:
+            values = spread_labels(post["mean"], probs.to_numpy(), self.data.label_codes)
+            probs = pd.DataFrame(values, index=probs.index, columns=probs.columns)
+            names = np.asarray(probs.columns)[values.argmax(1)]
+            labels = pd.Series(pd.Categorical(names, categories=list(probs.columns)), probs.index)
         if return_probabilities:
             return labels, probs
         return labels
@@ -497,6 +517,11 @@ class MosaicModel:
     impute_modality = _impute
     differential = _differential
 
+    # Query mapping (:mod:`.query`, scArches-style): new batches onto a trained reference.
+    load_query_data = classmethod(_load_query_data)
+    train_query = _train_query
+    knn_labels = _knn_labels
+
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write the model to the folder ``path``: ``model.json`` (init parameters, features,
@@ -509,6 +534,9 @@ class MosaicModel:
             "batch_names": self.data.batch_names,
             "label_classes": self.data.label_classes,
         }
+        if self.query_info is not None:
+            meta["query"] = self.query_info
+        latent, labels = reference_cells(self)
         return write_model(
             path,
             meta,
@@ -516,6 +544,7 @@ class MosaicModel:
             graph=self.graph,
             state=self.module.state_dict(),
             overwrite=overwrite,
+            reference=None if latent is None else {"latent": latent, "labels": labels},
         )
 
     @classmethod
@@ -523,6 +552,9 @@ class MosaicModel:
         """Load a model saved with :meth:`save` and attach it to ``mdata`` (same features and
         batches; labels, if any, among the saved classes)."""
         saved = read_model(path, strict=True)
+        if saved["meta"].get("query"):
+            return load_saved_query(cls, path, _as_mudata(mdata, modality))
+        reference = saved.pop("reference", None)
         meta = saved.pop("meta")
         state = saved.pop("state")
         params = dict(meta["init_params"])
@@ -541,6 +573,8 @@ class MosaicModel:
         model.train_params = meta.get("train_params", {})
         if meta.get("history"):
             model._history = history_frame(meta["history"])
+        if reference:
+            model.reference_latent = (reference["latent"], reference["labels"])
         return model
 
 

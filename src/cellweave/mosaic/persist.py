@@ -32,6 +32,9 @@ __all__ = ["FORMAT", "history_entry", "history_frame", "load_state", "read_model
 
 _WEIGHTS, _ARRAYS, _META, _GRAPH = "weights.pt", "representation.npz", "model.json", "graph.npz"
 _FILES = (_META, _ARRAYS, _GRAPH, _WEIGHTS)
+#: Prefix in representation.npz of the optional latent and label codes of labelled training
+#: cells (query label transfer; :mod:`.query`).
+_REFERENCE = "__reference__/"
 #: The keys of ``model.json`` (all required but ``cellweave_version`` and ``train_params``),
 #: the data keys of ``init_params`` besides :data:`~.config.MODEL`'s options, and the keys
 #: of each modality's ``fitted`` entry.
@@ -44,10 +47,11 @@ _META_KEYS = (
     "batch_names",
     "label_classes",
     "fitted",
+    "query",
 )
 #: The keys model.json must hold (format, version, train parameters and history are read
 #: with defaults when absent).
-_REQUIRED_KEYS = tuple(k for k in _META_KEYS[2:] if k not in ("train_params", "history"))
+_REQUIRED_KEYS = tuple(k for k in _META_KEYS[2:] if k not in ("train_params", "history", "query"))
 _DATA_KEYS = ("batch_key", "label_key", "graph_key", "modality")
 _FITTED_KEYS = ("kind", "likelihood", "representation", "n_comps", "features")
 #: What a problem reading a model's file is fixed by.
@@ -65,9 +69,11 @@ def write_model(
     graph: sparse.spmatrix | None,
     state: Mapping[str, torch.Tensor],
     overwrite: bool = False,
+    reference: Mapping[str, np.ndarray] | None = None,
 ) -> Path:
     """Write a model's folder atomically (``meta``: parameters, batches, classes; ``fitted``:
-    :meth:`~.data.MosaicData.fitted_state`; ``state``: the module's ``state_dict``).
+    :meth:`~.data.MosaicData.fitted_state`; ``state``: the module's ``state_dict``;
+    ``reference``: ``{"latent", "labels"}`` of labelled cells, kept in representation.npz).
 
     An existing non-empty folder is replaced only with ``overwrite``, and only if it holds a
     saved model and nothing else (other files would be lost with it)."""
@@ -77,6 +83,7 @@ def write_model(
             for mod, info in fitted.items()
             for key, value in info.pop("arrays").items()
         }
+        arrays.update({_REFERENCE + k: v for k, v in (reference or {}).items()})
         meta = {"format": FORMAT, "cellweave_version": __version__, **meta, "fitted": fitted}
         graph = graph if graph is not None else sparse.csr_matrix((0, 0))
         _write_files(tmp, meta, arrays, sparse.csr_matrix(graph), state)
@@ -141,7 +148,9 @@ def read_model(path: str | Path, *, strict: bool = False) -> dict[str, Any]:
         info["arrays"] = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
     graph = _read(path / _GRAPH, sparse.load_npz)
     state = _read(path / _WEIGHTS, _load_weights)
+    reference = {k[len(_REFERENCE) :]: v for k, v in arrays.items() if k.startswith(_REFERENCE)}
     return {
+        "reference": reference or None,
         "meta": meta,
         "fitted": fitted,
         "batch_names": meta["batch_names"],

@@ -137,6 +137,10 @@ class MosaicModule(CellweaveModule):
         self.mod_weights = [float(cfg.modality_weights.get(m.name, 1.0)) for m in data.modalities]
         self.register_buffer("nll_scale", torch.tensor(self._baseline_nll(sample)))
         self.history: list[dict[str, float]] = []
+        # query mapping (:mod:`.surgery`): a per-batch shift of each encoder's input, and the
+        # batch-mixing terms off (they need the reference cells)
+        self.input_shift: nn.ParameterList | None = None
+        self.batch_terms = True
 
     # ------------------------------------------------------------------ setup
     @torch.no_grad()
@@ -149,6 +153,8 @@ class MosaicModule(CellweaveModule):
     # ------------------------------------------------------------------ forward pieces
     def embed(self, inputs: list[torch.Tensor], batch: torch.Tensor) -> torch.Tensor:
         """Modality embeddings ``(B, M, H)`` (batch one-hot appended with ``encode_batch``)."""
+        if self.input_shift is not None:
+            inputs = [x + s[batch] for x, s in zip(inputs, self.input_shift, strict=True)]
         if self.config.encode_batch:
             onehot = F.one_hot(batch, self.n_batches).to(inputs[0].dtype)
             inputs = [torch.cat([x, onehot], 1) for x in inputs]
@@ -234,7 +240,7 @@ class MosaicModule(CellweaveModule):
             graph = self.graph.loss(v, n_samples=cfg.graph_samples)
             out["graph"] = graph
             loss = loss + cfg.graph_weight * (graph + self.graph.kl(v_mean) / self.n_cells)
-        if self.discriminator is not None:
+        if self.discriminator is not None and self.batch_terms:
             # the discriminator learns at full strength (Adam); the encoder gets its reversed
             # gradient scaled by adversarial_weight
             adv = F.cross_entropy(
@@ -242,7 +248,7 @@ class MosaicModule(CellweaveModule):
             )
             out["adversarial"] = adv
             loss = loss + adv
-        if cfg.mmd_weight > 0 and self.n_batches > 1:
+        if cfg.mmd_weight > 0 and self.n_batches > 1 and self.batch_terms:
             out["mmd"] = _batch_mmd(mu, b.batch, self.n_batches)
             loss = loss + cfg.mmd_weight * out["mmd"]
         if labels is not None and bool((labels >= 0).any()):
