@@ -123,7 +123,7 @@ def run_accuracy(
         adata_sp = ad.read_h5ad(data_dir / sp_file)
         spec = {m: known[m] for m in chosen}
         spec.update(extra)
-        if name in NOT_COUNTS and "attention" in spec:  # intensities: Gaussian, max-entropy
+        if name in NOT_COUNTS and "attention" in spec:  # intensities: max-entropy attention
             attention = spec["attention"]
             spec["attention"] = replace(attention, params={**attention.params, **NOT_COUNTS[name]})
         spec = {m: replace(v, predict=_logged(f"{name}/{m}", v.predict)) for m, v in spec.items()}

@@ -422,13 +422,7 @@ def map_cells(
     check_gene_case(gene_case)
     check_device(device)
     matched_sc, matched_sp = match_gene_case(adata_sc, adata_sp, gene_case)
-    labels = None
-    if cell_type_key is not None:
-        labels = check_labels(
-            check_obs_key(adata_sc, cell_type_key, name="adata_sc"),
-            where=f"adata_sc.obs[{cell_type_key!r}]",
-            fix="pass a cell_type_key column with at least 2 cell types, or none",
-        )
+    labels = reference_labels(adata_sc, cell_type_key)
     run = None
     if checkpoint_dir is not None:
         names = [adata_sc.obs_names, adata_sp.obs_names, adata_sc.var_names, adata_sp.var_names]
@@ -457,6 +451,17 @@ def map_cells(
             "for": "cell-type fractions" if solver == FRACTIONS_METHOD else "genes",
         }
     return store_mapping(mapping, adata_sc, adata_sp, labels, key_added=key_added, copy=copy)
+
+
+def reference_labels(adata_sc: AnnData, cell_type_key: str | None) -> pd.Series | None:
+    """``adata_sc.obs[cell_type_key]`` checked (present, two or more types), or ``None``."""
+    if cell_type_key is None:
+        return None
+    return check_labels(
+        check_obs_key(adata_sc, cell_type_key, name="adata_sc"),
+        where=f"adata_sc.obs[{cell_type_key!r}]",
+        fix="pass a cell_type_key column with at least 2 cell types, or none",
+    )
 
 
 def store_mapping(

@@ -11,8 +11,7 @@ from typing import Any
 from anndata import AnnData
 
 from ..errors import FileFormatError, InputError, MissingKeyError
-from ..validate import check_labels, check_obs_key
-from .api import store_mapping
+from .api import reference_labels, store_mapping
 from .attention.persist import read_model
 from .gene_case import check_gene_case, match_gene_case
 from .result import Mapping, result_keys
@@ -74,13 +73,7 @@ def map_with_model(
     for name, adata in (("the reference SC", matched_sc), ("the section SP", matched_sp)):
         _check_genes(adata, meta["genes"], name)
     key = cell_type_key if cell_type_key is not None else meta["cell_type_key"]
-    labels = None
-    if key is not None:
-        labels = check_labels(
-            check_obs_key(adata_sc, key, name="adata_sc"),
-            where=f"adata_sc.obs[{key!r}]",
-            fix="pass a cell_type_key column with at least 2 cell types",
-        )
+    labels = reference_labels(adata_sc, key)
     model = AttentionMapper.load(path, matched_sc)
     mapping = model.map(matched_sp)
     mapping.params["model"] = str(Path(path).expanduser())

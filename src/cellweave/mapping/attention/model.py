@@ -109,7 +109,9 @@ class AttentionMapper:
         if adata_sp is not None:
             self.stats: dict[str, np.ndarray] = {}
             self.section = self._prepare(adata_sp)
-            self.options.update(_data_defaults(self.options, self.section, self.ref.n_types))
+            self.options["entropy"] = _entropy(
+                self.options["entropy"], self.section, self.ref.n_types
+            )
             self.axes = principal_axes(self.section.views.inputs["panel"], self.ref.panel)
             self.section.cand = self._candidates(self.section)
             dims = self.section.views.dims()
@@ -451,19 +453,13 @@ def _full(values: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def _data_defaults(options: dict[str, Any], section: _Section, n_types: int) -> dict[str, Any]:
-    """The options whose default depends on the training section: ``likelihood="auto"`` is
-    a negative binomial on counts and a Gaussian on values that are not counts (intensities,
-    accepted with ``require_counts=False``); ``entropy=None`` is the maximum-entropy prior
-    :data:`~.options.NO_TYPES_ENTROPY` for such values mapped without cell types, else 0."""
-    counts = is_counts(section.counts)
-    likelihood = options["likelihood"]
-    if likelihood == "auto":
-        likelihood = "nb" if counts else "gaussian"
-    entropy = options["entropy"]
-    if entropy is None:
-        entropy = NO_TYPES_ENTROPY if n_types < 2 and not counts else 0.0
-    return {"likelihood": likelihood, "entropy": entropy}
+def _entropy(value: float | None, section: _Section, n_types: int) -> float:
+    """``entropy=None``: the maximum-entropy prior :data:`~.options.NO_TYPES_ENTROPY` for
+    values that are not counts (intensities, accepted with ``require_counts=False``) mapped
+    without cell types, else 0."""
+    if value is not None:
+        return float(value)
+    return NO_TYPES_ENTROPY if n_types < 2 and not is_counts(section.counts) else 0.0
 
 
 def _ring_weights(value: Any) -> tuple[float, ...]:
