@@ -175,6 +175,15 @@ class AttentionModule(CellweaveModule):
         within = torch.softmax(logits.unsqueeze(-1).masked_fill(~onehot, -torch.inf), dim=1)
         return torch.nan_to_num(within, nan=0.0), onehot.any(dim=1)
 
+    def within_entropy(
+        self, q: torch.Tensor, cand: torch.Tensor, panel: torch.Tensor, pi: torch.Tensor
+    ) -> torch.Tensor:
+        """``(B,)`` entropy of the attention within each type, weighted by the (fixed) type
+        weights ``pi``: the term of the maximum-entropy prior (option ``entropy``)."""
+        within, _ = self.within(q, cand, self.cell_logits(q, cand, panel))
+        h = -(within * torch.log(within.clamp_min(1e-12))).sum(1)  # (B, T)
+        return (pi.detach() * h).sum(1)
+
     @staticmethod
     def mix(
         within: torch.Tensor, present: torch.Tensor, pi: torch.Tensor
@@ -270,15 +279,12 @@ class AttentionModule(CellweaveModule):
             )
             cand = self.cand[spots]
             x = self.counts[spots]
-            logits = self.cell_logits(q, cand, self.inputs["panel"][spots])
-            within, present = self.within(q, cand, logits)
-            pi = torch.softmax(self.type_head(q), dim=-1)
-            a, missing = self.mix(within, present, pi)
+            a, pi, missing = self.composition(q, cand, self.inputs["panel"][spots])
             mu = self.expected(a, missing, cand, x.sum(1))
             total = total - self.log_likelihood(x, mu).sum()
             if self.entropy:  # maximum-entropy mixing within types (as entropic OT)
-                h = -(within * torch.log(within.clamp_min(1e-12))).sum(1)  # (B, T)
-                total = total - self.entropy * (pi.detach() * h).sum()
+                panel = self.inputs["panel"][spots]
+                total = total - self.entropy * self.within_entropy(q, cand, panel, pi).sum()
         if cells.numel():
             logits = self.type_head(self.encode_cells(self.ref_panel[cells]))
             ce = F.cross_entropy(logits, self.ref_codes[cells], reduction="sum")
