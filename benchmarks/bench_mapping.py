@@ -53,6 +53,8 @@ PACKAGES = (
     "novosparc",
 )
 SCHEMES = ("normalized", "raw")
+#: Rows every accuracy run evaluates besides the methods named (evaluate's baseline, SpaGE raw).
+ALWAYS_RUN = ("depth", "spage_raw")
 #: Options for data sets whose spatial values are not counts (BDTNP's in situ intensities).
 NOT_COUNTS = {"bdtnp": {"require_counts": False}}
 #: The section of the results file that ``bench_deconv.py`` writes (kept here).
@@ -123,7 +125,7 @@ def run_accuracy(
         adata_sp = ad.read_h5ad(data_dir / sp_file)
         spec = {m: known[m] for m in chosen}
         spec.update(extra)
-        if name in NOT_COUNTS and "attention" in spec:  # intensities: modelled as counts
+        if name in NOT_COUNTS and "attention" in spec:  # intensities: max-entropy attention
             attention = spec["attention"]
             spec["attention"] = replace(attention, params={**attention.params, **NOT_COUNTS[name]})
         spec = {m: replace(v, predict=_logged(f"{name}/{m}", v.predict)) for m, v in spec.items()}
@@ -233,17 +235,15 @@ def _provenance(name: str, r) -> str:
     line = f"- {name} evaluated by `{r.protocol.get('command', '?')}`"
     later = r.protocol.get("combined_with")
     if later:
-        methods = sorted(set(r.per_gene["method"]) - set(_peer_rows(r)))
+        words = shlex.split(later.get("command", ""))
+        named = words[words.index("--methods") + 1] if "--methods" in words[:-1] else ""
+        methods = named.split(",") if named else sorted(set(r.per_gene["method"]))
+        methods += [m for m in ALWAYS_RUN if named and m not in methods]
         line += (
             f"; then {', '.join(methods)} re-evaluated on the same folds by "
             f"`{later.get('command', '?')}` (peers kept from the first run)"
         )
     return line
-
-
-def _peer_rows(r) -> list[str]:
-    t = r.tables["normalized"]
-    return list(t[t["kind"] == "peer"].index)
 
 
 def speed_report(results: dict, carried: dict | None = None) -> list[str]:

@@ -28,6 +28,7 @@ from ._common import (
     use_agg_backend,
 )
 from ._inputs import read_input, require_inputs
+from .map_model import check_model_flags, check_save_model, map_saved, model_info
 
 
 @click.command("map")
@@ -87,6 +88,16 @@ from ._inputs import read_input, require_inputs
     "weights; method attention) and PLOT_truth.png (predicted vs true fractions where SP has "
     "obsm['true_fractions']). The folder must exist.",
 )
+@path_option(
+    "--save-model",
+    "With --method attention: save the trained model into this folder (a new or empty one), "
+    "to map other sections later with --model.",
+)
+@path_option(
+    "--model",
+    "Map SP with a model saved by --save-model, by inference only (no training): SC must be "
+    "the reference it was trained on and SP must measure its genes.",
+)
 @checkpoint_options
 @seed_option
 def map_cmd(
@@ -108,6 +119,8 @@ def map_cmd(
     scheme: str,
     list_methods: bool,
     plot: Path | None,
+    save_model: Path | None,
+    model: Path | None,
     checkpoint: Checkpointing,
     random_state: int,
     overwrite: bool,
@@ -123,8 +136,18 @@ def map_cmd(
     if sc_path is None or sp_path is None:
         raise click.UsageError("missing the input files SC and SP (.h5ad sharing genes)")
     method_params = dict(params)
-    solver = resolve_method(method, cell_type_key=cell_type_key, params=method_params)
+    check_model_flags(
+        model=model,
+        save_model=save_model,
+        method=method,
+        evaluate=evaluate,
+        params=method_params,
+        checkpoint=checkpoint,
+    )
+    solver = "attention" if model is not None else method
+    solver = resolve_method(solver, cell_type_key=cell_type_key, params=method_params)
     check_params(solver, method_params)  # before anything is read or written
+    check_save_model(save_model, solver, inputs=[sc_path, sp_path], overwrite=overwrite)
     if evaluate:
         if plot is not None:
             raise click.UsageError("--plot draws a mapping: drop it with --evaluate")
@@ -147,6 +170,8 @@ def map_cmd(
     require_inputs(sc_path, sp_path, coords)
     evaluated_output(out, inputs=[sc_path, sp_path], overwrite=overwrite)
     _check_plot(plot, out=out, inputs=[sc_path, sp_path], overwrite=overwrite)
+    if model is not None:
+        model_info(model)  # not a saved model: refused before reading the data
     from ..mapping.api import map_cells, project_genes
     from ..train import is_global_zero, training_options
 
@@ -156,21 +181,25 @@ def map_cmd(
         from ..validate import check_spatial
 
         check_spatial(adata_sp, name="SP")  # maps need coordinates: refused before mapping
-    with (
-        status(f"mapping {adata_sc.n_obs} cells onto {adata_sp.n_obs} spots ({method})"),
-        training_options(**hardware),
-    ):
-        mapping = map_cells(
-            adata_sc,
-            adata_sp,
-            method=method,
-            cell_type_key=cell_type_key,
-            gene_case=gene_case,
-            random_state=random_state,
-            device=device,
-            **checkpoint.kwargs,
-            **method_params,
-        )
+    if model is not None:
+        with status(f"mapping {adata_sp.n_obs} spots with the model {model}"):
+            mapping, cell_type_key = map_saved(model, adata_sc, adata_sp, cell_type_key, gene_case)
+    else:
+        with (
+            status(f"mapping {adata_sc.n_obs} cells onto {adata_sp.n_obs} spots ({method})"),
+            training_options(**hardware),
+        ):
+            mapping = map_cells(
+                adata_sc,
+                adata_sp,
+                method=method,
+                cell_type_key=cell_type_key,
+                gene_case=gene_case,
+                random_state=random_state,
+                device=device,
+                **checkpoint.kwargs,
+                **method_params,
+            )
     if not is_global_zero():
         return  # another process of a data-parallel run: the first one writes the outputs
     if genes:
@@ -182,6 +211,9 @@ def map_cmd(
     if cell_type_key is not None:
         parts.append("obsm['cell_type_fractions']")
     console.print(f"wrote {out}: " + ", ".join(parts))
+    if save_model is not None:
+        mapping.outputs["model"].save(save_model, overwrite=overwrite)
+        console.print(f"wrote {save_model}/ (cellweave map --model {save_model} SC SP -o OUT)")
     if plot is not None:
         from ..plotting import mapping_plots
 

@@ -13,7 +13,7 @@ import hashlib
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from anndata import AnnData
@@ -46,6 +46,9 @@ from .methods import (
 )
 from .methods import compute_mapping as _compute_mapping
 from .result import FRACTIONS_KEY, Mapping, result_keys
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "DEFAULT_METHOD",
@@ -244,7 +247,7 @@ def _run_attention(
     mapping = model.map()
     plan = mapping.plan[np.flatnonzero(feats.cell_used)][:, np.flatnonzero(~feats.spot_empty)]
     info = {**model.train_params, **model.options, "require_counts": require_counts}
-    return plan, {**info, "outputs": mapping.outputs}
+    return plan, {**info, "outputs": {**mapping.outputs, "model": model}}
 
 
 # ---------------------------------------------------------------------------- registry
@@ -412,20 +415,14 @@ def map_cells(
     >>> mapping = cellweave.tl.map_cells(adata_sc, adata_sp)  # doctest: +SKIP
     >>> predicted = cellweave.tl.project_genes(adata_sp, adata_sc)  # doctest: +SKIP
     """
-    uns_key, fractions_key = result_keys(key_added)
+    result_keys(key_added)  # a bad key_added before any work
     check_seed(random_state)
     solver = resolve_method(method, cell_type_key=cell_type_key, params=params)
     check_params(solver, params)  # the options and the device first, then the data
     check_gene_case(gene_case)
     check_device(device)
     matched_sc, matched_sp = match_gene_case(adata_sc, adata_sp, gene_case)
-    labels = None
-    if cell_type_key is not None:
-        labels = check_labels(
-            check_obs_key(adata_sc, cell_type_key, name="adata_sc"),
-            where=f"adata_sc.obs[{cell_type_key!r}]",
-            fix="pass a cell_type_key column with at least 2 cell types, or none",
-        )
+    labels = reference_labels(adata_sc, cell_type_key)
     run = None
     if checkpoint_dir is not None:
         names = [adata_sc.obs_names, adata_sp.obs_names, adata_sc.var_names, adata_sp.var_names]
@@ -453,6 +450,32 @@ def map_cells(
             "chose": solver,
             "for": "cell-type fractions" if solver == FRACTIONS_METHOD else "genes",
         }
+    return store_mapping(mapping, adata_sc, adata_sp, labels, key_added=key_added, copy=copy)
+
+
+def reference_labels(adata_sc: AnnData, cell_type_key: str | None) -> pd.Series | None:
+    """``adata_sc.obs[cell_type_key]`` checked (present, two or more types), or ``None``."""
+    if cell_type_key is None:
+        return None
+    return check_labels(
+        check_obs_key(adata_sc, cell_type_key, name="adata_sc"),
+        where=f"adata_sc.obs[{cell_type_key!r}]",
+        fix="pass a cell_type_key column with at least 2 cell types, or none",
+    )
+
+
+def store_mapping(
+    mapping: Mapping,
+    adata_sc: AnnData,
+    adata_sp: AnnData,
+    labels: pd.Series | None,
+    *,
+    key_added: str | None = None,
+    copy: bool = False,
+) -> Mapping | AnnData:
+    """Write ``mapping`` into ``adata_sp`` (or its copy) as :func:`map_cells` does: the plan
+    in ``uns``, the fractions of ``labels`` in ``obsm`` and a model solver's outputs."""
+    uns_key, fractions_key = result_keys(key_added)
     target = adata_sp.copy() if copy else adata_sp
     target.uns[uns_key] = mapping.to_uns()
     if labels is not None:

@@ -28,11 +28,11 @@ from ..._params import jsonable
 from ..._utils import to_dense
 from ...errors import EmptyDataError, InputError, InvalidOptionError
 from ...train import fit
-from ...validate import check_adata, check_labels, check_obs_key, check_seed
+from ...validate import check_adata, check_labels, check_obs_key, check_seed, is_counts
 from ..features import shared_genes
 from ..result import Mapping
 from .module import AttentionModule
-from .options import MODEL, MODEL_OPTIONS
+from .options import MODEL, MODEL_OPTIONS, NO_TYPES_ENTROPY
 from .persist import read_model, write_model
 from .reference import Reference, candidates, principal_axes, reference_cells
 from .views import VIEWS, SpotViews, spot_views
@@ -109,6 +109,9 @@ class AttentionMapper:
         if adata_sp is not None:
             self.stats: dict[str, np.ndarray] = {}
             self.section = self._prepare(adata_sp)
+            self.options["entropy"] = _entropy(
+                self.options["entropy"], self.section, self.ref.n_types
+            )
             self.axes = principal_axes(self.section.views.inputs["panel"], self.ref.panel)
             self.section.cand = self._candidates(self.section)
             dims = self.section.views.dims()
@@ -127,6 +130,7 @@ class AttentionMapper:
             platform_factor=self.options["platform_factor"],
             lambda_cells=self.options["lambda_cells"],
             prior=self.options["prior"],
+            entropy=self.options["entropy"] or 0.0,
         )
         self.module.set_reference(self.ref.panel, self.ref.profiles, self.ref.codes, self.axes)
         self.is_trained = False
@@ -431,7 +435,15 @@ class AttentionMapper:
         return model
 
 
-_MODULE_KEYS = ("n_latent", "n_hidden", "likelihood", "platform_factor", "lambda_cells", "prior")
+_MODULE_KEYS = (
+    "n_latent",
+    "n_hidden",
+    "likelihood",
+    "platform_factor",
+    "lambda_cells",
+    "prior",
+    "entropy",
+)
 
 
 def _full(values: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
@@ -439,6 +451,15 @@ def _full(values: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
     out = np.full((n, values.shape[1]), np.nan, dtype=np.float64)
     out[rows] = values
     return out
+
+
+def _entropy(value: float | None, section: _Section, n_types: int) -> float:
+    """``entropy=None``: the maximum-entropy prior :data:`~.options.NO_TYPES_ENTROPY` for
+    values that are not counts (intensities, accepted with ``require_counts=False``) mapped
+    without cell types, else 0."""
+    if value is not None:
+        return float(value)
+    return NO_TYPES_ENTROPY if n_types < 2 and not is_counts(section.counts) else 0.0
 
 
 def _ring_weights(value: Any) -> tuple[float, ...]:

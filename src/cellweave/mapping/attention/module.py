@@ -14,11 +14,12 @@ of that type; ``a_sc = pi_s,type(c) * attention_sc`` sums to 1 over the candidat
 
 (``x~_c``: the cell's profile, by default its composition times the mean library so that
 ``a_sc`` are cell-number fractions of cells contributing alike, optionally shrunk toward its
-type mean; ``r_g``: a learned per-gene platform factor), under a negative binomial
-(per-gene dispersion) or Poisson likelihood. Reference cells, each seen as a one-cell spot
-through its panel, are classified by the same type weights (cross-entropy, weight
-``lambda_cells``): this ties cells and spots. At inference the type weights of every spot
-are refined on its counts for a few steps with the weights frozen (:meth:`refine`,
+type mean; ``r_g``: a learned per-gene platform factor), under a negative binomial (per-gene
+dispersion) or Poisson likelihood, or, for values that are not counts (intensities), a
+Gaussian on the spot-normalized values (per-gene precision). Reference cells, each seen as a
+one-cell spot through its panel, are classified by the same type weights (cross-entropy,
+weight ``lambda_cells``): this ties cells and spots. At inference the type weights of every
+spot are refined on its counts for a few steps with the weights frozen (:meth:`refine`,
 semi-amortized), which is what lets a new section map well without retraining.
 """
 
@@ -54,11 +55,14 @@ class AttentionModule(CellweaveModule):
     n_latent, n_hidden
         Latent and hidden widths of the encoders.
     likelihood
-        ``"nb"`` or ``"poisson"``.
+        ``"nb"``, ``"poisson"`` or ``"gaussian"`` (values that are not counts).
     platform_factor
         Learn the per-gene factor ``r_g`` (else ``r_g = 1``).
     lambda_cells
         Weight of the reference cells' type classification.
+    entropy
+        Weight of the entropy of the attention within types (a maximum-entropy prior on
+        the mixing, as entropic OT's): the fit spreads over cells that explain a spot alike.
     lr
         Adam learning rate.
     """
@@ -75,6 +79,7 @@ class AttentionModule(CellweaveModule):
         platform_factor: bool = True,
         lambda_cells: float = 1.0,
         prior: bool = False,
+        entropy: float = 0.0,
         lr: float = 1e-2,
     ) -> None:
         super().__init__(lr=lr)
@@ -93,6 +98,7 @@ class AttentionModule(CellweaveModule):
         self.likelihood = likelihood
         self.lambda_cells = float(lambda_cells)
         self.prior = bool(prior)
+        self.entropy = float(entropy)
         self.n_latent, self.n_types = int(n_latent), int(n_types)
         self.n_spots = self.n_cells_labelled = 0
 
@@ -168,6 +174,15 @@ class AttentionModule(CellweaveModule):
         onehot = F.one_hot(self.ref_codes[cand], self.n_types).bool()  # (B, k, T)
         within = torch.softmax(logits.unsqueeze(-1).masked_fill(~onehot, -torch.inf), dim=1)
         return torch.nan_to_num(within, nan=0.0), onehot.any(dim=1)
+
+    def within_entropy(
+        self, q: torch.Tensor, cand: torch.Tensor, panel: torch.Tensor, pi: torch.Tensor
+    ) -> torch.Tensor:
+        """``(B,)`` entropy of the attention within each type, weighted by the (fixed) type
+        weights ``pi``: the term of the maximum-entropy prior (option ``entropy``)."""
+        within, _ = self.within(q, cand, self.cell_logits(q, cand, panel))
+        h = -(within * torch.log(within.clamp_min(1e-12))).sum(1)  # (B, T)
+        return (pi.detach() * h).sum(1)
 
     @staticmethod
     def mix(
@@ -247,6 +262,8 @@ class AttentionModule(CellweaveModule):
         """Per-spot log-likelihood, averaged over the genes."""
         if self.likelihood == "poisson":
             value = poisson_log_prob(x, mu)
+        elif self.likelihood == "gaussian":
+            value = _gaussian_log_prob(x, mu, torch.exp(self.log_theta))
         else:
             value = nb_log_prob(x, mu, torch.exp(self.log_theta))
         return value.mean(dim=1)
@@ -262,9 +279,12 @@ class AttentionModule(CellweaveModule):
             )
             cand = self.cand[spots]
             x = self.counts[spots]
-            a, _, missing = self.composition(q, cand, self.inputs["panel"][spots])
+            a, pi, missing = self.composition(q, cand, self.inputs["panel"][spots])
             mu = self.expected(a, missing, cand, x.sum(1))
             total = total - self.log_likelihood(x, mu).sum()
+            if self.entropy:  # maximum-entropy mixing within types (as entropic OT)
+                panel = self.inputs["panel"][spots]
+                total = total - self.entropy * self.within_entropy(q, cand, panel, pi).sum()
         if cells.numel():
             logits = self.type_head(self.encode_cells(self.ref_panel[cells]))
             ce = F.cross_entropy(logits, self.ref_codes[cells], reduction="sum")
@@ -316,3 +336,12 @@ class AttentionModule(CellweaveModule):
             for i in range(0, self.ref_panel.shape[0], _BLOCK)
         ]
         return np.concatenate(blocks)
+
+
+def _gaussian_log_prob(x: torch.Tensor, mu: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
+    """Gaussian log-density of values that are not counts (intensities), compared on their
+    spot-normalized scale: ``x`` and ``mu`` divided by the spot's total and times the number
+    of genes (a mean of 1 per gene, as the panel view), with a per-gene ``precision``."""
+    scale = x.shape[1] / x.sum(1, keepdim=True).clamp_min(1e-12)
+    residual = (x - mu) * scale
+    return 0.5 * (torch.log(precision) - precision * residual**2 - math.log(2 * math.pi))

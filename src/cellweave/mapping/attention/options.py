@@ -5,8 +5,13 @@ from __future__ import annotations
 
 from ...registry import Bool, Choice, Float, Int, Method, Option, Registry, Text
 
-__all__ = ["MODEL", "MODEL_OPTIONS", "TRAIN_OPTIONS"]
+__all__ = ["MODEL", "MODEL_OPTIONS", "NO_TYPES_ENTROPY", "TRAIN_OPTIONS"]
 
+#: ``entropy=None`` for values that are not counts (intensities) mapped without cell types:
+#: the attention over candidate cells is then the whole composition, and a maximum-entropy
+#: prior (as entropic OT's) pools the cells that explain a spot alike instead of fitting a
+#: few noisy ones (BDTNP gene CV: median PCC / SSIM 0.526 / 0.411 -> 0.584 / 0.432).
+NO_TYPES_ENTROPY = 3.0
 #: Options of :class:`~.model.AttentionMapper` itself.
 MODEL_OPTIONS: tuple[Option, ...] = (
     Int("n_latent", 32, low=2),
@@ -17,7 +22,12 @@ MODEL_OPTIONS: tuple[Option, ...] = (
     Bool("histology", True, doc="use the image in uns['spatial'] when present"),
     Option("ring_weights", object, (1.0, 0.5), doc="weights of order-1, order-2 neighbours"),
     Bool("platform_factor", True, doc="learn a per-gene platform factor"),
-    Choice("likelihood", "nb", ("nb", "poisson")),
+    Choice(
+        "likelihood",
+        "nb",
+        ("nb", "poisson", "gaussian"),
+        doc="gaussian: on spot-normalized values, for values that are not counts",
+    ),
     Choice(
         "profiles", "normalized", ("counts", "normalized"), doc="mix cells' counts or compositions"
     ),
@@ -30,6 +40,14 @@ MODEL_OPTIONS: tuple[Option, ...] = (
     ),
     Bool("prior", False, doc="add the spot-cell panel similarity to the attention logits"),
     Float("lambda_cells", 1.0, low=0, doc="weight of the reference cells' type loss"),
+    Float(
+        "entropy",
+        None,
+        low=0,
+        allow_none=True,
+        doc="weight of the attention's entropy within types; None: "
+        f"{NO_TYPES_ENTROPY} for values that are not counts mapped without cell types, else 0",
+    ),
     Int("refine_steps", 50, low=0, doc="per-spot refinement steps of the type weights"),
     Float("refine_penalty", 0.01, low=0, doc="L2 weight keeping refinements near the encoder"),
     Bool("refine_cells", False, doc="also refine the attention within types"),
