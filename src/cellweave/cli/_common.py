@@ -211,6 +211,22 @@ def coords_option(name: str = "--coords", of: str = "the input", dest: str | Non
     )
 
 
+library_id_option = click.option(
+    "--library-id",
+    default=None,
+    help="With --plot: which library of uns['spatial'] to draw the tissue image of, when the "
+    "input holds several (as sc.pl.spatial's library_id).",
+)
+
+
+def check_plot_layout(adata, *, spatial_key: str, library_id: str | None) -> None:
+    """Before any work: the coordinates and the tissue image ``--plot`` will draw (several
+    libraries without ``--library-id``, or an unknown one, is one line)."""
+    from ..plotting.spatial import spot_layout
+
+    spot_layout(adata, spatial_key=spatial_key, library_id=library_id)
+
+
 def layer_option(help: str):
     """``--layer NAME`` (default: ``X``)."""
     return click.option("--layer", default=None, help=help)

@@ -14,6 +14,7 @@ from ._common import (
     Checkpointing,
     backed_option,
     check_outputs,
+    check_plot_layout,
     checkpoint_options,
     console,
     coords_option,
@@ -22,6 +23,7 @@ from ._common import (
     evaluation_request,
     hardware_options,
     layer_option,
+    library_id_option,
     method_options,
     out_option,
     path_option,
@@ -52,6 +54,7 @@ from ._inputs import read_input, require_inputs
 @coords_option()
 @path_option("--plot", "Save a PNG: a gene raw vs imputed on the tissue.")
 @click.option("--gene", default=None, help="Gene for --plot (default: the most variable).")
+@library_id_option
 @evaluation_options("Run the molecular cross-validation protocol instead of imputing.")
 @click.option(
     "--seeds",
@@ -74,6 +77,7 @@ def impute(
     coords: Path | None,
     plot: Path | None,
     gene: str | None,
+    library_id: str | None,
     evaluate: bool,
     methods: str,
     metrics_json: Path | None,
@@ -137,8 +141,10 @@ def impute(
         )  # fmt: skip
         return
     adata = read_input(path, coords=coords, spatial_key=spatial_key)
+    if plot is not None:  # before imputing, not after
+        check_plot_layout(adata, spatial_key=spatial_key, library_id=library_id)
     if plot is not None and gene is not None:
-        _check_gene(adata, gene)  # before imputing, not after
+        _check_gene(adata, gene)
     with status(f"imputing with {method}"), training_options(**hardware):
         run_impute(
             adata,
@@ -159,7 +165,10 @@ def impute(
         f"method {method}, {adata.uns[uns_key]['seconds']:.1f} s)"
     )
     if plot is not None:
-        _plot(adata, plot, gene=gene, layer=layer, spatial_key=spatial_key, key=layer_key)
+        _plot(
+            adata, plot, gene=gene, layer=layer, spatial_key=spatial_key, key=layer_key,
+            library_id=library_id,
+        )  # fmt: skip
         console.print(f"wrote {plot}")
 
 
@@ -310,7 +319,14 @@ def _check_gene(adata, gene: str) -> None:
 
 
 def _plot(
-    adata, path: Path, *, gene: str | None, layer: str | None, spatial_key: str, key: str
+    adata,
+    path: Path,
+    *,
+    gene: str | None,
+    layer: str | None,
+    spatial_key: str,
+    key: str,
+    library_id: str | None = None,
 ) -> None:
     """Raw vs imputed ``gene`` on the tissue (``gene`` already checked by the command;
     default: the imputed gene with the most spatial structure, not a mitochondrial,
@@ -337,5 +353,6 @@ def _plot(
         spatial_key=spatial_key,
         title=[f"{gene}: raw (log-normalized)", f"{gene}: imputed"],
         share_scale=True,
+        library_id=library_id,
         save=path,
     )

@@ -11,6 +11,7 @@ from .._progress import status
 from ._common import (
     Checkpointing,
     check_outputs,
+    check_plot_layout,
     checkpoint_options,
     comma_list,
     console,
@@ -20,6 +21,7 @@ from ._common import (
     evaluation_options,
     evaluation_request,
     hardware_options,
+    library_id_option,
     method_options,
     out_option,
     path_option,
@@ -88,6 +90,7 @@ from .map_model import check_model_flags, check_save_model, map_saved, model_inf
     "weights; method attention) and PLOT_truth.png (predicted vs true fractions where SP has "
     "obsm['true_fractions']). The folder must exist.",
 )
+@library_id_option
 @path_option(
     "--save-model",
     "With --method attention: save the trained model into this folder (a new or empty one), "
@@ -119,6 +122,7 @@ def map_cmd(
     scheme: str,
     list_methods: bool,
     plot: Path | None,
+    library_id: str | None,
     save_model: Path | None,
     model: Path | None,
     checkpoint: Checkpointing,
@@ -181,6 +185,7 @@ def map_cmd(
         from ..validate import check_spatial
 
         check_spatial(adata_sp, name="SP")  # maps need coordinates: refused before mapping
+        check_plot_layout(adata_sp, spatial_key="spatial", library_id=library_id)
     if model is not None:
         with status(f"mapping {adata_sp.n_obs} spots with the model {model}"):
             mapping, cell_type_key = map_saved(model, adata_sc, adata_sp, cell_type_key, gene_case)
@@ -218,7 +223,7 @@ def map_cmd(
         from ..plotting import mapping_plots
 
         use_agg_backend()
-        written = mapping_plots(adata_sp, plot)
+        written = mapping_plots(adata_sp, plot, library_id=library_id)
         for path in written.values():
             console.print(f"wrote {path}")
         if not written:
