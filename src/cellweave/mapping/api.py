@@ -35,6 +35,7 @@ from .genes import predict_genes, project_genes
 from .methods import (
     DEFAULT_METHOD,
     FEATURE_OPTIONS,
+    FRACTIONS_FALLBACK,
     FRACTIONS_METHOD,
     METHODS,
     MIN_OBS,
@@ -42,6 +43,7 @@ from .methods import (
     add_solver,
     check_params,
     get_method,
+    inputs_are_counts,
     resolve_method,
 )
 from .methods import compute_mapping as _compute_mapping
@@ -51,6 +53,7 @@ __all__ = [
     "DEFAULT_METHOD",
     "EVALUATED_METHODS",
     "FEATURE_OPTIONS",
+    "FRACTIONS_FALLBACK",
     "FRACTIONS_KEY",
     "FRACTIONS_METHOD",
     "METHODS",
@@ -339,7 +342,8 @@ def map_cells(
     ----------
     adata_sc
         Reference cells x genes (raw counts, or binarized / continuous non-negative values).
-        Never written to, except by ``method="attention"``, which writes the cells' latent
+        Never written to, except by ``method="attention"`` (also the ``"auto"`` choice
+        for fractions of counts), which writes the cells' latent
         into ``adata_sc.obsm["X_cellweave"]`` (that key only).
     adata_sp
         Spots x genes (counts or intensities), sharing genes with ``adata_sc``.
@@ -349,7 +353,8 @@ def map_cells(
         --list-methods``). ``"auto"`` is :data:`DEFAULT_METHOD` (the best for predicting
         genes), and with a ``cell_type_key`` :data:`FRACTIONS_METHOD` (the measured best for
         cell-type fractions of spots that mix cells; both named in :mod:`cellweave.mapping`)
-        unless ``params`` holds options only another solver declares
+        when both inputs hold raw counts, else :data:`FRACTIONS_FALLBACK` (which accepts any
+        non-negative values), unless ``params`` holds options only another solver declares
         (:func:`~cellweave.mapping.methods.resolve_method`); what it chose is in
         ``uns[key_added]["params"]`` (``method``, and ``auto``). ``"attention"`` (the
         multi-view attention model, :class:`~cellweave.mapping.attention.AttentionMapper`; raw
@@ -414,7 +419,10 @@ def map_cells(
     """
     uns_key, fractions_key = result_keys(key_added)
     check_seed(random_state)
-    solver = resolve_method(method, cell_type_key=cell_type_key, params=params)
+    counts = method == "auto" and cell_type_key is not None
+    if counts:  # the fractions default needs raw counts: else its fallback
+        counts = inputs_are_counts(adata_sc, adata_sp, layer_sc=layer_sc, layer_sp=layer_sp)
+    solver = resolve_method(method, cell_type_key=cell_type_key, params=params, counts=counts)
     check_params(solver, params)  # the options and the device first, then the data
     check_gene_case(gene_case)
     check_device(device)
@@ -451,7 +459,7 @@ def map_cells(
     if method == "auto":
         mapping.params["auto"] = {
             "chose": solver,
-            "for": "cell-type fractions" if solver == FRACTIONS_METHOD else "genes",
+            "for": "cell-type fractions" if solver in FRACTIONS_SOLVERS else "genes",
         }
     target = adata_sp.copy() if copy else adata_sp
     target.uns[uns_key] = mapping.to_uns()
@@ -462,6 +470,9 @@ def map_cells(
     _write_outputs(mapping, adata_sc, target, key_added)
     return target if copy else mapping
 
+
+#: The solvers ``method="auto"`` picks for cell-type fractions (counts or not).
+FRACTIONS_SOLVERS = (FRACTIONS_METHOD, FRACTIONS_FALLBACK)
 
 #: Key of the spots' and the reference cells' latent written by a model solver.
 LATENT_KEY = "X_cellweave"

@@ -5,7 +5,30 @@ from __future__ import annotations
 
 from ...registry import Bool, Choice, Float, Int, Method, Option, Registry, Text
 
-__all__ = ["MODEL", "MODEL_OPTIONS", "TRAIN_OPTIONS"]
+__all__ = [
+    "MAX_EPOCHS",
+    "MIN_EPOCHS",
+    "MIN_HELD_OUT",
+    "MODEL",
+    "MODEL_OPTIONS",
+    "PATIENCE",
+    "TRAIN_OPTIONS",
+    "VALIDATION",
+]
+
+#: Fraction of the spots held out by default, with cell types, to stop the training when
+#: their likelihood stops improving (the best weights kept). Measured on MOp pseudo-spots
+#: (15 types, ~1,000 counts per spot): a fixed 30 epochs left the type weights undertrained
+#: (RMSE 0.129 / per-type Pearson 0.33 on seed 0; stopped on held-out spots: 0.113 / 0.46).
+#: Without cell types (gene prediction) no spot is held out: 30 epochs, as measured on the
+#: leave-gene-out CV (200 epochs: MERFISH median PCC 0.250 -> 0.210).
+VALIDATION = 0.1
+#: Epochs without improvement of the held-out spots' likelihood before the training stops.
+PATIENCE = 10
+#: Fewest held-out spots that validate (fewer: no validation, :data:`MIN_EPOCHS` epochs).
+MIN_HELD_OUT = 5
+#: Epochs without validation, and the most epochs with it (``max_epochs=None``).
+MIN_EPOCHS, MAX_EPOCHS = 30, 300
 
 #: Options of :class:`~.model.AttentionMapper` itself.
 MODEL_OPTIONS: tuple[Option, ...] = (
@@ -23,7 +46,7 @@ MODEL_OPTIONS: tuple[Option, ...] = (
     ),
     Float(
         "shrink",
-        0.5,
+        1.0,
         low=0,
         high=1,
         doc="shrink cell profiles toward their type mean (with cell_type_key only)",
@@ -36,9 +59,23 @@ MODEL_OPTIONS: tuple[Option, ...] = (
 )
 #: Options of :meth:`~.model.AttentionMapper.train`.
 TRAIN_OPTIONS: tuple[Option, ...] = (
-    Int("max_epochs", 30, low=1),
+    Int(
+        "max_epochs",
+        None,
+        low=1,
+        allow_none=True,
+        doc="None: 300 with validation (early stopping), else 30",
+    ),
     Int("batch_size", 128, low=1, allow_none=True),
     Float("lr", 1e-2, low=0, low_open=True),
+    Float(
+        "validation",
+        None,
+        low=0,
+        high=0.5,
+        allow_none=True,
+        doc=f"held-out spots to stop on; 0: none; None: {VALIDATION} with cell types, else 0",
+    ),
 )
 #: The model's options as one registry entry (for their checks).
 MODEL: Method = Registry("attention mapper").add(
