@@ -1,5 +1,6 @@
-"""The fractions default of ``method="auto"``: the attention mapper on raw counts, the
-gradient mapper on other values (which the attention mapper refuses)."""
+"""The fractions default of ``method="auto"`` by input: :data:`FRACTIONS_METHOD` on raw
+counts, :data:`FRACTIONS_FALLBACK` on other values; checked with the attention mapper as the
+fractions method (it refuses values that are not counts), as one constant would make it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,11 @@ from cellweave.mapping import FRACTIONS_FALLBACK, FRACTIONS_METHOD, map_cells, m
 from cellweave.sim import simulate_spatial
 
 
+@pytest.fixture(autouse=True)
+def attention_for_fractions(monkeypatch):
+    monkeypatch.setattr(methods, "FRACTIONS_METHOD", "attention")
+
+
 @pytest.fixture(scope="module")
 def pair():
     sp, ref = simulate_spatial(n_spots=60, n_genes=40, n_ref_cells=100, random_state=2)
@@ -17,7 +23,7 @@ def pair():
 
 
 def test_counts_pick_attention_and_other_values_the_fallback():
-    assert (FRACTIONS_METHOD, FRACTIONS_FALLBACK) == ("attention", "gradient")
+    assert (FRACTIONS_METHOD, FRACTIONS_FALLBACK) == ("gradient", "gradient")  # declared
     resolve = methods.resolve_method
     assert resolve("auto", cell_type_key="ct") == "attention"
     assert resolve("auto", cell_type_key="ct", counts=False) == "gradient"

@@ -342,8 +342,7 @@ def map_cells(
     ----------
     adata_sc
         Reference cells x genes (raw counts, or binarized / continuous non-negative values).
-        Never written to, except by ``method="attention"`` (also the ``"auto"`` choice
-        for fractions of counts), which writes the cells' latent
+        Never written to, except by ``method="attention"``, which writes the cells' latent
         into ``adata_sc.obsm["X_cellweave"]`` (that key only).
     adata_sp
         Spots x genes (counts or intensities), sharing genes with ``adata_sc``.
@@ -459,7 +458,9 @@ def map_cells(
     if method == "auto":
         mapping.params["auto"] = {
             "chose": solver,
-            "for": "cell-type fractions" if solver in FRACTIONS_SOLVERS else "genes",
+            "for": "genes"
+            if cell_type_key is None or solver == DEFAULT_METHOD
+            else "cell-type fractions",
         }
     target = adata_sp.copy() if copy else adata_sp
     target.uns[uns_key] = mapping.to_uns()
@@ -470,9 +471,6 @@ def map_cells(
     _write_outputs(mapping, adata_sc, target, key_added)
     return target if copy else mapping
 
-
-#: The solvers ``method="auto"`` picks for cell-type fractions (counts or not).
-FRACTIONS_SOLVERS = (FRACTIONS_METHOD, FRACTIONS_FALLBACK)
 
 #: Key of the spots' and the reference cells' latent written by a model solver.
 LATENT_KEY = "X_cellweave"
