@@ -72,7 +72,10 @@ SCORES = ("rmse", "pcc_mean", "js_mean")
 #: Named variants of a solver (name -> its options), run like any method: the attention
 #: mapper's ablations (``attention_no_neighbours``, ``attention_top_k10``, ...).
 VARIANTS: dict[str, tuple[str, dict]] = {
-    name: ("attention", options) for name, options in ABLATIONS.items() if options
+    **{name: ("attention", options) for name, options in ABLATIONS.items() if options},
+    # the training schedule: stop on the likelihood of 10% held-out spots (at most 300
+    # epochs) instead of a fixed 30 epochs on every spot
+    "attention_validation": ("attention", {"validation": 0.1}),
 }
 
 

@@ -322,24 +322,26 @@ def test_held_out_spots_are_a_seeded_fraction():
     assert len(held_out_spots(30, 0.1, seed=3)) == 0  # 3 spots: too few to validate
 
 
-def test_with_types_training_stops_on_held_out_spots_and_maps_them_all(data):
+def test_validation_stops_on_held_out_spots_and_maps_them_all(data):
     from cellweave.mapping.attention.options import MAX_EPOCHS, MIN_EPOCHS, VALIDATION
 
     sp, sc = data
-    model = AttentionMapper(sc, sp, cell_type_key="cell_type").train(device="cpu")
+    model = AttentionMapper(sc, sp, cell_type_key="cell_type")
+    model.train(validation=VALIDATION, device="cpu")
     assert model.train_params["validation"] == VALIDATION
     assert model.train_params["max_epochs"] == MAX_EPOCHS
+    assert model.train_params["epochs"] <= MAX_EPOCHS
     assert model.module.val_spots.numel() == round(VALIDATION * sp.n_obs)
     assert model.module.n_spots == sp.n_obs - model.module.val_spots.numel()
     fractions = model.map().cell_type_fractions(sc.obs["cell_type"])
     assert np.isfinite(fractions.to_numpy()).all()  # held-out spots are mapped too
     np.testing.assert_allclose(fractions.sum(1), 1.0, atol=1e-5)
     assert _scores(sp, fractions)["rmse"] < 0.15
-    # without types (gene prediction) every spot trains, a fixed number of epochs
-    plain = AttentionMapper(sc, sp).train(device="cpu")
+    # the default: every spot trains, a fixed number of epochs
+    plain = AttentionMapper(sc, sp, cell_type_key="cell_type").train(device="cpu")
     assert plain.train_params["validation"] == 0.0
     assert plain.train_params["epochs"] == plain.train_params["max_epochs"] == MIN_EPOCHS
     assert plain.module.val_spots.numel() == 0
-    # validation=0 with types: the fixed schedule too
-    fixed = AttentionMapper(sc, sp, cell_type_key="cell_type").train(validation=0, max_epochs=4)
-    assert fixed.train_params["epochs"] == 4
+    assert plain.module.n_spots == sp.n_obs
+    with pytest.raises(InvalidOptionError, match="validation"):
+        plain.train(validation=0.9)

@@ -39,7 +39,6 @@ from .options import (
     MODEL,
     MODEL_OPTIONS,
     PATIENCE,
-    VALIDATION,
 )
 from .persist import read_model, write_model
 from .reference import Reference, candidates, principal_axes, reference_cells
@@ -251,7 +250,7 @@ class AttentionMapper:
         max_epochs: int | None = None,
         batch_size: int | None = 128,
         lr: float = 1e-2,
-        validation: float | None = None,
+        validation: float = 0.0,
         device: str = "auto",
         random_state: int = 0,
         checkpoint_dir: str | Path | None = None,
@@ -261,13 +260,12 @@ class AttentionMapper:
         """Train on minibatches of spots (and labelled reference cells) with
         :func:`cellweave.train.fit`: ``device`` and Lightning's ``accelerator``, ``devices``,
         ``strategy``, ``precision`` in ``trainer``; a checkpoint every epoch into
-        ``checkpoint_dir`` (``resume=True`` continues a killed run). ``validation``: the
-        fraction of spots held out (``None``: :data:`.options.VALIDATION` with cell types,
-        else 0) of the training rows; training stops when their
-        likelihood has not improved for :data:`.options.PATIENCE` epochs (the best weights
-        kept; every spot is still mapped), at most ``max_epochs`` (``None``:
-        :data:`.options.MAX_EPOCHS`); ``validation=0``: ``max_epochs`` (``None``:
-        :data:`.options.MIN_EPOCHS`) epochs on every spot."""
+        ``checkpoint_dir`` (``resume=True`` continues a killed run). ``validation`` (e.g.
+        :data:`.options.VALIDATION`): the fraction of spots held out of the training rows;
+        training stops when their likelihood has not improved for :data:`.options.PATIENCE`
+        epochs (the best weights kept; every spot is still mapped), at most ``max_epochs``
+        (``None``: :data:`.options.MAX_EPOCHS`); ``validation=0`` (default): ``max_epochs``
+        (``None``: :data:`.options.MIN_EPOCHS`) epochs on every spot."""
         if self.section is None:
             raise InputError("this model has no training section: build it with adata_sp")
         given = {"max_epochs": max_epochs, "batch_size": batch_size, "lr": lr}
@@ -285,8 +283,6 @@ class AttentionMapper:
         self.module.set_reference(self.ref.panel, self.ref.profiles, self.ref.codes, self.axes)
         labelled = self.cell_type_key is not None and self.options["lambda_cells"] > 0
         s = self.section
-        if checked["validation"] is None:
-            checked["validation"] = VALIDATION if self.ref.n_types > 1 else 0.0
         held = held_out_spots(len(s.counts), checked["validation"], int(random_state))
         self.module.set_spots(
             s.views.inputs, s.views.mask, s.counts, s.cand, labelled=labelled, held_out=held
