@@ -309,3 +309,39 @@ def test_reference_without_types_maps_on_cells(data):
     fractions = mapping.cell_type_fractions(sc.obs["cell_type"])
     assert _scores(sp, fractions)["rmse"] < 0.2
     assert mapping.plan.getnnz(axis=0).max() <= 50
+
+
+def test_held_out_spots_are_a_seeded_fraction():
+    from cellweave.mapping.attention.model import held_out_spots
+
+    held = held_out_spots(200, 0.1, seed=3)
+    assert len(held) == 20 and len(np.unique(held)) == 20 and held.max() < 200
+    np.testing.assert_array_equal(held, held_out_spots(200, 0.1, seed=3))
+    assert not np.array_equal(held, held_out_spots(200, 0.1, seed=4))
+    assert len(held_out_spots(200, 0.0, seed=3)) == 0
+    assert len(held_out_spots(30, 0.1, seed=3)) == 0  # 3 spots: too few to validate
+
+
+def test_validation_stops_on_held_out_spots_and_maps_them_all(data):
+    from cellweave.mapping.attention.options import MAX_EPOCHS, MIN_EPOCHS, VALIDATION
+
+    sp, sc = data
+    model = AttentionMapper(sc, sp, cell_type_key="cell_type")
+    model.train(validation=VALIDATION, device="cpu")
+    assert model.train_params["validation"] == VALIDATION
+    assert model.train_params["max_epochs"] == MAX_EPOCHS
+    assert model.train_params["epochs"] <= MAX_EPOCHS
+    assert model.module.val_spots.numel() == round(VALIDATION * sp.n_obs)
+    assert model.module.n_spots == sp.n_obs - model.module.val_spots.numel()
+    fractions = model.map().cell_type_fractions(sc.obs["cell_type"])
+    assert np.isfinite(fractions.to_numpy()).all()  # held-out spots are mapped too
+    np.testing.assert_allclose(fractions.sum(1), 1.0, atol=1e-5)
+    assert _scores(sp, fractions)["rmse"] < 0.15
+    # the default: every spot trains, a fixed number of epochs
+    plain = AttentionMapper(sc, sp, cell_type_key="cell_type").train(device="cpu")
+    assert plain.train_params["validation"] == 0.0
+    assert plain.train_params["epochs"] == plain.train_params["max_epochs"] == MIN_EPOCHS
+    assert plain.module.val_spots.numel() == 0
+    assert plain.module.n_spots == sp.n_obs
+    with pytest.raises(InvalidOptionError, match="validation"):
+        plain.train(validation=0.9)

@@ -8,6 +8,7 @@ most likely location of every cell (:func:`cell_type_fractions`). Methods: the e
 
 from .api import (
     DEFAULT_METHOD,
+    FRACTIONS_FALLBACK,
     FRACTIONS_METHOD,
     METHODS,
     cell_type_fractions,
@@ -23,13 +24,15 @@ from .result import Mapping
 if __doc__:  # the default and the solvers named from the registry (no drift)
     __doc__ += (
         f'\nThe default (``method="auto"``) is ``{DEFAULT_METHOD!r}``, and with a '
-        f"``cell_type_key`` (cell-type fractions) ``{FRACTIONS_METHOD!r}``; the solvers are "
+        f"``cell_type_key`` (cell-type fractions) ``{FRACTIONS_METHOD!r}`` on raw counts, "
+        f"``{FRACTIONS_FALLBACK!r}`` on other values; the solvers are "
         + ", ".join(f"``{name!r}``" for name in METHODS.names("solver"))
         + ".\n"
     )
 
 __all__ = [
     "DEFAULT_METHOD",
+    "FRACTIONS_FALLBACK",
     "FRACTIONS_METHOD",
     "GENE_CASES",
     "METHODS",

@@ -35,6 +35,7 @@ from .genes import predict_genes, project_genes
 from .methods import (
     DEFAULT_METHOD,
     FEATURE_OPTIONS,
+    FRACTIONS_FALLBACK,
     FRACTIONS_METHOD,
     METHODS,
     MIN_OBS,
@@ -42,6 +43,7 @@ from .methods import (
     add_solver,
     check_params,
     get_method,
+    inputs_are_counts,
     resolve_method,
 )
 from .methods import compute_mapping as _compute_mapping
@@ -54,6 +56,7 @@ __all__ = [
     "DEFAULT_METHOD",
     "EVALUATED_METHODS",
     "FEATURE_OPTIONS",
+    "FRACTIONS_FALLBACK",
     "FRACTIONS_KEY",
     "FRACTIONS_METHOD",
     "METHODS",
@@ -352,7 +355,8 @@ def map_cells(
         --list-methods``). ``"auto"`` is :data:`DEFAULT_METHOD` (the best for predicting
         genes), and with a ``cell_type_key`` :data:`FRACTIONS_METHOD` (the measured best for
         cell-type fractions of spots that mix cells; both named in :mod:`cellweave.mapping`)
-        unless ``params`` holds options only another solver declares
+        when both inputs hold raw counts, else :data:`FRACTIONS_FALLBACK` (which accepts any
+        non-negative values), unless ``params`` holds options only another solver declares
         (:func:`~cellweave.mapping.methods.resolve_method`); what it chose is in
         ``uns[key_added]["params"]`` (``method``, and ``auto``). ``"attention"`` (the
         multi-view attention model, :class:`~cellweave.mapping.attention.AttentionMapper`; raw
@@ -417,7 +421,10 @@ def map_cells(
     """
     result_keys(key_added)  # a bad key_added before any work
     check_seed(random_state)
-    solver = resolve_method(method, cell_type_key=cell_type_key, params=params)
+    counts = method == "auto" and cell_type_key is not None
+    if counts:  # the fractions default needs raw counts: else its fallback
+        counts = inputs_are_counts(adata_sc, adata_sp, layer_sc=layer_sc, layer_sp=layer_sp)
+    solver = resolve_method(method, cell_type_key=cell_type_key, params=params, counts=counts)
     check_params(solver, params)  # the options and the device first, then the data
     check_gene_case(gene_case)
     check_device(device)
@@ -448,7 +455,9 @@ def map_cells(
     if method == "auto":
         mapping.params["auto"] = {
             "chose": solver,
-            "for": "cell-type fractions" if solver == FRACTIONS_METHOD else "genes",
+            "for": "genes"
+            if cell_type_key is None or solver == DEFAULT_METHOD
+            else "cell-type fractions",
         }
     return store_mapping(mapping, adata_sc, adata_sp, labels, key_added=key_added, copy=copy)
 

@@ -23,7 +23,7 @@ from scipy import sparse
 from ..device import check_device
 from ..errors import InvalidOptionError
 from ..registry import Bool, Choice, Float, Int, Method, Option, Registry
-from ..validate import check_min_obs, check_spatial
+from ..validate import check_min_obs, check_spatial, is_counts
 from . import baselines
 from .features import (
     MAX_GENES,
@@ -38,6 +38,7 @@ from .result import Mapping
 __all__ = [
     "DEFAULT_METHOD",
     "FEATURE_OPTIONS",
+    "FRACTIONS_FALLBACK",
     "FRACTIONS_METHOD",
     "METHODS",
     "MIN_OBS",
@@ -46,15 +47,22 @@ __all__ = [
     "check_params",
     "compute_mapping",
     "get_method",
+    "inputs_are_counts",
     "resolve_method",
 ]
 
 #: The method ``map_cells`` uses for ``method="auto"`` (measured best; ``docs/mapping.md``).
 DEFAULT_METHOD = "ot"
 #: The method ``map_cells`` uses for ``method="auto"`` when it also writes cell-type fractions
-#: (``cell_type_key`` given): the measured best for fractions (``bench_deconv.py``; the
-#: "Deconvolution" section of ``benchmarks/results/mapping.md``). One line to change.
+#: (``cell_type_key`` given) and both inputs hold raw counts: the measured best for fractions
+#: (``bench_deconv.py``; the "Deconvolution" section of ``benchmarks/results/mapping.md``).
+#: One line to change: ``"attention"`` (better than ``"gradient"`` on both truth sets) once it
+#: meets its targets against the peers (issue 17); it needs raw counts, so inputs that are
+#: not counts then get :data:`FRACTIONS_FALLBACK`.
 FRACTIONS_METHOD = "gradient"
+#: The fractions default for inputs :data:`FRACTIONS_METHOD` refuses (values that are not
+#: raw counts, e.g. normalized or intensity data): it accepts any non-negative expression.
+FRACTIONS_FALLBACK = "gradient"
 #: Kind of the entries of :data:`METHODS` that ``map_cells`` runs (the others, ``"baseline"``
 #: and ``"peer"``, are gene predictors for the leave-gene-out evaluation).
 SOLVER = "solver"
@@ -143,21 +151,47 @@ def get_method(name: str) -> Method:
 
 
 def resolve_method(
-    method: str, *, cell_type_key: str | None = None, params: dict[str, Any] | None = None
+    method: str,
+    *,
+    cell_type_key: str | None = None,
+    params: dict[str, Any] | None = None,
+    counts: bool = True,
 ) -> str:
     """The solver ``method="auto"`` stands for (any other name is returned as it is).
 
-    With a ``cell_type_key`` (fractions are asked for) it is :data:`FRACTIONS_METHOD`,
-    unless ``params`` names an option that solver does not declare (options of another
-    solver, e.g. ``epsilon`` of ``"ot"``, pick :data:`DEFAULT_METHOD`); without one it is
-    :data:`DEFAULT_METHOD`, the best for predicting genes.
+    With a ``cell_type_key`` (fractions are asked for) it is :data:`FRACTIONS_METHOD` when
+    the inputs are raw ``counts`` (:func:`inputs_are_counts`; ``True`` when not yet known),
+    else :data:`FRACTIONS_FALLBACK`; a solver is only chosen when it declares every option in
+    ``params`` (the other one is tried next; options of neither, e.g. ``epsilon`` of
+    ``"ot"``, pick :data:`DEFAULT_METHOD`). Without one it is :data:`DEFAULT_METHOD`, the
+    best for predicting genes.
     """
     if method != "auto":
         return method
-    if cell_type_key is None or FRACTIONS_METHOD not in METHODS:
+    if cell_type_key is None:
         return DEFAULT_METHOD
-    declared = METHODS[FRACTIONS_METHOD].options
-    return FRACTIONS_METHOD if set(params or {}) <= set(declared) else DEFAULT_METHOD
+    order = (FRACTIONS_METHOD, FRACTIONS_FALLBACK)
+    for solver in order if counts else order[::-1]:
+        if solver in METHODS and set(params or {}) <= set(METHODS[solver].options):
+            return solver
+    return DEFAULT_METHOD
+
+
+def inputs_are_counts(
+    adata_sc: AnnData,
+    adata_sp: AnnData,
+    *,
+    layer_sc: str | None = None,
+    layer_sp: str | None = None,
+) -> bool:
+    """Whether the reference and the spatial values (``X`` or the layers) both look like raw
+    counts (:func:`cellweave.validate.is_counts`): what :data:`FRACTIONS_METHOD` needs."""
+    pairs = ((adata_sc, layer_sc), (adata_sp, layer_sp))
+    return all(
+        is_counts(a.X if layer is None else a.layers[layer])
+        for a, layer in pairs
+        if layer is None or layer in a.layers
+    )
 
 
 def check_params(method: str, params: dict[str, Any]) -> tuple[Method, dict, dict]:

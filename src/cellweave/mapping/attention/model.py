@@ -32,12 +32,20 @@ from ...validate import check_adata, check_labels, check_obs_key, check_seed, is
 from ..features import shared_genes
 from ..result import Mapping
 from .module import AttentionModule
-from .options import MODEL, MODEL_OPTIONS, NO_TYPES_ENTROPY
+from .options import (
+    MAX_EPOCHS,
+    MIN_EPOCHS,
+    MIN_HELD_OUT,
+    MODEL,
+    MODEL_OPTIONS,
+    NO_TYPES_ENTROPY,
+    PATIENCE,
+)
 from .persist import read_model, write_model
 from .reference import Reference, candidates, principal_axes, reference_cells
 from .views import VIEWS, SpotViews, spot_views
 
-__all__ = ["AttentionMapper"]
+__all__ = ["AttentionMapper", "held_out_spots"]
 
 
 class _Section:
@@ -244,9 +252,10 @@ class AttentionMapper:
     def train(
         self,
         *,
-        max_epochs: int = 30,
+        max_epochs: int | None = None,
         batch_size: int | None = 128,
         lr: float = 1e-2,
+        validation: float = 0.0,
         device: str = "auto",
         random_state: int = 0,
         checkpoint_dir: str | Path | None = None,
@@ -256,10 +265,16 @@ class AttentionMapper:
         """Train on minibatches of spots (and labelled reference cells) with
         :func:`cellweave.train.fit`: ``device`` and Lightning's ``accelerator``, ``devices``,
         ``strategy``, ``precision`` in ``trainer``; a checkpoint every epoch into
-        ``checkpoint_dir`` (``resume=True`` continues a killed run)."""
+        ``checkpoint_dir`` (``resume=True`` continues a killed run). ``validation`` (e.g.
+        :data:`.options.VALIDATION`): the fraction of spots held out of the training rows;
+        training stops when their likelihood has not improved for :data:`.options.PATIENCE`
+        epochs (the best weights kept; every spot is still mapped), at most ``max_epochs``
+        (``None``: :data:`.options.MAX_EPOCHS`); ``validation=0`` (default): ``max_epochs``
+        (``None``: :data:`.options.MIN_EPOCHS`) epochs on every spot."""
         if self.section is None:
             raise InputError("this model has no training section: build it with adata_sp")
         given = {"max_epochs": max_epochs, "batch_size": batch_size, "lr": lr}
+        given["validation"] = validation
         checked = MODEL.check_options(given)
         check_seed(random_state)
         torch.manual_seed(int(random_state))
@@ -273,14 +288,21 @@ class AttentionMapper:
         self.module.set_reference(self.ref.panel, self.ref.profiles, self.ref.codes, self.axes)
         labelled = self.cell_type_key is not None and self.options["lambda_cells"] > 0
         s = self.section
-        self.module.set_spots(s.views.inputs, s.views.mask, s.counts, s.cand, labelled=labelled)
+        held = held_out_spots(len(s.counts), checked["validation"], int(random_state))
+        self.module.set_spots(
+            s.views.inputs, s.views.mask, s.counts, s.cand, labelled=labelled, held_out=held
+        )
         n_rows = self.module.n_spots + self.module.n_cells_labelled
+        if checked["max_epochs"] is None:
+            checked["max_epochs"] = MAX_EPOCHS if len(held) else MIN_EPOCHS
         result = fit(
             self.module,
             n_train=n_rows,
+            n_val=len(held) or None,
             batch_size=checked["batch_size"],
             max_epochs=checked["max_epochs"],
-            early_stopping=False,
+            early_stopping=bool(len(held)),
+            patience=PATIENCE,
             device=device,
             seed=int(random_state),
             checkpoint_dir=checkpoint_dir,
@@ -444,6 +466,15 @@ _MODULE_KEYS = (
     "prior",
     "entropy",
 )
+
+
+def held_out_spots(n_spots: int, fraction: float, seed: int) -> np.ndarray:
+    """Spots held out for validation: ``fraction`` of ``n_spots`` at random (none when that
+    is fewer than :data:`.options.MIN_HELD_OUT` spots)."""
+    n = round(n_spots * float(fraction))
+    if n < MIN_HELD_OUT or n >= n_spots:
+        return np.zeros(0, dtype=np.int64)
+    return np.sort(np.random.default_rng(seed).choice(n_spots, size=n, replace=False))
 
 
 def _full(values: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:

@@ -122,19 +122,26 @@ class AttentionModule(CellweaveModule):
         cand: np.ndarray,
         *,
         labelled: bool,
+        held_out: np.ndarray | None = None,
     ) -> None:
         """The training spots; ``labelled``: reference cells join the batches as rows after
-        the spots (their type classification)."""
+        the spots (their type classification); ``held_out``: spots kept out of the training
+        rows, whose likelihood is the validation loss (:meth:`validation_loss`)."""
         self.inputs = {v: torch.as_tensor(inputs[v], dtype=torch.float32) for v in self.views}
         self.mask = torch.as_tensor(mask[:, self.columns], dtype=torch.bool)
         self.counts = torch.as_tensor(counts, dtype=torch.float32)
         self.cand = torch.as_tensor(cand, dtype=torch.long)
-        self.n_spots = int(counts.shape[0])
+        held = np.zeros(counts.shape[0], dtype=bool)
+        if held_out is not None:
+            held[np.asarray(held_out, dtype=np.int64)] = True
+        self.train_spots = torch.as_tensor(np.flatnonzero(~held), dtype=torch.long)
+        self.val_spots = torch.as_tensor(np.flatnonzero(held), dtype=torch.long)
+        self.n_spots = int(self.train_spots.numel())
         self.n_cells_labelled = int(self.ref_panel.shape[0]) if labelled else 0
 
     def move_data(self, device: torch.device) -> None:
         names = ("axes", "ref_unit", "ref_panel", "ref_profiles", "ref_codes", "mask", "counts")
-        for name in (*names, "cand"):
+        for name in (*names, "cand", "train_spots", "val_spots"):
             if hasattr(self, name):
                 setattr(self, name, getattr(self, name).to(device))
         if hasattr(self, "inputs"):
@@ -270,26 +277,33 @@ class AttentionModule(CellweaveModule):
 
     # ------------------------------------------------------------------ losses
     def loss(self, index: torch.Tensor) -> torch.Tensor:
-        spots = index[index < self.n_spots]
+        spots = self.train_spots[index[index < self.n_spots]]
         cells = index[index >= self.n_spots] - self.n_spots
         total = torch.zeros((), device=index.device)
         if spots.numel():
-            q, _ = self.encode_spots(
-                {v: x[spots] for v, x in self.inputs.items()}, self.mask[spots]
-            )
-            cand = self.cand[spots]
-            x = self.counts[spots]
-            a, pi, missing = self.composition(q, cand, self.inputs["panel"][spots])
-            mu = self.expected(a, missing, cand, x.sum(1))
-            total = total - self.log_likelihood(x, mu).sum()
-            if self.entropy:  # maximum-entropy mixing within types (as entropic OT)
-                panel = self.inputs["panel"][spots]
-                total = total - self.entropy * self.within_entropy(q, cand, panel, pi).sum()
+            total = total + self.spot_loss(spots, regularized=True)
         if cells.numel():
             logits = self.type_head(self.encode_cells(self.ref_panel[cells]))
             ce = F.cross_entropy(logits, self.ref_codes[cells], reduction="sum")
             total = total + self.lambda_cells * ce
         return total / index.numel()
+
+    def spot_loss(self, spots: torch.Tensor, *, regularized: bool = False) -> torch.Tensor:
+        """Negative log-likelihood (summed) of the spots ``spots`` under their amortized
+        composition; ``regularized`` (training) also rewards the attention's entropy within
+        types by ``entropy`` (maximum-entropy mixing, as entropic OT's)."""
+        q, _ = self.encode_spots({v: x[spots] for v, x in self.inputs.items()}, self.mask[spots])
+        cand, x, panel = self.cand[spots], self.counts[spots], self.inputs["panel"][spots]
+        a, pi, missing = self.composition(q, cand, panel)
+        loss = -self.log_likelihood(x, self.expected(a, missing, cand, x.sum(1))).sum()
+        if regularized and self.entropy:
+            loss = loss - self.entropy * self.within_entropy(q, cand, panel, pi).sum()
+        return loss
+
+    def validation_loss(self, index: torch.Tensor) -> torch.Tensor:
+        """Negative log-likelihood of the held-out spots ``index`` (rows of
+        ``val_spots``)."""
+        return self.spot_loss(self.val_spots[index])
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
