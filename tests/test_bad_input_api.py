@@ -243,7 +243,7 @@ def test_auto_without_coordinates_is_an_explicit_choice(tissue, monkeypatch):
 
     def record(spec, adata, X, coords, *args):
         seen["coords"] = coords
-        return np.full(adata.shape, 1.0 / adata.n_vars)
+        return np.full(adata.shape, 1.0 / adata.n_vars), None  # proportions, no choice
 
     monkeypatch.setattr(impute_api, "_predict", record)
     bare = tissue[0].copy()

@@ -103,7 +103,7 @@ def test_impute_auto_without_coordinates_warns(files, monkeypatch):
 
     _, sp = files
     monkeypatch.setattr(
-        impute_api, "_predict", lambda spec, a, *rest: np.full(a.shape, 1.0 / a.n_vars)
+        impute_api, "_predict", lambda spec, a, *rest: (np.full(a.shape, 1.0 / a.n_vars), None)
     )
     with pytest.warns(CellweaveWarning, match="no spatial loss"):
         cw.tl.impute(sp.copy(), spatial_key=None)
@@ -117,7 +117,7 @@ def test_cli_prints_the_warning_as_one_line(files, tmp_path, capsys, monkeypatch
 
     root, _ = files
     monkeypatch.setattr(
-        impute_api, "_predict", lambda spec, a, *rest: np.full(a.shape, 1.0 / a.n_vars)
+        impute_api, "_predict", lambda spec, a, *rest: (np.full(a.shape, 1.0 / a.n_vars), None)
     )
     out = tmp_path / "imputed.h5ad"
     code = main(["impute", str(root / "sp.h5ad"), "-o", str(out), "--spatial-key", "none"])

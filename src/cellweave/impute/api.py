@@ -251,14 +251,14 @@ def impute(
         run.update(_names(adata, layer))
     with checkpointing(checkpoint_dir, resume=resume, fingerprint=run):
         P, chosen = _predict(spec, adata, X, coords, spatial_key, random_state, dict(params))
+    if chosen is not None:  # what the inner split chose, and whether a spatial loss was on
+        chosen = {**chosen, "spatial_loss": coords is not None}
     adata = adata.copy() if copy else adata
     adata.layers[layer_key] = imputed_layer(P, target_sum)
     adata.uns[uns_key] = uns_entry(
         method, params, layer=layer, spatial_key=spatial_key, key_added=layer_key,
         target_sum=target_sum, random_state=random_state, start=start, chosen=chosen,
     )  # fmt: skip
-    if chosen is not None:  # what the inner split chose, and whether a spatial loss was on
-        adata.uns[uns_key]["params"]["chosen"]["spatial_loss"] = coords is not None
     return adata if copy else None
 
 

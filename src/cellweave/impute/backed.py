@@ -411,7 +411,7 @@ def impute_backed(
     entry = uns_entry(
         method, given, layer=layer, spatial_key=spatial_key, key_added=layer_key,
         target_sum=target_sum, random_state=random_state, start=start,
-        chosen=dict(selection.chosen),
+        chosen={**selection.chosen, "spatial_loss": coords is not None},
     )  # fmt: skip
     entry["backed"] = {"window": int(window.size), "streamed_refit": bool(window.size < n)}
     adata.uns[uns_key] = entry
