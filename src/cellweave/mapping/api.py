@@ -10,7 +10,6 @@ itself live in :mod:`.methods`. ``cellweave map --list-methods`` prints them all
 from __future__ import annotations
 
 import hashlib
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -234,18 +233,17 @@ def _run_attention(
 
     ref = reference or {}
     train = {o.name: options.pop(o.name) for o in ATTENTION_TRAIN_OPTIONS if o.name in options}
-    with warnings.catch_warnings():  # map_cells warned once about spots without counts
-        warnings.filterwarnings("ignore", message=".*no counts on the shared genes")
-        model = AttentionMapper(
-            ref["adata_sc"],
-            adata_sp,
-            cell_type_key=ref.get("cell_type_key"),
-            genes=feats.genes,
-            layer_sc=ref.get("layer_sc"),
-            layer_sp=ref.get("layer_sp"),
-            require_counts=require_counts,
-            **options,
-        )
+    model = AttentionMapper(
+        ref["adata_sc"],
+        adata_sp,
+        cell_type_key=ref.get("cell_type_key"),
+        genes=feats.genes,
+        layer_sc=ref.get("layer_sc"),
+        layer_sp=ref.get("layer_sp"),
+        require_counts=require_counts,
+        warn=False,  # map_cells warned once about spots without counts
+        **options,
+    )
     model.train(**train, device=device, random_state=random_state)
     mapping = model.map()
     plan = mapping.plan[np.flatnonzero(feats.cell_used)][:, np.flatnonzero(~feats.spot_empty)]

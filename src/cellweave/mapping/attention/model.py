@@ -77,6 +77,9 @@ class AttentionMapper:
         Genes to map on (default: every shared gene).
     layer_sc, layer_sp
         Layers to read instead of ``X``.
+    warn
+        Warn (one line) about spots without counts on the shared genes (``False`` where the
+        caller has warned already, as ``map_cells`` does).
     **options
         The model's options (:data:`.options.MODEL_OPTIONS`: ``n_latent``, ``n_hidden``,
         ``top_k``, ``spatial_key``, ``modality_key``, ``histology``, ``ring_weights``,
@@ -94,6 +97,7 @@ class AttentionMapper:
         genes: Sequence[str] | None = None,
         layer_sc: str | None = None,
         layer_sp: str | None = None,
+        warn: bool = True,
         _saved: dict[str, Any] | None = None,
         **options: Any,
     ) -> None:
@@ -116,7 +120,7 @@ class AttentionMapper:
         self.section: _Section | None = None
         if adata_sp is not None:
             self.stats: dict[str, np.ndarray] = {}
-            self.section = self._prepare(adata_sp)
+            self.section = self._prepare(adata_sp, warn=warn)
             self.options["entropy"] = _entropy(
                 self.options["entropy"], self.section, self.ref.n_types
             )
@@ -189,8 +193,9 @@ class AttentionMapper:
             profiles=self.options["profiles"],
         )
 
-    def _prepare(self, adata_sp: AnnData) -> _Section:
-        """Counts, used spots and views of a section (checked before any work)."""
+    def _prepare(self, adata_sp: AnnData, *, warn: bool = True) -> _Section:
+        """Counts, used spots and views of a section (checked before any work; ``warn``:
+        one line about spots without counts)."""
         missing = self.genes[~self.genes.isin(adata_sp.var_names)]
         if len(missing):
             raise InputError(
@@ -217,7 +222,7 @@ class AttentionMapper:
                 f"no spot has counts on the {len(self.genes)} shared genes: check that adata_sp "
                 "holds expression for those genes"
             )
-        if len(rows) < adata_sp.n_obs:
+        if warn and len(rows) < adata_sp.n_obs:
             warnings.warn(
                 f"{adata_sp.n_obs - len(rows)} of {adata_sp.n_obs} spots have no counts on the "
                 "shared genes: they are not mapped",
