@@ -60,3 +60,15 @@ def split_sim():
         }
 
     return make
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on one thread for a module's tiny models (threads only contend on a shared
+    machine); the previous setting restored after the module."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -8,20 +8,13 @@ import json
 import anndata as ad
 import numpy as np
 import pytest
-import torch
 
 from cellweave import io
 from cellweave.cli.map import map_cmd
 from cellweave.metrics import fraction_scores
 from cellweave.sim import simulate_spatial
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def invoke(*args: str) -> int:
