@@ -4,7 +4,6 @@ shared scales), and unchanged without an image."""
 
 from __future__ import annotations
 
-import io
 import warnings
 
 import anndata as ad
@@ -18,6 +17,7 @@ from matplotlib.colors import to_rgb
 
 import cellweave as cw
 from cellweave.cli._common import use_agg_backend
+from pixels import pixel_at, rendered_png
 
 use_agg_backend()
 
@@ -26,21 +26,9 @@ SCALE = 0.5  # hires pixels per full-resolution pixel
 TOP, BOTTOM = (100.0, 100.0), (100.0, 600.0)  # full-resolution spots on red / blue image
 
 
-def _png(fig) -> np.ndarray:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=fig.dpi)
-    buffer.seek(0)
-    return plt.imread(buffer)[:, :, :3]
-
-
-def _pixel(png: np.ndarray, ax, xy) -> np.ndarray:
-    x, y = ax.transData.transform(xy)
-    return png[round(png.shape[0] - y), round(x)]
-
-
 def _spot(png, ax, full_res) -> np.ndarray:
     """Colour at the centre of the spot at full-resolution ``full_res`` over the image."""
-    return _pixel(png, ax, (full_res[0] * SCALE, full_res[1] * SCALE))
+    return pixel_at(png, ax, (full_res[0] * SCALE, full_res[1] * SCALE))
 
 
 def _colour(cmap: str, value: float) -> tuple:
@@ -83,33 +71,33 @@ def section() -> ad.AnnData:
 
 def test_fractions_draw_over_the_image_on_one_scale(section):
     fig = cw.pl.fractions(section)
-    png = _png(fig)
+    png = rendered_png(fig)
     a, b = (ax for ax in fig.axes if ax.get_title() in ("A", "B"))
     for ax in (a, b):
         assert len(ax.images) == 1 and ax.yaxis_inverted()
-        assert np.allclose(_pixel(png, ax, (125, 75)), RED, atol=0.05)  # between spots
-        assert np.allclose(_pixel(png, ax, (125, 275)), BLUE, atol=0.05)
+        assert np.allclose(pixel_at(png, ax, (125, 75)), RED, atol=0.05)  # between spots
+        assert np.allclose(pixel_at(png, ax, (125, 275)), BLUE, atol=0.05)
     high, low = _colour("viridis", 1.0), _colour("viridis", 0.0)
     assert np.allclose(_spot(png, a, TOP), high, atol=0.05)  # y down: A = 1 in the top rows
     assert np.allclose(_spot(png, a, BOTTOM), low, atol=0.05)
     assert np.allclose(_spot(png, b, TOP), low, atol=0.05)
     assert np.allclose(_spot(png, b, BOTTOM), high, atol=0.05)  # the same scale in B
     # spots are spot_diameter_fullres wide (20 image px): 8 px off centre is spot, 14 is image
-    assert np.allclose(_pixel(png, a, (50 + 8, 50)), high, atol=0.05)
-    assert np.allclose(_pixel(png, a, (50 + 14, 50)), RED, atol=0.05)
+    assert np.allclose(pixel_at(png, a, (50 + 8, 50)), high, atol=0.05)
+    assert np.allclose(pixel_at(png, a, (50 + 14, 50)), RED, atol=0.05)
     plt.close(fig)
 
 
 def test_predicted_genes_and_view_weights_over_the_image(section):
     fig = cw.pl.predicted_genes(section, genes=["g1", "g2"])
-    png = _png(fig)
+    png = rendered_png(fig)
     for ax in (ax for ax in fig.axes if ax.get_title() in ("g1", "g2")):
         assert len(ax.images) == 1
         assert np.allclose(_spot(png, ax, TOP), _colour("viridis", 0.0), atol=0.05)
         assert np.allclose(_spot(png, ax, BOTTOM), _colour("viridis", 1.0), atol=0.05)
     plt.close(fig)
     fig = cw.pl.view_weights(section)
-    png = _png(fig)
+    png = rendered_png(fig)
     panel = next(ax for ax in fig.axes if ax.get_title() == "own panel")
     assert len(panel.images) == 1
     assert np.allclose(_spot(png, panel, TOP), _colour("magma", 1.0), atol=0.05)
@@ -119,13 +107,13 @@ def test_predicted_genes_and_view_weights_over_the_image(section):
 
 def test_truth_maps_over_the_image_share_a_scale_per_type(section):
     fig = cw.pl.fractions_vs_truth(section)
-    png = _png(fig)
+    png = rendered_png(fig)
     predicted = next(ax for ax in fig.axes if ax.get_title() == "A: predicted")
     true = next(ax for ax in fig.axes if ax.get_title() == "A: true")
     assert len(predicted.images) == 1 and len(true.images) == 1
     assert np.allclose(_spot(png, predicted, TOP), _colour("viridis", 1.0), atol=0.05)
     assert np.allclose(_spot(png, true, TOP), _colour("viridis", 0.5), atol=0.05)  # 0.5 of 1
-    assert np.allclose(_pixel(png, true, (125, 75)), RED, atol=0.05)
+    assert np.allclose(pixel_at(png, true, (125, 75)), RED, atol=0.05)
     plt.close(fig)
 
 
@@ -134,7 +122,7 @@ def test_missing_values_are_grey_over_the_image(section):
     fractions.iloc[0] = np.nan  # the spot at (100, 100)
     section.obsm["cell_type_fractions"] = fractions
     fig = cw.pl.fractions(section)
-    png = _png(fig)
+    png = rendered_png(fig)
     a = next(ax for ax in fig.axes if ax.get_title() == "A")
     assert np.allclose(_spot(png, a, TOP), GREY, atol=0.05)
     assert np.allclose(_spot(png, a, (200.0, 100.0)), _colour("viridis", 1.0), atol=0.05)
@@ -179,7 +167,7 @@ def test_space_ranger_section_maps_over_its_image(tmp_path):
         truth.to_numpy(), index=section.obs_names, columns=truth.columns
     )
     fig = cw.pl.fractions(section, title=None)
-    png = _png(fig)
+    png = rendered_png(fig)
     image = cw.image.get_image(section)
     coords = section.obsm["spatial"][:, :2] * image.scale
     vmax = float(truth.to_numpy().max())
@@ -188,5 +176,5 @@ def test_space_ranger_section_maps_over_its_image(tmp_path):
     assert len(ax.images) == 1 and ax.yaxis_inverted()
     for i in range(0, len(coords), 7):
         expected = _colour("viridis", float(truth.iloc[i, 0]) / vmax)
-        assert np.allclose(_pixel(png, ax, coords[i]), expected, atol=0.05)
+        assert np.allclose(pixel_at(png, ax, coords[i]), expected, atol=0.05)
     plt.close(fig)

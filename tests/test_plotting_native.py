@@ -4,8 +4,6 @@ sorted bars with error bars), not only that a file exists."""
 
 from __future__ import annotations
 
-import io
-
 import anndata as ad
 import matplotlib.pyplot as plt
 import numpy as np
@@ -26,22 +24,9 @@ from cellweave.plotting import (
     spatial,
     spatial_graph,
 )
+from pixels import pixel_at, rendered_png
 
 use_agg_backend()
-
-
-def _png(fig) -> np.ndarray:
-    """The figure as written to a PNG (RGB floats, row 0 at the top)."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=fig.dpi)
-    buffer.seek(0)
-    return plt.imread(buffer)[:, :, :3]
-
-
-def _pixel(png: np.ndarray, ax, xy) -> np.ndarray:
-    """Colour of the PNG pixel at data point ``xy`` of ``ax``."""
-    x, y = ax.transData.transform(xy)
-    return png[round(png.shape[0] - y), round(x)]
 
 
 def _grid(n: int = 6, step: float = 100.0) -> np.ndarray:
@@ -74,20 +59,20 @@ def test_spatial_draws_spots_over_the_image_in_scanpy_orientation():
     adata = _visium_like()
     fig = spatial(adata, color="half")
     ax = fig.axes[0]
-    png = _png(fig)
+    png = rendered_png(fig)
     palette = obs_palette(adata, "half")
     assert adata.uns["half_colors"] == [palette["bottom"], palette["top"]]  # stored, scanpy way
     # image pixels = full-res coordinates x 0.5; the top rows of the image are red, drawn on top
-    assert np.allclose(_pixel(png, ax, (125, 75)), (1, 0, 0), atol=0.05)  # between spots
-    assert np.allclose(_pixel(png, ax, (125, 275)), (0, 0, 1), atol=0.05)
+    assert np.allclose(pixel_at(png, ax, (125, 75)), (1, 0, 0), atol=0.05)  # between spots
+    assert np.allclose(pixel_at(png, ax, (125, 275)), (0, 0, 1), atol=0.05)
     assert ax.yaxis_inverted()
     for xy, half in (((100.0, 100.0), "top"), ((100.0, 600.0), "bottom")):
-        centre = _pixel(png, ax, (xy[0] * 0.5, xy[1] * 0.5))
+        centre = pixel_at(png, ax, (xy[0] * 0.5, xy[1] * 0.5))
         assert np.allclose(centre, to_rgb(palette[half]), atol=0.05)
     # spots are spot_diameter_fullres wide (40 px full-res = 20 image px): 8 px from the
     # centre is spot, 14 px is image
-    assert np.allclose(_pixel(png, ax, (50 + 8, 50)), to_rgb(palette["top"]), atol=0.05)
-    assert np.allclose(_pixel(png, ax, (50 + 14, 50)), (1, 0, 0), atol=0.05)
+    assert np.allclose(pixel_at(png, ax, (50 + 8, 50)), to_rgb(palette["top"]), atol=0.05)
+    assert np.allclose(pixel_at(png, ax, (50 + 14, 50)), (1, 0, 0), atol=0.05)
     plt.close(fig)
     no_image = spatial(adata, color="half", img_key=None)
     assert not no_image.axes[0].images
@@ -100,9 +85,9 @@ def test_spatial_without_image_has_y_down():
     adata.obs["v"] = [1.0, 0.0, 1.0, 0.0]  # y = 0: high values
     fig = spatial(adata, color="v", size=400)
     ax = fig.axes[0]
-    png = _png(fig)
-    top = _pixel(png, ax, (0.0, 0.0))
-    bottom = _pixel(png, ax, (0.0, 10.0))
+    png = rendered_png(fig)
+    top = pixel_at(png, ax, (0.0, 0.0))
+    bottom = pixel_at(png, ax, (0.0, 10.0))
     _, top_row = ax.transData.transform((0.0, 0.0))
     _, bottom_row = ax.transData.transform((0.0, 10.0))
     assert top_row > bottom_row  # y = 0 is higher up on the page, as in sc.pl.spatial
@@ -120,13 +105,13 @@ def test_compared_panels_share_one_colour_scale():
     shared = spatial(adata, color=["observed", "imputed"], share_scale=True, size=300)
     clims = [c.get_clim() for ax in shared.axes[:2] for c in ax.collections[:1]]
     assert clims[0] == clims[1] == (0.0, 2.0)
-    png = _png(shared)
+    png = rendered_png(shared)
     point = tuple(coords[common])
-    assert np.allclose(_pixel(png, shared.axes[0], point), _pixel(png, shared.axes[1], point))
+    assert np.allclose(pixel_at(png, shared.axes[0], point), pixel_at(png, shared.axes[1], point))
     plt.close(shared)
     separate = spatial(adata, color=["observed", "imputed"], size=300)
-    png = _png(separate)
-    a, b = (_pixel(png, ax, point) for ax in separate.axes[:2])
+    png = rendered_png(separate)
+    a, b = (pixel_at(png, ax, point) for ax in separate.axes[:2])
     assert not np.allclose(a, b)  # each panel on its own scale: the same value differs
     plt.close(separate)
 
@@ -203,10 +188,10 @@ def test_neighbour_graph_draws_its_edges():
     (lines,) = [c for c in ax.collections if c.__class__.__name__ == "LineCollection"]
     graph = sparse.csr_matrix(adata.obsp["spatial_connectivities"])
     assert len(lines.get_segments()) == (graph + graph.T).nnz // 2 > 0
-    png = _png(fig)
-    edge = _pixel(png, ax, (1.5, 1.0))  # midway between two order-1 neighbours
+    png = rendered_png(fig)
+    edge = pixel_at(png, ax, (1.5, 1.0))  # midway between two order-1 neighbours
     assert np.allclose(edge, to_rgb("#404040"), atol=0.15)
-    gap = _pixel(png, ax, (1.5, 1.5))  # centre of a square: no order-1 edge, no spot
+    gap = pixel_at(png, ax, (1.5, 1.5))  # centre of a square: no order-1 edge, no spot
     assert not np.allclose(gap, to_rgb("#404040"), atol=0.15)
     assert {t.get_text() for t in ax.get_legend().get_texts()} == {"order 1", "order 2"}
     plt.close(fig)
