@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
@@ -15,7 +16,10 @@ import bench_deconv
 from _ablations import ABLATIONS, paired
 
 
-def test_variants_pass_their_options_to_the_attention_solver(monkeypatch):
+@pytest.fixture
+def seen(monkeypatch) -> dict:
+    """The options ``map_cells`` receives (a stand-in records them and returns one
+    fraction column)."""
     import cellweave.mapping as mapping
 
     seen = {}
@@ -30,6 +34,10 @@ def test_variants_pass_their_options_to_the_attention_solver(monkeypatch):
         return Done()
 
     monkeypatch.setattr(mapping, "map_cells", fake_map_cells)
+    return seen
+
+
+def test_variants_pass_their_options_to_the_attention_solver(seen):
     import anndata as ad
 
     spots = ad.AnnData(np.ones((1, 2)))
@@ -42,6 +50,17 @@ def test_variants_pass_their_options_to_the_attention_solver(monkeypatch):
     bench_deconv.run_method("gradient", spots, spots, seed=0, cells_per_spot=1.0, c2l_epochs=1)
     assert seen["method"] == "gradient" and "spatial_key" not in seen
     assert set(bench_deconv.VARIANTS) == set(ABLATIONS) - {"attention"}
+
+
+def test_settings_pass_their_options_to_the_attention_solver(seen):
+    import anndata as ad
+
+    spots = ad.AnnData(np.ones((1, 2)))
+    bench_deconv.run_method(
+        "attention_validation", spots, spots, seed=1, cells_per_spot=1.0, c2l_epochs=1
+    )
+    assert seen["method"] == "attention" and seen["validation"] == 0.1
+    assert "attention_validation" not in bench_deconv.VARIANTS  # not an ablation
 
 
 def test_paired_reports_the_better_method_gene_by_gene():

@@ -54,29 +54,3 @@ def test_replace_section_keeps_the_rest():
     assert new == "# T\n\n## A\na\n\n## Deconvolution x\nnew\n\n## Notes\nn\n"
     added = replace_section("# T\n\n## Notes\nn\n", "## Deconvolution", ["## Deconvolution"])
     assert added.index("## Deconvolution") < added.index("## Notes")
-
-
-def test_settings_pass_their_options_to_the_attention_solver(monkeypatch):
-    import anndata as ad
-
-    import bench_deconv
-    import cellweave.mapping as mapping
-
-    seen = {}
-
-    def fake_map_cells(reference, target, **kwargs):
-        seen.update(kwargs)
-        target.obsm["cell_type_fractions"] = pd.DataFrame({"a": [1.0]}, index=target.obs_names)
-
-        class Done:
-            method = kwargs["method"]
-
-        return Done()
-
-    monkeypatch.setattr(mapping, "map_cells", fake_map_cells)
-    spots = ad.AnnData(np.ones((1, 2)))
-    bench_deconv.run_method(
-        "attention_validation", spots, spots, seed=1, cells_per_spot=1.0, c2l_epochs=1
-    )
-    assert seen["method"] == "attention" and seen["validation"] == 0.1
-    assert "attention_validation" not in bench_deconv.VARIANTS  # not an ablation
