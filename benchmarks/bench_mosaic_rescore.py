@@ -97,7 +97,7 @@ def main() -> None:
         name, row = quoted(spec)
         table.loc[name, list(row)] = list(row.values())
     cols = [c for c in COLUMNS if c in table]
-    out = header("MOp embeddings rescored (Benchmarker-equivalent scorer)", PACKAGES)
+    out = [*header("MOp embeddings rescored (Benchmarker-equivalent scorer)", PACKAGES), ""]
     out += [*markdown_table(table[cols].rename(columns=COLUMNS).astype(float), digits=3,
                             index_name="method"), ""]  # fmt: skip
     if args.benchmarker:
