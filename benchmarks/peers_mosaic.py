@@ -238,13 +238,14 @@ def _glue_graph(mdata: md.MuData, key: str = "gene_peak"):
 def _glue_inputs(mdata: md.MuData, n_comps: int, random_state: int) -> dict:
     """Per-modality AnnData of the cells that measured it, configured as the GLUE tutorial:
     RNA counts (NB) encoded from the PCA of the scaled log-normalised data, ATAC counts (NB)
-    from LSI; every feature used (the MOp file holds 1,677 genes and 25,734 peaks)."""
+    from LSI; every feature with a count used (the MOp file: 1,677 genes, 25,734 peaks)."""
     import scanpy as sc
     import scglue
 
     out = {}
     for mod in ("rna", "atac"):
         sub = mdata[mod]
+        sub = sub[:, np.asarray(sub.X.sum(axis=0)).ravel() > 0]  # LSI's idf needs counts
         a = ad.AnnData(
             sparse.csr_matrix(sub.X, dtype=np.float32), obs=pd.DataFrame(index=sub.obs_names)
         )
@@ -273,12 +274,14 @@ def glue(
     n_comps: int = 100,
     max_epochs: int | None = None,
     seed: int = 0,
+    skip_balance: bool = False,
 ) -> Result:
     """GLUE (scglue 0.4.1, ``fit_SCGLUE`` with its defaults: pretraining, balancing weights,
     fine-tuning, each with scglue's automatic epoch count and early stopping) on RNA + ATAC
     of a mosaic, guided by ``mdata.varp["gene_peak"]``. GLUE embeds each modality's cells
     with that modality's encoder; a cell that measured both gets the mean of its two
-    encodings, the others their one encoding. ``max_epochs`` caps each of the two fits."""
+    encodings, the others their one encoding. ``max_epochs`` caps each of the two fits;
+    ``skip_balance`` skips the balancing weights (for tiny smoke tests, where they are NaN)."""
     import tempfile
 
     import scglue
@@ -294,7 +297,11 @@ def glue(
     with tempfile.TemporaryDirectory() as tmp:
         fit_kws["directory"] = tmp
         model = scglue.models.fit_SCGLUE(
-            adatas, graph, init_kws={"random_seed": seed}, fit_kws=fit_kws
+            adatas,
+            graph,
+            init_kws={"random_seed": seed},
+            fit_kws=fit_kws,
+            skip_balance=skip_balance,
         )
     seconds = time.perf_counter() - t0
     z, counts = None, np.zeros(mdata.n_obs)
