@@ -123,10 +123,15 @@ class AttentionModule(CellweaveModule):
         *,
         labelled: bool,
         held_out: np.ndarray | None = None,
+        pseudo: dict[str, np.ndarray] | None = None,
     ) -> None:
-        """The training spots; ``labelled``: reference cells join the batches as rows after
-        the spots (their type classification); ``held_out``: spots kept out of the training
-        rows, whose likelihood is the validation loss (:meth:`validation_loss`)."""
+        """The training spots; ``labelled``: labelled rows join the batches after the spots
+        (their type classification): the reference cells, or the ``pseudo`` spots pooled
+        from them (:func:`.reference.pseudo_spots`: ``counts``, ``fractions``, and the
+        spots' panel statistics ``mean``, ``sd``; their panel is computed per batch through
+        the learned platform factor, :meth:`labelled_panel`);
+        ``held_out``: spots kept out of the training rows, whose likelihood is the validation
+        loss (:meth:`validation_loss`)."""
         self.inputs = {v: torch.as_tensor(inputs[v], dtype=torch.float32) for v in self.views}
         self.mask = torch.as_tensor(mask[:, self.columns], dtype=torch.bool)
         self.counts = torch.as_tensor(counts, dtype=torch.float32)
@@ -137,12 +142,22 @@ class AttentionModule(CellweaveModule):
         self.train_spots = torch.as_tensor(np.flatnonzero(~held), dtype=torch.long)
         self.val_spots = torch.as_tensor(np.flatnonzero(held), dtype=torch.long)
         self.n_spots = int(self.train_spots.numel())
-        self.n_cells_labelled = int(self.ref_panel.shape[0]) if labelled else 0
+        self.lab_counts = None
+        if pseudo is None:
+            self.lab_panel = self.ref_panel
+            self.lab_targets = F.one_hot(self.ref_codes, self.n_types).float()
+        else:
+            t = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in pseudo.items()}
+            self.lab_counts, self.lab_targets = t["counts"], t["fractions"]
+            self.lab_panel = self.lab_counts  # rows counted below; panels made per batch
+            self.lab_mean, self.lab_sd = t["mean"], t["sd"]
+        self.n_cells_labelled = int(self.lab_panel.shape[0]) if labelled else 0
 
     def move_data(self, device: torch.device) -> None:
         names = ("axes", "ref_unit", "ref_panel", "ref_profiles", "ref_codes", "mask", "counts")
-        for name in (*names, "cand", "train_spots", "val_spots"):
-            if hasattr(self, name):
+        labelled = ("lab_panel", "lab_targets", "lab_counts", "lab_mean", "lab_sd")
+        for name in (*names, "cand", "train_spots", "val_spots", *labelled):
+            if getattr(self, name, None) is not None:
                 setattr(self, name, getattr(self, name).to(device))
         if hasattr(self, "inputs"):
             self.inputs = {v: x.to(device) for v, x in self.inputs.items()}
@@ -283,10 +298,22 @@ class AttentionModule(CellweaveModule):
         if spots.numel():
             total = total + self.spot_loss(spots, regularized=True)
         if cells.numel():
-            logits = self.type_head(self.encode_cells(self.ref_panel[cells]))
-            ce = F.cross_entropy(logits, self.ref_codes[cells], reduction="sum")
+            logits = self.type_head(self.encode_cells(self.labelled_panel(cells)))
+            ce = -(self.lab_targets[cells] * F.log_softmax(logits, dim=-1)).sum()
             total = total + self.lambda_cells * ce
         return total / index.numel()
+
+    def labelled_panel(self, rows: torch.Tensor) -> torch.Tensor:
+        """Panel inputs of the labelled ``rows``: the reference cells' own, or the pseudo-spots'
+        counts seen through the platform factor (as the spots' panel: scaled to a mean of 1
+        per gene, ``log1p``, z-scored with the spots' statistics)."""
+        if self.lab_counts is None:
+            return self.lab_panel[rows]
+        x = self.lab_counts[rows] * torch.exp(self.log_r.detach())
+        scaled = x * x.shape[1] / x.sum(1, keepdim=True).clamp_min(1e-12)
+        sd = self.lab_sd
+        z = (torch.log1p(scaled) - self.lab_mean) / torch.where(sd > 0, sd, torch.ones_like(sd))
+        return torch.where(sd > 0, z, torch.zeros_like(z))
 
     def spot_loss(self, spots: torch.Tensor, *, regularized: bool = False) -> torch.Tensor:
         """Negative log-likelihood (summed) of the spots ``spots`` under their amortized
