@@ -12,15 +12,18 @@ of that type; ``a_sc = pi_s,type(c) * attention_sc`` sums to 1 over the candidat
 
 ``mu_sg = library_s * normalize_g(r_g * sum_c a_sc x~_cg)``
 
-(``x~_c``: the cell's profile, by default its composition times the mean library so that
-``a_sc`` are cell-number fractions of cells contributing alike, optionally shrunk toward its
-type mean; ``r_g``: a learned per-gene platform factor), under a negative binomial (per-gene
-dispersion) or Poisson likelihood, or, for values that are not counts (intensities), a
-Gaussian on the spot-normalized values (per-gene precision). Reference cells, each seen as a
-one-cell spot through its panel, are classified by the same type weights (cross-entropy,
-weight ``lambda_cells``): this ties cells and spots. At inference the type weights of every
-spot are refined on its counts for a few steps with the weights frozen (:meth:`refine`,
-semi-amortized), which is what lets a new section map well without retraining.
+(``x~_c``: the cell's profile, by default its composition times its type's mean library so
+that ``a_sc`` are cell-number fractions, optionally shrunk toward its type's pooled
+composition; ``r_g``: a learned per-gene platform factor), under a negative binomial
+(per-gene dispersion) or Poisson likelihood, or, for values that are not counts
+(intensities), a Gaussian on the spot-normalized values (per-gene precision). Labelled rows
+teach the type weights (soft cross-entropy, weight ``lambda_cells``): reference cells, each
+seen as a one-cell spot through its panel, or pseudo-spots pooled from 1-10 reference cells
+at the spots' depth, seen through the platform factor (:meth:`labelled_panel`); by default
+pseudo-spots when a type's reference is shallow, else none (the likelihood alone). At
+inference the type weights of every spot are refined on its counts for a few steps with the
+weights frozen (:meth:`refine`, semi-amortized), which is what lets a new section map well
+without retraining.
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ class AttentionModule(CellweaveModule):
     platform_factor
         Learn the per-gene factor ``r_g`` (else ``r_g = 1``).
     lambda_cells
-        Weight of the reference cells' type classification.
+        Weight of the labelled rows' type classification (:meth:`set_spots`).
     entropy
         Weight of the entropy of the attention within types (a maximum-entropy prior on
         the mixing, as entropic OT's): the fit spreads over cells that explain a spot alike.

@@ -51,7 +51,7 @@ PSEUDO_CELLS = 10
 #: pooled reference cells at the spots' depth learns with that noise. With well-measured
 #: types (the simulator) the likelihood alone is better and no type loss is used (see
 #: benchmarks/results/mapping.md, deconvolution notes).
-PSEUDO_SPOTS, PSEUDO_DEPTHS, PSEUDO_EPOCHS = 2000, 10.0, 100
+PSEUDO_SPOTS, PSEUDO_DEPTHS, PSEUDO_EPOCHS = 4000, 10.0, 100
 #: Options of :class:`~.model.AttentionMapper` itself.
 MODEL_OPTIONS: tuple[Option, ...] = (
     Int("n_latent", 32, low=2),
