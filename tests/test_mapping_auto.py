@@ -20,7 +20,7 @@ def pair():
 
 def test_the_declared_defaults():
     assert DEFAULT_METHOD == "ot"
-    assert FRACTIONS_METHOD == "gradient"
+    assert FRACTIONS_METHOD == "attention"
     assert methods.resolve_method("auto") == DEFAULT_METHOD
     assert methods.resolve_method("auto", cell_type_key="ct") == FRACTIONS_METHOD
     assert methods.resolve_method("softmax", cell_type_key="ct") == "softmax"
