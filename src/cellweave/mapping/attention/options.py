@@ -13,6 +13,10 @@ __all__ = [
     "MODEL_OPTIONS",
     "NO_TYPES_ENTROPY",
     "PATIENCE",
+    "PSEUDO_CELLS",
+    "PSEUDO_DEPTHS",
+    "PSEUDO_EPOCHS",
+    "PSEUDO_SPOTS",
     "TRAIN_OPTIONS",
     "VALIDATION",
 ]
@@ -37,6 +41,17 @@ MIN_EPOCHS, MAX_EPOCHS = 30, 300
 #: prior (as entropic OT's) pools the cells that explain a spot alike instead of fitting a
 #: few noisy ones (BDTNP gene CV: median PCC / SSIM 0.526 / 0.411 -> 0.584 / 0.432).
 NO_TYPES_ENTROPY = 3.0
+#: Most reference cells pooled into one pseudo-spot (option ``pseudo_spots``).
+PSEUDO_CELLS = 10
+#: ``pseudo_spots=None``: this many labelled pseudo-spots (training then runs
+#: :data:`PSEUDO_EPOCHS` epochs) when the rarest cell type's reference cells hold fewer counts
+#: together than :data:`PSEUDO_DEPTHS` median spots. Its type profile is then mostly
+#: sampling noise, and a spot likelihood that takes the profiles as exact is misled (MOp
+#: pseudo-spots, 4 Endo cells of 160 counts vs ~1,000 counts per spot); a classifier of
+#: pooled reference cells at the spots' depth learns with that noise. With well-measured
+#: types (the simulator) the likelihood alone is better and no type loss is used (see
+#: benchmarks/results/mapping.md, deconvolution notes).
+PSEUDO_SPOTS, PSEUDO_DEPTHS, PSEUDO_EPOCHS = 4000, 10.0, 100
 #: Options of :class:`~.model.AttentionMapper` itself.
 MODEL_OPTIONS: tuple[Option, ...] = (
     Int("n_latent", 32, low=2),
@@ -64,7 +79,22 @@ MODEL_OPTIONS: tuple[Option, ...] = (
         doc="shrink cell profiles toward their type mean (with cell_type_key only)",
     ),
     Bool("prior", False, doc="add the spot-cell panel similarity to the attention logits"),
-    Float("lambda_cells", 1.0, low=0, doc="weight of the reference cells' type loss"),
+    Float(
+        "lambda_cells",
+        None,
+        low=0,
+        allow_none=True,
+        doc="weight of the labelled rows' type loss; None: 1 with pseudo-spots, else 0",
+    ),
+    Int(
+        "pseudo_spots",
+        None,
+        low=0,
+        allow_none=True,
+        doc="labelled spots pooled from 1-10 reference cells (0: the cells themselves); None: "
+        f"{PSEUDO_SPOTS} when a cell type's reference counts are below "
+        f"{PSEUDO_DEPTHS} spots' depth, else 0",
+    ),
     Float(
         "entropy",
         None,
