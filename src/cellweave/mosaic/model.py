@@ -155,6 +155,7 @@ class MosaicModel:
         self.module = MosaicModule(
             self.data, self.config, sample=self.datamodule.sample(), graph=self.graph
         )
+        self.module.seed = seed
         self.is_trained = False
         self.fit_result: FitResult | None = None
         self.train_params: dict[str, Any] = {}

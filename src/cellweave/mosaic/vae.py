@@ -31,6 +31,7 @@ from torch import nn
 
 from ..nn import MLP, grad_reverse
 from ..train import CellweaveModule
+from .clusters import choose_k, fit_components
 from .config import MosaicConfig
 from .data import MosaicData
 from .guidance import GraphEncoder
@@ -141,6 +142,12 @@ class MosaicModule(CellweaveModule):
         # batch-mixing terms off (they need the reference cells)
         self.input_shift: nn.ParameterList | None = None
         self.batch_terms = True
+        # the mixture is fitted to the latent after cluster_warmup epochs (:mod:`.clusters`);
+        # choose_clusters: also pick how many of its slots to use
+        self.fit_mixture = cfg.cluster_warmup > 0
+        self.choose_clusters = False
+        self.seed = 0
+        self.chosen_clusters: int | None = None
 
     # ------------------------------------------------------------------ setup
     @torch.no_grad()
@@ -301,6 +308,34 @@ class MosaicModule(CellweaveModule):
         """The batch's share of the validation loss (mean over the split's ``b.total``)."""
         return self.objective(b, train=False)["loss"] * b.cells.numel() / max(b.total, 1)
 
+    def on_train_epoch_start(self) -> None:
+        if self.fit_mixture and int(self.current_epoch) == int(self.config.cluster_warmup):
+            self.init_mixture(self.trainer.datamodule)
+
+    @torch.no_grad()
+    def init_mixture(self, datamodule, n_cells: int = 5000) -> None:
+        """Fit the mixture prior to the posterior means of (a sample of) the training cells
+        (:func:`~.clusters.fit_components`; with :attr:`choose_clusters` the number of
+        components by :func:`~.clusters.choose_k`, the other slots pruned)."""
+        was = self.training
+        self.eval()
+        cells = np.asarray(datamodule.train_cells)
+        rng = np.random.default_rng(self.seed)
+        cells = np.sort(rng.choice(cells, min(n_cells, cells.size), replace=False))
+        b = datamodule.batch(torch.as_tensor(cells, device=self.device), counts=False)
+        mu, log_var, _ = self.posterior(self.embed(b.inputs, b.batch), b.present)
+        self.train(was)
+        z = mu.cpu().numpy().astype(np.float64)
+        noise = torch.exp(log_var).mean(0).cpu().numpy()
+        slots = self.prior.k
+        k = choose_k(z, slots, random_state=self.seed) if self.choose_clusters else slots
+        labels = b.label.cpu().numpy() if self.n_classes else None
+        means, variances, weights = fit_components(
+            z, noise, k, n_slots=slots, labels=labels, random_state=self.seed
+        )
+        self.prior.set_mixture(means, variances, weights)
+        self.chosen_clusters = int(k)
+
     def on_train_epoch_end(self) -> None:
         metrics = self.trainer.callback_metrics if self._trainer is not None else {}
         self.history.append(
@@ -350,7 +385,7 @@ def _batch_mmd(x: torch.Tensor, batch: torch.Tensor, n_batches: int) -> torch.Te
     """Sum over batches of the MMD (Gaussian kernels, median-distance bandwidths) between a
     batch's latents and all latents."""
     d2 = torch.cdist(x, x) ** 2
-    scale = d2.detach().median().clamp_min(1e-6)
+    scale = d2.median().clamp_min(1e-6)  # not detached: shrinking the latent cannot lower it
     k = sum(torch.exp(-d2 / (scale * f)) for f in (0.25, 1.0, 4.0))
     total = torch.zeros((), device=x.device)
     for b in range(n_batches):
