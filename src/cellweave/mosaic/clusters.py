@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["K_MIN", "choose_k", "fit_components"]
+__all__ = ["K_MAX", "K_MIN", "choose_k", "fit_components"]
 
-#: Fewest clusters :func:`choose_k` considers.
-K_MIN = 2
+#: Fewest and most clusters :func:`choose_k` considers (``K_MAX``: the prior's slots when
+#: the number of clusters is chosen).
+K_MIN, K_MAX = 2, 30
 
 
 def choose_k(latent: np.ndarray, k_max: int, *, random_state: int = 0) -> int:

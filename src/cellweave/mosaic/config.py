@@ -57,6 +57,7 @@ class MosaicConfig:
     modality_dropout: float = 0.3
     kl_warmup: int = 5
     cluster_warmup: int = 5
+    cluster_refit: int = 1
     max_decoded_features: int | None = 8192
     encode_batch: bool = False
     discriminator_lr: float = 5.0
@@ -110,6 +111,7 @@ _MODEL_OPTIONS: tuple[Option, ...] = (
     Float("modality_dropout", _D.modality_dropout, low=0, high=1, high_open=True, doc="hide"),
     Int("kl_warmup", _D.kl_warmup, low=0, doc="epochs of the KL warm-up"),
     Int("cluster_warmup", _D.cluster_warmup, low=0, doc="epochs before the mixture is fit"),
+    Int("cluster_refit", _D.cluster_refit, low=0, doc="epochs between refits (0: once)"),
     Bool("encode_batch", _D.encode_batch, doc="batch one-hot into the encoders"),
     Float("discriminator_lr", _D.discriminator_lr, low=0.0, doc="adversary lr factor"),
     Option("modality_weights", object, None, **_ANY, doc="likelihood weight per modality"),

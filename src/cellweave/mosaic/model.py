@@ -27,6 +27,7 @@ from ..train import FitResult, fit
 from .analysis import differential as _differential
 from .analysis import impute as _impute
 from .analysis import require_trained
+from .clusters import K_MAX
 from .config import (
     DATA_OPTIONS,
     MODEL,
@@ -125,8 +126,15 @@ class MosaicModel:
                 self.data, labels, classes
             )
         n_classes = len(self.data.label_classes)
-        if opts["n_clusters"] is None:
-            opts["n_clusters"] = n_classes or choose_n_clusters(self.data, random_state=seed)
+        criterion = "given" if opts["n_clusters"] is not None else "label classes"
+        if opts["n_clusters"] is None and not n_classes:
+            criterion = "calinski_harabasz" if opts["cluster_warmup"] > 0 else "silhouette"
+        if opts["n_clusters"] is None:  # without labels: K_MAX slots, k chosen at warm-up
+            opts["n_clusters"] = n_classes or (
+                K_MAX
+                if criterion != "silhouette"
+                else choose_n_clusters(self.data, random_state=seed)
+            )
         if opts["n_clusters"] < max(n_classes, 1):
             raise InputError(
                 f"n_clusters={opts['n_clusters']} is smaller than the {n_classes} label classes: "
@@ -156,6 +164,8 @@ class MosaicModel:
             self.data, self.config, sample=self.datamodule.sample(), graph=self.graph
         )
         self.module.seed = seed
+        self.module.choose_clusters = criterion == "calinski_harabasz"
+        self.cluster_criterion = criterion
         self.is_trained = False
         self.fit_result: FitResult | None = None
         self.train_params: dict[str, Any] = {}
@@ -282,6 +292,8 @@ class MosaicModel:
                 "epochs": len(result.epochs),
                 "best_epoch": result.best_epoch,
                 "seconds": time.perf_counter() - start,
+                "n_clusters": int(self.module.prior.active().sum()),
+                "n_clusters_criterion": self.cluster_criterion,
             }
         )
         return result
@@ -397,9 +409,14 @@ class MosaicModel:
         return self.infer(cells)["mean"].astype(np.float32)
 
     def get_cluster_probabilities(self) -> np.ndarray:
-        """``q(c | z)`` at the posterior mean, ``(n_cells, n_clusters)``."""
-        logits = self.infer()["logits"]
-        return softmax(logits, axis=1)
+        """``q(c | z)`` at the posterior mean, ``(n_cells, n_clusters)`` (rows sum to 1;
+        the clusters in use only: those the cluster-count criterion pruned are left out)."""
+        return self.cluster_probabilities(self.infer()["logits"])
+
+    def cluster_probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """:meth:`get_cluster_probabilities` from the cluster logits of :meth:`infer`."""
+        active = self.module.prior.active().cpu().numpy()
+        return softmax(logits[:, active], axis=1)
 
     def get_attention(self) -> pd.DataFrame:
         """Per-cell fusion weights over the modalities (0 for those a cell lacks)."""
@@ -435,7 +452,7 @@ class MosaicModel:
             probs = softmax(logits[:, : len(classes)], axis=1)
             names = list(classes)
         else:
-            probs = softmax(logits, axis=1)
+            probs = self.cluster_probabilities(logits)
             names = [f"cluster_{k}" for k in range(probs.shape[1])]
         labels = pd.Series(
             pd.Categorical(np.asarray(names)[probs.argmax(1)], categories=names),

@@ -309,11 +309,20 @@ class MosaicModule(CellweaveModule):
         return self.objective(b, train=False)["loss"] * b.cells.numel() / max(b.total, 1)
 
     def on_train_epoch_start(self) -> None:
-        if self.fit_mixture and int(self.current_epoch) == int(self.config.cluster_warmup):
-            self.init_mixture(self.trainer.datamodule)
+        """Fit the mixture to the latent at epoch ``cluster_warmup`` and every
+        ``cluster_refit`` epochs after it (with :attr:`choose_clusters`, ``k`` is chosen
+        again at ``cluster_warmup`` x 1, 2, 4, ... epochs: the latent still sharpens)."""
+        epoch, warm = int(self.current_epoch), int(self.config.cluster_warmup)
+        every = int(self.config.cluster_refit)
+        if not self.fit_mixture or epoch < warm:
+            return
+        if epoch == warm or (every > 0 and (epoch - warm) % every == 0):
+            ratio = epoch // warm
+            doubling = epoch % warm == 0 and ratio & (ratio - 1) == 0
+            self.init_mixture(self.trainer.datamodule, choose=self.choose_clusters and doubling)
 
     @torch.no_grad()
-    def init_mixture(self, datamodule, n_cells: int = 5000) -> None:
+    def init_mixture(self, datamodule, n_cells: int = 5000, *, choose: bool = False) -> None:
         """Fit the mixture prior to the posterior means of (a sample of) the training cells
         (:func:`~.clusters.fit_components`; with :attr:`choose_clusters` the number of
         components by :func:`~.clusters.choose_k`, the other slots pruned)."""
@@ -328,7 +337,9 @@ class MosaicModule(CellweaveModule):
         z = mu.cpu().numpy().astype(np.float64)
         noise = torch.exp(log_var).mean(0).cpu().numpy()
         slots = self.prior.k
-        k = choose_k(z, slots, random_state=self.seed) if self.choose_clusters else slots
+        k = int(self.prior.active().sum())  # all slots, or those a choice kept
+        if choose:
+            k = choose_k(z, slots, random_state=self.seed)
         labels = b.label.cpu().numpy() if self.n_classes else None
         means, variances, weights = fit_components(
             z, noise, k, n_slots=slots, labels=labels, random_state=self.seed
