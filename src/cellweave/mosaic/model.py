@@ -128,7 +128,8 @@ class MosaicModel:
         n_classes = len(self.data.label_classes)
         criterion = "given" if opts["n_clusters"] is not None else "label classes"
         if opts["n_clusters"] is None and not n_classes:
-            criterion = "calinski_harabasz" if opts["cluster_warmup"] > 0 else "silhouette"
+            fits = opts["cluster_warmup"] > 0 and opts["mixture"] == "marginal"
+            criterion = "calinski_harabasz" if fits else "silhouette"
         if opts["n_clusters"] is None:  # without labels: K_MAX slots, k chosen at warm-up
             opts["n_clusters"] = n_classes or (
                 K_MAX
