@@ -121,6 +121,31 @@ def run(args, variant: dict, seed: int) -> dict:
     }  # fmt: skip
 
 
+def report(paths: list[Path]) -> str:
+    """A markdown table of the JSON lines in ``paths``: one row per run, then the mean per
+    data set, tag and variant."""
+    import pandas as pd
+
+    rows = [json.loads(line) for p in paths for line in p.read_text().splitlines() if line]
+    frame = pd.DataFrame(rows)
+    frame["variant"] = frame["variant"].map(lambda v: json.dumps(v, sort_keys=True))
+    frame["k"] = frame["train_params"].map(lambda t: t.get("n_clusters", ""))
+    frame["criterion"] = frame["train_params"].map(lambda t: t.get("n_clusters_criterion", ""))
+    cols = ["ari_own", "types_found", "clusters_used", "ari_kmeans", "ari_leiden"]
+    cols += ["bio", "batch", "total", "epochs", "seconds", "load"]
+    keys = ["data", "n_cells", "tag", "variant"]
+    mean = frame.groupby(keys, sort=False)[cols].mean().reset_index()
+    mean.insert(4, "seeds", frame.groupby(keys, sort=False).size().to_numpy())
+    lines = ["| " + " | ".join([*keys, "seeds", *cols]) + " |"]
+    lines.append("|" + "---|" * (len(keys) + 1 + len(cols)))
+    for _, r in mean.iterrows():
+        values = [str(r[k]) for k in keys] + [str(r["seeds"])]
+        values += [f"{r[c]:.3f}" if c.startswith(("ari", "bio", "bat", "tot")) else f"{r[c]:.1f}"
+                   for c in cols]  # fmt: skip
+        lines.append("| " + " | ".join(values) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", choices=("sim", "mop"), default="sim")
@@ -131,7 +156,11 @@ def main() -> None:
     parser.add_argument("--variants", default="[{}]", help="JSON list of model options")
     parser.add_argument("--tag", default="")
     parser.add_argument("--out", type=Path, default=Path("/tmp/bench_mosaic_clusters.jsonl"))
+    parser.add_argument("--report", nargs="*", type=Path, help="print a table of these runs")
     args = parser.parse_args()
+    if args.report:
+        print(report(args.report))
+        return
     for variant in json.loads(args.variants):
         for seed in (int(s) for s in args.seeds.split(",")):
             row = run(args, variant, seed)
