@@ -129,3 +129,20 @@ def test_cluster_count_criterion_finds_the_true_number(sim):
     assert data.obs["cellweave_cluster"].cat.categories.size == 5
     truth = data.obs["cell_type"].astype(str).to_numpy()
     assert ari(truth, data.obs["cellweave_cluster"].to_numpy()) >= 0.8
+
+
+def test_marginal_mixture_predicts_labels_from_few_labelled_cells(sim):
+    data = sim.copy()
+    truth = data.obs["cell_type"].astype(str).to_numpy()
+    keep = np.random.default_rng(0).random(data.n_obs) < 0.05
+    data.obs["some"] = pd.Series(truth).where(keep, None).to_numpy()
+    integrate(
+        data, batch_key="batch", label_key="some", mixture="marginal", max_epochs=40,
+        random_state=0, **FAST,
+    )  # fmt: skip
+    predicted = data.obs["cellweave_label"].astype(str).to_numpy()
+    probs = data.obsm["cellweave_label_probabilities"].to_numpy()
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+    assert (predicted[~keep] == truth[~keep]).mean() > 0.85
+    # label class k is cluster k: the clusters are the labels
+    assert (data.obs["cellweave_cluster"].cat.codes == probs.argmax(1)).mean() > 0.99
