@@ -118,7 +118,6 @@ def test_mixture_clusters_the_simulator(sim):
     assert model.get_cluster_probabilities().shape == (data.n_obs, 5)
 
 
-@pytest.mark.slow
 def test_cluster_count_criterion_finds_the_true_number(sim):
     data = sim.copy()
     integrate(data, batch_key="batch", max_epochs=40, random_state=0, mixture="marginal", **FAST)
