@@ -217,7 +217,7 @@ def test_write_results_with_integrate(sim):
     assert out.uns["cellweave"]["modalities"] == ["rna", "atac", "protein"]
 
 
-@pytest.mark.parametrize("mixture", ["exact", "gumbel"])
+@pytest.mark.parametrize("mixture", ["exact", "gumbel", "marginal"])
 def test_single_modality_batch_integration(mixture):
     mdata = simulate_mosaic(
         n_cells=400,

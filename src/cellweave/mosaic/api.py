@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.special import softmax
 
 from .._params import params_entry
 from ..device import check_device
@@ -88,8 +87,11 @@ def integrate(
     * ``obsm[key_added]`` - posterior mean of the latent, ``(n_cells, n_latent)``;
     * the same latent in each modality's ``obsm[key_added]`` (its cells' rows), e.g.
       ``mdata["rna"].obsm["X_cellweave"]``;
-    * ``obsm["<base>_clusters"]`` - cluster probabilities ``q(c | z)``, a DataFrame with
-      columns ``cluster_0``, ``cluster_1``, ...;
+    * ``obsm["<base>_clusters"]`` - cluster probabilities ``q(c | z)`` of the mixture prior
+      (rows sum to 1), a DataFrame with columns ``cluster_0``, ``cluster_1``, ... (the
+      clusters in use; their number and the criterion that chose it in
+      ``uns[...]["params"]["train"]["n_clusters"]`` / ``["n_clusters_criterion"]``);
+    * ``obs["<base>_cluster"]`` - the most probable cluster, categorical;
     * ``obsm["<base>_attention"]`` - fusion weights per modality, a DataFrame with one
       column per modality (also in ``uns[...]["modalities"]``);
     * ``obs["<base>_label"]`` (categorical, its colours in ``uns["<base>_label_colors"]``
@@ -221,12 +223,14 @@ def _labels(data: Any, label_key: str | None, fraction: float | None, seed: int)
 
 def result_keys(key_added: str | None = None) -> dict[str, str]:
     """The keys :func:`integrate` writes for ``key_added``: ``latent``, ``clusters``,
-    ``attention``, ``label_probabilities`` (``obsm``), ``label``, ``label_probability``,
+    ``attention``, ``label_probabilities`` (``obsm``), ``cluster``, ``label``,
+    ``label_probability``,
     ``knn_label``, ``knn_label_probability`` (``obs``; query models) and ``uns``."""
     latent = key_added or _DEFAULT_KEY
     base = latent[2:] if latent.startswith("X_") and len(latent) > 2 else latent
     keys = {"latent": latent, "uns": key_added or base}
-    names = ("clusters", "attention", "label", "label_probability", "label_probabilities")
+    names = ("clusters", "cluster", "attention", "label", "label_probability")
+    names = (*names, "label_probabilities")
     for name in (*names, "knn_label", "knn_label_probability"):
         keys[name] = f"{base}_{name}"
     return keys
@@ -238,14 +242,16 @@ def write_results(data: Any, model: MosaicModel, *, key_added: str | None = None
     post = model.infer()  # one inference pass for every output
     labels, probs = model._labels_from_logits(post["logits"])
     latent = post["mean"].astype(np.float32)
-    clusters = softmax(post["logits"], axis=1).astype(np.float32)
+    clusters = model.cluster_probabilities(post["logits"]).astype(np.float32)
     names = list(model.data.names)
 
     data.obsm[keys["latent"]] = latent
     _latent_per_modality(data, latent, keys["latent"])
-    data.obsm[keys["clusters"]] = _frame(
-        data, clusters, [f"cluster_{k}" for k in range(clusters.shape[1])]
+    cluster_names = [f"cluster_{k}" for k in range(clusters.shape[1])]
+    data.obs[keys["cluster"]] = pd.Categorical(
+        np.asarray(cluster_names)[clusters.argmax(1)], categories=cluster_names
     )
+    data.obsm[keys["clusters"]] = _frame(data, clusters, cluster_names)
     data.obsm[keys["attention"]] = _frame(data, post["attention"], names)
     data.obs[keys["label"]] = labels.to_numpy()
     data.obs[keys["label"]] = data.obs[keys["label"]].astype("category")

@@ -56,6 +56,8 @@ class MosaicConfig:
     align_weight: float = 0.1
     modality_dropout: float = 0.3
     kl_warmup: int = 5
+    cluster_warmup: int = 5
+    cluster_refit: int = 1
     max_decoded_features: int | None = 8192
     encode_batch: bool = False
     discriminator_lr: float = 5.0
@@ -94,7 +96,9 @@ _MODEL_OPTIONS: tuple[Option, ...] = (
     Int("n_latent", _D.n_latent, low=1, doc="dimension of the latent space"),
     Int("n_clusters", None, low=1, allow_none=True, doc="clusters of the mixture prior"),
     Int("n_continuous", _D.n_continuous, low=0, doc="within-cluster continuous dimensions"),
-    Choice("mixture", _D.mixture, ("exact", "gumbel"), doc="sum over clusters or sample"),
+    Choice(
+        "mixture", _D.mixture, ("exact", "gumbel", "marginal"), doc="how the prior sums clusters"
+    ),
     Option("encoder_hidden", object, _D.encoder_hidden, doc="encoder hidden widths"),
     Int("n_embedding", _D.n_embedding, low=1, doc="modality embedding width"),
     Option("decoder_hidden", object, _D.decoder_hidden, doc="decoder widths (empty: linear)"),
@@ -106,6 +110,8 @@ _MODEL_OPTIONS: tuple[Option, ...] = (
     Float("align_weight", _D.align_weight, low=0.0, doc="cross-modality alignment"),
     Float("modality_dropout", _D.modality_dropout, low=0, high=1, high_open=True, doc="hide"),
     Int("kl_warmup", _D.kl_warmup, low=0, doc="epochs of the KL warm-up"),
+    Int("cluster_warmup", _D.cluster_warmup, low=0, doc="epochs before the mixture is fit"),
+    Int("cluster_refit", _D.cluster_refit, low=0, doc="epochs between refits (0: once)"),
     Bool("encode_batch", _D.encode_batch, doc="batch one-hot into the encoders"),
     Float("discriminator_lr", _D.discriminator_lr, low=0.0, doc="adversary lr factor"),
     Option("modality_weights", object, None, **_ANY, doc="likelihood weight per modality"),

@@ -18,17 +18,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from scipy import sparse
 from scipy.special import softmax
 
 from .._params import jsonable
 from ..device import parse_training
 from ..errors import InputError, MissingKeyError
-from ..links import gene_protein_links
 from ..train import FitResult, fit
 from .analysis import differential as _differential
 from .analysis import impute as _impute
 from .analysis import require_trained
+from .clusters import K_MAX
 from .config import (
     DATA_OPTIONS,
     MODEL,
@@ -39,8 +38,8 @@ from .config import (
 )
 from .data import MosaicData, _labels
 from .datamodule import MosaicDataModule
-from .guidance import graph_from_links
-from .kinds import kind_names
+from .inputs import as_mudata as _as_mudata
+from .inputs import guidance_graph as _guidance_graph
 from .labels import spread_labels
 from .persist import history_entry, history_frame, load_state, read_model, write_model
 from .query import knn_labels as _knn_labels
@@ -50,74 +49,6 @@ from .query import train_query as _train_query
 from .vae import MosaicModule
 
 __all__ = ["MosaicModel", "choose_n_clusters"]
-
-_AUTO_GRAPHS = ("gene_peak", "gene_protein", "guidance")
-
-
-def _as_mudata(data: Any, modality: str | None):
-    """Wrap a one-modality AnnData into a MuData (``modality`` names its kind)."""
-    import anndata as ad
-    import mudata as md
-
-    if isinstance(data, ad.AnnData):
-        if modality is None:
-            raise InputError(
-                "an AnnData holds one modality: pass modality='rna', 'atac' or 'protein' "
-                "(or a MuData for a mosaic)"
-            )
-        if modality not in kind_names():
-            raise InputError(
-                f"modality={modality!r} is unknown: use one of {', '.join(kind_names())}"
-            )
-        with md.set_options(pull_on_update=False):
-            mdata = md.MuData({modality: data})
-        mdata.obs = data.obs.copy()
-        return mdata
-    return data
-
-
-def _guidance_graph(mdata: Any, data: MosaicData, graph_key: Any) -> sparse.csr_matrix | None:
-    """The guidance graph over the model's features (concatenated modalities)."""
-    if graph_key is None:
-        return None
-    features = pd.Index(
-        np.concatenate([np.asarray(m.features, dtype=str) for m in data.modalities])
-    )
-    if isinstance(graph_key, pd.DataFrame):
-        return graph_from_links(graph_key, features)
-    if sparse.issparse(graph_key):
-        raise InputError(
-            "pass a graph as a links table (source/target[/weight/sign]) or as a key of "
-            "mdata.varp, not a bare matrix (its feature order is ambiguous)"
-        )
-    keys = [graph_key] if isinstance(graph_key, str) and graph_key != "auto" else graph_key
-    auto = isinstance(graph_key, str) and graph_key == "auto"
-    if auto:
-        keys = [k for k in _AUTO_GRAPHS if k in mdata.varp]
-    total = None
-    for key in keys:
-        if key not in mdata.varp:
-            raise MissingKeyError(
-                f"mdata.varp has no graph {key!r} (graphs: {', '.join(mdata.varp) or 'none'}): "
-                "pass graph_key=None or build one with cellweave.mosaic.add_guidance"
-            )
-        g = sparse.coo_matrix(mdata.varp[key])
-        names = pd.Index(mdata.var_names)
-        links = pd.DataFrame(
-            {"source": names[g.row], "target": names[g.col], "weight": g.data.astype(float)}
-        )
-        links = links[links["source"] != links["target"]]
-        if links.empty:
-            continue
-        m = graph_from_links(links, features)
-        total = m if total is None else total + m
-    kinds = {m.kind: m for m in data.modalities}
-    if auto and "rna" in kinds and "protein" in kinds and "gene_protein" not in keys:
-        links = gene_protein_links(kinds["rna"].features, kinds["protein"].features)
-        if len(links):
-            m = graph_from_links(links, features)
-            total = m if total is None else total + m
-    return total
 
 
 class MosaicModel:
@@ -143,9 +74,11 @@ class MosaicModel:
     **options
         The options of :data:`cellweave.mosaic.config.MODEL` (types, ranges, defaults; an
         unknown or invalid one is an ``InvalidOptionError`` before any work):
-        ``n_latent`` (latent dimension); ``n_clusters`` (mixture prior; default the label
-        classes, else :func:`choose_n_clusters`); ``n_continuous`` (within-cluster ``u``);
-        ``mixture`` (``"exact"`` sum over clusters or ``"gumbel"`` sample);
+        ``n_latent`` (latent dimension); ``n_clusters`` (mixture prior; see below);
+        ``n_continuous`` (within-cluster ``u``); ``mixture`` (``"exact"`` sum over clusters,
+        ``"gumbel"`` sample, or ``"marginal"``: the clustering mode, below);
+        ``cluster_warmup``, ``cluster_refit`` (``"marginal"``: epochs before the mixture is
+        fitted to the latent, and between refits);
         ``modalities``, ``modality_types``, ``likelihoods``, ``representations``,
         ``max_features``, ``n_comps`` (see :meth:`MosaicData.from_mudata`);
         ``label_classes`` (default: the labels present); ``encoder_hidden``,
@@ -155,6 +88,21 @@ class MosaicModel:
         ``kl_warmup``, ``encode_batch``, ``discriminator_lr``, ``modality_weights``,
         ``temperature`` (see :mod:`cellweave.mosaic.vae`); ``random_state`` (seed of the
         fitting subsamples and the initial weights).
+
+    Notes
+    -----
+    Clusters: with ``mixture="marginal"`` the prior is the closed-form mixture ``p(z)``
+    and ``q(c | z)`` its responsibilities; after ``cluster_warmup`` epochs, and every
+    ``cluster_refit`` epochs after, the components are fitted to the latent (a diagonal
+    Gaussian mixture on the posterior means, :mod:`cellweave.mosaic.clusters`) and the
+    batch MMD is scale-free, so the prior clusters the cells (simulator ARI 0.97, every type
+    found; the ``"exact"`` default puts them into one or a few components). The number of
+    clusters: ``n_clusters`` when given; else the label classes; else, with
+    ``"marginal"``, the ``k`` in 2..30 with the highest Calinski-Harabasz score of k-means
+    on the warm-up latent (chosen again at ``cluster_warmup`` x 2, 4, ... epochs; the other
+    slots pruned); else the silhouette criterion of :func:`choose_n_clusters` on the
+    encoder input. ``train_params["n_clusters"]`` and ``["n_clusters_criterion"]`` say which
+    (``"given"``, ``"label classes"``, ``"calinski_harabasz"``, ``"silhouette"``).
     """
 
     def __init__(
@@ -195,8 +143,16 @@ class MosaicModel:
                 self.data, labels, classes
             )
         n_classes = len(self.data.label_classes)
-        if opts["n_clusters"] is None:
-            opts["n_clusters"] = n_classes or choose_n_clusters(self.data, random_state=seed)
+        criterion = "given" if opts["n_clusters"] is not None else "label classes"
+        if opts["n_clusters"] is None and not n_classes:
+            fits = opts["cluster_warmup"] > 0 and opts["mixture"] == "marginal"
+            criterion = "calinski_harabasz" if fits else "silhouette"
+        if opts["n_clusters"] is None:  # without labels: K_MAX slots, k chosen at warm-up
+            opts["n_clusters"] = n_classes or (
+                K_MAX
+                if criterion != "silhouette"
+                else choose_n_clusters(self.data, random_state=seed)
+            )
         if opts["n_clusters"] < max(n_classes, 1):
             raise InputError(
                 f"n_clusters={opts['n_clusters']} is smaller than the {n_classes} label classes: "
@@ -225,6 +181,9 @@ class MosaicModel:
         self.module = MosaicModule(
             self.data, self.config, sample=self.datamodule.sample(), graph=self.graph
         )
+        self.module.seed = seed
+        self.module.choose_clusters = criterion == "calinski_harabasz"
+        self.cluster_criterion = criterion
         self.is_trained = False
         self.fit_result: FitResult | None = None
         self.train_params: dict[str, Any] = {}
@@ -351,6 +310,8 @@ class MosaicModel:
                 "epochs": len(result.epochs),
                 "best_epoch": result.best_epoch,
                 "seconds": time.perf_counter() - start,
+                "n_clusters": int(self.module.prior.active().sum()),
+                "n_clusters_criterion": self.cluster_criterion,
             }
         )
         return result
@@ -466,9 +427,14 @@ class MosaicModel:
         return self.infer(cells)["mean"].astype(np.float32)
 
     def get_cluster_probabilities(self) -> np.ndarray:
-        """``q(c | z)`` at the posterior mean, ``(n_cells, n_clusters)``."""
-        logits = self.infer()["logits"]
-        return softmax(logits, axis=1)
+        """``q(c | z)`` at the posterior mean, ``(n_cells, n_clusters)`` (rows sum to 1;
+        the clusters in use only: those the cluster-count criterion pruned are left out)."""
+        return self.cluster_probabilities(self.infer()["logits"])
+
+    def cluster_probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """:meth:`get_cluster_probabilities` from the cluster logits of :meth:`infer`."""
+        active = self.module.prior.active().cpu().numpy()
+        return softmax(logits[:, active], axis=1)
 
     def get_attention(self) -> pd.DataFrame:
         """Per-cell fusion weights over the modalities (0 for those a cell lacks)."""
@@ -504,7 +470,7 @@ class MosaicModel:
             probs = softmax(logits[:, : len(classes)], axis=1)
             names = list(classes)
         else:
-            probs = softmax(logits, axis=1)
+            probs = self.cluster_probabilities(logits)
             names = [f"cluster_{k}" for k in range(probs.shape[1])]
         labels = pd.Series(
             pd.Categorical(np.asarray(names)[probs.argmax(1)], categories=names),

@@ -6,8 +6,10 @@
 * :class:`MixturePrior` - ``p(z | c, u) = N(m_c + W_c u, diag(exp(s_c)))`` with a discrete
   cluster ``c ~ Cat(pi)`` and a continuous ``u ~ N(0, I)`` (a mixture of factor analysers),
   variational ``q(c | z)`` and ``q(u | c, z)``; the KL term either sums over every cluster
-  exactly (``"exact"``) or samples ``c`` with the straight-through Gumbel-softmax
-  (``"gumbel"``).
+  exactly (``"exact"``), samples ``c`` with the straight-through Gumbel-softmax
+  (``"gumbel"``), or uses the closed-form marginal ``p(z) = sum_c pi_c N(z | m_c, W_c W_c^T +
+  diag(exp(s_c)))`` with ``q(c | z) = p(c | z)`` (``"marginal"``, VaDE-style: no separate
+  classifier, the responsibilities of the mixture are the cluster probabilities).
 * :class:`HybridDecoder` - feature logits ``softplus(a_bf) * z.V_f + MLP(z)_f + b_bf`` (batch
   ``b``) and the head of its likelihood (:mod:`.kinds`): NB / ZINB (mean ``library *
   softmax``), Bernoulli (``sigmoid(logit + log depth / mean depth)``), binomial /
@@ -48,7 +50,9 @@ class MixturePrior(nn.Module):
     hidden
         Width of the hidden layer of ``q(c | z)`` and ``q(u | c, z)``.
     mode
-        ``"exact"`` (sum over clusters) or ``"gumbel"`` (one relaxed sample).
+        ``"exact"`` (sum over clusters), ``"gumbel"`` (one relaxed sample) or ``"marginal"``
+        (closed-form marginal over ``c`` and ``u``; ``q(c | z)`` the mixture's
+        responsibilities).
     temperature
         Gumbel-softmax temperature.
     """
@@ -64,20 +68,52 @@ class MixturePrior(nn.Module):
         temperature: float = 0.5,
     ) -> None:
         super().__init__()
-        if mode not in ("exact", "gumbel"):
-            raise ValueError(f"mode={mode!r}; choose 'exact' or 'gumbel'")
+        if mode not in ("exact", "gumbel", "marginal"):
+            raise ValueError(f"mode={mode!r}; choose 'exact', 'gumbel' or 'marginal'")
         self.k, self.d, self.du = int(n_clusters), int(n_latent), int(n_continuous)
         self.mode, self.temperature = mode, float(temperature)
-        self.classifier = MLP(self.d, (hidden,), self.k, norm="layer")
-        self.u_encoder = MLP(self.d + self.k, (hidden,), 2 * self.du, norm="layer")
+        if mode != "marginal":  # the marginal needs neither (closed form)
+            self.classifier = MLP(self.d, (hidden,), self.k, norm="layer")
+            self.u_encoder = MLP(self.d + self.k, (hidden,), 2 * self.du, norm="layer")
         self.means = nn.Parameter(torch.randn(self.k, self.d) * 0.5)
         self.loadings = nn.Parameter(torch.randn(self.k, self.d, self.du) * 0.1)
         self.log_var = nn.Parameter(torch.full((self.k, self.d), -1.0))
         self.log_pi = nn.Parameter(torch.zeros(self.k))
 
     def logits(self, z: torch.Tensor) -> torch.Tensor:
-        """Logits of ``q(c | z)``, ``(B, K)``."""
+        """Logits of ``q(c | z)``, ``(B, K)`` (``"marginal"``: ``log pi_c + log p(z | c)``)."""
+        if self.mode == "marginal":
+            return self.log_joint(z)
         return self.classifier(z)
+
+    def active(self) -> torch.Tensor:
+        """Which components are in use (prior weight above 1e-9; pruned ones are not)."""
+        return torch.softmax(self.log_pi.detach(), -1) > 1e-9
+
+    def log_joint(self, z: torch.Tensor) -> torch.Tensor:
+        """``log pi_c + log p(z | c)`` with ``u`` integrated out, ``(B, K)``."""
+        log_pc = torch.log_softmax(self.log_pi, -1)
+        var = torch.exp(self.log_var)
+        if self.du == 0:
+            diff = z.unsqueeze(1) - self.means  # (B, K, d)
+            log_pz = -0.5 * (_LOG_2PI + self.log_var + diff**2 / var).sum(-1)
+            return log_pz + log_pc
+        dist = torch.distributions.LowRankMultivariateNormal(
+            self.means, self.loadings, var, validate_args=False
+        )
+        return dist.log_prob(z.unsqueeze(1)) + log_pc
+
+    @torch.no_grad()
+    def set_mixture(self, means, variances, weights) -> None:
+        """Set the components (``(K, d)`` means and variances, ``(K,)`` weights; e.g. a
+        Gaussian mixture fitted on the latent, VaDE's initialization); the loadings restart
+        small."""
+        self.means.copy_(torch.as_tensor(means, dtype=self.means.dtype))
+        self.log_var.copy_(torch.log(torch.as_tensor(variances, dtype=self.log_var.dtype)))
+        w = torch.as_tensor(weights, dtype=self.log_pi.dtype).clamp_min(1e-12)
+        self.log_pi.copy_(torch.log(w / w.sum()))
+        scale = float(torch.as_tensor(variances).mean().sqrt()) * 0.1
+        self.loadings.normal_(0.0, scale)
 
     def _u(self, z: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Sample ``u ~ q(u | c, z)`` and return it with ``log q(u) - log p(u)``."""
@@ -96,12 +132,17 @@ class MixturePrior(nn.Module):
         ``q(c | z)`` is replaced by its label. Returns ``(kl (B,), logits (B, K))``.
         """
         logits = self.logits(z)
-        log_qc = torch.log_softmax(logits, -1)
-        log_pc = torch.log_softmax(self.log_pi, -1)
         known = None
         if labels is not None and bool((labels >= 0).any()):
             known = labels >= 0
             onehot = F.one_hot(labels.clamp_min(0), self.k).to(z.dtype)
+        if self.mode == "marginal":  # log q(z|x) - log p(z) (labelled: - log p(z, c))
+            log_pz = torch.logsumexp(logits, -1)
+            if known is not None:
+                log_pz = torch.where(known, (onehot * logits).sum(-1), log_pz)
+            return log_qz - log_pz, logits
+        log_qc = torch.log_softmax(logits, -1)
+        log_pc = torch.log_softmax(self.log_pi, -1)
         if self.mode == "exact":
             b = z.shape[0]
             eye = torch.eye(self.k, device=z.device, dtype=z.dtype)

@@ -342,6 +342,7 @@ def load_query_data(
         "missing_features": {k: int((~v).sum()) for k, v in observed.items()},
     }
     module.batch_terms = False
+    module.fit_mixture = False  # the reference's mixture stays
     module.eval()
     model.is_trained = True  # the reference's encoder already maps the query
     return model
@@ -357,6 +358,7 @@ def load_saved_query(cls: type, path: str | Path, mdata: Any):
     model = _build(cls, mdata, ref, data, batch_key)
     add_input_shift(model.module, [m.n_inputs for m in data.modalities], n_ref)
     model.module.batch_terms = False
+    model.module.fit_mixture = False
     load_state(model.module, ref.state, path)
     model.module.eval()
     model.is_trained = True
