@@ -89,7 +89,9 @@ def test_auto_chooses_the_smoother_share_and_ends_with_the_posterior(sim):
     assert info["smooth"] == min(scores, key=scores.get)
     assert info["chosen"]["smooth"] == info["smooth"] and info["chosen"]["posterior"] is True
     # the posterior step lowers the held-out deviance on the same fit
-    off = auto.auto_predict(sim["X1"], coords=sim["coords"], random_state=0, posterior="off", **FAST)
+    off = auto.auto_predict(
+        sim["X1"], coords=sim["coords"], random_state=0, posterior="off", **FAST
+    )
     assert poisson_deviance(P, sim["X2"]) < poisson_deviance(off, sim["X2"])
 
 
@@ -103,7 +105,7 @@ def test_auto_fixed_blend_or_dropout_likelihood_skip_both_steps(sim):
         **FAST,
     )  # fmt: skip
     assert info["chosen"] == {**info["chosen"], "blend": 1.0, "smooth": 0.0, "posterior": False}
-    fixed, info = auto.auto_predict(
+    _, info = auto.auto_predict(
         sim["X1"], coords=sim["coords"], blend=1.0, smooth=0.5, random_state=0,
         return_info=True, **FAST,
     )  # fmt: skip

@@ -9,6 +9,14 @@ with ``w`` in :data:`BLEND_GRID` that has the lowest deviance on that split is c
 (``w`` = 1 or 0 is one family alone), and the families it uses are refitted on all of
 ``X1``. Blending two different models beats either alone on every shared data set; see
 ``benchmarks/results/impute.md`` for the measurements behind it.
+
+Two more steps (issue 20, measured there): the expression-space smoother
+(:func:`.baselines.neighbours.diffusion`) is blended in with a share from
+:data:`SMOOTH_GRID` chosen on the same inner split, and the result is the prior of a
+Gamma-Poisson posterior given each spot's own counts (:mod:`.posterior`): together -1.0 to
+-1.5% deviance on the breast slices, -1.1% on MERFISH. The autoencoder is not a candidate:
+even blended with a weight chosen on the held-out molecules themselves it does not lower
+``auto``'s deviance (breast1, MERFISH) and it costs more CPU than MF.
 """
 
 from __future__ import annotations
@@ -66,8 +74,8 @@ def auto_predict(
 
     ``posterior``: end with each spot's own counts on top of the blend
     (:func:`.posterior.posterior_mean`, the Gamma-Poisson posterior mean with the blend as
-    prior): ``"on"``, ``"off"``, or ``"auto"``: on when ``blend`` is ``"auto"``. A dropout likelihood turns
-    ``smooth`` and ``posterior`` off (both would bring the observed holes back).
+    prior): ``"on"``, ``"off"``, or ``"auto"``: on when ``blend`` is ``"auto"``. A dropout
+    likelihood turns ``smooth`` and ``posterior`` off (both would bring the holes back).
     """
     if smooth == "auto":
         smooth = SMOOTH_GRID if blend == "auto" else 0.0
@@ -164,8 +172,7 @@ def _blend_grid(blend, name: str = "blend") -> list[float]:
     if not grid or any(not (0.0 <= v <= 1.0) for v in grid):
         what = "the MF share" if name == "blend" else "the share of diffusion"
         raise InputError(
-            f"{name}={blend!r} must be 'auto' or weights in [0, 1] ({what}); pass e.g. "
-            f"{name}=0.5"
+            f"{name}={blend!r} must be 'auto' or weights in [0, 1] ({what}); pass e.g. {name}=0.5"
         )
     return grid
 

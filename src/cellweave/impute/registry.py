@@ -248,8 +248,9 @@ DESCRIPTIONS = {
     "ae_nospatial": "autoencoder without the spatial loss (ae, spatial_weight=0)",
     "mixture": "Poisson NMF (mixture of programs) with rank and shrinkage chosen by an "
     "inner molecular split",
-    "auto": "the measured best default: a blend of MF with the spatial loss and the "
-    "mixture of programs, both tuned and blended by an inner molecular split",
+    "auto": "the measured best default: a blend of MF with the spatial loss, the "
+    "mixture of programs and the expression-space smoother, tuned and blended by an inner "
+    "molecular split, then each spot's own counts on top (Gamma-Poisson posterior)",
 }
 
 #: Methods that do not need coordinates but use them (``auto``: its spatial loss); they
