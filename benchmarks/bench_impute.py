@@ -50,6 +50,7 @@ KEPT_SECTIONS = (
     "## The spatial loss: space",
     "## Simulator with dropout 0.3",
     "## Dropout and molecular cross-validation",
+    "## Graph peers",
     "## Notes",
 )
 #: What ``--dropout-mcv`` scores by the protocol on the dropout simulator.
@@ -291,6 +292,54 @@ def run_dropout_mcv(seeds: list[int]) -> list[str]:
     ]
 
 
+def run_peers(names: list[str], data_dir: Path, seeds: list[int], epochs: dict, out=None):
+    """Markdown lines: STAGATE and GraphST (:mod:`peers_impute`) through the protocol next to
+    ``auto`` and ``diffusion`` scored in the same run (mean deviance over ``seeds``); with
+    ``out``, the section is written there after every data set (long runs keep their rows)."""
+    from cellweave.impute import evaluate
+    from peers_impute import PREDICTORS, available_peers, mcv
+
+    peers = available_peers()
+    rows = {}
+    for name in names:
+        adata = load(name, data_dir)
+        r = evaluate(adata, methods=["auto", "diffusion"], seeds=seeds, masked_fraction=None)
+        row = {m: r.table.loc[m, "deviance"] for m in ("auto", "diffusion")}
+        for peer in peers:
+            t = mcv(adata, PREDICTORS[peer], seeds=seeds, **epochs[peer])
+            row[peer] = t["deviance"].mean()
+            row[f"{peer} cpu s"] = t["cpu_seconds"].mean()
+            print(f"peers {name} {peer}: {row[peer]:.4f}", file=sys.stderr)
+        row["auto / best peer"] = row["auto"] / min(row[p] for p in peers)
+        rows[name] = row
+        lines = _peer_lines(pd.DataFrame(rows).T, seeds, epochs, peers)
+        if out is not None:
+            _write_section(
+                out, [*lines[:2], f"- command: `{' '.join(['python', *sys.argv])}`", "", *lines[2:]]
+            )
+    return lines
+
+
+def _peer_lines(table: pd.DataFrame, seeds, epochs: dict, peers) -> list[str]:
+    sizes = ", ".join(f"{p} {', '.join(f'{k}={v}' for k, v in epochs[p].items())}" for p in peers)
+    return [
+        "## Graph peers: STAGATE and GraphST (MCV deviance)",
+        "",
+        f"Same protocol (genes non-zero in >= 10% of spots, X1 = Binomial(X, 0.5), seeds "
+        f"{seeds}, deviance on X2); each peer's reconstructed log-normalized expression "
+        f"mapped to proportions (`benchmarks/peers_impute.py`); {sizes}; CPU, "
+        "`OMP_NUM_THREADS=1`. `auto` and `diffusion` scored in the same run.",
+        "",
+        *markdown_table(table, index_name="data"),
+        "",
+    ]
+
+
+def _write_section(out: Path, lines: list[str]) -> None:
+    text = out.read_text() if out.exists() else ""
+    out.write_text(replace_section(text, lines[0], lines))
+
+
 def accuracy_report(results: dict, seeds: str) -> list[str]:
     """Markdown lines: deviance table, auto's verdict per data set, every score per data set."""
     table, verdicts = summarise(results)
@@ -334,11 +383,13 @@ def main() -> None:
     parser.add_argument("--ablation", action="store_true", help="spatial loss variants")
     parser.add_argument("--dropout", action="store_true", help="simulator with dropout 0.3")
     parser.add_argument("--dropout-mcv", action="store_true", help="MCV on that simulator")
+    parser.add_argument("--peers", action="store_true", help="STAGATE and GraphST")
+    parser.add_argument("--peer-epochs", default="1000,600", help="STAGATE,GraphST epochs")
     args = parser.parse_args()
     if args.child:
         print(json.dumps(speed_run(Path(args.child))))
         return
-    if args.ablation or args.dropout or args.dropout_mcv:  # their sections replaced in --out
+    if args.ablation or args.dropout or args.dropout_mcv or args.peers:  # sections replaced
         names = [n for n in args.datasets.split(",") if n]
         seeds = [int(s) for s in args.seeds.split(",")]
         sections = []
@@ -348,6 +399,10 @@ def main() -> None:
             sections.append(run_dropout(seeds))
         if args.dropout_mcv:
             sections.append(run_dropout_mcv(seeds))
+        if args.peers:
+            st, gs = (int(v) for v in args.peer_epochs.split(","))
+            epochs = {"stagate": {"n_epochs": st}, "graphst": {"epochs": gs}}
+            sections.append(run_peers(names, args.data_dir, seeds, epochs, out=args.out))
         text = args.out.read_text() if args.out.exists() else ""
         for lines in sections:
             lines[2:2] = [f"- command: `{' '.join(['python', *sys.argv])}`", ""]

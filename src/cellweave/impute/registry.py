@@ -132,6 +132,9 @@ _GATE = [
 _WEIGHTS = _values("weights", float, (1.0, 0.5), low=0, scalar=False, many=True)
 _LIKELIHOOD = Choice("likelihood", "poisson", ("poisson", "multinomial", "nb", "zinb", "mse"))
 _SPACE = Choice("space", "latent", ("genes", "latent"))
+_POSTERIOR = Choice(
+    "posterior", "auto", ("auto", "on", "off"), doc="each spot's own counts on top of the blend"
+)
 _DEVICE = device_option("device", "auto")
 #: Options of the models' spatial loss (:func:`.spatial_loss.build_spatial_loss`).
 _SPATIAL_LOSS = [_WEIGHTS, *_SIMILARITY, Int("n_neighbors", 6, low=1)]
@@ -201,6 +204,8 @@ NMF_OPTIONS = [Int("rank", 10, low=1), Int("max_iter", 100, low=1), Float("prior
 #: Options of ``auto``: the blend, then what it forwards to ``mf`` and ``mixture``.
 AUTO_OPTIONS = [
     _values("blend", float, "auto", low=0, high=1, auto=True, many=True),
+    _values("smooth", float, "auto", low=0, high=1, auto=True, many=True),
+    _POSTERIOR,
     *MF_OPTIONS,
     *_without(MIXTURE_OPTIONS, "max_iter"),
 ]
@@ -243,8 +248,9 @@ DESCRIPTIONS = {
     "ae_nospatial": "autoencoder without the spatial loss (ae, spatial_weight=0)",
     "mixture": "Poisson NMF (mixture of programs) with rank and shrinkage chosen by an "
     "inner molecular split",
-    "auto": "the measured best default: a blend of MF with the spatial loss and the "
-    "mixture of programs, both tuned and blended by an inner molecular split",
+    "auto": "the measured best default: a blend of MF with the spatial loss, the "
+    "mixture of programs and the expression-space smoother, tuned and blended by an inner "
+    "molecular split, then each spot's own counts on top (Gamma-Poisson posterior)",
 }
 
 #: Methods that do not need coordinates but use them (``auto``: its spatial loss); they
