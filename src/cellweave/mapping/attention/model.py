@@ -43,6 +43,7 @@ from .options import (
 )
 from .persist import read_model, write_model
 from .reference import Reference, candidates, principal_axes, reference_cells
+from .transport import mix_transport, transport_target
 from .views import VIEWS, SpotViews, spot_views
 
 __all__ = ["AttentionMapper", "held_out_spots"]
@@ -54,6 +55,7 @@ class _Section:
     def __init__(self, adata_sp: AnnData, rows: np.ndarray, counts: np.ndarray, views: SpotViews):
         self.adata, self.rows, self.counts, self.views = adata_sp, rows, counts, views
         self.cand: np.ndarray | None = None
+        self.target: np.ndarray | None = None  # the transport plan on cand, when used
 
 
 class AttentionMapper:
@@ -253,6 +255,13 @@ class AttentionMapper:
             device=device,
         )
 
+    def _target(self, section: _Section) -> np.ndarray:
+        """The section's entropic OT plan on its candidates (:mod:`.transport`), cached."""
+        if section.target is None:
+            panel = section.views.inputs["panel"]
+            section.target = transport_target(panel, self.ref.panel, self.axes, section.cand)
+        return section.target
+
     # ------------------------------------------------------------------ training
     def train(
         self,
@@ -294,8 +303,15 @@ class AttentionMapper:
         labelled = self.cell_type_key is not None and self.options["lambda_cells"] > 0
         s = self.section
         held = held_out_spots(len(s.counts), checked["validation"], int(random_state))
+        transport = self.options["entropy_reference"] == "transport"
         self.module.set_spots(
-            s.views.inputs, s.views.mask, s.counts, s.cand, labelled=labelled, held_out=held
+            s.views.inputs,
+            s.views.mask,
+            s.counts,
+            s.cand,
+            labelled=labelled,
+            held_out=held,
+            target=self._target(s) if transport else None,
         )
         n_rows = self.module.n_spots + self.module.n_cells_labelled
         if checked["max_epochs"] is None:
@@ -350,6 +366,8 @@ class AttentionMapper:
             refine_penalty=self.options["refine_penalty"],
             refine_cells=self.options["refine_cells"],
         )
+        if self.options["transport"]:
+            out["a"] = mix_transport(out["a"], self._target(section), self.options["transport"])
         return section, out
 
     def map(self, adata_sp_new: AnnData | None = None) -> Mapping:

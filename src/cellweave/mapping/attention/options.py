@@ -73,6 +73,13 @@ MODEL_OPTIONS: tuple[Option, ...] = (
         doc="weight of the attention's entropy within types; None: "
         f"{NO_TYPES_ENTROPY} for values that are not counts mapped without cell types, else 0",
     ),
+    Choice(
+        "entropy_reference",
+        "uniform",
+        ("uniform", "transport"),
+        doc="the entropy term: uniform (maximum entropy) or relative to the OT plan",
+    ),
+    Float("transport", 0.0, low=0, high=1, doc="share of the OT plan mixed into the attention"),
     Int("refine_steps", 50, low=0, doc="per-spot refinement steps of the type weights"),
     Float("refine_penalty", 0.01, low=0, doc="L2 weight keeping refinements near the encoder"),
     Bool("refine_cells", False, doc="also refine the attention within types"),

@@ -1,0 +1,86 @@
+"""The transport target of the attention mapper: entropic OT between a section's spots and
+their candidate cells.
+
+The attention of a spot over its candidate cells is a composition fitted to the spot's own
+counts: nothing ties one spot's choice of cells to another's, so a few cells that fit many
+spots' noise can take much of the mass. Entropic optimal transport on the same features
+(the cosine cost on the principal axes of the panels, as ``method="ot"``) adds what the
+attention lacks, a marginal over the cells: every cell carries about the same mass over
+the whole section (relaxed by ``unbalanced``). :func:`transport_target` computes that plan
+on the spots' candidate pairs; the model mixes it into its attention (option
+``transport``: the weight of the plan) when it maps.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...ot import sparse_sinkhorn, unit_rows
+
+__all__ = ["TRANSPORT_EPSILON", "TRANSPORT_UNBALANCED", "mix_transport", "transport_target"]
+
+#: Entropic regularization and marginal relaxation of the target (``method="ot"``'s).
+TRANSPORT_EPSILON, TRANSPORT_UNBALANCED = 0.15, 0.1
+
+
+def transport_target(
+    spot_panel: np.ndarray,
+    ref_panel: np.ndarray,
+    axes: np.ndarray,
+    cand: np.ndarray,
+    *,
+    epsilon: float = TRANSPORT_EPSILON,
+    unbalanced: float | None = TRANSPORT_UNBALANCED,
+    device: str = "cpu",
+) -> np.ndarray:
+    """``(n_spots, k)`` entropic OT plan between spots and their candidate cells ``cand``
+    (rows normalized to sum to 1, as an attention).
+
+    Parameters
+    ----------
+    spot_panel, ref_panel
+        Panel inputs of the spots and of the (used) reference cells.
+    axes
+        Principal axes the cosine cost ``1 - cos`` is computed on.
+    cand
+        ``(n_spots, k)`` candidate cells of every spot (rows of ``ref_panel``).
+    epsilon, unbalanced
+        Entropic regularization and KL relaxation of both marginals (``None``: exact
+        marginals), uniform masses on the cells and the spots.
+    device
+        Where the Sinkhorn iterations run.
+    """
+    n_spots, k = cand.shape
+    n_cells = ref_panel.shape[0]
+    A = unit_rows(np.asarray(spot_panel @ axes, dtype=np.float64))
+    B = unit_rows(np.asarray(ref_panel @ axes, dtype=np.float64))
+    cells = cand.ravel().astype(np.int64)
+    spots = np.repeat(np.arange(n_spots, dtype=np.int64), k)
+    cost = np.clip(1.0 - (A[spots] * B[cells]).sum(1), 0.0, 2.0)
+    values = sparse_sinkhorn(
+        cells,
+        spots,
+        cost,
+        np.full(n_cells, 1.0 / n_cells),
+        np.full(n_spots, 1.0 / n_spots),
+        epsilon=float(epsilon),
+        rho_a=unbalanced,
+        rho_b=unbalanced,
+        tol=1e-6,
+        device=device,
+    )
+    plan = np.asarray(values, dtype=np.float64).reshape(n_spots, k)
+    totals = plan.sum(1, keepdims=True)
+    uniform = np.full_like(plan, 1.0 / k)
+    return np.where(totals > 0, plan / np.where(totals > 0, totals, 1.0), uniform).astype(
+        np.float32
+    )
+
+
+def mix_transport(attention: np.ndarray, target: np.ndarray, weight: float) -> np.ndarray:
+    """``(1 - weight) * attention + weight * target`` (both ``(n_spots, k)``, rows summing
+    to 1): the attention with the transport plan's share ``weight``."""
+    w = float(weight)
+    if w <= 0:
+        return attention
+    return ((1.0 - w) * attention + w * target).astype(attention.dtype, copy=False)
