@@ -9,6 +9,7 @@ import pytest
 
 from cellweave.errors import InvalidOptionError
 from cellweave.mapping.attention import AttentionMapper
+from cellweave.mapping.attention.options import NO_TYPES_TRANSPORT, TRANSPORT_EPSILON
 from cellweave.mapping.attention.transport import mix_transport, transport_target
 from cellweave.mapping.ot import entropic_plan
 from cellweave.ot import topk_similar, unit_rows
@@ -36,6 +37,7 @@ def test_target_is_the_ot_method_plan_on_the_same_candidates():
     axes = np.eye(6, dtype=np.float32)
     cand, _ = topk_similar(unit_rows(spots), unit_rows(cells), k=10, device="cpu")
     target = transport_target(spots, cells, axes, cand, epsilon=0.15, unbalanced=0.1)
+    assert not np.allclose(target, transport_target(spots, cells, axes, cand), atol=1e-3)
     assert target.shape == (30, 10)
     np.testing.assert_allclose(target.sum(1), 1.0, rtol=1e-5)
     plan = entropic_plan(cells, spots, epsilon=0.15, unbalanced=0.1, n_candidates=10, tol=1e-6)
@@ -59,10 +61,22 @@ def test_mix_transport():
     np.testing.assert_allclose(mix_transport(a, t, 0.5), [[0.5, 0.5], [0.375, 0.625]])
 
 
+def test_transport_defaults_without_and_with_cell_types(data):
+    sp, sc = data
+    untyped = AttentionMapper(sc, sp)
+    assert untyped.options["transport"] == NO_TYPES_TRANSPORT > 0
+    assert untyped.options["entropy_reference"] == "transport"
+    assert untyped.options["transport_epsilon"] == TRANSPORT_EPSILON
+    typed = AttentionMapper(sc, sp, cell_type_key="cell_type")
+    assert typed.options["transport"] == 0.0  # fractions: the attention alone, unchanged
+    assert typed.options["entropy_reference"] == "uniform"
+    given = AttentionMapper(sc, sp, transport=0.0, entropy_reference="uniform")
+    assert given.options["transport"] == 0.0 and given.options["entropy_reference"] == "uniform"
+
+
 def test_transport_mixes_the_plan_into_the_map(data):
     sp, sc = data
-    plain = AttentionMapper(sc, sp).train(**FAST)
-    assert plain.options["transport"] == 0.0 and plain.options["entropy_reference"] == "uniform"
+    plain = AttentionMapper(sc, sp, transport=0.0).train(**FAST)
     assert plain.section.target is None  # not computed unless asked for
     full = AttentionMapper(sc, sp, transport=1.0).train(**FAST)
     half = AttentionMapper(sc, sp, transport=0.5).train(**FAST)
@@ -78,8 +92,9 @@ def test_transport_mixes_the_plan_into_the_map(data):
 
 def test_entropy_relative_to_transport_pulls_the_attention_to_the_plan(data):
     sp, sc = data
-    uniform = AttentionMapper(sc, sp, entropy=3.0).train(**FAST)
-    relative = AttentionMapper(sc, sp, entropy=3.0, entropy_reference="transport").train(**FAST)
+    opts = dict(entropy=3.0, transport=0.0)
+    uniform = AttentionMapper(sc, sp, entropy_reference="uniform", **opts).train(**FAST)
+    relative = AttentionMapper(sc, sp, entropy_reference="transport", **opts).train(**FAST)
     assert uniform.module.log_target is None
     assert relative.module.log_target is not None
     target = relative._target(relative.section)

@@ -43,7 +43,7 @@ from .options import (
 )
 from .persist import read_model, write_model
 from .reference import Reference, candidates, principal_axes, reference_cells
-from .transport import mix_transport, transport_target
+from .transport import mix_transport, resolve_transport, transport_target
 from .views import VIEWS, SpotViews, spot_views
 
 __all__ = ["AttentionMapper", "held_out_spots"]
@@ -126,6 +126,7 @@ class AttentionMapper:
             self.options["entropy"] = _entropy(
                 self.options["entropy"], self.section, self.ref.n_types
             )
+            self.options = resolve_transport(self.options, self.ref.n_types)
             self.axes = principal_axes(self.section.views.inputs["panel"], self.ref.panel)
             self.section.cand = self._candidates(self.section)
             dims = self.section.views.dims()
@@ -259,7 +260,10 @@ class AttentionMapper:
         """The section's entropic OT plan on its candidates (:mod:`.transport`), cached."""
         if section.target is None:
             panel = section.views.inputs["panel"]
-            section.target = transport_target(panel, self.ref.panel, self.axes, section.cand)
+            eps = self.options["transport_epsilon"]
+            section.target = transport_target(
+                panel, self.ref.panel, self.axes, section.cand, epsilon=eps
+            )
         return section.target
 
     # ------------------------------------------------------------------ training
@@ -303,7 +307,7 @@ class AttentionMapper:
         labelled = self.cell_type_key is not None and self.options["lambda_cells"] > 0
         s = self.section
         held = held_out_spots(len(s.counts), checked["validation"], int(random_state))
-        transport = self.options["entropy_reference"] == "transport"
+        transport = self.options["entropy_reference"] == "transport" and self.options["entropy"]
         self.module.set_spots(
             s.views.inputs,
             s.views.mask,

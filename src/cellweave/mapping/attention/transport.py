@@ -13,14 +13,30 @@ on the spots' candidate pairs; the model mixes it into its attention (option
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ...ot import sparse_sinkhorn, unit_rows
+from .options import NO_TYPES_TRANSPORT, TRANSPORT_EPSILON
 
-__all__ = ["TRANSPORT_EPSILON", "TRANSPORT_UNBALANCED", "mix_transport", "transport_target"]
+__all__ = ["TRANSPORT_UNBALANCED", "mix_transport", "resolve_transport", "transport_target"]
 
-#: Entropic regularization and marginal relaxation of the target (``method="ot"``'s).
-TRANSPORT_EPSILON, TRANSPORT_UNBALANCED = 0.15, 0.1
+#: KL relaxation of the plan's marginals (``method="ot"``'s ``unbalanced``).
+TRANSPORT_UNBALANCED = 0.1
+
+
+def resolve_transport(options: dict[str, Any], n_types: int) -> dict[str, Any]:
+    """``options`` with ``transport=None`` and ``entropy_reference=None`` resolved: without
+    cell types (``n_types < 2``) :data:`~.options.NO_TYPES_TRANSPORT` and ``"transport"``,
+    with cell types 0 and ``"uniform"`` (the attention alone)."""
+    typed = n_types >= 2
+    out = dict(options)
+    if out.get("transport") is None:
+        out["transport"] = 0.0 if typed else NO_TYPES_TRANSPORT
+    if out.get("entropy_reference") is None:
+        out["entropy_reference"] = "uniform" if typed else "transport"
+    return out
 
 
 def transport_target(
