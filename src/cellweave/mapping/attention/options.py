@@ -40,11 +40,12 @@ MIN_EPOCHS, MAX_EPOCHS = 30, 300
 #: few noisy ones (BDTNP gene CV: median PCC / SSIM 0.526 / 0.411 -> 0.584 / 0.432).
 NO_TYPES_ENTROPY = 3.0
 #: ``transport=None`` without cell types (gene prediction): the share of the entropic OT plan
-#: on the candidates (:mod:`.transport`) mixed into the attention; with ``entropy_reference``
-#: ``"transport"`` (its default without types) and ``transport_epsilon``
-#: :data:`TRANSPORT_EPSILON`, leave-gene-out CV medians (normalized, seed 0) MERFISH 0.236 /
-#: 0.185 -> see ``benchmarks/results/mapping.md`` (genes section). With cell types: 0 (the
-#: type level decides the fractions; unchanged).
+#: on the candidates (:mod:`.transport`) mixed into the attention, which, like ``method="ot"``,
+#: balances the mass over the cells; with ``entropy_reference="transport"`` (its default
+#: without types: BDTNP's entropy term pulls toward that plan, not toward uniform). Gene CV
+#: medians, normalized, mean of model seeds 0-2: MERFISH 0.238 / 0.183 -> 0.250 / 0.178
+#: (``ot`` 0.246 / 0.172), and far less seed spread; BDTNP see benchmarks/results/mapping.md.
+#: With cell types: 0 (the fractions are the attention's, unchanged).
 NO_TYPES_TRANSPORT = 0.25
 #: Entropic regularization of that plan (``method="ot"`` uses 0.15 on its own features).
 TRANSPORT_EPSILON = 0.1
