@@ -7,8 +7,13 @@ spots' noise can take much of the mass. Entropic optimal transport on the same f
 (the cosine cost on the principal axes of the panels, as ``method="ot"``) adds what the
 attention lacks, a marginal over the cells: every cell carries about the same mass over
 the whole section (relaxed by ``unbalanced``). :func:`transport_target` computes that plan
-on the spots' candidate pairs; the model mixes it into its attention (option
-``transport``: the weight of the plan) when it maps.
+on the spots' candidate pairs. The model uses it twice, by default only without cell types
+(gene prediction; :func:`resolve_transport`): it mixes it into its attention when it maps
+(option ``transport``: the plan's share), and, where the entropy term is on (``entropy`` >
+0: values that are not counts), its entropy term is relative to the plan (option
+``entropy_reference="transport"``: ``entropy`` x KL(attention || plan) instead of the
+maximum-entropy term), so training pulls the attention toward the plan rather than toward
+uniform. Measured in ``benchmarks/results/mapping.md`` (genes notes).
 """
 
 from __future__ import annotations
