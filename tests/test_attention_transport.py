@@ -10,7 +10,7 @@ import pytest
 from cellweave.errors import InvalidOptionError
 from cellweave.mapping.attention import AttentionMapper
 from cellweave.mapping.attention.options import NO_TYPES_TRANSPORT, TRANSPORT_EPSILON
-from cellweave.mapping.attention.transport import mix_transport, transport_target
+from cellweave.mapping.attention.transport import mix_transport, plan_panel, transport_target
 from cellweave.mapping.ot import entropic_plan
 from cellweave.ot import topk_similar, unit_rows
 from cellweave.sim import simulate_spatial
@@ -120,3 +120,27 @@ def test_transport_options_checked_and_saved(tmp_path, data):
     assert loaded.options["transport"] == 0.5
     assert loaded.options["entropy_reference"] == "transport"
     np.testing.assert_allclose(loaded.map(sp).plan.toarray(), model.map().plan.toarray(), atol=1e-5)
+
+
+def test_plan_panel_mixes_the_neighbour_view():
+    panel = np.ones((3, 2), dtype=np.float32)
+    neighbours = np.zeros((3, 2), dtype=np.float32)
+    mask = np.array(
+        [[True, True, False, False], [True, False, False, False], [True, True] + [False] * 2]
+    )
+    inputs = {"panel": panel, "neighbours": neighbours}
+    assert plan_panel(inputs, mask, 0.0) is panel
+    assert plan_panel({"panel": panel}, mask, 0.5) is panel  # no neighbour view
+    np.testing.assert_allclose(plan_panel(inputs, mask, 0.25), [[0.75] * 2, [1.0] * 2, [0.75] * 2])
+
+
+def test_transport_neighbours_changes_the_plan_only_with_neighbours(data):
+    sp, sc = data
+    own = AttentionMapper(sc, sp, transport=1.0, transport_neighbours=0.0)
+    pooled = AttentionMapper(sc, sp, transport=1.0, transport_neighbours=0.5)
+    assert not np.allclose(own._target(own.section), pooled._target(pooled.section), atol=1e-3)
+    alone = AttentionMapper(sc, sp, spatial_key=None, transport=1.0, transport_neighbours=0.5)
+    plain = AttentionMapper(sc, sp, spatial_key=None, transport=1.0, transport_neighbours=0.0)
+    np.testing.assert_allclose(alone._target(alone.section), plain._target(plain.section))
+    with pytest.raises(InvalidOptionError, match="transport_neighbours"):
+        AttentionMapper(sc, sp, transport_neighbours=-0.1)

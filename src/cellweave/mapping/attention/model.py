@@ -43,7 +43,7 @@ from .options import (
 )
 from .persist import read_model, write_model
 from .reference import Reference, candidates, principal_axes, reference_cells
-from .transport import mix_transport, resolve_transport, transport_target
+from .transport import mix_transport, plan_panel, resolve_transport, transport_target
 from .views import VIEWS, SpotViews, spot_views
 
 __all__ = ["AttentionMapper", "held_out_spots"]
@@ -259,8 +259,8 @@ class AttentionMapper:
     def _target(self, section: _Section) -> np.ndarray:
         """The section's entropic OT plan on its candidates (:mod:`.transport`), cached."""
         if section.target is None:
-            panel = section.views.inputs["panel"]
-            eps = self.options["transport_epsilon"]
+            views, eps = section.views, self.options["transport_epsilon"]
+            panel = plan_panel(views.inputs, views.mask, self.options["transport_neighbours"])
             section.target = transport_target(
                 panel, self.ref.panel, self.axes, section.cand, epsilon=eps
             )

@@ -24,8 +24,15 @@ import numpy as np
 
 from ...ot import sparse_sinkhorn, unit_rows
 from .options import NO_TYPES_TRANSPORT, TRANSPORT_EPSILON
+from .views import VIEWS
 
-__all__ = ["TRANSPORT_UNBALANCED", "mix_transport", "resolve_transport", "transport_target"]
+__all__ = [
+    "TRANSPORT_UNBALANCED",
+    "mix_transport",
+    "plan_panel",
+    "resolve_transport",
+    "transport_target",
+]
 
 #: KL relaxation of the plan's marginals (``method="ot"``'s ``unbalanced``).
 TRANSPORT_UNBALANCED = 0.1
@@ -42,6 +49,19 @@ def resolve_transport(options: dict[str, Any], n_types: int) -> dict[str, Any]:
     if out.get("entropy_reference") is None:
         out["entropy_reference"] = "uniform" if typed else "transport"
     return out
+
+
+def plan_panel(inputs: dict[str, np.ndarray], mask: np.ndarray, weight: float) -> np.ndarray:
+    """The spots' features of the plan: their panel view, or with ``weight`` > 0 the panel
+    mixed with the neighbour view, ``(1 - weight) * panel + weight * neighbours`` (both
+    standardized the same way; spots without neighbours keep their panel), so the plan's
+    cost sees a spot's spatial context (a noisy panel gains from it)."""
+    panel = inputs["panel"]
+    if not weight or "neighbours" not in inputs:
+        return panel
+    has = mask[:, VIEWS.index("neighbours")][:, None]
+    mixed = (1.0 - float(weight)) * panel + float(weight) * inputs["neighbours"]
+    return np.where(has, mixed, panel).astype(panel.dtype, copy=False)
 
 
 def transport_target(
