@@ -44,8 +44,9 @@ NO_TYPES_ENTROPY = 3.0
 #: on the candidates (:mod:`.transport`) mixed into the attention, which, like ``method="ot"``,
 #: balances the mass over the cells; with ``entropy_reference="transport"`` (its default
 #: without types: BDTNP's entropy term pulls toward that plan, not toward uniform). Gene CV
-#: medians, normalized, mean of model seeds 0-2: MERFISH 0.238 / 0.183 -> 0.250 / 0.178
-#: (``ot`` 0.246 / 0.172), and far less seed spread; BDTNP see benchmarks/results/mapping.md.
+#: medians, normalized, mean of model seeds 0-2 (with the defaults below): MERFISH 0.238 /
+#: 0.183 -> 0.247 / 0.179 (``ot`` 0.246 / 0.172), BDTNP 0.584 / 0.432 -> 0.606 / 0.443
+#: (``ot`` 0.597 / 0.441), and far less seed spread (benchmarks/results/mapping.md).
 #: With cell types: 0 (the fractions are the attention's, unchanged).
 NO_TYPES_TRANSPORT = 0.25
 #: Entropic regularization of that plan (``method="ot"`` uses 0.15 on its own features).
