@@ -10,7 +10,8 @@ kNN on their latent.
 Label transfer to the held-out cells (the reference's cells all labelled): kNN (15
 neighbours, distance-weighted) from the reference cells in the latent, and the model's own
 classifier (``predict_labels``); accuracy and balanced accuracy against ``cell_type``. scib
-scores (:func:`cellweave.metrics.scib.scib_scores`) of every cell's latent (reference +
+scores (:func:`cellweave.metrics.scib.scib_scores` with PCR comparison against the
+unintegrated PCA + LSI embedding: Benchmarker's scale) of every cell's latent (reference +
 query for the query route). Seconds of training; the query's ratio to the full model's.
 With ``--own-labels``: the 1% split protocol (``labelled_split``) on all cells, the model's
 own balanced accuracy against a 10-NN on its latent from the same 1% (issue 19 item 2).
@@ -85,6 +86,7 @@ def own(pred, y) -> dict[str, float]:
 
 
 def run_query(mdata, holdout: str, args) -> tuple[pd.DataFrame, list[str]]:
+    import peers_mosaic as peers
     from cellweave.metrics.scib import scib_scores
     from cellweave.mosaic import MosaicModel
 
@@ -95,6 +97,8 @@ def run_query(mdata, holdout: str, args) -> tuple[pd.DataFrame, list[str]]:
         raise SystemExit(f"--holdout {holdout!r} is not a batch ({sorted(set(batch))})")
     train = {"max_epochs": args.epochs, "progress": False, "random_state": args.seed}
     rows, notes = {}, []
+    # PCR comparison's reference: the unintegrated PCA + LSI embedding (Benchmarker's scale)
+    pre = peers.unintegrated(mdata, random_state=0).values
 
     # every batch together, the held-out batch unlabelled
     full_data = mdata.copy()
@@ -108,7 +112,7 @@ def run_query(mdata, holdout: str, args) -> tuple[pd.DataFrame, list[str]]:
     rows["all batches"] = {
         **transfer(z[~held], types[~held], z[held], types[held]),
         **own(pred[held], types[held]),
-        **_scib(scib_scores, z, types, batch),
+        **_scib(scib_scores, z, types, batch, pre),
         "train_s": full_s,
         "epochs": full.train_params["epochs"],
     }
@@ -143,6 +147,7 @@ def run_query(mdata, holdout: str, args) -> tuple[pd.DataFrame, list[str]]:
                 combined,
                 np.concatenate([y_ref, y_query]),
                 np.concatenate([ref_data.obs["batch"].astype(str).to_numpy(), [holdout] * len(zq)]),
+                pre[mdata.obs_names.get_indexer(ref_data.obs_names.append(query.obs_names))],
             ),
             "train_s": q_s,
             "epochs": model.train_params["epochs"],
@@ -156,8 +161,8 @@ def run_query(mdata, holdout: str, args) -> tuple[pd.DataFrame, list[str]]:
     return pd.DataFrame(rows).T, notes
 
 
-def _scib(fn, z, labels, batches) -> dict[str, float]:
-    s = fn(z, labels, batches)
+def _scib(fn, z, labels, batches, pre) -> dict[str, float]:
+    s = fn(z, labels, batches, pre_embedding=pre)
     return {"bio": s["bio"], "batch": s["batch"], "total": s["total"]}
 
 

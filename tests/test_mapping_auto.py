@@ -20,13 +20,14 @@ def pair():
 
 def test_the_declared_defaults():
     assert DEFAULT_METHOD == "ot"
-    assert FRACTIONS_METHOD == "gradient"
+    assert FRACTIONS_METHOD == "attention"
     assert methods.resolve_method("auto") == DEFAULT_METHOD
     assert methods.resolve_method("auto", cell_type_key="ct") == FRACTIONS_METHOD
     assert methods.resolve_method("softmax", cell_type_key="ct") == "softmax"
     # options only the gene default declares pick it; shared feature options do not
     assert methods.resolve_method("auto", cell_type_key="ct", params={"epsilon": 0.2}) == "ot"
-    assert methods.resolve_method("auto", cell_type_key="ct", params={"n_pcs": 10}) == "gradient"
+    shared = methods.resolve_method("auto", cell_type_key="ct", params={"n_pcs": 10})
+    assert shared == FRACTIONS_METHOD
 
 
 def test_auto_with_a_type_key_is_the_fractions_method(pair):

@@ -23,7 +23,7 @@ def pair():
 
 
 def test_counts_pick_attention_and_other_values_the_fallback():
-    assert (FRACTIONS_METHOD, FRACTIONS_FALLBACK) == ("gradient", "gradient")  # declared
+    assert (FRACTIONS_METHOD, FRACTIONS_FALLBACK) == ("attention", "gradient")  # declared
     resolve = methods.resolve_method
     assert resolve("auto", cell_type_key="ct") == "attention"
     assert resolve("auto", cell_type_key="ct", counts=False) == "gradient"

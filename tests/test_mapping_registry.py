@@ -110,11 +110,24 @@ def test_cli_list_methods_comes_from_the_registry(capsys):
     assert "epsilon=0.15" in out and "solver" in out and "baseline" in out
 
 
+def test_auto_fractions_write_the_attention_keys(pair):
+    sp, ref = pair[0].copy(), pair[1].copy()
+    sp_obsm = set(sp.obsm)
+    mapping = map_cells(ref, sp, key_added="m2", cell_type_key="cell_type", max_epochs=2)
+    assert mapping.method == "attention"
+    assert set(sp.obsm) - sp_obsm == {"m2_fractions", "m2_view_weights", "X_cellweave"}
+    np.testing.assert_allclose(sp.obsm["m2_fractions"].sum(axis=1), 1.0, atol=1e-5)
+
+
 def test_key_added_names_every_key_and_the_reference_is_not_written(pair):
     sp, ref = pair[0].copy(), pair[1].copy()
     ref_obs, ref_obsm, ref_uns = list(ref.obs.columns), set(ref.obsm), set(ref.uns)
     sp_uns, sp_obsm = set(sp.uns), set(sp.obsm)
-    mapping = map_cells(ref, sp, key_added="m2", cell_type_key="cell_type", max_genes=50)
+    # gradient, the fractions default before attention (which also writes its latent and view
+    # weights: test_auto_fractions_write_the_attention_keys)
+    mapping = map_cells(
+        ref, sp, method="gradient", key_added="m2", cell_type_key="cell_type", max_genes=50
+    )
     assert isinstance(mapping, Mapping)
     assert set(sp.uns) - sp_uns == {"m2"} and set(sp.obsm) - sp_obsm == {"m2_fractions"}
     np.testing.assert_allclose(sp.obsm["m2_fractions"].sum(axis=1), 1.0, atol=1e-9)

@@ -45,7 +45,8 @@ from .map_model import check_model_flags, check_save_model, map_saved, model_inf
     default="auto",
     show_default=True,
     help="Mapping method: auto (= ot, best for genes; with --cell-type-key the measured best "
-    "for cell-type fractions, gradient), softmax, ot, fgw or gradient; see --list-methods.",
+    "for cell-type fractions, attention on raw counts, else gradient), softmax, ot, fgw, "
+    "gradient or attention; see --list-methods.",
 )
 @click.option(
     "--cell-type-key",

@@ -55,11 +55,11 @@ __all__ = [
 DEFAULT_METHOD = "ot"
 #: The method ``map_cells`` uses for ``method="auto"`` when it also writes cell-type fractions
 #: (``cell_type_key`` given) and both inputs hold raw counts: the measured best for fractions
-#: (``bench_deconv.py``; the "Deconvolution" section of ``benchmarks/results/mapping.md``).
-#: One line to change: ``"attention"`` (better than ``"gradient"`` on both truth sets) once it
-#: meets its targets against the peers (issue 17); it needs raw counts, so inputs that are
-#: not counts then get :data:`FRACTIONS_FALLBACK`.
-FRACTIONS_METHOD = "gradient"
+#: (``bench_deconv.py``; the "Deconvolution" section of ``benchmarks/results/mapping.md``):
+#: the attention mapper, better than ``"gradient"``, ``"ot"`` and Tangram on both truth sets
+#: and every score. It needs raw counts, so inputs that are not counts get
+#: :data:`FRACTIONS_FALLBACK`.
+FRACTIONS_METHOD = "attention"
 #: The fractions default for inputs :data:`FRACTIONS_METHOD` refuses (values that are not
 #: raw counts, e.g. normalized or intensity data): it accepts any non-negative expression.
 FRACTIONS_FALLBACK = "gradient"

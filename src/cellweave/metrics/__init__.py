@@ -8,7 +8,10 @@
   built on :mod:`~cellweave.metrics.silhouette`, :mod:`~cellweave.metrics.lisi` and the kNN
   graphs of :mod:`~cellweave.metrics.neighbours` (inputs checked by
   :mod:`~cellweave.metrics.inputs`).
-* :mod:`~cellweave.metrics.scib` - the scib-metrics 0.5.10 scores (Leiden, kBET, UMAP graphs).
+* :mod:`~cellweave.metrics.scib` - the scib-metrics 0.5.10 Benchmarker scores (Leiden, UMAP
+  graphs, kBET from :mod:`~cellweave.metrics.kbet`, PCR comparison from
+  :mod:`~cellweave.metrics.pcr`); :mod:`~cellweave.metrics.scib_reference` runs Benchmarker
+  itself (optional scib-metrics) to check them.
 * :mod:`~cellweave.metrics.label_transfer` - transferred-label scores and the 1 % protocol.
 """
 

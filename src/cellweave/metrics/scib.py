@@ -1,11 +1,16 @@
 """Integration scores computed the way scib-metrics 0.5.10 computes them (numpy/scipy/igraph).
 
 :func:`scib_scores` reproduces the per-metric values of ``scib_metrics`` (github.com/YosefLab/
-scib-metrics, v0.5.10) and the aggregation of its ``Benchmarker.get_results`` with min-max
-scaling off, Leiden NMI/ARI instead of k-means, silhouette batch included, BRAS and PCR
-comparison off: ``bio`` = mean of (isolated labels, Leiden NMI, Leiden ARI, silhouette
-label, cLISI), ``batch`` = mean of (silhouette batch, iLISI, kBET, graph connectivity),
-``total = 0.6 bio + 0.4 batch`` (NaN-aware means). No JAX and no scib-metrics are needed.
+scib-metrics, v0.5.10) and the aggregation of its ``Benchmarker.get_results`` run as the
+mosaic peers were scored: Leiden NMI/ARI instead of k-means, BRAS off, classic silhouette
+batch added, PCR comparison on against the unintegrated embedding
+(``pre_integrated_embedding_obsm_key``), min-max scaling off: ``bio`` = mean of (isolated
+labels, Leiden NMI, Leiden ARI, silhouette label, cLISI), ``batch`` = mean of (silhouette
+batch, iLISI, kBET, graph connectivity, PCR comparison), ``total = 0.6 bio + 0.4 batch``
+(NaN-aware means). Without the unintegrated embedding PCR comparison is left out and
+``batch`` is the mean of the other four (a different scale). No JAX and no scib-metrics are
+needed; ``tests/data/scib_benchmarker_golden.json`` holds Benchmarker's own values that
+the tests compare with (to 3 decimals).
 
 Like scib-metrics, every graph comes from one 90-nearest-neighbour search whose lists
 **include the cell itself** (column 0), cut to 15 (Leiden, graph connectivity), 50 (kBET) and
@@ -28,6 +33,9 @@ exact (``sklearn``), the only intended difference. Per metric:
     are skipped; a label split into small graph components scores 0.
 ``graph_connectivity``
     Directed 15-NN graph per label, largest strongly connected component / label size.
+``pcr_comparison``
+    :mod:`cellweave.metrics.pcr`: variance share explained by the batch over all principal
+    components, before vs after integration, ``max(0, (pre - post) / pre)``.
 
 Costs: the silhouettes are quadratic (~2 s for 10k cells); kBET solves one sparse
 eigenproblem per label (~10 s for 10k cells).
@@ -41,29 +49,32 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import sparse
-from scipy.sparse.csgraph import connected_components
-from scipy.sparse.linalg import ArpackError, eigsh
-from scipy.special import gammainc
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from ..errors import InputError
 from .distributions import as_label_array
-from .inputs import embedding_array, label_codes, scored_inputs
+from .inputs import label_codes, scored_inputs
+from .kbet import _kbet_acceptance as _kbet_acceptance
+from .kbet import kbet_from_graph
 from .label_transfer import label_transfer_balanced_accuracy, labelled_split
 from .lisi import lisi_from_knn, scaled_clisi, scaled_ilisi
-from .neighbours import graph_connectivity_from_codes, knn_lists
+from .neighbours import graph_connectivity_from_codes, scib_neighbors
+from .pcr import pcr_comparison
 from .silhouette import isolated_label_from_silhouette, silhouette_batch, silhouette_from_codes
 
 __all__ = [
     "BATCH_KEYS",
     "BIO_KEYS",
+    "PCR_BATCH_KEYS",
     "SCIB_KEYS",
+    "SCIB_PCR_KEYS",
     "graph_connectivity_directed",
     "integration_report",
     "kbet",
     "label_transfer_balanced_accuracy",
     "labelled_split",
     "leiden_nmi_ari",
+    "pcr_comparison",
     "scib_metrics_reference",
     "scib_neighbors",
     "scib_scores",
@@ -87,33 +98,21 @@ SCIB_KEYS = (
     "batch",
     "total",
 )
+#: Batch metrics of scib-metrics' Benchmarker (BRAS off, silhouette batch added): with the
+#: unintegrated embedding given, ``batch`` is their mean.
+PCR_BATCH_KEYS = (*BATCH_KEYS, "pcr_comparison")
+#: Keys of :func:`scib_scores` when it is given the unintegrated embedding.
+SCIB_PCR_KEYS = (*SCIB_KEYS[:9], "pcr_comparison", *SCIB_KEYS[9:])
 #: Leiden resolutions scanned by scib-metrics (``2 * i / 10`` for ``i = 1..10``).
 LEIDEN_RESOLUTIONS = tuple(2 * i / 10 for i in range(1, 11))
 
 _SMOOTH_K_TOLERANCE = 1e-5
 _MIN_K_DIST_SCALE = 1e-3
-_DIFFUSION_EPS = 1e-8
 
 
 # --------------------------------------------------------------------------------------
 # Neighbours and graphs
 # --------------------------------------------------------------------------------------
-
-
-def scib_neighbors(embedding: Any, *, n_neighbors: int = 90) -> tuple[np.ndarray, np.ndarray]:
-    """Exact kNN lists that include each cell itself first, as scib-metrics' neighbour results.
-
-    Returns ``(distances, indices)`` of shape ``(n_cells, min(n_neighbors, n_cells))``;
-    column 0 is the cell itself at distance 0.
-    """
-    x = embedding_array(embedding)
-    n = x.shape[0]
-    dist, idx = knn_lists(x, max(1, n_neighbors - 1))
-    self_idx = np.arange(n)[:, None]
-    return (
-        np.hstack([np.zeros((n, 1)), dist]).astype(np.float32),
-        np.hstack([self_idx, idx]).astype(np.int64),
-    )
 
 
 def _smooth_knn_dist(dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -182,12 +181,15 @@ def umap_connectivities(distances: np.ndarray, indices: np.ndarray) -> sparse.cs
     return out
 
 
-def _connectivities(embedding_or_graph: Any, n_neighbors: int) -> sparse.csr_matrix:
+def _connectivities(
+    embedding_or_graph: Any, n_neighbors: int, method: str = "exact"
+) -> sparse.csr_matrix:
     """A precomputed sparse graph as CSR, or the UMAP connectivities of an embedding's
     ``n_neighbors`` lists (self included)."""
     if sparse.issparse(embedding_or_graph):
         return sparse.csr_matrix(embedding_or_graph)
-    return umap_connectivities(*scib_neighbors(embedding_or_graph, n_neighbors=n_neighbors))
+    lists = scib_neighbors(embedding_or_graph, n_neighbors=n_neighbors, method=method)
+    return umap_connectivities(*lists)
 
 
 def _directed_knn_graph(indices: np.ndarray) -> sparse.csr_matrix:
@@ -284,43 +286,6 @@ def leiden_nmi_ari(
 # --------------------------------------------------------------------------------------
 
 
-def _kbet_acceptance(nb_idx: np.ndarray, batch: np.ndarray, alpha: float) -> float:
-    """Acceptance rate of the kBET chi-square test (neighbour lists include the cell)."""
-    codes, uniques = pd.factorize(batch, sort=True)
-    n_b = len(uniques)
-    expected = np.bincount(codes, minlength=n_b) / codes.size * nb_idx.shape[1]
-    nb_codes = codes[nb_idx]
-    observed = np.zeros((nb_idx.shape[0], n_b))
-    for b in range(n_b):
-        observed[:, b] = (nb_codes == b).sum(axis=1)
-    stat = (np.square(observed - expected) / expected).sum(axis=1)
-    p = 1.0 - gammainc((n_b - 1) / 2.0, stat / 2.0)
-    return float((p >= alpha).mean())
-
-
-def _diffusion_embedding(conn: sparse.csr_matrix, n_comps: int) -> np.ndarray:
-    """Multiscale diffusion map of a connectivity graph (scanpy / scib-metrics)."""
-    n = conn.shape[0]
-    q = np.asarray(conn.sum(axis=0)).ravel()
-    k = sparse.diags(1.0 / q) @ conn @ sparse.diags(1.0 / q)
-    z = np.sqrt(np.asarray(k.sum(axis=0)).ravel())
-    sym = (sparse.diags(1.0 / z) @ k @ sparse.diags(1.0 / z)).astype(np.float64)
-    evals, evecs = eigsh(sym, k=min(n - 1, n_comps), which="LM")
-    evals = evals.astype(np.float32)[::-1] + np.float32(_DIFFUSION_EPS)
-    evecs = evecs.astype(np.float32)[:, ::-1]
-    scaled = np.array([e if e == 1 else e / (1 - e) for e in evals], dtype=np.float32)
-    return evecs * scaled
-
-
-def _kbet_diffusion(conn: sparse.csr_matrix, batch: np.ndarray, k0: int, n_comps: int, alpha):
-    try:
-        emb = _diffusion_embedding(conn, n_comps)
-    except (ValueError, ArpackError):
-        return 0.0  # scib-metrics: a failed diffusion map counts as 100% rejection
-    _, nb_idx = scib_neighbors(emb, n_neighbors=k0 + 1)
-    return _kbet_acceptance(nb_idx, batch, alpha)
-
-
 def kbet(
     embedding_or_graph: Any,
     batches: Any,
@@ -330,6 +295,7 @@ def kbet(
     alpha: float = 0.05,
     diffusion_n_comps: int = 100,
     per_label: bool = False,
+    neighbors: str = "exact",
 ) -> float | pd.Series:
     """kBET acceptance rate per cell-type label, averaged (scib-metrics ``kbet_per_label``).
 
@@ -346,44 +312,25 @@ def kbet(
         Diffusion-map components used to compare cells within a label.
     per_label
         Return the score of each label (NaN where skipped) instead of their mean.
+    neighbors
+        Neighbour search, for the graph and in each label's diffusion map:
+        ``"pynndescent"`` (scib-metrics') or ``"exact"``.
 
     Returns
     -------
     Mean acceptance rate over labels in [0, 1]; 1 = every neighbourhood has the label's batch
     composition.
     """
-    conn = _connectivities(embedding_or_graph, n_neighbors)
-    n = conn.shape[0]
-    bat = as_label_array(batches, "batches", n).astype(str)
-    lab = as_label_array(labels, "labels", n).astype(str)
-    scores = {}
-    for label in np.unique(lab):
-        mask = lab == label
-        sub = conn[mask][:, mask].tocsr()
-        sub.sort_indices()
-        b = bat[mask]
-        n_obs = sub.shape[0]
-        if n_obs < 10 or np.unique(b).size == 1:
-            scores[label] = np.nan
-            continue
-        quarter_mean = int(np.floor(np.mean(pd.Series(b).value_counts()) / 4))
-        k0 = int(min(70, max(10, quarter_mean)))
-        n_comp, comp = connected_components(sub, connection="strong")
-        if n_comp == 1:
-            scores[label] = _kbet_diffusion(sub, b, k0, diffusion_n_comps, alpha)
-            continue
-        sizes = np.bincount(comp)
-        keep = np.flatnonzero(sizes[comp] >= 3 * k0)
-        if keep.size / n_obs >= 0.75:
-            subsub = sub[keep][:, keep].tocsr()
-            subsub.sort_indices()
-            scores[label] = _kbet_diffusion(subsub, b[keep], k0, diffusion_n_comps, alpha)
-        else:
-            scores[label] = 0.0  # too many small components: 100% rejection
-    out = pd.Series(scores, dtype=np.float64)
-    if per_label:
-        return out
-    return float(np.nanmean(out)) if out.notna().any() else float("nan")
+    conn = _connectivities(embedding_or_graph, n_neighbors, neighbors)
+    return kbet_from_graph(
+        conn,
+        batches,
+        labels,
+        alpha=alpha,
+        diffusion_n_comps=diffusion_n_comps,
+        per_label=per_label,
+        neighbors=neighbors,
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -401,10 +348,20 @@ def scib_scores(
     labels: Any,
     batches: Any,
     *,
+    pre_embedding: Any = None,
     n_neighbors: int = 90,
     leiden_seed: int = 42,
+    neighbors: str = "auto",
 ) -> dict[str, float]:
     """scib-metrics 0.5.10 scores of an integrated embedding, with their aggregates.
+
+    With ``pre_embedding`` (the unintegrated embedding) the scores are those of scib-metrics'
+    ``Benchmarker`` run with ``pre_integrated_embedding_obsm_key`` = that embedding, Leiden
+    NMI/ARI, BRAS off, PCR comparison on, classic silhouette batch added and min-max scaling
+    off (``get_results(min_max_scale=False)``): ``batch`` is the mean of five metrics
+    (:data:`PCR_BATCH_KEYS`). Without it, PCR comparison cannot be computed and ``batch`` is
+    the mean of the other four (:data:`BATCH_KEYS`): a different scale, higher whenever PCR
+    comparison is low; compare only numbers computed the same way.
 
     Parameters
     ----------
@@ -414,17 +371,27 @@ def scib_scores(
         Cell-type label per cell (no missing values).
     batches
         Batch per cell; at least 2 distinct values.
+    pre_embedding
+        ``(n_cells, n_dims_pre)`` unintegrated embedding of the same cells (e.g. PCA of the
+        log-normalised RNA and LSI of ATAC), for PCR comparison.
     n_neighbors
         Size of the neighbour lists (self included) used for LISI; Leiden and graph
         connectivity use their first 15 columns, kBET the first 50 (scib-metrics: 90).
     leiden_seed
         igraph seed of each Leiden clustering (scib-metrics: 42).
+    neighbors
+        ``"pynndescent"``: Benchmarker's approximate neighbour search (same parameters and
+        seed, so the same lists); ``"exact"``: sklearn's; ``"auto"``: pynndescent with
+        ``pre_embedding`` (the Benchmarker scores), exact without it (the four-metric batch
+        scores as before). The graph scores, kBET above all, follow the lists (kBET moved by
+        0.03 between the two on the golden test data).
 
     Returns
     -------
-    dict with exactly :data:`SCIB_KEYS`: the bio metrics ``nmi``, ``ari``, ``asw_label``,
-    ``clisi``, ``isolated_labels``; the batch metrics ``asw_batch``, ``ilisi``, ``kbet``,
-    ``graph_connectivity``; ``bio`` and ``batch`` (NaN-aware means) and
+    dict with exactly :data:`SCIB_KEYS` (:data:`SCIB_PCR_KEYS` with ``pre_embedding``): the
+    bio metrics ``nmi``, ``ari``, ``asw_label``, ``clisi``, ``isolated_labels``; the batch
+    metrics ``asw_batch``, ``ilisi``, ``kbet``, ``graph_connectivity`` (and
+    ``pcr_comparison``); ``bio`` and ``batch`` (NaN-aware means) and
     ``total = 0.6 * bio + 0.4 * batch``. All in [0, 1], higher is better.
     """
     x, lab, n_lab, bat, n_bat = scored_inputs(embedding, labels, batches, "scib_scores")
@@ -433,7 +400,9 @@ def scib_scores(
             f"n_neighbors={n_neighbors} is too small: scib scores use lists of 15 and 50 "
             "neighbours cut from it; pass n_neighbors >= 50 (scib-metrics uses 90)"
         )
-    dist, idx = scib_neighbors(x, n_neighbors=n_neighbors)
+    if neighbors == "auto":
+        neighbors = "exact" if pre_embedding is None else "pynndescent"
+    dist, idx = scib_neighbors(x, n_neighbors=n_neighbors, method=neighbors)
     k15, k50 = min(15, idx.shape[1]), min(50, idx.shape[1])
     conn15 = umap_connectivities(dist[:, :k15], idx[:, :k15])
     conn50 = umap_connectivities(dist[:, :k50], idx[:, :k50])
@@ -452,20 +421,23 @@ def scib_scores(
         "ilisi": scaled_ilisi(
             lisi_from_knn(dist[:, 1:], idx[:, 1:], bat, n_bat, perplexity), n_bat, True
         ),
-        "kbet": kbet(conn50, bat, lab),
+        "kbet": kbet(conn50, bat, lab, neighbors=neighbors),
         "graph_connectivity": graph_connectivity_directed(idx[:, :k15], lab),
     }
+    if pre_embedding is not None:
+        out["pcr_comparison"] = pcr_comparison(pre_embedding, x, bat)
     return _with_aggregates(out)
 
 
 def _with_aggregates(metrics: dict[str, Any]) -> dict[str, float]:
-    """The nine metrics as floats plus ``bio``, ``batch`` and ``total``, keyed as
-    :data:`SCIB_KEYS`."""
+    """The metrics as floats plus ``bio``, ``batch`` and ``total``, keyed as
+    :data:`SCIB_KEYS` (:data:`SCIB_PCR_KEYS` when ``pcr_comparison`` is among them)."""
+    pcr = "pcr_comparison" in metrics
     out = {k: float(v) for k, v in metrics.items()}
     out["bio"] = _nanmean([out[k] for k in BIO_KEYS])
-    out["batch"] = _nanmean([out[k] for k in BATCH_KEYS])
+    out["batch"] = _nanmean([out[k] for k in (PCR_BATCH_KEYS if pcr else BATCH_KEYS)])
     out["total"] = 0.6 * out["bio"] + 0.4 * out["batch"]
-    return {k: out[k] for k in SCIB_KEYS}
+    return {k: out[k] for k in (SCIB_PCR_KEYS if pcr else SCIB_KEYS)}
 
 
 def scib_metrics_reference(
@@ -473,6 +445,7 @@ def scib_metrics_reference(
     labels: Any,
     batches: Any,
     *,
+    pre_embedding: Any = None,
     neighbors: tuple[np.ndarray, np.ndarray] | None = None,
     with_kbet: bool = True,
 ) -> dict[str, float]:
@@ -481,8 +454,8 @@ def scib_metrics_reference(
 
     Parameters
     ----------
-    embedding, labels, batches
-        As :func:`scib_scores`.
+    embedding, labels, batches, pre_embedding
+        As :func:`scib_scores` (with ``pre_embedding``: scib-metrics' ``pcr_comparison``).
     neighbors
         ``(distances, indices)`` lists with the cell itself first (e.g. from
         :func:`scib_neighbors`); default: scib-metrics' pynndescent, 90 neighbours.
@@ -509,19 +482,21 @@ def scib_metrics_reference(
     kbet_value = (
         sm.kbet_per_label(nn.subset_neighbors(50), batches, labels) if with_kbet else np.nan
     )
-    return _with_aggregates(
-        {
-            "nmi": leiden["nmi"],
-            "ari": leiden["ari"],
-            "asw_label": sm.silhouette_label(x, labels),
-            "clisi": sm.clisi_knn(nn, labels),
-            "isolated_labels": sm.isolated_labels(x, labels, batches),
-            "asw_batch": sm.silhouette_batch(x, labels, batches),
-            "ilisi": sm.ilisi_knn(nn, batches),
-            "kbet": kbet_value,
-            "graph_connectivity": sm.graph_connectivity(nn15, labels),
-        }
-    )
+    metrics = {
+        "nmi": leiden["nmi"],
+        "ari": leiden["ari"],
+        "asw_label": sm.silhouette_label(x, labels),
+        "clisi": sm.clisi_knn(nn, labels),
+        "isolated_labels": sm.isolated_labels(x, labels, batches),
+        "asw_batch": sm.silhouette_batch(x, labels, batches),
+        "ilisi": sm.ilisi_knn(nn, batches),
+        "kbet": kbet_value,
+        "graph_connectivity": sm.graph_connectivity(nn15, labels),
+    }
+    if pre_embedding is not None:
+        pre = np.asarray(pre_embedding, dtype=np.float32)
+        metrics["pcr_comparison"] = sm.pcr_comparison(pre, x, batches, categorical=True)
+    return _with_aggregates(metrics)
 
 
 def integration_report(
@@ -532,6 +507,7 @@ def integration_report(
     seconds: float | None = None,
     predictions: Any = None,
     describe: bool = False,
+    pre_embedding: Any = None,
 ) -> dict[str, Any]:
     """The ``--metrics-json`` document of ``cellweave integrate``.
 
@@ -540,6 +516,8 @@ def integration_report(
     ``label_transfer`` entry also holds ``model_balanced_accuracy`` on the same held-out cells.
     With ``describe=True`` (the CLI's file), ``label_transfer["model_score"]`` also names the
     score to read as the model's (its own labels when given, else the kNN transfer),
+    With ``pre_embedding`` (the unintegrated embedding) the metrics include PCR comparison
+    (:func:`scib_scores`).
     ``chance`` is a random guess's balanced accuracy and ``about`` says what each entry is.
     """
     transfer: dict[str, Any] = {
@@ -552,7 +530,7 @@ def integration_report(
     if describe:
         transfer.update(_describe_transfer(labels, model=predictions is not None))
     return {
-        "metrics": scib_scores(embedding, labels, batches),
+        "metrics": scib_scores(embedding, labels, batches, pre_embedding=pre_embedding),
         "label_transfer": transfer,
         "seconds": None if seconds is None else float(seconds),
     }

@@ -40,9 +40,13 @@ from .options import (
     MODEL_OPTIONS,
     NO_TYPES_ENTROPY,
     PATIENCE,
+    PSEUDO_CELLS,
+    PSEUDO_DEPTHS,
+    PSEUDO_EPOCHS,
+    PSEUDO_SPOTS,
 )
 from .persist import read_model, write_model
-from .reference import Reference, candidates, principal_axes, reference_cells
+from .reference import Reference, candidates, principal_axes, pseudo_spots, reference_cells
 from .transport import mix_transport, plan_panel, resolve_transport, transport_target
 from .views import VIEWS, SpotViews, spot_views
 
@@ -127,6 +131,7 @@ class AttentionMapper:
                 self.options["entropy"], self.section, self.ref.n_types
             )
             self.options = resolve_transport(self.options, self.ref.n_types)
+            self._resolve_type_loss()
             self.axes = principal_axes(self.section.views.inputs["panel"], self.ref.panel)
             self.section.cand = self._candidates(self.section)
             dims = self.section.views.dims()
@@ -143,7 +148,7 @@ class AttentionMapper:
             n_hidden=self.options["n_hidden"],
             likelihood=self.options["likelihood"],
             platform_factor=self.options["platform_factor"],
-            lambda_cells=self.options["lambda_cells"],
+            lambda_cells=self.options["lambda_cells"] or 0.0,
             prior=self.options["prior"],
             entropy=self.options["entropy"] or 0.0,
         )
@@ -188,8 +193,9 @@ class AttentionMapper:
                     f"{where} holds the types {types[:5]}, not those the model was trained on "
                     f"({list(saved['types'])[:5]}): pass the reference the model was trained on"
                 )
+        self.ref_counts = counts[self.cell_used]
         self.ref: Reference = reference_cells(
-            counts[self.cell_used],
+            self.ref_counts,
             codes[self.cell_used],
             types,
             shrink=self.options["shrink"],
@@ -308,6 +314,7 @@ class AttentionMapper:
         s = self.section
         held = held_out_spots(len(s.counts), checked["validation"], int(random_state))
         transport = self.options["entropy_reference"] == "transport" and self.options["entropy"]
+        pseudo = self._pseudo_spots(int(random_state)) if labelled else None
         self.module.set_spots(
             s.views.inputs,
             s.views.mask,
@@ -316,10 +323,12 @@ class AttentionMapper:
             labelled=labelled,
             held_out=held,
             target=self._target(s) if transport else None,
+            pseudo=pseudo,
         )
         n_rows = self.module.n_spots + self.module.n_cells_labelled
         if checked["max_epochs"] is None:
-            checked["max_epochs"] = MAX_EPOCHS if len(held) else MIN_EPOCHS
+            fixed = PSEUDO_EPOCHS if pseudo is not None else MIN_EPOCHS
+            checked["max_epochs"] = MAX_EPOCHS if len(held) else fixed
         result = fit(
             self.module,
             n_train=n_rows,
@@ -344,6 +353,37 @@ class AttentionMapper:
             "seconds": result.seconds,
         }
         return self
+
+    def _resolve_type_loss(self) -> None:
+        """``pseudo_spots=None``: :data:`.options.PSEUDO_SPOTS` when the rarest type's
+        reference counts are below :data:`.options.PSEUDO_DEPTHS` median spot depths, else 0;
+        ``lambda_cells=None``: 1 with pseudo-spots, else 0 (the likelihood alone)."""
+        n = self.options["pseudo_spots"]
+        if n is None:
+            pooled = np.bincount(self.ref.codes, weights=self.ref_counts.sum(axis=1))
+            depth = float(np.median(self.section.counts.sum(axis=1)))
+            shallow = self.ref.n_types > 1 and pooled.min() < PSEUDO_DEPTHS * depth
+            n = self.options["pseudo_spots"] = PSEUDO_SPOTS if shallow else 0
+        if self.options["lambda_cells"] is None:
+            self.options["lambda_cells"] = 1.0 if n else 0.0
+
+    def _pseudo_spots(self, seed: int) -> dict[str, np.ndarray] | None:
+        """Counts and fractions of the labelled pseudo-spots (option ``pseudo_spots``) and
+        the spots' panel statistics (``None``: the reference cells are the labelled rows)."""
+        n = self.options["pseudo_spots"]
+        if not n or self.section is None:
+            return None
+        counts, fractions = pseudo_spots(
+            self.ref_counts,
+            self.ref.codes,
+            self.ref.n_types,
+            self.section.counts.sum(axis=1),
+            n=n,
+            max_cells=PSEUDO_CELLS,
+            seed=seed,
+        )
+        mean, sd = self.stats["panel/mean"], self.stats["panel/sd"]
+        return {"counts": counts, "fractions": fractions, "mean": mean, "sd": sd}
 
     # ------------------------------------------------------------------ outputs
     def _require_trained(self) -> None:

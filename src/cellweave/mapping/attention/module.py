@@ -12,15 +12,18 @@ of that type; ``a_sc = pi_s,type(c) * attention_sc`` sums to 1 over the candidat
 
 ``mu_sg = library_s * normalize_g(r_g * sum_c a_sc x~_cg)``
 
-(``x~_c``: the cell's profile, by default its composition times the mean library so that
-``a_sc`` are cell-number fractions of cells contributing alike, optionally shrunk toward its
-type mean; ``r_g``: a learned per-gene platform factor), under a negative binomial (per-gene
-dispersion) or Poisson likelihood, or, for values that are not counts (intensities), a
-Gaussian on the spot-normalized values (per-gene precision). Reference cells, each seen as a
-one-cell spot through its panel, are classified by the same type weights (cross-entropy,
-weight ``lambda_cells``): this ties cells and spots. At inference the type weights of every
-spot are refined on its counts for a few steps with the weights frozen (:meth:`refine`,
-semi-amortized), which is what lets a new section map well without retraining.
+(``x~_c``: the cell's profile, by default its composition times its type's mean library so
+that ``a_sc`` are cell-number fractions, optionally shrunk toward its type's pooled
+composition; ``r_g``: a learned per-gene platform factor), under a negative binomial
+(per-gene dispersion) or Poisson likelihood, or, for values that are not counts
+(intensities), a Gaussian on the spot-normalized values (per-gene precision). Labelled rows
+teach the type weights (soft cross-entropy, weight ``lambda_cells``): reference cells, each
+seen as a one-cell spot through its panel, or pseudo-spots pooled from 1-10 reference cells
+at the spots' depth, seen through the platform factor (:meth:`labelled_panel`); by default
+pseudo-spots when a type's reference is shallow, else none (the likelihood alone). At
+inference the type weights of every spot are refined on its counts for a few steps with the
+weights frozen (:meth:`refine`, semi-amortized), which is what lets a new section map well
+without retraining.
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ class AttentionModule(CellweaveModule):
     platform_factor
         Learn the per-gene factor ``r_g`` (else ``r_g = 1``).
     lambda_cells
-        Weight of the reference cells' type classification.
+        Weight of the labelled rows' type classification (:meth:`set_spots`).
     entropy
         Weight of the entropy of the attention within types (a maximum-entropy prior on
         the mixing, as entropic OT's): the fit spreads over cells that explain a spot alike.
@@ -124,12 +127,17 @@ class AttentionModule(CellweaveModule):
         *,
         labelled: bool,
         held_out: np.ndarray | None = None,
+        pseudo: dict[str, np.ndarray] | None = None,
         target: np.ndarray | None = None,
     ) -> None:
-        """The training spots; ``labelled``: reference cells join the batches as rows after
-        the spots (their type classification); ``held_out``: spots kept out of the training
-        rows, whose likelihood is the validation loss (:meth:`validation_loss`); ``target``:
-        ``(n_spots, k)`` reference weights of the entropy term (:meth:`within_entropy`)."""
+        """The training spots; ``labelled``: labelled rows join the batches after the spots
+        (their type classification): the reference cells, or the ``pseudo`` spots pooled
+        from them (:func:`.reference.pseudo_spots`: ``counts``, ``fractions``, and the
+        spots' panel statistics ``mean``, ``sd``; their panel is computed per batch through
+        the learned platform factor, :meth:`labelled_panel`);
+        ``held_out``: spots kept out of the training rows, whose likelihood is the validation
+        loss (:meth:`validation_loss`); ``target``: ``(n_spots, k)`` reference weights of
+        the entropy term (:meth:`within_entropy`)."""
         self.inputs = {v: torch.as_tensor(inputs[v], dtype=torch.float32) for v in self.views}
         self.mask = torch.as_tensor(mask[:, self.columns], dtype=torch.bool)
         self.counts = torch.as_tensor(counts, dtype=torch.float32)
@@ -145,11 +153,21 @@ class AttentionModule(CellweaveModule):
         self.train_spots = torch.as_tensor(np.flatnonzero(~held), dtype=torch.long)
         self.val_spots = torch.as_tensor(np.flatnonzero(held), dtype=torch.long)
         self.n_spots = int(self.train_spots.numel())
-        self.n_cells_labelled = int(self.ref_panel.shape[0]) if labelled else 0
+        self.lab_counts = None
+        if pseudo is None:
+            self.lab_panel = self.ref_panel
+            self.lab_targets = F.one_hot(self.ref_codes, self.n_types).float()
+        else:
+            t = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in pseudo.items()}
+            self.lab_counts, self.lab_targets = t["counts"], t["fractions"]
+            self.lab_panel = self.lab_counts  # rows counted below; panels made per batch
+            self.lab_mean, self.lab_sd = t["mean"], t["sd"]
+        self.n_cells_labelled = int(self.lab_panel.shape[0]) if labelled else 0
 
     def move_data(self, device: torch.device) -> None:
         names = ("axes", "ref_unit", "ref_panel", "ref_profiles", "ref_codes", "mask", "counts")
-        for name in (*names, "cand", "train_spots", "val_spots", "log_target"):
+        labelled = ("lab_panel", "lab_targets", "lab_counts", "lab_mean", "lab_sd")
+        for name in (*names, "cand", "train_spots", "val_spots", "log_target", *labelled):
             if getattr(self, name, None) is not None:
                 setattr(self, name, getattr(self, name).to(device))
         if hasattr(self, "inputs"):
@@ -301,10 +319,22 @@ class AttentionModule(CellweaveModule):
         if spots.numel():
             total = total + self.spot_loss(spots, regularized=True)
         if cells.numel():
-            logits = self.type_head(self.encode_cells(self.ref_panel[cells]))
-            ce = F.cross_entropy(logits, self.ref_codes[cells], reduction="sum")
+            logits = self.type_head(self.encode_cells(self.labelled_panel(cells)))
+            ce = -(self.lab_targets[cells] * F.log_softmax(logits, dim=-1)).sum()
             total = total + self.lambda_cells * ce
         return total / index.numel()
+
+    def labelled_panel(self, rows: torch.Tensor) -> torch.Tensor:
+        """Panel inputs of the labelled ``rows``: the reference cells' own, or the pseudo-spots'
+        counts seen through the platform factor (as the spots' panel: scaled to a mean of 1
+        per gene, ``log1p``, z-scored with the spots' statistics)."""
+        if self.lab_counts is None:
+            return self.lab_panel[rows]
+        x = self.lab_counts[rows] * torch.exp(self.log_r.detach())
+        scaled = x * x.shape[1] / x.sum(1, keepdim=True).clamp_min(1e-12)
+        sd = self.lab_sd
+        z = (torch.log1p(scaled) - self.lab_mean) / torch.where(sd > 0, sd, torch.ones_like(sd))
+        return torch.where(sd > 0, z, torch.zeros_like(z))
 
     def spot_loss(self, spots: torch.Tensor, *, regularized: bool = False) -> torch.Tensor:
         """Negative log-likelihood (summed) of the spots ``spots`` under their amortized

@@ -14,6 +14,10 @@ __all__ = [
     "NO_TYPES_ENTROPY",
     "NO_TYPES_TRANSPORT",
     "PATIENCE",
+    "PSEUDO_CELLS",
+    "PSEUDO_DEPTHS",
+    "PSEUDO_EPOCHS",
+    "PSEUDO_SPOTS",
     "TRAIN_OPTIONS",
     "TRANSPORT_EPSILON",
     "TRANSPORT_NEIGHBOURS",
@@ -56,6 +60,17 @@ TRANSPORT_EPSILON = 0.1
 #: 0.305 / 0.270 -> 0.331 / 0.292; clean BDTNP 0.6005 / 0.4454 -> 0.6014 / 0.4459; MERFISH
 #: 0.2510 / 0.1794 -> 0.2503 / 0.1814 (the plan alone on thinned BDTNP: 0.378 -> 0.456).
 TRANSPORT_NEIGHBOURS = 0.3
+#: Most reference cells pooled into one pseudo-spot (option ``pseudo_spots``).
+PSEUDO_CELLS = 10
+#: ``pseudo_spots=None``: this many labelled pseudo-spots (training then runs
+#: :data:`PSEUDO_EPOCHS` epochs) when the rarest cell type's reference cells hold fewer counts
+#: together than :data:`PSEUDO_DEPTHS` median spots. Its type profile is then mostly
+#: sampling noise, and a spot likelihood that takes the profiles as exact is misled (MOp
+#: pseudo-spots, 4 Endo cells of 160 counts vs ~1,000 counts per spot); a classifier of
+#: pooled reference cells at the spots' depth learns with that noise. With well-measured
+#: types (the simulator) the likelihood alone is better and no type loss is used (see
+#: benchmarks/results/mapping.md, deconvolution notes).
+PSEUDO_SPOTS, PSEUDO_DEPTHS, PSEUDO_EPOCHS = 4000, 10.0, 100
 #: Options of :class:`~.model.AttentionMapper` itself.
 MODEL_OPTIONS: tuple[Option, ...] = (
     Int("n_latent", 32, low=2),
@@ -83,7 +98,22 @@ MODEL_OPTIONS: tuple[Option, ...] = (
         doc="shrink cell profiles toward their type mean (with cell_type_key only)",
     ),
     Bool("prior", False, doc="add the spot-cell panel similarity to the attention logits"),
-    Float("lambda_cells", 1.0, low=0, doc="weight of the reference cells' type loss"),
+    Float(
+        "lambda_cells",
+        None,
+        low=0,
+        allow_none=True,
+        doc="weight of the labelled rows' type loss; None: 1 with pseudo-spots, else 0",
+    ),
+    Int(
+        "pseudo_spots",
+        None,
+        low=0,
+        allow_none=True,
+        doc="labelled spots pooled from 1-10 reference cells (0: the cells themselves); None: "
+        f"{PSEUDO_SPOTS} when a cell type's reference counts are below "
+        f"{PSEUDO_DEPTHS} spots' depth, else 0",
+    ),
     Float(
         "entropy",
         None,

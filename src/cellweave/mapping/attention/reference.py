@@ -17,7 +17,7 @@ import numpy as np
 from ...ot import topk_similar, unit_rows
 from .views import log_panel, zscore
 
-__all__ = ["Reference", "candidates", "principal_axes", "reference_cells"]
+__all__ = ["Reference", "candidates", "principal_axes", "pseudo_spots", "reference_cells"]
 
 #: Principal axes of the candidate search.
 N_AXES = 30
@@ -57,19 +57,27 @@ def reference_cells(
     shrink: float,
     profiles: str = "normalized",
 ) -> Reference:
-    """The :class:`Reference` of ``counts`` (cells with a non-zero total) typed ``codes``;
-    ``profiles="normalized"``: every cell given the mean library (a spot mixes cells' compositions,
-    each cell contributing the same total), ``"counts"``: each cell its own library."""
+    """The :class:`Reference` of ``counts`` (cells with a non-zero total) typed ``codes``.
+
+    A type's mean composition is its pooled counts over its pooled total (the Poisson
+    estimate: a shallow cell weighs by its counts, not as much as a deep one).
+    ``profiles="normalized"``: every cell given its type's mean library (without types: the
+    mean library), so that a spot mixes cells as a tissue does, a cell of a type contributing
+    that type's usual total, and the attention weights are cell-number fractions;
+    ``"counts"``: each cell its own library."""
     counts = np.asarray(counts, dtype=np.float64)
-    if len(types) < 2:  # no cell types: no type mean to shrink toward
+    n_types = len(types)
+    if n_types < 2:  # no cell types: no type mean to shrink toward
         shrink = 0.0
     totals = counts.sum(axis=1, keepdims=True)
     comp = counts / np.maximum(totals, 1e-12)
+    n_cells = np.maximum(np.bincount(codes, minlength=n_types), 1)
+    type_totals = np.bincount(codes, weights=totals[:, 0], minlength=n_types)
     if profiles == "normalized":
-        totals = np.full_like(totals, totals.mean())
-    means = np.zeros((len(types), counts.shape[1]))
-    np.add.at(means, codes, comp)
-    means /= np.maximum(np.bincount(codes, minlength=len(types))[:, None], 1)
+        totals = (type_totals / n_cells)[codes][:, None]
+    means = np.zeros((n_types, counts.shape[1]))
+    np.add.at(means, codes, counts)
+    means /= np.maximum(type_totals, 1e-12)[:, None]
     profiles = totals * ((1.0 - shrink) * comp + shrink * means[codes])
     return Reference(
         panel=zscore(log_panel(counts)),
@@ -114,3 +122,40 @@ def candidates(
         idx, _ = topk_similar(A, B[members], k=k, device=device)
         blocks.append(members[idx])
     return np.hstack(blocks)
+
+
+def pseudo_spots(
+    counts: np.ndarray,
+    codes: np.ndarray,
+    n_types: int,
+    depths: np.ndarray,
+    *,
+    n: int,
+    max_cells: int,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` spots pooled from reference cells, with their cell-number fractions: the
+    labelled rows that teach the type weights what a mixture looks like.
+
+    Each pools 1 to ``max_cells`` cells (uniform), each cell of a type drawn uniformly
+    among the types present (so the reference's type frequencies do not become a prior),
+    its counts summed and binomially thinned to a depth drawn from the spots' totals
+    ``depths``. Returns ``(pooled counts (n, n_genes), fractions (n, n_types))``.
+    """
+    rng = np.random.default_rng(seed)
+    counts = np.asarray(counts)
+    members = [np.flatnonzero(codes == t) for t in range(n_types)]
+    present = np.array([t for t in range(n_types) if len(members[t])])
+    pooled = np.zeros((n, counts.shape[1]), dtype=np.float64)
+    fractions = np.zeros((n, n_types), dtype=np.float64)
+    sizes = rng.integers(1, max(1, int(max_cells)) + 1, size=n)
+    for i, size in enumerate(sizes):
+        types = rng.choice(present, size=size)
+        cells = np.array([rng.choice(members[t]) for t in types])
+        pooled[i] = counts[cells].sum(axis=0)
+        np.add.at(fractions[i], types, 1.0 / size)
+    totals = pooled.sum(axis=1, keepdims=True)
+    target = rng.choice(np.asarray(depths, dtype=np.float64), size=(n, 1))
+    keep = np.minimum(1.0, target / np.maximum(totals, 1e-12))
+    pooled = rng.binomial(np.rint(pooled).astype(np.int64), keep).astype(np.float64)
+    return pooled, fractions
