@@ -47,6 +47,7 @@ from .options import (
 )
 from .persist import read_model, write_model
 from .reference import Reference, candidates, principal_axes, pseudo_spots, reference_cells
+from .transport import mix_transport, plan_panel, resolve_transport, transport_target
 from .views import VIEWS, SpotViews, spot_views
 
 __all__ = ["AttentionMapper", "held_out_spots"]
@@ -58,6 +59,7 @@ class _Section:
     def __init__(self, adata_sp: AnnData, rows: np.ndarray, counts: np.ndarray, views: SpotViews):
         self.adata, self.rows, self.counts, self.views = adata_sp, rows, counts, views
         self.cand: np.ndarray | None = None
+        self.target: np.ndarray | None = None  # the transport plan on cand, when used
 
 
 class AttentionMapper:
@@ -87,8 +89,8 @@ class AttentionMapper:
     **options
         The model's options (:data:`.options.MODEL_OPTIONS`: ``n_latent``, ``n_hidden``,
         ``top_k``, ``spatial_key``, ``modality_key``, ``histology``, ``ring_weights``,
-        ``platform_factor``, ``likelihood``, ``shrink``, ``lambda_cells``), checked before any
-        work.
+        ``platform_factor``, ``likelihood``, ``shrink``, ``lambda_cells``, ``transport``,
+        ``entropy_reference``: :mod:`.transport`), checked before any work.
     """
 
     def __init__(
@@ -128,6 +130,7 @@ class AttentionMapper:
             self.options["entropy"] = _entropy(
                 self.options["entropy"], self.section, self.ref.n_types
             )
+            self.options = resolve_transport(self.options, self.ref.n_types)
             self._resolve_type_loss()
             self.axes = principal_axes(self.section.views.inputs["panel"], self.ref.panel)
             self.section.cand = self._candidates(self.section)
@@ -259,6 +262,16 @@ class AttentionMapper:
             device=device,
         )
 
+    def _target(self, section: _Section) -> np.ndarray:
+        """The section's entropic OT plan on its candidates (:mod:`.transport`), cached."""
+        if section.target is None:
+            views, eps = section.views, self.options["transport_epsilon"]
+            panel = plan_panel(views.inputs, views.mask, self.options["transport_neighbours"])
+            section.target = transport_target(
+                panel, self.ref.panel, self.axes, section.cand, epsilon=eps
+            )
+        return section.target
+
     # ------------------------------------------------------------------ training
     def train(
         self,
@@ -300,6 +313,7 @@ class AttentionMapper:
         labelled = self.cell_type_key is not None and self.options["lambda_cells"] > 0
         s = self.section
         held = held_out_spots(len(s.counts), checked["validation"], int(random_state))
+        transport = self.options["entropy_reference"] == "transport" and self.options["entropy"]
         pseudo = self._pseudo_spots(int(random_state)) if labelled else None
         self.module.set_spots(
             s.views.inputs,
@@ -308,6 +322,7 @@ class AttentionMapper:
             s.cand,
             labelled=labelled,
             held_out=held,
+            target=self._target(s) if transport else None,
             pseudo=pseudo,
         )
         n_rows = self.module.n_spots + self.module.n_cells_labelled
@@ -395,6 +410,8 @@ class AttentionMapper:
             refine_penalty=self.options["refine_penalty"],
             refine_cells=self.options["refine_cells"],
         )
+        if self.options["transport"]:
+            out["a"] = mix_transport(out["a"], self._target(section), self.options["transport"])
         return section, out
 
     def map(self, adata_sp_new: AnnData | None = None) -> Mapping:

@@ -104,6 +104,7 @@ class AttentionModule(CellweaveModule):
         self.entropy = float(entropy)
         self.n_latent, self.n_types = int(n_latent), int(n_types)
         self.n_spots = self.n_cells_labelled = 0
+        self.log_target: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ data
     def set_reference(
@@ -127,6 +128,7 @@ class AttentionModule(CellweaveModule):
         labelled: bool,
         held_out: np.ndarray | None = None,
         pseudo: dict[str, np.ndarray] | None = None,
+        target: np.ndarray | None = None,
     ) -> None:
         """The training spots; ``labelled``: labelled rows join the batches after the spots
         (their type classification): the reference cells, or the ``pseudo`` spots pooled
@@ -134,11 +136,17 @@ class AttentionModule(CellweaveModule):
         spots' panel statistics ``mean``, ``sd``; their panel is computed per batch through
         the learned platform factor, :meth:`labelled_panel`);
         ``held_out``: spots kept out of the training rows, whose likelihood is the validation
-        loss (:meth:`validation_loss`)."""
+        loss (:meth:`validation_loss`); ``target``: ``(n_spots, k)`` reference weights of
+        the entropy term (:meth:`within_entropy`)."""
         self.inputs = {v: torch.as_tensor(inputs[v], dtype=torch.float32) for v in self.views}
         self.mask = torch.as_tensor(mask[:, self.columns], dtype=torch.bool)
         self.counts = torch.as_tensor(counts, dtype=torch.float32)
         self.cand = torch.as_tensor(cand, dtype=torch.long)
+        self.log_target = (
+            None
+            if target is None
+            else torch.log(torch.as_tensor(target, dtype=torch.float32).clamp_min(1e-12))
+        )
         held = np.zeros(counts.shape[0], dtype=bool)
         if held_out is not None:
             held[np.asarray(held_out, dtype=np.int64)] = True
@@ -159,7 +167,7 @@ class AttentionModule(CellweaveModule):
     def move_data(self, device: torch.device) -> None:
         names = ("axes", "ref_unit", "ref_panel", "ref_profiles", "ref_codes", "mask", "counts")
         labelled = ("lab_panel", "lab_targets", "lab_counts", "lab_mean", "lab_sd")
-        for name in (*names, "cand", "train_spots", "val_spots", *labelled):
+        for name in (*names, "cand", "train_spots", "val_spots", "log_target", *labelled):
             if getattr(self, name, None) is not None:
                 setattr(self, name, getattr(self, name).to(device))
         if hasattr(self, "inputs"):
@@ -201,12 +209,22 @@ class AttentionModule(CellweaveModule):
         return torch.nan_to_num(within, nan=0.0), onehot.any(dim=1)
 
     def within_entropy(
-        self, q: torch.Tensor, cand: torch.Tensor, panel: torch.Tensor, pi: torch.Tensor
+        self,
+        q: torch.Tensor,
+        cand: torch.Tensor,
+        panel: torch.Tensor,
+        pi: torch.Tensor,
+        log_target: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``(B,)`` entropy of the attention within each type, weighted by the (fixed) type
-        weights ``pi``: the term of the maximum-entropy prior (option ``entropy``)."""
+        weights ``pi``: the term of the maximum-entropy prior (option ``entropy``); with
+        ``log_target`` ``(B, k)`` (log weights of a reference plan, option
+        ``entropy_reference="transport"``) minus the relative entropy to that plan."""
         within, _ = self.within(q, cand, self.cell_logits(q, cand, panel))
-        h = -(within * torch.log(within.clamp_min(1e-12))).sum(1)  # (B, T)
+        log_ref = torch.log(within.clamp_min(1e-12))
+        if log_target is not None:
+            log_ref = log_ref - log_target.unsqueeze(-1)
+        h = -(within * log_ref).sum(1)  # (B, T)
         return (pi.detach() * h).sum(1)
 
     @staticmethod
@@ -327,7 +345,8 @@ class AttentionModule(CellweaveModule):
         a, pi, missing = self.composition(q, cand, panel)
         loss = -self.log_likelihood(x, self.expected(a, missing, cand, x.sum(1))).sum()
         if regularized and self.entropy:
-            loss = loss - self.entropy * self.within_entropy(q, cand, panel, pi).sum()
+            target = None if self.log_target is None else self.log_target[spots]
+            loss = loss - self.entropy * self.within_entropy(q, cand, panel, pi, target).sum()
         return loss
 
     def validation_loss(self, index: torch.Tensor) -> torch.Tensor:
