@@ -175,7 +175,8 @@ def test_integrate_leaves_obs_unchanged_apart_from_its_keys(mdata):
         data, batch_key="batch", label_key="cell_type", labelled_fraction=0.2, max_epochs=1,
         key_added="X_mine", return_model=True, train_kwargs={"progress": False}, **FAST,
     )  # fmt: skip
-    assert set(data.obs.columns) == set(before.columns) | {"mine_label", "mine_label_probability"}
+    added = {"mine_label", "mine_label_probability", "mine_cluster"}
+    assert set(data.obs.columns) == set(before.columns) | added
     for column in before.columns:
         assert data.obs[column].equals(before[column])
     assert {"X_mine", "mine_clusters", "mine_attention", "mine_label_probabilities"} <= set(
@@ -208,7 +209,7 @@ def test_cli_integrate_never_writes_into_the_input_obs(tmp_path, mdata, monkeypa
     )  # fmt: skip
     assert code == 0
     added = set(seen["data"].obs.columns) - set(seen["columns"])
-    assert added == {"cellweave_label", "cellweave_label_probability"}
+    assert added == {"cellweave_label", "cellweave_label_probability", "cellweave_cluster"}
 
 
 def test_analysis_uses_public_model_methods_only():
