@@ -103,3 +103,25 @@ def test_pseudo_spots_by_default_only_when_a_type_is_shallow(data):
     # without types: no type loss, no pseudo-spots
     plain = AttentionMapper(shallow, sp)
     assert plain.options["pseudo_spots"] == 0 and plain.options["lambda_cells"] == 0.0
+
+
+@pytest.mark.parametrize("pseudo", [0, 300])
+def test_same_seed_same_fractions_on_two_threads(data, pseudo):
+    """Repeated candidate rows are summed in a fixed order in the backward pass, so two
+    runs with one random_state agree exactly however many threads torch uses."""
+    from cellweave.mapping import map_cells
+
+    sp, ref = data
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        runs = [
+            map_cells(
+                ref, sp.copy(), method="attention", cell_type_key="cell_type",
+                max_epochs=3, pseudo_spots=pseudo, random_state=1,
+            ).plan.toarray()
+            for _ in range(2)
+        ]  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_array_equal(runs[0], runs[1])

@@ -30,7 +30,7 @@ def test_the_declared_defaults():
     assert shared == FRACTIONS_METHOD
 
 
-def test_auto_with_a_type_key_is_the_fractions_method(pair, one_torch_thread):
+def test_auto_with_a_type_key_is_the_fractions_method(pair):
     sp, ref = pair
     auto_sp, direct_sp = sp.copy(), sp.copy()
     auto = map_cells(ref, auto_sp, cell_type_key="cell_type", max_epochs=30)

@@ -52,7 +52,7 @@ def test_no_warning_when_names_agree():
 
 
 @pytest.mark.parametrize("gene_case", ["insensitive", "upper", "lower"])
-def test_case_modes_map_as_if_names_agreed(gene_case, one_torch_thread):
+def test_case_modes_map_as_if_names_agreed(gene_case):
     sp, ref = _pair()
     expected = map_cells(ref, sp.copy(), cell_type_key="cell_type")
     sp_upper = _upper(sp)

@@ -190,7 +190,9 @@ class AttentionModule(CellweaveModule):
         query-key products plus (``prior``) ``beta`` times the cosine similarity of the
         spot's ``panel`` and the cell's on the principal axes (learned ``beta``)."""
         uniq, inv = torch.unique(cand, return_inverse=True)
-        keys = self.key(self.encode_cells(self.ref_panel[uniq]))[inv]  # (B, k, d)
+        # embedding's backward sums repeated rows in a fixed order: advanced indexing
+        # (``[inv]``) accumulates them in thread order, so two threads broke reproducibility
+        keys = F.embedding(inv, self.key(self.encode_cells(self.ref_panel[uniq])))  # (B, k, d)
         logits = (self.query(q).unsqueeze(1) * keys).sum(-1) / math.sqrt(self.n_latent)
         if self.prior:
             unit = F.normalize(panel @ self.axes, dim=1)
