@@ -24,25 +24,12 @@ import numpy as np
 import pandas as pd
 
 from _report import header, markdown_table
+from bench_mosaic import INTEGRATION_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("cellweave", "numpy", "scipy", "scikit-learn", "pynndescent", "igraph", "scib-metrics")
-COLUMNS = {
-    "bio": "bio",
-    "batch": "batch",
-    "total": "Total",
-    "knn_transfer_1pct": "kNN transfer 1%",
-    "nmi": "NMI",
-    "ari": "ARI",
-    "asw_label": "ASW label",
-    "clisi": "cLISI",
-    "isolated_labels": "isolated",
-    "asw_batch": "ASW batch",
-    "ilisi": "iLISI",
-    "kbet": "kBET",
-    "graph_connectivity": "graph conn.",
-    "pcr_comparison": "PCR comp.",
-}
+# the integration table's columns of bench_mosaic.py (no model here: no model transfer)
+COLUMNS = {k: v for k, v in INTEGRATION_COLUMNS.items() if k != "model_transfer_1pct"}
 
 
 def score_all(embeddings: dict[str, np.ndarray], mdata) -> tuple[pd.DataFrame, np.ndarray]:

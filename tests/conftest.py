@@ -62,6 +62,22 @@ def split_sim():
     return make
 
 
+@pytest.fixture(scope="session")
+def shallow_split_sim(split_sim):
+    """A shallow simulated section (400 counts per spot, no dropout), split by molecules:
+    the imputation model tests' known-truth data."""
+    return split_sim(
+        n_spots=400,
+        n_genes=80,
+        n_cell_types=4,
+        n_domains=3,
+        library_size=400.0,
+        dropout=0.0,
+        n_ref_cells=10,
+        random_state=1,
+    )
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Torch on one thread for a module's tiny models (threads only contend on a shared

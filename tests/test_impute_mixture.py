@@ -26,17 +26,8 @@ def _programs(n_spots: int, n_genes: int, k: int, depth: float, seed: int):
 
 
 @pytest.fixture(scope="module")
-def sim(split_sim):
-    return split_sim(
-        n_spots=400,
-        n_genes=80,
-        n_cell_types=4,
-        n_domains=3,
-        library_size=400.0,
-        dropout=0.0,
-        n_ref_cells=10,
-        random_state=1,
-    )
+def sim(shallow_split_sim):
+    return shallow_split_sim
 
 
 def _truth_error(P, truth):
