@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ...ot import sparse_sinkhorn, unit_rows
+from ...ot import pair_cost, sparse_sinkhorn
 from .options import NO_TYPES_TRANSPORT, TRANSPORT_EPSILON
 from .views import VIEWS
 
@@ -93,11 +93,11 @@ def transport_target(
     """
     n_spots, k = cand.shape
     n_cells = ref_panel.shape[0]
-    A = unit_rows(np.asarray(spot_panel @ axes, dtype=np.float64))
-    B = unit_rows(np.asarray(ref_panel @ axes, dtype=np.float64))
+    A = np.asarray(spot_panel @ axes, dtype=np.float64)
+    B = np.asarray(ref_panel @ axes, dtype=np.float64)
     cells = cand.ravel().astype(np.int64)
     spots = np.repeat(np.arange(n_spots, dtype=np.int64), k)
-    cost = np.clip(1.0 - (A[spots] * B[cells]).sum(1), 0.0, 2.0)
+    cost = pair_cost(A, B, spots, cells, metric="cosine")
     values = sparse_sinkhorn(
         cells,
         spots,
