@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["K_MAX", "K_MIN", "choose_k", "fit_components"]
+__all__ = ["K_MAX", "K_MIN", "best_kmeans_k", "choose_k", "fit_components"]
 
 #: Fewest and most clusters :func:`choose_k` considers (``K_MAX``: the prior's slots when
 #: the number of clusters is chosen).
@@ -30,19 +30,28 @@ K_MIN, K_MAX = 2, 30
 def choose_k(latent: np.ndarray, k_max: int, *, random_state: int = 0) -> int:
     """The number of clusters of ``latent`` ``(n, d)`` between :data:`K_MIN` and ``k_max``
     with the highest Calinski-Harabasz score of k-means (see the module docstring)."""
-    from sklearn.cluster import KMeans
     from sklearn.metrics import calinski_harabasz_score
 
     x = np.asarray(latent, dtype=np.float64)
-    best, best_k = -np.inf, min(K_MIN, k_max)
-    for k in range(K_MIN, min(int(k_max), x.shape[0] - 1) + 1):
-        labels = KMeans(n_clusters=k, n_init=3, random_state=random_state).fit_predict(x)
+    ks = range(K_MIN, min(int(k_max), x.shape[0] - 1) + 1)
+    best = best_kmeans_k(x, ks, calinski_harabasz_score, n_init=3, random_state=random_state)
+    return min(K_MIN, k_max) if best is None else best
+
+
+def best_kmeans_k(x: np.ndarray, ks, score, *, n_init: int, random_state: int = 0) -> int | None:
+    """The ``k`` in ``ks`` whose k-means labels of ``x`` get the highest ``score(x, labels)``
+    (e.g. a sklearn cluster score); ``None`` when no ``k`` gives two clusters."""
+    from sklearn.cluster import KMeans
+
+    best, best_k = -np.inf, None
+    for k in ks:
+        labels = KMeans(n_clusters=int(k), n_init=n_init, random_state=random_state).fit_predict(x)
         if np.unique(labels).size < 2:
             continue
-        score = calinski_harabasz_score(x, labels)
-        if score > best:
-            best, best_k = score, k
-    return int(best_k)
+        value = score(x, labels)
+        if value > best:
+            best, best_k = value, int(k)
+    return best_k
 
 
 def fit_components(

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import InvalidOptionError
 from ..registry import Bool, Choice, Float, Int, Method, Option
+from .clusters import best_kmeans_k
 from .data import MosaicData
 
 __all__ = [
@@ -236,7 +237,6 @@ def choose_n_clusters(
     """Default number of clusters without labels: the ``k`` in ``k_range`` with the highest
     silhouette of k-means on the encoder inputs of the modality measured in most cells
     (3000 cells at most)."""
-    from sklearn.cluster import KMeans
     from sklearn.metrics import silhouette_score
 
     m = max(data.modalities, key=lambda m: int(m.present.sum()))
@@ -247,12 +247,6 @@ def choose_n_clusters(
         x = m.inputs[cells]
     else:
         x = m.representation.transform(m.read_counts(cells))
-    best, best_k = -np.inf, int(k_range[0])
-    for k in k_range:
-        if k >= cells.size:
-            break
-        labels = KMeans(n_clusters=int(k), n_init=2, random_state=random_state).fit_predict(x)
-        score = silhouette_score(x, labels)
-        if score > best:
-            best, best_k = score, int(k)
-    return best_k
+    ks = [k for k in k_range if k < cells.size]
+    best = best_kmeans_k(x, ks, silhouette_score, n_init=2, random_state=random_state)
+    return int(k_range[0]) if best is None else best
