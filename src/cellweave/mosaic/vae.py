@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from scipy import sparse
 from torch import nn
 
-from ..nn import MLP, grad_reverse
+from ..nn import MLP, grad_reverse, take_rows
 from ..train import CellweaveModule
 from .clusters import choose_k, fit_components
 from .config import MosaicConfig
@@ -163,7 +163,8 @@ class MosaicModule(CellweaveModule):
     def embed(self, inputs: list[torch.Tensor], batch: torch.Tensor) -> torch.Tensor:
         """Modality embeddings ``(B, M, H)`` (batch one-hot appended with ``encode_batch``)."""
         if self.input_shift is not None:
-            inputs = [x + s[batch] for x, s in zip(inputs, self.input_shift, strict=True)]
+            shifts = self.input_shift
+            inputs = [x + take_rows(s, batch) for x, s in zip(inputs, shifts, strict=True)]
         if self.config.encode_batch:
             onehot = F.one_hot(batch, self.n_batches).to(inputs[0].dtype)
             inputs = [torch.cat([x, onehot], 1) for x in inputs]

@@ -4,7 +4,7 @@ count likelihoods."""
 from __future__ import annotations
 
 from .attention import GatedAttentionFusion
-from .layers import MLP, GradientReversal, grad_reverse
+from .layers import MLP, GradientReversal, grad_reverse, take_rows
 from .likelihoods import (
     LIKELIHOODS,
     multinomial_log_prob,
@@ -22,5 +22,6 @@ __all__ = [
     "multinomial_log_prob",
     "nb_log_prob",
     "poisson_log_prob",
+    "take_rows",
     "zinb_log_prob",
 ]

@@ -93,3 +93,13 @@ class GradientReversal(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return grad_reverse(x, self.scale)
+
+
+def take_rows(table: torch.Tensor, index: torch.Tensor | int) -> torch.Tensor:
+    """``table[index]`` for a 2-D ``table`` (e.g. per-batch parameters, one row per cell):
+    with a tensor ``index`` through ``F.embedding``, whose backward sums repeated rows in a
+    fixed order (advanced indexing accumulates them in thread order, so two runs with one
+    seed differed on two threads)."""
+    if isinstance(index, torch.Tensor) and index.ndim > 0:
+        return torch.nn.functional.embedding(index, table)
+    return table[index]

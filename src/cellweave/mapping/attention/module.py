@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...nn import MLP, GatedAttentionFusion, nb_log_prob, poisson_log_prob
+from ...nn import MLP, GatedAttentionFusion, nb_log_prob, poisson_log_prob, take_rows
 from ...train import CellweaveModule
 from .views import VIEWS
 
@@ -190,9 +190,7 @@ class AttentionModule(CellweaveModule):
         query-key products plus (``prior``) ``beta`` times the cosine similarity of the
         spot's ``panel`` and the cell's on the principal axes (learned ``beta``)."""
         uniq, inv = torch.unique(cand, return_inverse=True)
-        # embedding's backward sums repeated rows in a fixed order: advanced indexing
-        # (``[inv]``) accumulates them in thread order, so two threads broke reproducibility
-        keys = F.embedding(inv, self.key(self.encode_cells(self.ref_panel[uniq])))  # (B, k, d)
+        keys = take_rows(self.key(self.encode_cells(self.ref_panel[uniq])), inv)  # (B, k, d)
         logits = (self.query(q).unsqueeze(1) * keys).sum(-1) / math.sqrt(self.n_latent)
         if self.prior:
             unit = F.normalize(panel @ self.axes, dim=1)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from scipy import sparse
 from torch import nn
 
-from ...nn import nb_log_prob, zinb_log_prob
+from ...nn import nb_log_prob, take_rows, zinb_log_prob
 from .base import Head
 
 __all__ = ["COUNT_HEADS", "COUNT_REPRESENTATIONS", "BernoulliHead", "NBHead", "ZINBHead"]
@@ -34,7 +34,7 @@ class NBHead(Head):
 
     def _mu_theta(self, dec, logits, library, batch):
         mu = dec.mean(logits, None if dec.absolute else library)
-        return mu, torch.exp(dec.log_theta[batch])
+        return mu, torch.exp(take_rows(dec.log_theta, batch))
 
     def log_prob(self, dec, x, logits, library, batch, layers):
         mu, theta = self._mu_theta(dec, logits, library, batch)
@@ -55,10 +55,10 @@ class ZINBHead(NBHead):
 
     def log_prob(self, dec, x, logits, library, batch, layers):
         mu, theta = self._mu_theta(dec, logits, library, batch)
-        return zinb_log_prob(x, mu, theta, dec.dropout_logits[batch]).sum(1)
+        return zinb_log_prob(x, mu, theta, take_rows(dec.dropout_logits, batch)).sum(1)
 
     def expected(self, dec, logits, library, batch):
-        return dec.mean(logits, library) * torch.sigmoid(-dec.dropout_logits[batch])
+        return dec.mean(logits, library) * torch.sigmoid(-take_rows(dec.dropout_logits, batch))
 
 
 class BernoulliHead(Head):

@@ -27,6 +27,7 @@ from scipy import sparse
 from torch import nn
 
 from ...errors import InputError
+from ...nn import take_rows
 from ...validate import check_counts
 from ..represent import Transform, centred_svd, register_representation
 from . import register_kind
@@ -87,7 +88,7 @@ class BetaBinomialHead(BinomialHead):
 
     def log_prob(self, dec, x, logits, library, batch, layers):
         n = layers[_TOTAL]
-        c = torch.exp(dec.log_concentration[batch])
+        c = torch.exp(take_rows(dec.log_concentration, batch))
         a = (torch.sigmoid(logits) * c).clamp_min(1e-8)
         b = (torch.sigmoid(-logits) * c).clamp_min(1e-8)
         value = (
