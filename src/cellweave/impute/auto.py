@@ -28,10 +28,12 @@ import numpy as np
 
 from ..errors import InputError
 from .baselines.neighbours import diffusion
+from .baselines.reference import shrinkage, shrinkage_prior
+from .baselines.smoothing import library, pooled_profile, shrunk
 from .mf import mf_refit, mf_select
 from .mixture import mixture_refit, mixture_select
-from .posterior import posterior_mean
-from .selection import blend_deviance, heldout_values, inner_split
+from .posterior import PosteriorChoice, choose_posterior, neighbour_mean, posterior_mean
+from .selection import blend_deviance, heldout_values, inner_split, score_rows
 
 __all__ = ["BLEND_GRID", "DROPOUT_LIKELIHOODS", "SMOOTH_GRID", "auto", "auto_predict"]
 
@@ -110,7 +112,14 @@ def auto_predict(
         values = [mf_sel.heldout, mixture_sel.heldout]
         scores = {w: blend_deviance(values, [w, 1.0 - w], split[1]) for w in grid}
         w = min(grid, key=lambda v: (scores[v], -v))
-    v, smooth_scores = _choose_smooth(X1, split, smooth_grid, (w, mf_sel, mixture_sel), coords)
+    models = (w, mf_sel, mixture_sel)
+    inner_smooth = None  # diffusion of the inner training half, when something needs it
+    if len(smooth_grid) > 1 or (posterior and smooth_grid[0] > 0):
+        inner_smooth = diffusion(split[0], coords=coords)
+    v, smooth_scores = _choose_smooth(split, smooth_grid, models, inner_smooth)
+    choice = PosteriorChoice()
+    if posterior:
+        choice = _choose_posterior(split, models, (v, inner_smooth), coords, random_state)
     # both parts are proportions (rows sum to 1), so is their convex blend; in place, as
     # each is a dense spots x genes matrix
     P = None
@@ -125,12 +134,19 @@ def auto_predict(
     if v > 0:
         P *= 1.0 - v
         P += v * diffusion(X1, coords=coords, random_state=random_state)
+    if choice.shrink > 0:
+        P *= 1.0 - choice.shrink
+        P += choice.shrink * shrinkage(X1, random_state=random_state)
     if posterior:
-        P = posterior_mean(X1, P, out=P)
+        extra = None
+        if choice.neighbours > 0:
+            extra = neighbour_mean(X1, coords) * choice.neighbours
+        P = posterior_mean(X1, P, out=P, floor=choice.floor, evidence=extra)
     if not return_info:
         return P
     info: dict[str, Any] = {"blend": w, "blend_scores": scores}
     info["smooth"], info["smooth_scores"] = v, smooth_scores
+    info["posterior_scores"] = choice.scores
     if mf_sel is not None:
         info["mf"] = {"chosen": mf_sel.chosen, "inner_deviance": mf_sel.best_score}
     if mixture_sel is not None:
@@ -141,6 +157,10 @@ def auto_predict(
         }
     # what was chosen, compact (recorded by tl.impute in uns[key]["params"]["chosen"])
     info["chosen"] = {"blend": w, "smooth": v, "posterior": bool(posterior)}
+    if posterior:
+        info["chosen"].update(
+            shrink=choice.shrink, floor=choice.floor, neighbours=choice.neighbours
+        )
     if w > 0:
         info["chosen"]["mf"] = dict(mf_sel.chosen)
     if w < 1:
@@ -148,18 +168,43 @@ def auto_predict(
     return P, info
 
 
-def _choose_smooth(X1, split, grid, models, coords) -> tuple[float, dict[float, float]]:
+def _choose_smooth(split, grid, models, inner_smooth) -> tuple[float, dict[float, float]]:
     """Share of ``diffusion`` in the second blend, by the inner split (``grid[0]`` when
     there is nothing to choose): the model blend ``models = (w, mf_sel, mixture_sel)`` and
-    ``diffusion`` fitted to the inner training half, scored on the held-out half."""
+    ``inner_smooth`` (``diffusion`` of the inner training half), scored on the held-out half."""
     if len(grid) == 1:
         return grid[0], {}
     w, mf_sel, mixture_sel = models
     parts = [(w, mf_sel), (1.0 - w, mixture_sel)]
     values = sum(share * sel.heldout for share, sel in parts if sel is not None and share > 0)
-    smoothed = heldout_values(diffusion(split[0], coords=coords), split[1])
+    smoothed = heldout_values(inner_smooth, split[1])
     scores = {v: blend_deviance([values, smoothed], [1.0 - v, v], split[1]) for v in grid}
     return min(grid, key=lambda v: (scores[v], v)), scores
+
+
+def _choose_posterior(split, models, smoothing, coords, random_state) -> PosteriorChoice:
+    """The posterior step's knobs (:func:`.posterior.choose_posterior`) on the inner split:
+    the prior is the inner fit of the chosen blend ``(1 - v) P_models + v P_diffusion``
+    at the spots :func:`.selection.score_rows` keeps; without them, the plain step."""
+    w, mf_sel, mixture_sel = models
+    parts = [(share, sel) for share, sel in ((w, mf_sel), (1.0 - w, mixture_sel)) if share > 0]
+    if any(sel is None or sel.rows is None for _, sel in parts):
+        return PosteriorChoice()
+    X1a = split[0]
+    rows = score_rows(X1a.shape[0], random_state=random_state)
+    prior = sum(share * sel.rows for share, sel in parts)
+    v, inner_smooth = smoothing
+    if v > 0:
+        prior = (1.0 - v) * prior + v * inner_smooth[rows]
+    # the shrinkage baseline on the inner half, at those spots only
+    a = shrinkage_prior(X1a, random_state=random_state)
+    profile = pooled_profile(X1a)
+    part = X1a[rows]
+    shrunk_rows = np.tile(profile, (len(rows), 1))
+    if np.isfinite(a):
+        shrunk_rows = shrunk(part.toarray(), library(part), prior=a, profile=profile)
+    neighbours = None if coords is None else neighbour_mean(X1a, coords)
+    return choose_posterior(*split, prior, shrunk_rows, rows=rows, neighbours=neighbours)
 
 
 def _blend_grid(blend, name: str = "blend") -> list[float]:

@@ -228,6 +228,7 @@ class MFSelection:
     base: MFSettings  # alpha and spatial_weight: see _with_penalties
     spatial: SpatialLoss | None
     heldout: np.ndarray | None = None
+    rows: np.ndarray | None = None  # the winner's P at selection.score_rows (all genes)
 
     @property
     def best_score(self) -> float:
@@ -342,6 +343,7 @@ def mf_select(
         base=base,
         spatial=spatial,
         heldout=selection.best_heldout,
+        rows=selection.best_rows,
     )
 
 

@@ -61,6 +61,7 @@ class MixtureSelection:
     scores: list[tuple[dict[str, Any], float]]
     init: tuple[np.ndarray, np.ndarray]
     heldout: np.ndarray | None = None
+    rows: np.ndarray | None = None  # the winner's P at selection.score_rows (all genes)
 
     @property
     def best_score(self) -> float:
@@ -122,6 +123,7 @@ def mixture_select(
         scores=selection.scores,
         init=init,
         heldout=selection.best_heldout,
+        rows=selection.best_rows,
     )
 
 

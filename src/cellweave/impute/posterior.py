@@ -10,22 +10,56 @@ mean is
 (rows renormalized): genes whose counts vary beyond the model keep part of each spot's own
 signal, the others follow the model. ``1 / a_j`` is the method-of-moments estimate of the
 extra-Poisson variance, ``sum_i ((x_ij - mu_ij)^2 - x_ij) / sum_i mu_ij^2`` with
-``mu_ij = s_i P_ij``, floored at ``MIN_INVERSE_SHAPE`` (then the model stands).
+``mu_ij = s_i P_ij``, floored at ``floor`` (``MIN_INVERSE_SHAPE``: the model stands).
+
+The moments are taken on the counts the model was fitted to, so they are biased low (the
+model has absorbed part of those counts' noise). :func:`choose_posterior` sets three knobs
+of the step on the inner molecular split instead (fit on ``X1a``, posterior with ``X1a``'s
+counts, Poisson deviance of ``X1b``), in this order: the share of the empirical-Bayes
+``shrinkage`` baseline blended into the prior (:data:`SHRINK_GRID`), the floor of ``1 / a_j``
+(:data:`FLOOR_GRID`) and the weight of the spatial neighbours' counts as extra evidence
+(:data:`NEIGHBOUR_GRID`; the mean counts of the ``N_NEIGHBORS`` nearest spots, times the
+weight, added to ``x_i`` and ``s_i``). Measured in ``benchmarks/results/impute.md``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 from scipy import sparse
 
-__all__ = ["MIN_INVERSE_SHAPE", "extra_poisson_variance", "posterior_mean"]
+from ..graph import knn_graph
+from ..metrics.denoising import poisson_deviance
+
+__all__ = [
+    "FLOOR_GRID",
+    "MIN_INVERSE_SHAPE",
+    "NEIGHBOUR_GRID",
+    "SHRINK_GRID",
+    "PosteriorChoice",
+    "choose_posterior",
+    "extra_poisson_variance",
+    "neighbour_mean",
+    "posterior_mean",
+]
 
 #: Smallest ``1 / a_j``: genes without measurable extra-Poisson variance follow the model.
 MIN_INVERSE_SHAPE = 1e-6
+#: Candidate shares of the ``shrinkage`` baseline in the prior (chosen first).
+SHRINK_GRID = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3)
+#: Candidate floors of ``1 / a_j`` (chosen second).
+FLOOR_GRID = (MIN_INVERSE_SHAPE, 0.02, 0.05, 0.1, 0.2)
+#: Candidate weights of the neighbours' mean counts as evidence (chosen last).
+NEIGHBOUR_GRID = (0.0, 0.25, 0.5, 1.0)
+#: Spatial neighbours whose counts are the extra evidence.
+N_NEIGHBORS = 6
 
 
-def extra_poisson_variance(X: sparse.csr_matrix, P: np.ndarray) -> np.ndarray:
-    """``1 / a_j`` per gene (see the module docstring), at least ``MIN_INVERSE_SHAPE``."""
+def extra_poisson_variance(
+    X: sparse.csr_matrix, P: np.ndarray, *, floor: float = MIN_INVERSE_SHAPE
+) -> np.ndarray:
+    """``1 / a_j`` per gene (see the module docstring), at least ``floor``."""
     X = sparse.csr_matrix(X, dtype=np.float64)
     s = np.asarray(X.sum(axis=1)).ravel()
     mu2 = (s**2) @ (P**2)  # sum_i mu_ij^2
@@ -34,14 +68,27 @@ def extra_poisson_variance(X: sparse.csr_matrix, P: np.ndarray) -> np.ndarray:
     x1 = np.asarray(X.sum(axis=0)).ravel()
     excess = x2 - 2.0 * cross + mu2 - x1
     inverse = np.divide(excess, mu2, out=np.zeros_like(mu2), where=mu2 > 0)
-    return np.maximum(inverse, MIN_INVERSE_SHAPE)
+    return np.maximum(inverse, max(float(floor), MIN_INVERSE_SHAPE))
 
 
-def posterior_mean(X, P: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
+def posterior_mean(
+    X,
+    P: np.ndarray,
+    *,
+    out: np.ndarray | None = None,
+    floor: float = MIN_INVERSE_SHAPE,
+    evidence=None,
+) -> np.ndarray:
     """Posterior mean proportions of every entry given its counts and the prior ``P``
-    (spots x genes, rows summing to 1); written into ``out`` when given (it may be ``P``)."""
+    (spots x genes, rows summing to 1); written into ``out`` when given (it may be ``P``).
+
+    ``floor``: smallest ``1 / a_j``. ``evidence``: more counts (spots x genes, e.g. the
+    weighted neighbour counts of :func:`neighbour_mean`) added to ``X`` as evidence; the
+    shapes come from ``X`` alone."""
     X = sparse.csr_matrix(X, dtype=np.float64)
-    a = 1.0 / extra_poisson_variance(X, P)
+    a = 1.0 / extra_poisson_variance(X, P, floor=floor)
+    if evidence is not None:
+        X = sparse.csr_matrix(X + evidence)
     s = np.asarray(X.sum(axis=1)).ravel()
     rows = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))
     observed = P[rows, X.indices] * X.data  # P x at the non-zero counts, before P is reused
@@ -52,3 +99,74 @@ def posterior_mean(X, P: np.ndarray, *, out: np.ndarray | None = None) -> np.nda
     Q /= denominator
     Q /= Q.sum(axis=1, keepdims=True)
     return Q
+
+
+def neighbour_mean(X, coords, *, n_neighbors: int = N_NEIGHBORS) -> sparse.csr_matrix:
+    """Mean counts of each spot's ``n_neighbors`` nearest spots (by ``coords``; fewer
+    spots than that: all others)."""
+    X = sparse.csr_matrix(X, dtype=np.float64)
+    k = min(int(n_neighbors), X.shape[0] - 1)
+    if k < 1:
+        return sparse.csr_matrix(X.shape)
+    A = knn_graph(np.asarray(coords, dtype=np.float64), n_neighbors=k)[0]
+    degree = np.asarray(A.sum(axis=1)).ravel()
+    return sparse.csr_matrix(sparse.diags(1.0 / np.maximum(degree, 1.0)) @ A @ X)
+
+
+@dataclass(frozen=True)
+class PosteriorChoice:
+    """The posterior step's knobs chosen by :func:`choose_posterior`, with the inner
+    deviance of every candidate tried (``(shrink, floor, neighbours) -> deviance``)."""
+
+    shrink: float = 0.0
+    floor: float = MIN_INVERSE_SHAPE
+    neighbours: float = 0.0
+    scores: dict[tuple[float, float, float], float] = field(default_factory=dict)
+
+
+def choose_posterior(
+    Xa,
+    Xb,
+    prior: np.ndarray,
+    shrunk: np.ndarray,
+    *,
+    rows: np.ndarray | None = None,
+    neighbours=None,
+) -> PosteriorChoice:
+    """Choose the shrinkage share, the floor and the neighbour weight on the inner split.
+
+    Parameters
+    ----------
+    Xa, Xb
+        The inner split's halves (all spots).
+    prior, shrunk
+        The model blend and the ``shrinkage`` baseline fitted on ``Xa``, at the spots
+        ``rows`` (all spots when ``None``).
+    rows
+        Spots scored (a subset keeps the cost small on large tissues).
+    neighbours
+        :func:`neighbour_mean` of ``Xa`` (all spots), or ``None`` (no coordinates: the
+        neighbour weight stays 0).
+
+    Returns
+    -------
+    :class:`PosteriorChoice`; ties go to the weaker setting (earlier in its grid).
+    """
+    A, B = sparse.csr_matrix(Xa), sparse.csr_matrix(Xb)
+    if rows is not None:
+        A, B = A[rows], B[rows]
+        neighbours = None if neighbours is None else sparse.csr_matrix(neighbours)[rows]
+    scores: dict[tuple[float, float, float], float] = {}
+
+    def score(u: float, f: float, b: float) -> float:
+        if (u, f, b) not in scores:
+            P = (1.0 - u) * prior + u * shrunk if u > 0 else prior.copy()
+            extra = neighbours * b if b > 0 else None
+            scores[u, f, b] = poisson_deviance(posterior_mean(A, P, floor=f, evidence=extra), B)
+        return scores[u, f, b]
+
+    u = min(SHRINK_GRID, key=lambda t: score(t, FLOOR_GRID[0], 0.0))
+    f = min(FLOOR_GRID, key=lambda t: score(u, t, 0.0))
+    grid = NEIGHBOUR_GRID if neighbours is not None else (0.0,)
+    b = min(grid, key=lambda t: score(u, f, t))
+    return PosteriorChoice(shrink=u, floor=f, neighbours=b, scores=scores)

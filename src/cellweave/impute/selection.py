@@ -26,12 +26,16 @@ __all__ = [
     "heldout_values",
     "inner_split",
     "mcv_rank",
+    "score_rows",
     "select_by_inner_split",
 ]
 
 #: Offset added to the seed of the inner split, so that it is not the same binomial stream
 #: as an outer split drawn with the same seed.
 INNER_SEED_OFFSET = 7919
+#: Most spots whose inner-split proportions are kept in full (:attr:`Selection.best_rows`),
+#: for the steps scored on whole rows (the posterior step of ``auto``).
+MAX_SCORE_ROWS = 1000
 
 
 def inner_split(
@@ -65,6 +69,8 @@ class Selection:
     best_heldout
         The winner's proportions at the non-zero entries of ``X1b`` (in CSR order): enough
         to score blends of candidates (:func:`blend_deviance`) without keeping ``P``.
+    best_rows
+        The winner's proportions at the spots :func:`score_rows` names (all of each row).
     """
 
     best: dict[str, Any]
@@ -72,6 +78,7 @@ class Selection:
     scale: float
     best_state: Any = None
     best_heldout: np.ndarray | None = None
+    best_rows: np.ndarray | None = None
 
     @property
     def best_score(self) -> float:
@@ -128,13 +135,15 @@ def select_by_inner_split(
         raise InputError("no candidates to select from; pass at least one parameter set")
     X1a, X1b = inner_split(X1, p=p, random_state=random_state) if split is None else split
     scores: list[tuple[dict[str, Any], float]] = []
-    best, best_state, best_heldout = 0, None, None
+    best, best_state, best_heldout, best_rows = 0, None, None, None
+    rows = score_rows(X1a.shape[0], random_state=random_state)
     for i, params in enumerate(candidates):
         P, warm = fit_candidate(X1a, X1b, params, warm)
         score = float(poisson_deviance(P, X1b)) if X1b.nnz else 0.0
         scores.append((dict(params), score))
         if i == 0 or score < scores[best][1]:
             best, best_state, best_heldout = i, warm, heldout_values(P, X1b)
+            best_rows = np.asarray(P)[rows]
         elif stop_when_worse and score > scores[i - 1][1]:
             break
     scale = max(float(X1a.sum()) / X1a.shape[0], 1.0)
@@ -144,7 +153,18 @@ def select_by_inner_split(
         scale=scale,
         best_state=best_state,
         best_heldout=best_heldout,
+        best_rows=best_rows,
     )
+
+
+def score_rows(n_spots: int, *, random_state: int = 0) -> np.ndarray:
+    """The spots whose inner-split proportions are kept whole: all of them up to
+    :data:`MAX_SCORE_ROWS`, else that many drawn without replacement (sorted; the same for
+    every family fitted with the same seed)."""
+    if n_spots <= MAX_SCORE_ROWS:
+        return np.arange(n_spots)
+    rng = np.random.default_rng(int(random_state) + INNER_SEED_OFFSET)
+    return np.sort(rng.choice(n_spots, MAX_SCORE_ROWS, replace=False))
 
 
 def heldout_values(P: np.ndarray, X1b: sparse.csr_matrix) -> np.ndarray:
