@@ -9,7 +9,13 @@ from scipy import sparse
 
 from cellweave.errors import InputError
 from cellweave.impute import auto
-from cellweave.impute.posterior import MIN_INVERSE_SHAPE, extra_poisson_variance, posterior_mean
+from cellweave.impute.posterior import (
+    MIN_INVERSE_SHAPE,
+    choose_posterior,
+    extra_poisson_variance,
+    neighbour_mean,
+    posterior_mean,
+)
 from cellweave.impute.registry import METHODS
 from cellweave.metrics.denoising import poisson_deviance
 
@@ -112,3 +118,108 @@ def test_auto_smooth_and_posterior_options_are_checked(sim):
         "smooth": [0.0, 0.5],
         "posterior": "off",
     }
+
+
+# ----------------------------------------------------------------------------- knobs chosen
+# on the inner split (issue 20): shrinkage share, floor of 1/a_j, neighbours as evidence
+
+
+def test_posterior_floor_and_neighbour_evidence_are_the_formula(overdispersed):
+    X, P, _ = overdispersed
+    D = X.toarray()
+    s = D.sum(axis=1, keepdims=True)
+    mu = s * P
+    inverse = np.maximum(((D - mu) ** 2 - D).sum(axis=0) / (mu**2).sum(axis=0), 0.1)
+    E = np.roll(D, 1, axis=0) * 0.5  # any extra counts: shapes still from X alone
+    a = 1.0 / inverse
+    Q = P * (D + E + a) / ((s + E.sum(axis=1, keepdims=True)) * P + a)
+    expected = Q / Q.sum(axis=1, keepdims=True)
+    got = posterior_mean(X, P, floor=0.1, evidence=sparse.csr_matrix(E))
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    assert extra_poisson_variance(X, P, floor=0.1).min() == pytest.approx(0.1)
+
+
+def test_neighbour_mean_averages_the_nearest_spots():
+    coords = np.c_[np.arange(5.0), np.zeros(5)]  # a line: neighbours are i - 1 and i + 1
+    X = sparse.csr_matrix(np.arange(10.0).reshape(5, 2))
+    N = neighbour_mean(X, coords, n_neighbors=1).toarray()
+    assert N.shape == (5, 2) and (N.sum(axis=1) > 0).all()
+    np.testing.assert_allclose(N[0], X.toarray()[1])  # spot 0's only neighbour is spot 1
+    np.testing.assert_allclose(neighbour_mean(X[:1], coords[:1]).toarray(), 0.0)  # no others
+
+
+def _smooth_field(n_side=24, g=30, seed=0):
+    """Spots on a grid whose truth drifts smoothly in space; the prior is the pooled gene
+    profile (it misses the pattern) or the truth itself."""
+    rng = np.random.default_rng(seed)
+    xy = np.stack(np.meshgrid(np.arange(n_side), np.arange(n_side)), -1).reshape(-1, 2) * 1.0
+    base = rng.dirichlet(np.ones(g))
+    wave = np.sin(xy[:, :1] / 4.0 + rng.uniform(0, 6, g)) + np.cos(xy[:, 1:] / 5.0)
+    truth = base * np.exp(0.8 * wave)
+    truth /= truth.sum(axis=1, keepdims=True)
+    X = sparse.csr_matrix(rng.poisson(300 * truth).astype(np.float64))
+    return X, xy, truth
+
+
+def test_choose_posterior_adds_evidence_only_where_the_prior_misses():
+    from cellweave.impute.baselines.reference import shrinkage
+    from cellweave.impute.selection import inner_split
+
+    X, xy, truth = _smooth_field()
+    Xa, Xb = inner_split(X, random_state=0)
+    shrunk = shrinkage(Xa, random_state=0)
+    neighbours = neighbour_mean(Xa, xy)
+    # prior = the truth: nothing to add, every knob stays at its weakest setting
+    exact = choose_posterior(Xa, Xb, truth, shrunk, neighbours=neighbours)
+    assert (exact.shrink, exact.floor, exact.neighbours) == (0.0, MIN_INVERSE_SHAPE, 0.0)
+    # prior = the pooled profile (misses the spatial pattern): own and neighbour counts help
+    flat = np.tile(np.asarray(Xa.sum(axis=0)).ravel() / Xa.sum(), (X.shape[0], 1))
+    missed = choose_posterior(Xa, Xb, flat, shrunk, neighbours=neighbours)
+    assert missed.neighbours > 0 and (missed.shrink > 0 or missed.floor > MIN_INVERSE_SHAPE)
+    assert (
+        missed.scores[missed.shrink, missed.floor, missed.neighbours]
+        < missed.scores[0.0, MIN_INVERSE_SHAPE, 0.0]
+    )
+    # and the chosen step, applied to all counts, is closer to the truth than the plain one
+    error = lambda M: np.abs(np.log(M) - np.log(truth)).mean()  # noqa: E731
+    prior = (1 - missed.shrink) * flat + missed.shrink * shrinkage(X, random_state=0)
+    chosen = posterior_mean(
+        X, prior, floor=missed.floor, evidence=neighbour_mean(X, xy) * missed.neighbours
+    )
+    assert error(chosen) < 0.8 * error(posterior_mean(X, flat))
+    # a subset of rows scores only those spots, without coordinates no neighbour weight
+    rows = np.arange(0, X.shape[0], 3)
+    sub = choose_posterior(Xa, Xb, flat[rows], shrunk[rows], rows=rows)
+    assert sub.neighbours == 0.0 and all(key[2] == 0.0 for key in sub.scores)
+
+
+def test_score_rows_keeps_every_spot_up_to_the_cap():
+    from cellweave.impute.selection import MAX_SCORE_ROWS, score_rows
+
+    np.testing.assert_array_equal(score_rows(50), np.arange(50))
+    big = score_rows(MAX_SCORE_ROWS * 3, random_state=4)
+    assert len(big) == MAX_SCORE_ROWS == len(np.unique(big)) and (np.diff(big) > 0).all()
+    np.testing.assert_array_equal(big, score_rows(MAX_SCORE_ROWS * 3, random_state=4))
+
+
+def test_auto_posterior_knobs_lower_the_heldout_deviance(sim, monkeypatch):
+    """auto with the knobs chosen on the inner split against the plain posterior step (the
+    grids collapsed to the weakest setting), same fit otherwise."""
+    from cellweave.impute import posterior as post
+
+    P, info = auto.auto_predict(
+        sim["X1"], coords=sim["coords"], random_state=0, return_info=True, **FAST
+    )
+    chosen = info["chosen"]
+    assert {"shrink", "floor", "neighbours"} <= set(chosen)
+    assert (chosen["shrink"], chosen["floor"], chosen["neighbours"]) != (
+        0.0,
+        MIN_INVERSE_SHAPE,
+        0.0,
+    )
+    scores = info["posterior_scores"]
+    assert scores[chosen["shrink"], chosen["floor"], chosen["neighbours"]] == min(scores.values())
+    for name in ("SHRINK_GRID", "FLOOR_GRID", "NEIGHBOUR_GRID"):
+        monkeypatch.setattr(post, name, getattr(post, name)[:1])
+    plain = auto.auto_predict(sim["X1"], coords=sim["coords"], random_state=0, **FAST)
+    assert poisson_deviance(P, sim["X2"]) < poisson_deviance(plain, sim["X2"])

@@ -139,8 +139,9 @@ def auto_predict(
         P += choice.shrink * shrinkage(X1, random_state=random_state)
     if posterior:
         extra = None
-        if choice.neighbours > 0:
-            extra = neighbour_mean(X1, coords) * choice.neighbours
+        if choice.neighbours > 0:  # as many pseudo-molecules as on the inner half
+            depth_ratio = float(split[0].sum()) / max(float(X1.sum()), 1.0)
+            extra = neighbour_mean(X1, coords) * (choice.neighbours * depth_ratio)
         P = posterior_mean(X1, P, out=P, floor=choice.floor, evidence=extra)
     if not return_info:
         return P

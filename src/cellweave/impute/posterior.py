@@ -19,7 +19,11 @@ counts, Poisson deviance of ``X1b``), in this order: the share of the empirical-
 ``shrinkage`` baseline blended into the prior (:data:`SHRINK_GRID`), the floor of ``1 / a_j``
 (:data:`FLOOR_GRID`) and the weight of the spatial neighbours' counts as extra evidence
 (:data:`NEIGHBOUR_GRID`; the mean counts of the ``N_NEIGHBORS`` nearest spots, times the
-weight, added to ``x_i`` and ``s_i``). Measured in ``benchmarks/results/impute.md``.
+weight, added to ``x_i`` and ``s_i``). The neighbours' counts are biased evidence (their
+truth differs from the spot's), so their weight must not grow with depth: ``auto`` adds as
+many neighbour molecules on all of ``X1`` as the chosen weight did on the half ``X1a``
+(the weight times ``X1a``'s total over ``X1``'s, about 1/2). Measured in
+``benchmarks/results/impute.md``.
 """
 
 from __future__ import annotations
