@@ -14,7 +14,11 @@ Two more steps (issue 20, measured there): the expression-space smoother
 (:func:`.baselines.neighbours.diffusion`) is blended in with a share from
 :data:`SMOOTH_GRID` chosen on the same inner split, and the result is the prior of a
 Gamma-Poisson posterior given each spot's own counts (:mod:`.posterior`): together -1.0 to
--1.5% deviance on the breast slices, -1.1% on MERFISH. The autoencoder is not a candidate:
+-1.5% deviance on the breast slices, -1.1% on MERFISH. The posterior step's three knobs
+(a share of the ``shrinkage`` baseline in the prior, the floor of the inverse shape, the
+spatial neighbours' counts as extra evidence) are chosen on the same inner split
+(:func:`.posterior.choose_on_split`): another -0.2 to -0.5% on the breast slices and
+MERFISH. The autoencoder is not a candidate:
 even blended with a weight chosen on the held-out molecules themselves it does not lower
 ``auto``'s deviance (breast1, MERFISH) and it costs more CPU than MF.
 """
@@ -28,12 +32,10 @@ import numpy as np
 
 from ..errors import InputError
 from .baselines.neighbours import diffusion
-from .baselines.reference import shrinkage, shrinkage_prior
-from .baselines.smoothing import library, pooled_profile, shrunk
 from .mf import mf_refit, mf_select
 from .mixture import mixture_refit, mixture_select
-from .posterior import PosteriorChoice, choose_posterior, neighbour_mean, posterior_mean
-from .selection import blend_deviance, heldout_values, inner_split, score_rows
+from .posterior import PosteriorChoice, apply_posterior, choose_on_split
+from .selection import blend_deviance, heldout_values, inner_split
 
 __all__ = ["BLEND_GRID", "DROPOUT_LIKELIHOODS", "SMOOTH_GRID", "auto", "auto_predict"]
 
@@ -73,6 +75,10 @@ def auto_predict(
     in a second blend with the model blend, ``(1 - v) P_models + v P_diffusion``;
     ``"auto"`` searches :data:`SMOOTH_GRID` on the same inner split when ``blend`` is
     ``"auto"`` (otherwise ``0``); a number or list fixes or restricts it.
+
+    The posterior step's shrinkage share, floor and neighbour weight are chosen on the
+    inner split (:func:`.posterior.choose_on_split`; ``info["chosen"]``) when the families
+    were scored there, else it runs plain.
 
     ``posterior``: end with each spot's own counts on top of the blend
     (:func:`.posterior.posterior_mean`, the Gamma-Poisson posterior mean with the blend as
@@ -134,15 +140,8 @@ def auto_predict(
     if v > 0:
         P *= 1.0 - v
         P += v * diffusion(X1, coords=coords, random_state=random_state)
-    if choice.shrink > 0:
-        P *= 1.0 - choice.shrink
-        P += choice.shrink * shrinkage(X1, random_state=random_state)
     if posterior:
-        extra = None
-        if choice.neighbours > 0:  # as many pseudo-molecules as on the inner half
-            depth_ratio = float(split[0].sum()) / max(float(X1.sum()), 1.0)
-            extra = neighbour_mean(X1, coords) * (choice.neighbours * depth_ratio)
-        P = posterior_mean(X1, P, out=P, floor=choice.floor, evidence=extra)
+        P = apply_posterior(X1, P, choice, coords=coords, random_state=random_state)
     if not return_info:
         return P
     info: dict[str, Any] = {"blend": w, "blend_scores": scores}
@@ -158,14 +157,14 @@ def auto_predict(
         }
     # what was chosen, compact (recorded by tl.impute in uns[key]["params"]["chosen"])
     info["chosen"] = {"blend": w, "smooth": v, "posterior": bool(posterior)}
-    if posterior:
-        info["chosen"].update(
-            shrink=choice.shrink, floor=choice.floor, neighbours=choice.neighbours
-        )
     if w > 0:
         info["chosen"]["mf"] = dict(mf_sel.chosen)
     if w < 1:
         info["chosen"]["mixture"] = {"rank": mixture_sel.rank, "prior": mixture_sel.prior}
+    if posterior:  # the posterior step's knobs
+        info["chosen"].update(
+            shrink=choice.shrink, floor=choice.floor, neighbours=choice.neighbours
+        )
     return P, info
 
 
@@ -184,28 +183,17 @@ def _choose_smooth(split, grid, models, inner_smooth) -> tuple[float, dict[float
 
 
 def _choose_posterior(split, models, smoothing, coords, random_state) -> PosteriorChoice:
-    """The posterior step's knobs (:func:`.posterior.choose_posterior`) on the inner split:
-    the prior is the inner fit of the chosen blend ``(1 - v) P_models + v P_diffusion``
-    at the spots :func:`.selection.score_rows` keeps; without them, the plain step."""
+    """The posterior step's knobs (:func:`.posterior.choose_on_split`), the prior being the
+    inner fit of the chosen blend ``(1 - v) P_models + v P_diffusion``; without the
+    families' inner fits, the plain step."""
     w, mf_sel, mixture_sel = models
     parts = [(share, sel) for share, sel in ((w, mf_sel), (1.0 - w, mixture_sel)) if share > 0]
     if any(sel is None or sel.rows is None for _, sel in parts):
         return PosteriorChoice()
-    X1a = split[0]
-    rows = score_rows(X1a.shape[0], random_state=random_state)
     prior = sum(share * sel.rows for share, sel in parts)
-    v, inner_smooth = smoothing
-    if v > 0:
-        prior = (1.0 - v) * prior + v * inner_smooth[rows]
-    # the shrinkage baseline on the inner half, at those spots only
-    a = shrinkage_prior(X1a, random_state=random_state)
-    profile = pooled_profile(X1a)
-    part = X1a[rows]
-    shrunk_rows = np.tile(profile, (len(rows), 1))
-    if np.isfinite(a):
-        shrunk_rows = shrunk(part.toarray(), library(part), prior=a, profile=profile)
-    neighbours = None if coords is None else neighbour_mean(X1a, coords)
-    return choose_posterior(*split, prior, shrunk_rows, rows=rows, neighbours=neighbours)
+    return choose_on_split(
+        split, prior, smoother=smoothing, coords=coords, random_state=random_state
+    )
 
 
 def _blend_grid(blend, name: str = "blend") -> list[float]:

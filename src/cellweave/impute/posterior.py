@@ -28,13 +28,16 @@ many neighbour molecules on all of ``X1`` as the chosen weight did on the half `
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy import sparse
 
 from ..graph import knn_graph
 from ..metrics.denoising import poisson_deviance
+from .baselines.reference import shrinkage, shrinkage_prior
+from .baselines.smoothing import library, pooled_profile, shrunk
+from .selection import score_rows
 
 __all__ = [
     "FLOOR_GRID",
@@ -42,6 +45,8 @@ __all__ = [
     "NEIGHBOUR_GRID",
     "SHRINK_GRID",
     "PosteriorChoice",
+    "apply_posterior",
+    "choose_on_split",
     "choose_posterior",
     "extra_poisson_variance",
     "neighbour_mean",
@@ -120,12 +125,15 @@ def neighbour_mean(X, coords, *, n_neighbors: int = N_NEIGHBORS) -> sparse.csr_m
 @dataclass(frozen=True)
 class PosteriorChoice:
     """The posterior step's knobs chosen by :func:`choose_posterior`, with the inner
-    deviance of every candidate tried (``(shrink, floor, neighbours) -> deviance``)."""
+    deviance of every candidate tried (``(shrink, floor, neighbours) -> deviance``);
+    ``depth_ratio``: molecules of the half they were chosen on over those of all counts
+    (:func:`choose_on_split` sets it; see the module docstring)."""
 
     shrink: float = 0.0
     floor: float = MIN_INVERSE_SHAPE
     neighbours: float = 0.0
     scores: dict[tuple[float, float, float], float] = field(default_factory=dict)
+    depth_ratio: float = 1.0
 
 
 def choose_posterior(
@@ -174,3 +182,44 @@ def choose_posterior(
     grid = NEIGHBOUR_GRID if neighbours is not None else (0.0,)
     b = min(grid, key=lambda t: score(u, f, t))
     return PosteriorChoice(shrink=u, floor=f, neighbours=b, scores=scores)
+
+
+def choose_on_split(
+    split, prior: np.ndarray, *, smoother=None, coords=None, random_state: int = 0
+) -> PosteriorChoice:
+    """:func:`choose_posterior` for a model fitted on the inner half ``split[0]``.
+
+    ``prior``: its proportions at the spots :func:`.selection.score_rows` keeps (what the
+    selections store); ``smoother``: ``(v, P_smooth)``, a full inner-half prediction blended
+    in with share ``v``; ``coords``: the spots' coordinates (``None``: no neighbours). The
+    ``shrinkage`` baseline of the inner half is computed at those spots only.
+    """
+    X1a, X1b = (sparse.csr_matrix(X, dtype=np.float64) for X in split)
+    rows = score_rows(X1a.shape[0], random_state=random_state)
+    if smoother is not None and smoother[0] > 0:
+        prior = (1.0 - smoother[0]) * prior + smoother[0] * smoother[1][rows]
+    a = shrinkage_prior(X1a, random_state=random_state)
+    profile = pooled_profile(X1a)
+    part = X1a[rows]
+    shrunk_rows = np.tile(profile, (len(rows), 1))
+    if np.isfinite(a):
+        shrunk_rows = shrunk(part.toarray(), library(part), prior=a, profile=profile)
+    neighbours = None if coords is None else neighbour_mean(X1a, coords)
+    choice = choose_posterior(X1a, X1b, prior, shrunk_rows, rows=rows, neighbours=neighbours)
+    total = float(X1a.sum() + X1b.sum())
+    return replace(choice, depth_ratio=float(X1a.sum()) / total if total > 0 else 1.0)
+
+
+def apply_posterior(
+    X1, P: np.ndarray, choice: PosteriorChoice, *, coords=None, random_state: int = 0
+) -> np.ndarray:
+    """The posterior step with ``choice``'s knobs on all counts ``X1``, in place of ``P``:
+    the ``shrinkage`` share blended into the prior, then :func:`posterior_mean` with the
+    floor and the neighbours' mean counts (as many molecules as on the inner half)."""
+    if choice.shrink > 0:
+        P *= 1.0 - choice.shrink
+        P += choice.shrink * shrinkage(X1, random_state=random_state)
+    extra = None
+    if choice.neighbours > 0 and coords is not None:
+        extra = neighbour_mean(X1, coords) * (choice.neighbours * choice.depth_ratio)
+    return posterior_mean(X1, P, out=P, floor=choice.floor, evidence=extra)
