@@ -223,3 +223,23 @@ def test_auto_posterior_knobs_lower_the_heldout_deviance(sim, monkeypatch):
         monkeypatch.setattr(post, name, getattr(post, name)[:1])
     plain = auto.auto_predict(sim["X1"], coords=sim["coords"], random_state=0, **FAST)
     assert poisson_deviance(P, sim["X2"]) < poisson_deviance(plain, sim["X2"])
+
+
+def test_choose_on_split_scores_the_inner_half_and_records_its_depth():
+    from cellweave.impute.posterior import apply_posterior, choose_on_split
+    from cellweave.impute.selection import inner_split
+
+    X, xy, truth = _smooth_field(seed=1)
+    split = inner_split(X, random_state=0)
+    flat = np.tile(np.asarray(split[0].sum(axis=0)).ravel() / split[0].sum(), (X.shape[0], 1))
+    choice = choose_on_split(split, flat, coords=xy, random_state=0)
+    assert choice.depth_ratio == pytest.approx(split[0].sum() / X.sum())
+    assert 0.45 < choice.depth_ratio < 0.55 and choice.neighbours > 0
+    # a smoother share of 1 replaces the prior by the smoother's rows
+    same = choose_on_split(split, np.full_like(flat, 0.5), smoother=(1.0, flat), coords=xy)
+    assert same.scores == pytest.approx(choice.scores)
+    # applied to all counts: the neighbours' molecules scaled by the depth ratio
+    P = apply_posterior(X, flat.copy(), choice, coords=xy, random_state=0)
+    np.testing.assert_allclose(P.sum(axis=1), 1.0)
+    error = lambda M: np.abs(np.log(M) - np.log(truth)).mean()  # noqa: E731
+    assert error(P) < 0.8 * error(flat)
