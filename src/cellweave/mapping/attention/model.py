@@ -48,7 +48,7 @@ from .options import (
 from .persist import read_model, write_model
 from .reference import Reference, candidates, principal_axes, pseudo_spots, reference_cells
 from .transport import mix_transport, plan_panel, resolve_transport, transport_target
-from .views import VIEWS, SpotViews, spot_views
+from .views import SpotViews, fit_views, spot_views
 
 __all__ = ["AttentionMapper", "held_out_spots"]
 
@@ -248,7 +248,7 @@ class AttentionMapper:
             ring_weights=self.options["ring_weights"],
         )
         if hasattr(self, "dims"):  # a new section: the trained encoders' widths
-            views = _fit_views(views, self.dims)
+            views = fit_views(views, self.dims)
         if not self.stats:  # the training section: its statistics standardize every section
             self.stats = views.statistics()
         return _Section(adata_sp, rows, counts[rows], views.standardize(self.stats))
@@ -571,26 +571,3 @@ def _ring_weights(value: Any) -> tuple[float, ...]:
             "(1.0, 0.5)"
         )
     return weights
-
-
-def _fit_views(views: SpotViews, dims: dict[str, int]) -> SpotViews:
-    """A new section's views reduced to those the model was trained with: a view the model
-    lacks is dropped, one the section lacks is masked out; a width mismatch is an error."""
-    inputs, mask = {}, views.mask.copy()
-    n = mask.shape[0]
-    for i, name in enumerate(VIEWS):
-        if name not in dims:
-            mask[:, i] = False
-            continue
-        if name not in views.inputs:
-            inputs[name] = np.zeros((n, dims[name]), dtype=np.float32)
-            mask[:, i] = False
-            continue
-        if views.inputs[name].shape[1] != dims[name]:
-            raise InputError(
-                f"the {name} view of the new section has {views.inputs[name].shape[1]} "
-                f"features, the model was trained on {dims[name]}: pass a section measured "
-                "like the training one"
-            )
-        inputs[name] = views.inputs[name]
-    return SpotViews(inputs=inputs, mask=mask)
