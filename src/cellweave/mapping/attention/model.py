@@ -47,7 +47,6 @@ from .options import (
 )
 from .persist import read_model, write_model
 from .reference import Reference, candidates, principal_axes, pseudo_spots, reference_cells
-from .shift import abundance_offset, shift_attention
 from .transport import mix_transport, plan_panel, resolve_transport, transport_target
 from .views import SpotViews, fit_views, spot_views
 
@@ -411,25 +410,9 @@ class AttentionMapper:
             refine_penalty=self.options["refine_penalty"],
             refine_cells=self.options["refine_cells"],
         )
-        if self._adapts_abundance():
-            offset = abundance_offset(
-                out["pi"],
-                self.module.type_means(),
-                section.counts,
-                self.module.log_likelihood,
-                seed=int(self.train_params.get("random_state", 0)),
-            )
-            codes = self.ref.codes[section.cand]
-            out["a"], out["pi"] = shift_attention(out["a"], out["pi"], codes, offset)
         if self.options["transport"]:
             out["a"] = mix_transport(out["a"], self._target(section), self.options["transport"])
         return section, out
-
-    def _adapts_abundance(self) -> bool:
-        """Option ``abundance`` (``None``: with labelled pseudo-spots, :mod:`.shift`)."""
-        if self.options["abundance"] is not None:
-            return bool(self.options["abundance"]) and self.ref.n_types > 1
-        return bool(self.options["pseudo_spots"]) and bool(self.options["lambda_cells"])
 
     def map(self, adata_sp_new: AnnData | None = None) -> Mapping:
         """The :class:`~cellweave.mapping.result.Mapping` of the training section, or of

@@ -156,13 +156,6 @@ MODEL_OPTIONS: tuple[Option, ...] = (
     Int("refine_steps", 50, low=0, doc="per-spot refinement steps of the type weights"),
     Float("refine_penalty", 0.01, low=0, doc="L2 weight keeping refinements near the encoder"),
     Bool("refine_cells", False, doc="also refine the attention within types"),
-    Bool(
-        "abundance",
-        None,
-        allow_none=True,
-        doc="fit the section's type abundance (one offset per type) to its counts; None: on "
-        "with pseudo-spots (their uniform type prior), else off",
-    ),
 )
 #: Options of :meth:`~.model.AttentionMapper.train`.
 TRAIN_OPTIONS: tuple[Option, ...] = (
