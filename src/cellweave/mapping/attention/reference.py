@@ -133,7 +133,6 @@ def pseudo_spots(
     n: int,
     max_cells: int,
     seed: int,
-    resample: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``n`` spots pooled from reference cells, with their cell-number fractions: the
     labelled rows that teach the type weights what a mixture looks like.
@@ -141,16 +140,10 @@ def pseudo_spots(
     Each pools 1 to ``max_cells`` cells (uniform), each cell of a type drawn uniformly
     among the types present (so the reference's type frequencies do not become a prior),
     its counts summed and binomially thinned to a depth drawn from the spots' totals
-    ``depths``. ``resample`` > 0: each drawn cell is a new Poisson draw at its library from
-    its composition moved ``resample`` of the way to its type's pooled composition (a type
-    of few cells then gives new cells, not copies of the same few). Returns ``(pooled
-    counts (n, n_genes), fractions (n, n_types))``.
+    ``depths``. Returns ``(pooled counts (n, n_genes), fractions (n, n_types))``.
     """
     rng = np.random.default_rng(seed)
     counts = np.asarray(counts)
-    source = counts
-    if resample > 0:
-        source = _smoothed_cells(np.asarray(counts, dtype=np.float64), codes, n_types, resample)
     members = [np.flatnonzero(codes == t) for t in range(n_types)]
     present = np.array([t for t in range(n_types) if len(members[t])])
     pooled = np.zeros((n, counts.shape[1]), dtype=np.float64)
@@ -159,22 +152,10 @@ def pseudo_spots(
     for i, size in enumerate(sizes):
         types = rng.choice(present, size=size)
         cells = np.array([rng.choice(members[t]) for t in types])
-        pooled[i] = source[cells].sum(axis=0)
-        if resample > 0:
-            pooled[i] = rng.poisson(pooled[i])
+        pooled[i] = counts[cells].sum(axis=0)
         np.add.at(fractions[i], types, 1.0 / size)
     totals = pooled.sum(axis=1, keepdims=True)
     target = rng.choice(np.asarray(depths, dtype=np.float64), size=(n, 1))
     keep = np.minimum(1.0, target / np.maximum(totals, 1e-12))
     pooled = rng.binomial(np.rint(pooled).astype(np.int64), keep).astype(np.float64)
     return pooled, fractions
-
-
-def _smoothed_cells(counts: np.ndarray, codes: np.ndarray, n_types: int, w: float) -> np.ndarray:
-    """Expected counts of every cell at its library, its composition moved ``w`` of the way
-    to its type's pooled composition."""
-    totals = counts.sum(axis=1, keepdims=True)
-    pooled = np.zeros((n_types, counts.shape[1]))
-    np.add.at(pooled, codes, counts)
-    means = pooled / np.maximum(pooled.sum(axis=1, keepdims=True), 1e-12)
-    return (1.0 - w) * counts + w * totals * means[codes]
