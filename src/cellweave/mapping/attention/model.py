@@ -47,6 +47,7 @@ from .options import (
 )
 from .persist import read_model, write_model
 from .reference import Reference, candidates, principal_axes, pseudo_spots, reference_cells
+from .reliability import shrink_fractions, type_recall
 from .transport import mix_transport, plan_panel, resolve_transport, transport_target
 from .views import SpotViews, fit_views, spot_views
 
@@ -410,6 +411,10 @@ class AttentionMapper:
             refine_penalty=self.options["refine_penalty"],
             refine_cells=self.options["refine_cells"],
         )
+        if self.options["reliability"] and self.ref.n_types > 1:
+            recall = type_recall(self.ref_counts, self.ref.codes, self.ref.n_types)
+            codes = self.ref.codes[section.cand]
+            out["a"], out["pi"] = shrink_fractions(out["a"], out["pi"], codes, recall)
         if self.options["transport"]:
             out["a"] = mix_transport(out["a"], self._target(section), self.options["transport"])
         return section, out
