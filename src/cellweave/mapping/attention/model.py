@@ -91,7 +91,8 @@ class AttentionMapper:
         The model's options (:data:`.options.MODEL_OPTIONS`: ``n_latent``, ``n_hidden``,
         ``top_k``, ``spatial_key``, ``modality_key``, ``histology``, ``ring_weights``,
         ``platform_factor``, ``likelihood``, ``shrink``, ``lambda_cells``, ``transport``,
-        ``entropy_reference``: :mod:`.transport`), checked before any work.
+        ``entropy_reference``: :mod:`.transport`; ``reliability``: :mod:`.reliability`),
+        checked before any work.
     """
 
     def __init__(
