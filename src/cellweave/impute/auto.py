@@ -32,6 +32,7 @@ from .mf import mf_refit, mf_select
 from .mixture import mixture_refit, mixture_select
 from .posterior import posterior_mean
 from .selection import blend_deviance, heldout_values, inner_split
+from .zeros import choose_likelihood
 
 __all__ = ["BLEND_GRID", "DROPOUT_LIKELIHOODS", "SMOOTH_GRID", "auto", "auto_predict"]
 
@@ -76,7 +77,12 @@ def auto_predict(
     (:func:`.posterior.posterior_mean`, the Gamma-Poisson posterior mean with the blend as
     prior): ``"on"``, ``"off"``, or ``"auto"``: on when ``blend`` is ``"auto"``. A dropout
     likelihood turns ``smooth`` and ``posterior`` off (both would bring the holes back).
+
+    ``likelihood``: ``"auto"`` (the default) is ``"zinb"`` where the counts show technical
+    dropout by the excess-zeros test (:func:`.zeros.excess_zeros`), else the Poisson
+    default; the test's statistic is recorded in ``chosen``. Any other value stands.
     """
+    params, zero_choice = choose_likelihood(X1, params, random_state=random_state)
     if smooth == "auto":
         smooth = SMOOTH_GRID if blend == "auto" else 0.0
     posterior = blend == "auto" if posterior == "auto" else posterior in ("on", True)
@@ -141,6 +147,7 @@ def auto_predict(
         }
     # what was chosen, compact (recorded by tl.impute in uns[key]["params"]["chosen"])
     info["chosen"] = {"blend": w, "smooth": v, "posterior": bool(posterior)}
+    info["chosen"].update(zero_choice)  # the likelihood "auto" chose, and why
     if w > 0:
         info["chosen"]["mf"] = dict(mf_sel.chosen)
     if w < 1:
