@@ -77,7 +77,7 @@ class ZeroTest:
     @property
     def dropout(self) -> bool:
         """Whether the zeros show technical dropout (module docstring)."""
-        return self.excess_zeros - Z_THRESHOLD * self.standard_error > ALPHA
+        return bool(self.excess_zeros - Z_THRESHOLD * self.standard_error > ALPHA)
 
     def summary(self) -> dict[str, float]:
         """The statistic, rounded, as recorded in ``uns[key]["params"]["chosen"]``."""
@@ -129,7 +129,7 @@ def excess_zeros(X, P: np.ndarray | None = None, *, random_state: int = 0) -> Ze
     bearing = n - expected  # entries the NB expects to hold molecules, > 0.95 n
     rate = observed / n
     se = np.sqrt(rate * (1.0 - rate) / n) * n / bearing
-    return ZeroTest((observed - expected) / bearing, float(se), n / p0.size)
+    return ZeroTest(float((observed - expected) / bearing), float(se), n / p0.size)
 
 
 def choose_likelihood(
