@@ -253,7 +253,9 @@ DESCRIPTIONS = {
     "inner molecular split",
     "auto": "the measured best default: a blend of MF with the spatial loss, the "
     "mixture of programs and the expression-space smoother, tuned and blended by an inner "
-    "molecular split, then each spot's own counts on top (Gamma-Poisson posterior)",
+    "molecular split, then each spot's own counts on top (Gamma-Poisson posterior); where "
+    "the counts show technical dropout (zeros a negative binomial rules out), MF with the "
+    "ZINB likelihood instead",
 }
 
 #: Methods that do not need coordinates but use them (``auto``: its spatial loss); they
