@@ -19,12 +19,14 @@ import numpy as np
 import pandas as pd
 
 import bench_impute
-from _report import header, markdown_table
+from _report import existing_section, header, markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("cellweave", "numpy", "scipy", "scikit-learn", "torch", "anndata")
 #: Dropout rates of the simulator (``cellweave simulate spatial`` defaults otherwise).
 RATES = (0.0, 0.05, 0.1, 0.3, 0.5)
+#: Sections written by hand (the cost pair, the notes): a run keeps them.
+KEPT_SECTIONS = ("## Cost", "## Notes")
 #: Methods compared at every rate: ``auto`` by default, ``auto`` as before (Poisson), and
 #: the non-model methods (the best of them is the target's baseline).
 BASELINES = ("gene_mean", "shrinkage", "knn", "diffusion", "spatial_knn", "rings", "nmf")
@@ -155,6 +157,8 @@ def main() -> None:
     if "mcv" not in skip:
         bench_impute.DROPOUT_MCV_RUNS["auto poisson"] = ("auto", {"likelihood": "poisson"})
         md += bench_impute.run_dropout_mcv(seeds)
+    for heading in KEPT_SECTIONS:
+        md += existing_section(args.out, heading)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(md))
     print("\n".join(md))
