@@ -57,18 +57,10 @@ Z_THRESHOLD = 3.0
 
 @dataclass(frozen=True)
 class ZeroTest:
-    """Result of :func:`excess_zeros`.
-
-    Attributes
-    ----------
-    excess_zeros
-        Estimated dropout rate ``pi`` on the tested entries (module docstring); about 0,
-        or slightly negative, without dropout.
-    standard_error
-        Its binomial standard error.
-    tested
-        Fraction of all entries tested (NB zero probability below :data:`ALPHA`).
-    """
+    """Result of :func:`excess_zeros`: ``excess_zeros``, the estimated dropout rate ``pi``
+    on the tested entries (module docstring; about 0, or slightly negative, without
+    dropout), its binomial ``standard_error``, and ``tested``, the fraction of all entries
+    tested (NB zero probability below :data:`ALPHA`)."""
 
     excess_zeros: float
     standard_error: float
