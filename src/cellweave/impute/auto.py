@@ -98,6 +98,11 @@ def auto_predict(
         params.setdefault("spatial_weight", 0.0)
     mf_sel = mixture_sel = None
     split = inner_split(X1, random_state=random_state)  # one inner split serves both families
+    # a dropout likelihood: penalties searched with the Poisson MF (both are scored by the
+    # Poisson deviance of held-out molecules, blind to dropout), then one warm refit
+    refit_likelihood = params.pop("likelihood", None)
+    if refit_likelihood not in DROPOUT_LIKELIHOODS:
+        params["likelihood"], refit_likelihood = refit_likelihood or "poisson", None
     if any(w > 0 for w in grid):
         mf_sel = mf_select(
             X1,
@@ -121,7 +126,7 @@ def auto_predict(
     # each is a dense spots x genes matrix
     P = None
     if w > 0:
-        P = mf_refit(X1, mf_sel, random_state=random_state)
+        P = mf_refit(X1, mf_sel, random_state=random_state, likelihood=refit_likelihood)
         P *= w
     if w < 1:
         Q = mixture_refit(X1, mixture_sel, random_state=random_state)
