@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from scipy import sparse
 
 import cellweave as cw
@@ -15,7 +16,10 @@ from cellweave.errors import InvalidOptionError
 from cellweave.impute import METHODS
 from cellweave.impute.auto import auto_predict
 from cellweave.impute.evaluate import gene_filter, molecular_split
+from cellweave.impute.mf import mf_refit, mf_select
+from cellweave.impute.models import zero_structure, zinb_nll
 from cellweave.impute.zeros import ALPHA, choose_likelihood, excess_zeros, nb_zero_probability
+from cellweave.nn import zinb_log_prob
 
 #: Every non-model method: the references, the shrinkage and the baselines.
 BASELINES = [*METHODS.names("reference"), *METHODS.names("baseline")]
@@ -164,3 +168,59 @@ def test_auto_likelihood_is_only_auto_s(clean_sim):
     assert METHODS["mf"].options["likelihood"].default == "poisson"
     with pytest.raises(InvalidOptionError, match="likelihood"):
         cw.tl.impute(clean_sim["adata"].copy(), method="mf", likelihood="auto")
+
+
+# ----------------------------------------------------------------------------- cost
+
+
+def _zinb_inputs(seed: int = 0, shape=(30, 12)):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.poisson(3.0 * torch.rand(shape, generator=g, dtype=torch.float64))
+    x[torch.rand(shape, generator=g) < 0.3] = 0.0  # dropout
+    x[0] = 0.0  # an empty spot
+    log_mu = torch.randn(shape, generator=g, dtype=torch.float64).requires_grad_()
+    log_theta = (torch.randn(shape[1], generator=g, dtype=torch.float64) + 1.0).requires_grad_()
+    pi = torch.randn(shape[1], generator=g, dtype=torch.float64).requires_grad_()
+    return x, log_mu, log_theta, pi
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_zinb_nll_is_the_nn_formula(seed):
+    """The fused loss is ``-sum nn.zinb_log_prob`` (values and gradients), the same with a
+    kept :func:`zero_structure` (in float64: in float32 both round differently)."""
+    x, log_mu, log_theta, pi = _zinb_inputs(seed)
+    old = -zinb_log_prob(x, torch.exp(log_mu), torch.exp(log_theta), pi.expand_as(x)).sum()
+    old_grads = torch.autograd.grad(old, (log_mu, log_theta, pi))
+    for structure in (None, zero_structure(x)):
+        new = zinb_nll(x, log_mu, log_theta, pi, structure=structure)
+        torch.testing.assert_close(new, old, rtol=1e-12, atol=1e-10)
+        new_grads = torch.autograd.grad(new, (log_mu, log_theta, pi))
+        for a, b in zip(new_grads, old_grads, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_dropout_path_searches_with_poisson_and_refits_zinb(dropout_sim):
+    """With dropout, ``auto`` chooses MF's penalties by the Poisson search (the same choice
+    as the Poisson ``auto``'s MF) and refits ZINB once, warm from it."""
+    d, fast = dropout_sim, {"max_epochs": 5, "n_latent": 8}
+    _, zinb = auto_predict(d["X"], coords=d["coords"], random_state=0, return_info=True, **fast)
+    _, poisson = auto_predict(
+        d["X"], coords=d["coords"], random_state=0, return_info=True, likelihood="poisson", **fast
+    )
+    assert zinb["chosen"]["likelihood"] == "zinb"
+    assert zinb["mf"]["chosen"] == poisson["mf"]["chosen"]
+    assert zinb["mf"]["inner_deviance"] == poisson["mf"]["inner_deviance"]
+
+
+def test_refit_with_another_likelihood_starts_from_the_search(dropout_sim):
+    """A ZINB refit warm-starts from the Poisson search's weights (its own parameters at
+    their defaults); the weights of a fit with more parameters do not load silently."""
+    X, off = dropout_sim["X"], {"spatial_weight": 0.0, "random_state": 0}
+    sel = mf_select(X, alpha=[0.1, 0.3], n_latent=4, max_epochs=3, **off)
+    assert "log_theta" not in sel.warm
+    zinb = mf_refit(X, sel, random_state=0, likelihood="zinb")
+    assert zinb.shape == X.shape and np.allclose(zinb.sum(1), 1.0)
+    assert not np.allclose(zinb, mf_refit(X, sel, random_state=0))
+    zinb_sel = mf_select(X, alpha=[0.1, 0.3], n_latent=4, max_epochs=3, likelihood="zinb", **off)
+    with pytest.raises(RuntimeError, match="Unexpected key"):
+        mf_refit(X, zinb_sel, random_state=0, likelihood="poisson")

@@ -173,9 +173,7 @@ class ProportionModule(CellweaveModule):
             if self._zeros is None or self._zeros[0] is not x:  # full batch: the same x
                 self._zeros = (x, zero_structure(x))
             log_mu = log_mu + torch.log_softmax(logits, 1)
-            return zinb_nll(
-                x, log_mu, self.log_theta, self.pi_logits, structure=self._zeros[1]
-            )
+            return zinb_nll(x, log_mu, self.log_theta, self.pi_logits, structure=self._zeros[1])
         keep = s > 0
         target = torch.log1p(_TARGET_SUM * x[keep] / s[keep, None])
         return ((torch.log1p(_TARGET_SUM * torch.softmax(logits[keep], 1)) - target) ** 2).sum()
@@ -214,7 +212,6 @@ class ProportionModule(CellweaveModule):
             )
         self.train(training)
         return to_proportions(out, floor=1e-12)
-
 
 
 class ZeroStructure(NamedTuple):
