@@ -80,7 +80,12 @@ def auto_predict(
 
     ``likelihood``: ``"auto"`` (the default) is ``"zinb"`` where the counts show technical
     dropout by the excess-zeros test (:func:`.zeros.excess_zeros`), else the Poisson
-    default; the test's statistic is recorded in ``chosen``. Any other value stands.
+    default; the test's statistic is recorded in ``chosen``. Any other value stands. With
+    a dropout likelihood MF's penalties are searched with the Poisson likelihood (the inner
+    split scores both by the Poisson deviance of held-out molecules, which share the
+    holes) and the dropout model is fitted once, warm-started from that search
+    (:func:`.mf.mf_refit`): at 4,000 x 2,000 about the Poisson ``auto``'s CPU time instead
+    of 3.3x, and as accurate (``benchmarks/results/impute_dropout.md``).
     """
     params, zero_choice = choose_likelihood(X1, params, random_state=random_state)
     if smooth == "auto":
