@@ -7,11 +7,12 @@ spot's library size ``s_i``:
 * ``"poisson"``: ``x_ij ~ Poisson(s_i p_ij)``, which for the proportions is the same
   objective as the multinomial (``"multinomial"`` is accepted as a synonym);
 * ``"nb"``: negative binomial with mean ``s_i p_ij`` and a learned inverse dispersion per gene;
-* ``"zinb"``: zero-inflated negative binomial (:func:`cellweave.nn.zinb_log_prob`): a
-  count is a technical zero (dropout) with a learned probability per gene, else NB with mean
-  ``c s_i p_ij`` (``c``: a learned scale, as the observed library ``s_i`` lacks the dropped
-  molecules). Zeros are explained by the dropout gate, so the proportions ``p`` (the
-  imputation) are free to fill the holes instead of reproducing them;
+* ``"zinb"``: zero-inflated negative binomial (:func:`cellweave.nn.zinb_log_prob`, computed
+  as :func:`zinb_nll`): a count is a technical zero (dropout) with a learned probability
+  per gene, else NB with mean ``c s_i p_ij`` (``c``: a learned scale, as the observed
+  library ``s_i`` lacks the dropped molecules). Zeros are explained by the dropout gate, so
+  the proportions ``p`` (the imputation) are free to fill the holes instead of reproducing
+  them;
 * ``"mse"``: squared error between ``log1p(1e4 p)`` and ``log1p(1e4 x / s)``.
 
 The validation score (early stopping, model selection) is always the Poisson deviance of
