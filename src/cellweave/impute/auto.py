@@ -36,6 +36,7 @@ from .mf import mf_refit, mf_select
 from .mixture import mixture_refit, mixture_select
 from .posterior import PosteriorChoice, apply_posterior, choose_on_split
 from .selection import blend_deviance, heldout_values, inner_split
+from .zeros import choose_likelihood
 
 __all__ = ["BLEND_GRID", "DROPOUT_LIKELIHOODS", "SMOOTH_GRID", "auto", "auto_predict"]
 
@@ -84,7 +85,17 @@ def auto_predict(
     (:func:`.posterior.posterior_mean`, the Gamma-Poisson posterior mean with the blend as
     prior): ``"on"``, ``"off"``, or ``"auto"``: on when ``blend`` is ``"auto"``. A dropout
     likelihood turns ``smooth`` and ``posterior`` off (both would bring the holes back).
+
+    ``likelihood``: ``"auto"`` (the default) is ``"zinb"`` where the counts show technical
+    dropout by the excess-zeros test (:func:`.zeros.excess_zeros`), else the Poisson
+    default; the test's statistic is recorded in ``chosen``. Any other value stands. With
+    a dropout likelihood MF's penalties are searched with the Poisson likelihood (the inner
+    split scores both by the Poisson deviance of held-out molecules, which share the
+    holes) and the dropout model is fitted once, warm-started from that search
+    (:func:`.mf.mf_refit`): at 4,000 x 2,000 about the Poisson ``auto``'s CPU time instead
+    of 3.3x, and as accurate (``benchmarks/results/impute_dropout.md``).
     """
+    params, zero_choice = choose_likelihood(X1, params, random_state=random_state)
     if smooth == "auto":
         smooth = SMOOTH_GRID if blend == "auto" else 0.0
     posterior = blend == "auto" if posterior == "auto" else posterior in ("on", True)
@@ -100,6 +111,11 @@ def auto_predict(
         params.setdefault("spatial_weight", 0.0)
     mf_sel = mixture_sel = None
     split = inner_split(X1, random_state=random_state)  # one inner split serves both families
+    # a dropout likelihood: penalties searched with the Poisson MF (both are scored by the
+    # Poisson deviance of held-out molecules, blind to dropout), then one warm refit
+    refit_likelihood = params.pop("likelihood", None)
+    if refit_likelihood not in DROPOUT_LIKELIHOODS:
+        params["likelihood"], refit_likelihood = refit_likelihood or "poisson", None
     if any(w > 0 for w in grid):
         mf_sel = mf_select(
             X1,
@@ -130,7 +146,7 @@ def auto_predict(
     # each is a dense spots x genes matrix
     P = None
     if w > 0:
-        P = mf_refit(X1, mf_sel, random_state=random_state)
+        P = mf_refit(X1, mf_sel, random_state=random_state, likelihood=refit_likelihood)
         P *= w
     if w < 1:
         Q = mixture_refit(X1, mixture_sel, random_state=random_state)
@@ -157,6 +173,7 @@ def auto_predict(
         }
     # what was chosen, compact (recorded by tl.impute in uns[key]["params"]["chosen"])
     info["chosen"] = {"blend": w, "smooth": v, "posterior": bool(posterior)}
+    info["chosen"].update(zero_choice)  # the likelihood "auto" chose, and why
     if w > 0:
         info["chosen"]["mf"] = dict(mf_sel.chosen)
     if w < 1:

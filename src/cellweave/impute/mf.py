@@ -141,8 +141,8 @@ def fit_mf(
         lr=settings.lr,
         seed=seed,
     )
-    if warm is not None:
-        module.load_state_dict(warm)
+    if warm is not None:  # a fit of another likelihood lacks its own parameters: kept
+        module.load_state_dict(warm, strict=not set(dict(module.named_parameters())) - set(warm))
     batch = settings.batch_size
     steps = settings.steps_per_epoch if batch is None or batch >= X.shape[0] else None
     fit(
@@ -347,9 +347,19 @@ def mf_select(
     )
 
 
-def mf_refit(X1, selection: MFSelection, *, random_state: int = 0) -> np.ndarray:
-    """Refit on all of ``X1`` with the chosen absolute strengths (warm: the inner fit)."""
+def mf_refit(
+    X1,
+    selection: MFSelection,
+    *,
+    random_state: int = 0,
+    likelihood: str | None = None,
+) -> np.ndarray:
+    """Refit on all of ``X1`` with the chosen absolute strengths (warm: the inner fit).
+    ``likelihood``: refit with another likelihood than the search's (warm-started all the
+    same; its own parameters start at their defaults)."""
     settings = _with_penalties(selection.base, selection.chosen, selection.scale)
+    if likelihood is not None:
+        settings = replace(settings, likelihood=likelihood)
     warm_epochs = _warm_epochs(settings.max_epochs)
     module = fit_mf(
         X1,

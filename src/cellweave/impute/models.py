@@ -7,11 +7,12 @@ spot's library size ``s_i``:
 * ``"poisson"``: ``x_ij ~ Poisson(s_i p_ij)``, which for the proportions is the same
   objective as the multinomial (``"multinomial"`` is accepted as a synonym);
 * ``"nb"``: negative binomial with mean ``s_i p_ij`` and a learned inverse dispersion per gene;
-* ``"zinb"``: zero-inflated negative binomial (:func:`cellweave.nn.zinb_log_prob`): a
-  count is a technical zero (dropout) with a learned probability per gene, else NB with mean
-  ``c s_i p_ij`` (``c``: a learned scale, as the observed library ``s_i`` lacks the dropped
-  molecules). Zeros are explained by the dropout gate, so the proportions ``p`` (the
-  imputation) are free to fill the holes instead of reproducing them;
+* ``"zinb"``: zero-inflated negative binomial (:func:`cellweave.nn.zinb_log_prob`, computed
+  as :func:`zinb_nll`): a count is a technical zero (dropout) with a learned probability
+  per gene, else NB with mean ``c s_i p_ij`` (``c``: a learned scale, as the observed
+  library ``s_i`` lacks the dropped molecules). Zeros are explained by the dropout gate, so
+  the proportions ``p`` (the imputation) are free to fill the holes instead of reproducing
+  them;
 * ``"mse"``: squared error between ``log1p(1e4 p)`` and ``log1p(1e4 x / s)``.
 
 The validation score (early stopping, model selection) is always the Poisson deviance of
@@ -20,14 +21,15 @@ held-out counts, the protocol's primary metric.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy import sparse
 
 from ..errors import InputError
-from ..nn import nb_log_prob, zinb_log_prob
+from ..nn import nb_log_prob
 from ..train import CellweaveModule
 from .proportions import check_counts, to_proportions
 
@@ -39,6 +41,8 @@ __all__ = [
     "doc_likelihood",
     "doc_runner_inputs",
     "gene_log_profile",
+    "zero_structure",
+    "zinb_nll",
 ]
 
 #: Docstring fragments of the neural runners (:func:`cellweave._docs.doc_params`).
@@ -138,6 +142,7 @@ class ProportionModule(CellweaveModule):
             self.pi_logits = torch.nn.Parameter(torch.full((data.shape[1],), logit))
             # NB mean = c s p: the observed library s misses the dropped molecules
             self.log_scale = torch.nn.Parameter(torch.tensor(-np.log1p(-ZINB_INIT_DROPOUT)))
+        self._zeros: tuple[torch.Tensor, ZeroStructure] | None = None
 
     # -- to implement -------------------------------------------------------------------
     def logits(self, index: torch.Tensor | None) -> torch.Tensor:
@@ -165,9 +170,11 @@ class ProportionModule(CellweaveModule):
             mu = s[:, None] * torch.softmax(logits, 1)
             return -nb_log_prob(x, mu, torch.exp(self.log_theta)).sum()
         if self.likelihood == "zinb":
-            mu = (s * torch.exp(self.log_scale))[:, None] * torch.softmax(logits, 1)
-            pi = self.pi_logits.expand_as(mu)
-            return -zinb_log_prob(x, mu, torch.exp(self.log_theta), pi).sum()
+            log_mu = torch.log((s * torch.exp(self.log_scale)).clamp_min(1e-30))[:, None]
+            if self._zeros is None or self._zeros[0] is not x:  # full batch: the same x
+                self._zeros = (x, zero_structure(x))
+            log_mu = log_mu + torch.log_softmax(logits, 1)
+            return zinb_nll(x, log_mu, self.log_theta, self.pi_logits, structure=self._zeros[1])
         keep = s > 0
         target = torch.log1p(_TARGET_SUM * x[keep] / s[keep, None])
         return ((torch.log1p(_TARGET_SUM * torch.softmax(logits[keep], 1)) - target) ** 2).sum()
@@ -206,3 +213,68 @@ class ProportionModule(CellweaveModule):
             )
         self.train(training)
         return to_proportions(out, floor=1e-12)
+
+
+class ZeroStructure(NamedTuple):
+    """What :func:`zinb_nll` needs of the counts alone (reused while they stay the same)."""
+
+    zero: torch.Tensor  # float 1 at the zero entries
+    flat: torch.Tensor  # flat indices of the non-zero entries
+    cols: torch.Tensor  # their genes
+    values: torch.Tensor  # their counts
+    n_nonzero: torch.Tensor  # per gene
+    log_factorial: torch.Tensor  # sum of lgamma(x + 1)
+
+
+def zero_structure(x: torch.Tensor) -> ZeroStructure:
+    """:class:`ZeroStructure` of the dense counts ``x`` (spots x genes)."""
+    nonzero = x > 0
+    flat = nonzero.view(-1).nonzero().squeeze(1)
+    values = x.view(-1).take(flat)
+    return ZeroStructure(
+        (~nonzero).to(x.dtype),
+        flat,
+        flat % x.shape[1],
+        values,
+        nonzero.sum(0).to(x.dtype),
+        torch.lgamma(values + 1).sum(),
+    )
+
+
+def zinb_nll(
+    x: torch.Tensor,
+    log_mu: torch.Tensor,
+    log_theta: torch.Tensor,
+    pi_logits: torch.Tensor,
+    *,
+    structure: ZeroStructure | None = None,
+    eps: float = 1e-8,
+) -> torch.Tensor:
+    """``-sum zinb_log_prob(x, exp(log_mu), exp(log_theta), pi_logits)`` over all entries
+    (:func:`cellweave.nn.zinb_log_prob`, same formula and ``eps``), 1.5-2x cheaper.
+
+    ``log_mu`` is ``(spots, genes)``; ``log_theta`` and ``pi_logits`` are per gene;
+    ``structure``: :func:`zero_structure` of ``x`` when the caller keeps it. The terms of a
+    gene alone are computed once per gene (weighted by its count of non-zero entries) and
+    the ``lgamma`` terms only at the non-zero entries; the dense work is the NB's zero
+    probability and the zero case's ``softplus``.
+    """
+    z = zero_structure(x) if structure is None else structure
+    theta = torch.exp(log_theta)
+    log_theta_eps = torch.log(theta + eps)
+    mu = torch.exp(log_mu)
+    log_theta_mu = torch.log(theta + mu + eps)
+    # log NB(0) = theta log(theta / (theta + mu)); a zero's log-likelihood is
+    # softplus(log NB(0) - pi) - softplus(-pi)
+    zero_case = (F.softplus(theta * (log_theta_eps - log_theta_mu) - pi_logits) * z.zero).sum()
+    # a non-zero's: -softplus(-pi) - pi + log NB(x), the gene's terms once per gene
+    th = theta.index_select(0, z.cols)
+    entry = (
+        z.values * torch.log(mu.view(-1).take(z.flat) + eps)
+        - (z.values + th) * log_theta_mu.view(-1).take(z.flat)
+        + torch.lgamma(z.values + th)
+    ).sum()
+    gene = (z.n_nonzero * (theta * log_theta_eps - torch.lgamma(theta) - pi_logits)).sum()
+    # -softplus(-pi) = log(1 - dropout) is in both cases: once per entry
+    log_keep = -x.shape[0] * F.softplus(-pi_logits).sum()
+    return z.log_factorial - (zero_case + entry + gene + log_keep)

@@ -131,6 +131,8 @@ _GATE = [
 ]
 _WEIGHTS = _values("weights", float, (1.0, 0.5), low=0, scalar=False, many=True)
 _LIKELIHOOD = Choice("likelihood", "poisson", ("poisson", "multinomial", "nb", "zinb", "mse"))
+#: ``auto``'s: ``"auto"`` tests the counts for technical dropout (:mod:`.zeros`).
+_AUTO_LIKELIHOOD = Choice("likelihood", "auto", ("auto", *_LIKELIHOOD.choices))
 _SPACE = Choice("space", "latent", ("genes", "latent"))
 _POSTERIOR = Choice(
     "posterior", "auto", ("auto", "on", "off"), doc="each spot's own counts on top of the blend"
@@ -206,7 +208,8 @@ AUTO_OPTIONS = [
     _values("blend", float, "auto", low=0, high=1, auto=True, many=True),
     _values("smooth", float, "auto", low=0, high=1, auto=True, many=True),
     _POSTERIOR,
-    *MF_OPTIONS,
+    *_without(MF_OPTIONS, "likelihood"),
+    _AUTO_LIKELIHOOD,
     *_without(MIXTURE_OPTIONS, "max_iter"),
 ]
 
@@ -250,7 +253,9 @@ DESCRIPTIONS = {
     "inner molecular split",
     "auto": "the measured best default: a blend of MF with the spatial loss, the "
     "mixture of programs and the expression-space smoother, tuned and blended by an inner "
-    "molecular split, then each spot's own counts on top (Gamma-Poisson posterior)",
+    "molecular split, then each spot's own counts on top (Gamma-Poisson posterior); where "
+    "the counts show technical dropout (zeros a negative binomial rules out), MF with the "
+    "ZINB likelihood instead",
 }
 
 #: Methods that do not need coordinates but use them (``auto``: its spatial loss); they

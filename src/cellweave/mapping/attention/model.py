@@ -47,8 +47,9 @@ from .options import (
 )
 from .persist import read_model, write_model
 from .reference import Reference, candidates, principal_axes, pseudo_spots, reference_cells
+from .reliability import shrink_fractions, type_recall
 from .transport import mix_transport, plan_panel, resolve_transport, transport_target
-from .views import VIEWS, SpotViews, spot_views
+from .views import SpotViews, fit_views, spot_views
 
 __all__ = ["AttentionMapper", "held_out_spots"]
 
@@ -90,7 +91,8 @@ class AttentionMapper:
         The model's options (:data:`.options.MODEL_OPTIONS`: ``n_latent``, ``n_hidden``,
         ``top_k``, ``spatial_key``, ``modality_key``, ``histology``, ``ring_weights``,
         ``platform_factor``, ``likelihood``, ``shrink``, ``lambda_cells``, ``transport``,
-        ``entropy_reference``: :mod:`.transport`), checked before any work.
+        ``entropy_reference``: :mod:`.transport`; ``reliability``: :mod:`.reliability`),
+        checked before any work.
     """
 
     def __init__(
@@ -248,7 +250,7 @@ class AttentionMapper:
             ring_weights=self.options["ring_weights"],
         )
         if hasattr(self, "dims"):  # a new section: the trained encoders' widths
-            views = _fit_views(views, self.dims)
+            views = fit_views(views, self.dims)
         if not self.stats:  # the training section: its statistics standardize every section
             self.stats = views.statistics()
         return _Section(adata_sp, rows, counts[rows], views.standardize(self.stats))
@@ -410,6 +412,10 @@ class AttentionMapper:
             refine_penalty=self.options["refine_penalty"],
             refine_cells=self.options["refine_cells"],
         )
+        if self.options["reliability"] and self.ref.n_types > 1:
+            recall = type_recall(self.ref_counts, self.ref.codes, self.ref.n_types)
+            codes = self.ref.codes[section.cand]
+            out["a"], out["pi"] = shrink_fractions(out["a"], out["pi"], codes, recall)
         if self.options["transport"]:
             out["a"] = mix_transport(out["a"], self._target(section), self.options["transport"])
         return section, out
@@ -571,26 +577,3 @@ def _ring_weights(value: Any) -> tuple[float, ...]:
             "(1.0, 0.5)"
         )
     return weights
-
-
-def _fit_views(views: SpotViews, dims: dict[str, int]) -> SpotViews:
-    """A new section's views reduced to those the model was trained with: a view the model
-    lacks is dropped, one the section lacks is masked out; a width mismatch is an error."""
-    inputs, mask = {}, views.mask.copy()
-    n = mask.shape[0]
-    for i, name in enumerate(VIEWS):
-        if name not in dims:
-            mask[:, i] = False
-            continue
-        if name not in views.inputs:
-            inputs[name] = np.zeros((n, dims[name]), dtype=np.float32)
-            mask[:, i] = False
-            continue
-        if views.inputs[name].shape[1] != dims[name]:
-            raise InputError(
-                f"the {name} view of the new section has {views.inputs[name].shape[1]} "
-                f"features, the model was trained on {dims[name]}: pass a section measured "
-                "like the training one"
-            )
-        inputs[name] = views.inputs[name]
-    return SpotViews(inputs=inputs, mask=mask)

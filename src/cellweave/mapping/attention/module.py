@@ -23,7 +23,8 @@ at the spots' depth, seen through the platform factor (:meth:`labelled_panel`); 
 pseudo-spots when a type's reference is shallow, else none (the likelihood alone). At
 inference the type weights of every spot are refined on its counts for a few steps with the
 weights frozen (:meth:`refine`, semi-amortized), which is what lets a new section map well
-without retraining.
+without retraining. The mapper then shrinks the fractions of a type its reference cannot
+recognise toward their mean (:mod:`.reliability`).
 """
 
 from __future__ import annotations

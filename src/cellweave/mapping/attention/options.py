@@ -156,6 +156,12 @@ MODEL_OPTIONS: tuple[Option, ...] = (
     Int("refine_steps", 50, low=0, doc="per-spot refinement steps of the type weights"),
     Float("refine_penalty", 0.01, low=0, doc="L2 weight keeping refinements near the encoder"),
     Bool("refine_cells", False, doc="also refine the attention within types"),
+    Bool(
+        "reliability",
+        True,
+        doc="shrink each type's fractions toward their mean by 1 - its leave-one-out recall "
+        "in the reference (with cell types)",
+    ),
 )
 #: Options of :meth:`~.model.AttentionMapper.train`.
 TRAIN_OPTIONS: tuple[Option, ...] = (

@@ -26,7 +26,7 @@ from ...graph import neighbor_rings, ring_weights
 from ...image import has_image, spot_image_features
 from ...validate import check_spatial
 
-__all__ = ["VIEWS", "SpotViews", "log_panel", "spot_views", "zscore"]
+__all__ = ["VIEWS", "SpotViews", "fit_views", "log_panel", "spot_views", "zscore"]
 
 #: Every view the attention mapper knows, in the order of the fusion.
 VIEWS = ("panel", "neighbours", "histology", "modality")
@@ -171,4 +171,27 @@ def spot_views(
             inputs["histology"], mask[:, 2] = feats[rows], True
     if modality_key is not None:
         inputs["modality"], mask[:, 3] = modality_matrix(adata_sp, modality_key, rows), True
+    return SpotViews(inputs=inputs, mask=mask)
+
+
+def fit_views(views: SpotViews, dims: dict[str, int]) -> SpotViews:
+    """A new section's views reduced to those the model was trained with: a view the model
+    lacks is dropped, one the section lacks is masked out; a width mismatch is an error."""
+    inputs, mask = {}, views.mask.copy()
+    n = mask.shape[0]
+    for i, name in enumerate(VIEWS):
+        if name not in dims:
+            mask[:, i] = False
+            continue
+        if name not in views.inputs:
+            inputs[name] = np.zeros((n, dims[name]), dtype=np.float32)
+            mask[:, i] = False
+            continue
+        if views.inputs[name].shape[1] != dims[name]:
+            raise InputError(
+                f"the {name} view of the new section has {views.inputs[name].shape[1]} "
+                f"features, the model was trained on {dims[name]}: pass a section measured "
+                "like the training one"
+            )
+        inputs[name] = views.inputs[name]
     return SpotViews(inputs=inputs, mask=mask)
