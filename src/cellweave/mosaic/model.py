@@ -98,11 +98,12 @@ class MosaicModel:
     batch MMD is scale-free, so the prior clusters the cells (simulator ARI 0.97, every type
     found; the ``"exact"`` default puts them into one or a few components). The number of
     clusters: ``n_clusters`` when given; else the label classes; else, with
-    ``"marginal"``, the ``k`` in 2..30 with the highest Calinski-Harabasz score of k-means
-    on the warm-up latent (chosen again at ``cluster_warmup`` x 2, 4, ... epochs; the other
-    slots pruned); else the silhouette criterion of :func:`choose_n_clusters` on the
-    encoder input. ``train_params["n_clusters"]`` and ``["n_clusters_criterion"]`` say which
-    (``"given"``, ``"label classes"``, ``"calinski_harabasz"``, ``"silhouette"``).
+    ``"marginal"``, the ``k`` in 2..30 of the gap statistic of k-means on the warm-up
+    latent (:func:`~cellweave.mosaic.clusters.choose_k`; chosen again at ``cluster_warmup``
+    x 2, 4, ... epochs; the other slots pruned); else the silhouette criterion of
+    :func:`choose_n_clusters` on the encoder input. ``train_params["n_clusters"]`` and
+    ``["n_clusters_criterion"]`` say which (``"given"``, ``"label classes"``,
+    ``"gap_statistic"``, ``"silhouette"``).
     """
 
     def __init__(
@@ -146,7 +147,7 @@ class MosaicModel:
         criterion = "given" if opts["n_clusters"] is not None else "label classes"
         if opts["n_clusters"] is None and not n_classes:
             fits = opts["cluster_warmup"] > 0 and opts["mixture"] == "marginal"
-            criterion = "calinski_harabasz" if fits else "silhouette"
+            criterion = "gap_statistic" if fits else "silhouette"
         if opts["n_clusters"] is None:  # without labels: K_MAX slots, k chosen at warm-up
             opts["n_clusters"] = n_classes or (
                 K_MAX
@@ -182,7 +183,7 @@ class MosaicModel:
             self.data, self.config, sample=self.datamodule.sample(), graph=self.graph
         )
         self.module.seed = seed
-        self.module.choose_clusters = criterion == "calinski_harabasz"
+        self.module.choose_clusters = criterion == "gap_statistic"
         self.cluster_criterion = criterion
         self.is_trained = False
         self.fit_result: FitResult | None = None
