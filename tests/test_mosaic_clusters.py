@@ -10,7 +10,7 @@ import torch
 from scipy import stats
 
 from cellweave.metrics import ari
-from cellweave.mosaic import integrate
+from cellweave.mosaic import MosaicModel, integrate
 from cellweave.mosaic.clusters import (
     choose_k,
     fit_components,
@@ -156,15 +156,28 @@ def test_mixture_clusters_the_simulator(sim):
 
 
 def test_cluster_count_criterion_finds_the_true_number(sim):
+    # the defaults without labels: the marginal mixture, k by the gap statistic
     data = sim.copy()
-    integrate(data, batch_key="batch", max_epochs=40, random_state=0, mixture="marginal", **FAST)
+    integrate(data, batch_key="batch", max_epochs=40, random_state=0, **FAST)
     params = data.uns["cellweave"]["params"]["train"]
+    assert params["mixture"] == "marginal"
     assert params["n_clusters_criterion"] == "gap_statistic"
     assert params["n_clusters"] == 5
     assert data.obsm["cellweave_clusters"].shape == (data.n_obs, 5)
     assert data.obs["cellweave_cluster"].cat.categories.size == 5
     truth = data.obs["cell_type"].astype(str).to_numpy()
     assert ari(truth, data.obs["cellweave_cluster"].to_numpy()) >= 0.8
+
+
+def test_auto_mixture_is_marginal_without_labels_and_exact_with_them(sim):
+    data = sim.copy()
+    assert MosaicModel(data, batch_key="batch", **FAST).config.mixture == "marginal"
+    data.obs["some"] = data.obs["cell_type"].astype(str).where(data.obs_names.str.endswith("1"))
+    labelled = MosaicModel(data, batch_key="batch", label_key="some", **FAST)
+    assert labelled.config.mixture == "exact" and labelled.config.n_clusters == 5
+    given = MosaicModel(data, batch_key="batch", label_key="some", mixture="marginal", **FAST)
+    assert given.config.mixture == "marginal"
+    assert not MosaicModel(data, batch_key="batch", mixture="exact", **FAST).module.fit_mixture
 
 
 def test_marginal_mixture_predicts_labels_from_few_labelled_cells(sim):
