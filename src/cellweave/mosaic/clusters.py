@@ -35,6 +35,7 @@ __all__ = [
     "fit_components",
     "gap_statistic",
     "semi_supervised_em",
+    "uniform_references",
 ]
 
 #: Fewest and most clusters :func:`choose_k` considers (``K_MAX``: the prior's slots when
@@ -53,7 +54,7 @@ def choose_k(
     k_max = min(int(k_max), x.shape[0] - 1)
     if k_max <= K_MIN:
         return max(min(K_MIN, int(k_max)), 1)
-    references = _uniform_references(x, n_references, random_state)
+    references = uniform_references(x, n_references, random_state)
     gaps: dict[int, tuple[float, float]] = {}
     for k in range(K_MIN, k_max + 1):
         gaps[k] = gap_statistic(x, k, references, random_state=random_state)
@@ -80,7 +81,7 @@ def gap_statistic(
     return gap, float(ref.std() * np.sqrt(1.0 + 1.0 / len(references)))
 
 
-def _uniform_references(x: np.ndarray, n: int, random_state: int) -> list[np.ndarray]:
+def uniform_references(x: np.ndarray, n: int, random_state: int) -> list[np.ndarray]:
     """``n`` uniform samples (as many points as ``x``) in the bounding box of ``x``'s
     principal axes (the gap statistic's reference distribution, Tibshirani et al.'s (b))."""
     centred = x - x.mean(0)
