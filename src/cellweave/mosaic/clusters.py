@@ -7,8 +7,8 @@ one component takes every cell and stays there (the collapse of issue 19: spread
 latent means 0.07 against a component s.d. of 0.6). :func:`fit_components` fits a Gaussian
 mixture (diagonal covariances) to the posterior means of a sample of cells and the
 components are set to it, their variances widened by the mean posterior variance (the prior
-is of the sampled ``z``, not of its means). Labelled cells start their classes' components
-at the class means.
+is of the sampled ``z``, not of its means). With labels, class ``c`` is component ``c``
+and the mixture is fitted by semi-supervised EM (:func:`semi_supervised_em`).
 
 Without ``n_clusters`` (and without labels), :func:`choose_k` picks the number of
 components on the same warm-up latent by the gap statistic (Tibshirani, Walther & Hastie
