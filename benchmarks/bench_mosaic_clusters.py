@@ -15,6 +15,9 @@ are the majority of some cluster, k-means (``k`` = the types) and Leiden on ``X_
 at the resolution whose cluster count is closest to the types (ties: the lower
 resolution), and the scib-metrics scores of the latent (:func:`cellweave.metrics.scib_scores`).
 ``--n-clusters 0`` lets the model choose ``k`` (its criterion); otherwise the number of types.
+``--labelled 0.01``: the semi-supervised run of issue 19 instead (labels of the stratified 1%
+split, ``labelled_split(train_size=0.01, random_state=0)``): balanced accuracy on the other
+cells of the model's own predictions (``predict_labels``) and of a 10-NN on its latent.
 Run it with another ``PYTHONPATH`` (e.g. an exported older tree) for a "before" row.
 """
 
@@ -87,6 +90,31 @@ def types_found(truth: np.ndarray, clusters: np.ndarray) -> int:
     return int(np.unique(table.idxmax(axis=1)).size)
 
 
+def run_labels(args, variant: dict, seed: int) -> dict:
+    """The 1% split: the model's own balanced accuracy against a 10-NN on its latent."""
+    from cellweave.metrics.scib import label_transfer_balanced_accuracy, labelled_split
+    from cellweave.mosaic import MosaicModel
+
+    mdata = load(args.data, args.n_cells, seed)
+    types = mdata.obs["cell_type"].astype(str).to_numpy()
+    keep = labelled_split(types, train_size=args.labelled, random_state=0)
+    labels = np.where(keep, types, None).astype(object)
+    start = time.perf_counter()
+    model = MosaicModel(mdata, batch_key="batch", label_key=labels, random_state=seed, **variant)
+    model.train(max_epochs=args.epochs, progress=False)
+    z = model.get_latent_representation()
+    own = model.predict_labels().astype(str).to_numpy()
+    return {
+        "tag": args.tag, "data": args.data, "n_cells": int(mdata.n_obs), "seed": seed,
+        "variant": variant, "labelled": int(keep.sum()),
+        "own": label_transfer_balanced_accuracy(z, types, predictions=own),
+        "knn": label_transfer_balanced_accuracy(z, types),
+        "own_on_labelled": float((own[keep] == types[keep]).mean()),
+        "epochs": len(model.history), "seconds": time.perf_counter() - start,
+        "load": os.getloadavg()[0], "train_params": model.train_params,
+    }  # fmt: skip
+
+
 def run(args, variant: dict, seed: int) -> dict:
     from sklearn.cluster import KMeans
 
@@ -131,8 +159,10 @@ def report(paths: list[Path]) -> str:
     frame["variant"] = frame["variant"].map(lambda v: json.dumps(v, sort_keys=True))
     frame["k"] = frame["train_params"].map(lambda t: t.get("n_clusters", ""))
     frame["criterion"] = frame["train_params"].map(lambda t: t.get("n_clusters_criterion", ""))
-    cols = ["ari_own", "types_found", "clusters_used", "ari_kmeans", "ari_leiden"]
-    cols += ["bio", "batch", "total", "epochs", "seconds", "load"]
+    frame["k"] = pd.to_numeric(frame["k"], errors="coerce")
+    cols = ["ari_own", "types_found", "clusters_used", "k", "ari_kmeans", "ari_leiden"]
+    cols += ["bio", "batch", "total", "own", "knn", "own_on_labelled", "epochs", "seconds", "load"]
+    cols = [c for c in cols if c in frame]
     keys = ["data", "n_cells", "tag", "variant"]
     mean = frame.groupby(keys, sort=False)[cols].mean().reset_index()
     mean.insert(4, "seeds", frame.groupby(keys, sort=False).size().to_numpy())
@@ -140,8 +170,8 @@ def report(paths: list[Path]) -> str:
     lines.append("|" + "---|" * (len(keys) + 1 + len(cols)))
     for _, r in mean.iterrows():
         values = [str(r[k]) for k in keys] + [str(r["seeds"])]
-        values += [f"{r[c]:.3f}" if c.startswith(("ari", "bio", "bat", "tot")) else f"{r[c]:.1f}"
-                   for c in cols]  # fmt: skip
+        values += [f"{r[c]:.3f}" if c.startswith(("ari", "bio", "bat", "tot", "own", "knn"))
+                   else f"{r[c]:.1f}" for c in cols]  # fmt: skip
         lines.append("| " + " | ".join(values) + " |")
     return "\n".join(lines)
 
@@ -154,6 +184,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--n-clusters", type=int, default=-1, help="0: the model chooses")
     parser.add_argument("--variants", default="[{}]", help="JSON list of model options")
+    parser.add_argument("--labelled", type=float, default=0.0, help="e.g. 0.01: label run")
     parser.add_argument("--tag", default="")
     parser.add_argument("--out", type=Path, default=Path("/tmp/bench_mosaic_clusters.jsonl"))
     parser.add_argument("--report", nargs="*", type=Path, help="print a table of these runs")
@@ -163,7 +194,7 @@ def main() -> None:
         return
     for variant in json.loads(args.variants):
         for seed in (int(s) for s in args.seeds.split(",")):
-            row = run(args, variant, seed)
+            row = (run_labels if args.labelled > 0 else run)(args, variant, seed)
             line = json.dumps(row, default=float)
             print(line, flush=True)
             with args.out.open("a") as fh:

@@ -10,8 +10,13 @@ import torch
 from scipy import stats
 
 from cellweave.metrics import ari
-from cellweave.mosaic import integrate
-from cellweave.mosaic.clusters import choose_k, fit_components
+from cellweave.mosaic import MosaicModel, integrate
+from cellweave.mosaic.clusters import (
+    choose_k,
+    fit_components,
+    gap_statistic,
+    semi_supervised_em,
+)
 from cellweave.mosaic.modules import MixturePrior
 from cellweave.mosaic.vae import _batch_mmd
 from cellweave.sim import simulate_mosaic
@@ -92,10 +97,42 @@ def test_fit_components_prunes_the_slots_above_k_and_starts_classes_at_their_mea
     assert (variances[:3] > 0.01).all() and (variances[:3] < 0.05).all()
 
 
+def test_semi_supervised_em_keeps_labelled_cells_in_their_class():
+    x, truth = _blobs(4, n=800, seed=1)
+    # every cell labelled: the fit is the classes' own means, variances and shares
+    means, variances, weights = semi_supervised_em(x, truth, 4)
+    for c in range(4):
+        np.testing.assert_allclose(means[c], x[truth == c].mean(0), atol=1e-8)
+        np.testing.assert_allclose(variances[c], x[truth == c].var(0) + 1e-6, rtol=1e-6)
+        assert np.isclose(weights[c], (truth == c).mean())
+    # labels the blobs contradict still hold: 40 cells of blob 1 labelled class 0 stay in
+    # component 0 (plain EM would hand them to blob 1's component), pulling it towards blob 1
+    labels = np.full(truth.size, -1)
+    labels[np.flatnonzero(truth == 0)[:40]] = 0
+    labels[np.flatnonzero(truth == 1)[:40]] = 0
+    means, _, _ = semi_supervised_em(x, labels, 4)
+    centre0, centre1 = x[truth == 0].mean(0), x[truth == 1].mean(0)
+    assert np.linalg.norm(means[0] - centre1) < 0.9 * np.linalg.norm(centre0 - centre1)
+
+
 @pytest.mark.parametrize("k", [3, 6])
 def test_choose_k_finds_the_number_of_blobs(k):
     x, _ = _blobs(k, seed=k)
     assert choose_k(x, 12) == k
+
+
+def test_gap_statistic_finds_small_clusters_beside_large_ones():
+    # seven blobs of 700 down to 15 points (MOp's types range from 1,143 to 6 cells)
+    sizes = [700, 300, 120, 60, 40, 25, 15]
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        truth = np.repeat(np.arange(len(sizes)), sizes)
+        x = rng.normal(0, 1.0, (len(sizes), 8))[truth] + rng.normal(0, 0.15, (truth.size, 8))
+        assert abs(choose_k(x, 15) - len(sizes)) <= 1
+    gap, s = gap_statistic(x, 7, [rng.uniform(-1, 1, x.shape) for _ in range(3)])
+    assert gap > 1.0 and 0 <= s < 0.1
+    # one Gaussian blob: no k has a gap beyond the next one's error, the smallest k wins
+    assert choose_k(rng.normal(size=(400, 5)), 10) == 2
 
 
 def test_mixture_clusters_the_simulator(sim):
@@ -119,15 +156,28 @@ def test_mixture_clusters_the_simulator(sim):
 
 
 def test_cluster_count_criterion_finds_the_true_number(sim):
+    # the defaults without labels: the marginal mixture, k by the gap statistic
     data = sim.copy()
-    integrate(data, batch_key="batch", max_epochs=40, random_state=0, mixture="marginal", **FAST)
+    integrate(data, batch_key="batch", max_epochs=40, random_state=0, **FAST)
     params = data.uns["cellweave"]["params"]["train"]
-    assert params["n_clusters_criterion"] == "calinski_harabasz"
+    assert params["mixture"] == "marginal"
+    assert params["n_clusters_criterion"] == "gap_statistic"
     assert params["n_clusters"] == 5
     assert data.obsm["cellweave_clusters"].shape == (data.n_obs, 5)
     assert data.obs["cellweave_cluster"].cat.categories.size == 5
     truth = data.obs["cell_type"].astype(str).to_numpy()
     assert ari(truth, data.obs["cellweave_cluster"].to_numpy()) >= 0.8
+
+
+def test_auto_mixture_is_marginal_without_labels_and_exact_with_them(sim):
+    data = sim.copy()
+    assert MosaicModel(data, batch_key="batch", **FAST).config.mixture == "marginal"
+    data.obs["some"] = data.obs["cell_type"].astype(str).where(data.obs_names.str.endswith("1"))
+    labelled = MosaicModel(data, batch_key="batch", label_key="some", **FAST)
+    assert labelled.config.mixture == "exact" and labelled.config.n_clusters == 5
+    given = MosaicModel(data, batch_key="batch", label_key="some", mixture="marginal", **FAST)
+    assert given.config.mixture == "marginal"
+    assert not MosaicModel(data, batch_key="batch", mixture="exact", **FAST).module.fit_mixture
 
 
 def test_marginal_mixture_predicts_labels_from_few_labelled_cells(sim):

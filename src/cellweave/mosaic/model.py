@@ -35,6 +35,7 @@ from .config import (
     check_options,
     check_train_options,
     choose_n_clusters,
+    resolve_mixture,
 )
 from .data import MosaicData, _labels
 from .datamodule import MosaicDataModule
@@ -76,7 +77,9 @@ class MosaicModel:
         unknown or invalid one is an ``InvalidOptionError`` before any work):
         ``n_latent`` (latent dimension); ``n_clusters`` (mixture prior; see below);
         ``n_continuous`` (within-cluster ``u``); ``mixture`` (``"exact"`` sum over clusters,
-        ``"gumbel"`` sample, or ``"marginal"``: the clustering mode, below);
+        ``"gumbel"`` sample, ``"marginal"``: the clustering mode, below; the default
+        ``"auto"``: ``"marginal"`` without labels, ``"exact"`` with them,
+        :func:`~cellweave.mosaic.config.resolve_mixture`);
         ``cluster_warmup``, ``cluster_refit`` (``"marginal"``: epochs before the mixture is
         fitted to the latent, and between refits);
         ``modalities``, ``modality_types``, ``likelihoods``, ``representations``,
@@ -96,13 +99,15 @@ class MosaicModel:
     ``cluster_refit`` epochs after, the components are fitted to the latent (a diagonal
     Gaussian mixture on the posterior means, :mod:`cellweave.mosaic.clusters`) and the
     batch MMD is scale-free, so the prior clusters the cells (simulator ARI 0.97, every type
-    found; the ``"exact"`` default puts them into one or a few components). The number of
+    found; the ``"exact"`` mode puts them into one or a few components); it is the default
+    without labels (``mixture="auto"``; ``train_params["mixture"]`` says which). The number of
     clusters: ``n_clusters`` when given; else the label classes; else, with
-    ``"marginal"``, the ``k`` in 2..30 with the highest Calinski-Harabasz score of k-means
-    on the warm-up latent (chosen again at ``cluster_warmup`` x 2, 4, ... epochs; the other
-    slots pruned); else the silhouette criterion of :func:`choose_n_clusters` on the
-    encoder input. ``train_params["n_clusters"]`` and ``["n_clusters_criterion"]`` say which
-    (``"given"``, ``"label classes"``, ``"calinski_harabasz"``, ``"silhouette"``).
+    ``"marginal"``, the ``k`` in 2..30 of the gap statistic of k-means on the warm-up
+    latent (:func:`~cellweave.mosaic.clusters.choose_k`; chosen again at ``cluster_warmup``
+    x 2, 4, ... epochs; the other slots pruned); else the silhouette criterion of
+    :func:`choose_n_clusters` on the encoder input. ``train_params["n_clusters"]`` and
+    ``["n_clusters_criterion"]`` say which (``"given"``, ``"label classes"``,
+    ``"gap_statistic"``, ``"silhouette"``).
     """
 
     def __init__(
@@ -143,10 +148,11 @@ class MosaicModel:
                 self.data, labels, classes
             )
         n_classes = len(self.data.label_classes)
+        opts["mixture"] = resolve_mixture(opts["mixture"], n_classes)
         criterion = "given" if opts["n_clusters"] is not None else "label classes"
         if opts["n_clusters"] is None and not n_classes:
             fits = opts["cluster_warmup"] > 0 and opts["mixture"] == "marginal"
-            criterion = "calinski_harabasz" if fits else "silhouette"
+            criterion = "gap_statistic" if fits else "silhouette"
         if opts["n_clusters"] is None:  # without labels: K_MAX slots, k chosen at warm-up
             opts["n_clusters"] = n_classes or (
                 K_MAX
@@ -182,7 +188,7 @@ class MosaicModel:
             self.data, self.config, sample=self.datamodule.sample(), graph=self.graph
         )
         self.module.seed = seed
-        self.module.choose_clusters = criterion == "calinski_harabasz"
+        self.module.choose_clusters = criterion == "gap_statistic"
         self.cluster_criterion = criterion
         self.is_trained = False
         self.fit_result: FitResult | None = None
@@ -312,6 +318,7 @@ class MosaicModel:
                 "seconds": time.perf_counter() - start,
                 "n_clusters": int(self.module.prior.active().sum()),
                 "n_clusters_criterion": self.cluster_criterion,
+                "mixture": self.config.mixture,
             }
         )
         return result
