@@ -43,7 +43,7 @@ from .data import ModalityData, MosaicData
 from .kinds import get_kind
 from .persist import load_state, read_model
 from .represent import Representation
-from .surgery import add_input_shift, freeze, mask_features, merge_state
+from .surgery import add_input_shift, freeze, mask_features, merge_state, start_from_measured
 
 __all__ = [
     "MAX_REFERENCE_CELLS",
@@ -333,6 +333,7 @@ def load_query_data(
     n_ref = len(ref.batch_names)
     module = model.module
     masks = merge_state(module, ref.state)
+    start_from_measured(module, ref.state, n_ref)
     masks.update(add_input_shift(module, [m.n_inputs for m in data.modalities], n_ref))
     fixed = mask_features(module, _observed_by_index(data, observed), n_ref)
     model.query_info = {
