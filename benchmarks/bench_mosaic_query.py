@@ -152,6 +152,8 @@ def run_query(mdata, holdout: str, args) -> tuple[pd.DataFrame, list[str]]:
             "train_s": q_s,
             "epochs": model.train_params["epochs"],
             "model_knn_acc": float((knn == y_query).mean()),
+            "min_delta": model.query_info.get("min_delta"),
+            "kept_start": model.query_info.get("kept_start"),
         }
     rows["reference (other batches)"] = {"train_s": ref_s, "epochs": ref.train_params["epochs"]}
     notes.append(
@@ -213,6 +215,7 @@ def main() -> None:
     table, notes = run_query(mdata, args.holdout, args)
     lines += [*markdown_table(table, digits=3, index_name="route"), ""]
     lines += [f"- {n}" for n in notes]
+    lines += [f"- load average after: {os.getloadavg()[0]:.2f}"]
     if args.own_labels:
         lines += ["", *markdown_table(run_own_labels(mdata, args), digits=3)]
     text = "\n".join(lines) + "\n"

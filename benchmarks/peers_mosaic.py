@@ -18,7 +18,6 @@ import mudata as md
 import numpy as np
 import pandas as pd
 from scipy import sparse
-from sklearn.decomposition import TruncatedSVD
 
 
 @dataclass
@@ -63,51 +62,15 @@ def full_matrix(mdata: md.MuData, mod: str) -> sparse.csr_matrix:
 # --------------------------------------------------------------------------------------
 
 
-def _tfidf(x: sparse.csr_matrix) -> sparse.csr_matrix:
-    """Signac-style TF-IDF: (x / cell total) * log(1 + n_cells / peak total)."""
-    x = sparse.csr_matrix(x, dtype=np.float64)
-    tf = sparse.diags(1.0 / np.maximum(np.asarray(x.sum(axis=1)).ravel(), 1.0)) @ x
-    idf = np.log1p(x.shape[0] / np.maximum(np.asarray(x.sum(axis=0)).ravel(), 1.0))
-    out = (tf @ sparse.diags(idf)).tocsr()
-    out.data = np.log1p(out.data * 1e4)
-    return out
-
-
-def lsi(x: sparse.csr_matrix, n_comps: int = 30, random_state: int = 0) -> np.ndarray:
-    """LSI of peak counts: TF-IDF, truncated SVD, first component (depth) dropped, each
-    component standardised."""
-    svd = TruncatedSVD(n_components=n_comps + 1, random_state=random_state)
-    emb = svd.fit_transform(_tfidf(x))[:, 1:]
-    return (emb - emb.mean(axis=0)) / emb.std(axis=0)
-
-
-def _unit_variance(emb: np.ndarray) -> np.ndarray:
-    """Scale a block so that its total variance is 1 (equal weight per modality)."""
-    return emb / np.sqrt(emb.var(axis=0).sum())
-
-
 def unintegrated(mdata: md.MuData, *, n_comps: int = 30, random_state: int = 0) -> Result:
     """PCA of log-normalised RNA and LSI of ATAC (protein: PCA of CLR), each fitted on the
     cells that measured the modality, scaled to unit total variance, zero-filled for the cells
-    that did not, concatenated."""
-    import cellweave as cw
+    that did not, concatenated (:func:`cellweave.mosaic.unintegrated_embedding`)."""
+    from cellweave.mosaic.unintegrated import unintegrated_embedding
 
     t0 = time.perf_counter()
-    blocks = []
-    for mod in mdata.mod:
-        mask = present(mdata, mod)
-        x = full_matrix(mdata, mod)[mask]
-        if mod == "atac":
-            emb = lsi(x, n_comps, random_state)
-        elif mod == "protein":
-            logx = np.log1p(x.toarray())
-            emb = cw.pp.pca(logx - logx.mean(axis=1, keepdims=True), n_comps=n_comps)
-        else:
-            emb = cw.pp.pca(cw.pp.log_normalize(x), n_comps=n_comps, random_state=random_state)
-        block = np.zeros((mdata.n_obs, emb.shape[1]), dtype=np.float32)
-        block[mask] = _unit_variance(emb)
-        blocks.append(block)
-    return Result(np.hstack(blocks), time.perf_counter() - t0)
+    emb = unintegrated_embedding(mdata, n_comps=n_comps, random_state=random_state)
+    return Result(emb, time.perf_counter() - t0)
 
 
 # --------------------------------------------------------------------------------------

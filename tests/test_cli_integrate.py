@@ -13,6 +13,8 @@ from click.testing import CliRunner
 from cellweave import io
 from cellweave.cli.integrate import integrate
 from cellweave.errors import CellweaveError, InputError, MissingKeyError
+from cellweave.metrics.pcr import pcr_comparison
+from cellweave.mosaic import unintegrated_embedding
 from cellweave.sim import simulate_mosaic
 
 FAST = ["--n-latent", "6", "--param", "encoder_hidden=32", "--param", "decoder_hidden=16"]
@@ -53,6 +55,16 @@ def test_integrate_mosaic_with_metrics_and_umap(tmp_path, mosaic_file):
     assert 0.0 <= report["label_transfer"]["balanced_accuracy"] <= 1.0
     assert "model_balanced_accuracy" in report["label_transfer"]
     assert png.stat().st_size > 1000
+    # Benchmarker's scale: PCR comparison against the unintegrated PCA + LSI embedding, the
+    # batch score the mean of five
+    scores = report["metrics"]
+    pre = unintegrated_embedding(md.read_h5mu(mosaic_file))
+    batches = mdata.obs["batch"].astype(str).to_numpy()
+    assert scores["pcr_comparison"] == pytest.approx(
+        pcr_comparison(pre, mdata.obsm["X_cellweave"], batches), abs=1e-6
+    )
+    five = ("asw_batch", "ilisi", "kbet", "graph_connectivity", "pcr_comparison")
+    assert scores["batch"] == pytest.approx(np.nanmean([scores[k] for k in five]))
     assert "kept the labels of" in result.output
 
 

@@ -297,3 +297,63 @@ def test_predict_labels_spread_keeps_the_labelled_cells(reference, split):
     truth = ref.obs["cell_type"].astype(str).to_numpy()
     assert (labels.astype(str).to_numpy() == truth).mean() > 0.99  # every cell labelled
     assert list(labels.cat.categories) == reference.data.label_classes
+
+
+def test_query_rows_start_from_the_batches_that_measured_the_modality(reference, split):
+    from cellweave.mosaic.surgery import measured_batches
+
+    _, query = split
+    state = reference.module.state_dict()
+    names = reference.data.batch_names
+    codes = reference.data.batch_codes
+    measured = measured_batches(state, len(reference.data.modalities))
+    for i, m in enumerate(reference.data.modalities):
+        truth = np.isin(np.arange(len(names)), np.unique(codes[m.present]))
+        np.testing.assert_array_equal(measured[i], truth, err_msg=m.name)
+    assert not measured[reference.data.names.index("rna")].all()  # atac_only: no RNA
+    model = MosaicModel.load_query_data(reference, query, batch_key="batch")
+    n_ref = len(names)
+    for i, rows in enumerate(measured):
+        dec = model.module.decoders[i]
+        for key in ("scale", "log_theta"):
+            if f"decoders.{i}.{key}" not in state:  # Bernoulli (ATAC): no dispersion
+                continue
+            ref_rows = state[f"decoders.{i}.{key}"]
+            start = getattr(dec, key).detach()[n_ref]
+            torch.testing.assert_close(start, ref_rows[torch.as_tensor(rows)].mean(0))
+            if not rows.all():  # an untrained row would have pulled the mean away
+                assert not torch.allclose(start, ref_rows.mean(0))
+
+
+def test_query_early_stopping_ignores_changes_within_the_validation_noise(reference, split):
+    from cellweave.mosaic.query import validation_noise
+
+    _, query = split
+    model = MosaicModel.load_query_data(reference, query, batch_key="batch")
+    n_val = round(0.1 * query.n_obs)
+    noise = validation_noise(model, n_val, seed=0)
+    assert noise == validation_noise(model, n_val, seed=0) > 0  # seeded
+    # a standard error: shrinks as 1 / sqrt(validation cells)
+    assert validation_noise(model, 4 * n_val, seed=0) == pytest.approx(noise / 2)
+    # and matches the spread of the loss over random validation sets of that size
+    rng = np.random.default_rng(1)
+    losses = []
+    with torch.no_grad():
+        for _ in range(12):
+            cells = torch.as_tensor(np.sort(rng.choice(model.data.n_cells, n_val, replace=False)))
+            b = model.datamodule.batch(cells, sort=True)
+            losses.append(float(model.module.objective(b, train=False)["loss"]))
+    assert 0.4 < noise / np.std(losses, ddof=1) < 2.5, (noise, np.std(losses, ddof=1))
+    start = {k: v.clone() for k, v in model.module.state_dict().items()}
+    result = model.train_query(max_epochs=3, batch_size=128, progress=False, random_state=0)
+    info = model.query_info
+    assert model.train_params["min_delta"] == info["min_delta"] == noise
+    # the trained weights are kept only when they beat the start by more than the noise
+    kept = all(torch.equal(v, start[k]) for k, v in model.module.state_dict().items())
+    assert kept == info["kept_start"]
+    assert kept == (not float(result.best_score) < info["start_val_loss"] - noise)
+    # an explicit min_delta: plain early stopping, the trained weights kept
+    model = MosaicModel.load_query_data(reference, query, batch_key="batch")
+    model.train_query(max_epochs=2, batch_size=128, progress=False, min_delta=0.0)
+    assert model.query_info["min_delta"] == 0.0 and not model.query_info["kept_start"]
+    assert any(bool((p[-1] != 0).any()) for p in model.module.input_shift)

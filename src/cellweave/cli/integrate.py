@@ -267,8 +267,17 @@ def integrate(
         model.save(save_model, overwrite=overwrite)
         console.print(f"wrote {save_model}/ (MosaicModel.load('{save_model}', mdata))")
     if metrics_json is not None:
+        kinds = {m.name: m.kind for m in model.data.modalities}
         _metrics(
-            data, truth, batch_key, use_rep, metrics_json, seconds, supervised, overwrite=overwrite
+            data,
+            truth,
+            batch_key,
+            use_rep,
+            metrics_json,
+            seconds,
+            supervised,
+            overwrite=overwrite,
+            unintegrated={"modality": modality, "modality_types": kinds},
         )
         console.print(f"wrote {metrics_json}")
     if plot_path is not None:
@@ -286,15 +295,21 @@ def _metrics(
     supervised: bool,
     *,
     overwrite: bool,
+    unintegrated: dict,
 ) -> None:
     """scib scores of ``obsm[use_rep]`` and label transfer (the model's own predictions too
-    when it was ``supervised``) as JSON."""
+    when it was ``supervised``) as JSON; the batch score includes PCR comparison against the
+    unintegrated embedding (``mosaic.unintegrated_embedding(data, **unintegrated)``), as
+    scib-metrics' Benchmarker scores it."""
     import numpy as np
 
     from ..metrics.scib import integration_report
+    from ..mosaic import unintegrated_embedding
 
     known = truth.notna().to_numpy()
     emb = np.asarray(data.obsm[use_rep])[known]
+    with status("the unintegrated embedding (PCA / LSI per modality)"):
+        pre = unintegrated_embedding(data, **unintegrated)[known]
     with status("scoring (scib metrics, label transfer)"):
         report = integration_report(
             emb,
@@ -305,6 +320,7 @@ def _metrics(
                 data.obs["cellweave_label"].astype(str).to_numpy()[known] if supervised else None
             ),
             describe=True,  # which score is the model's, the chance level
+            pre_embedding=pre,  # PCR comparison: Benchmarker's five batch metrics
         )
     report["embedding"] = use_rep
     with io.atomic_path(path, overwrite=overwrite) as tmp:

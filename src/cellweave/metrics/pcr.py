@@ -19,6 +19,9 @@ from .inputs import embedding_array, label_codes
 
 __all__ = ["pcr_comparison", "principal_component_regression"]
 
+#: A variance share at float64 rounding level: the covariate explains nothing.
+_NO_SHARE = float(np.finfo(np.float64).eps)
+
 
 def principal_component_regression(embedding: Any, covariate: Any) -> float:
     """Variance-weighted R² of the principal components of ``embedding`` on a categorical
@@ -67,7 +70,8 @@ def pcr_comparison(pre: Any, post: Any, covariate: Any, *, scale: bool = True) -
         Batch per cell.
     scale
         ``(pcr_pre - pcr_post) / pcr_pre`` clipped at 0 (1 = the batch explains nothing
-        after integration); ``False``: ``pcr_post - pcr_pre``.
+        after integration; 0 when it explained nothing before, ``pcr_pre == 0``, the limit
+        of scib-metrics' clipped score); ``False``: ``pcr_post - pcr_pre``.
 
     Returns
     -------
@@ -83,4 +87,9 @@ def pcr_comparison(pre: Any, post: Any, covariate: Any, *, scale: bool = True) -
     after = principal_component_regression(post_x, covariate)
     if not scale:
         return after - before
+    if not before > _NO_SHARE:
+        # the batch explained nothing before (e.g. one batch): scib-metrics divides by
+        # ``before`` (a ZeroDivisionError at 0, rounding noise over rounding noise just above
+        # it: 0.065 for one batch); the limit of its clipped score as ``before`` -> 0 is 0
+        return 0.0
     return max(0.0, (before - after) / before)

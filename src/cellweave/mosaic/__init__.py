@@ -6,7 +6,9 @@ any subset per batch (see ``docs/mosaic.md``).
 * guidance-graph builders: :func:`gene_peak_links`, :func:`gene_protein_links`,
   :func:`graph_from_links`, :func:`add_guidance`, :func:`read_bed`, :func:`read_gtf`;
 * :func:`transport_batches` - move weakly measured batches onto the others in the latent by
-  optimal transport (:func:`barycentric_projection`).
+  optimal transport (:func:`barycentric_projection`);
+* :func:`unintegrated_embedding` - PCA of RNA + LSI of ATAC, the unintegrated reference of
+  scib's PCR comparison.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from .guidance import (
 )
 from .model import MosaicModel
 from .transport import barycentric_projection, transport_batches
+from .unintegrated import unintegrated_embedding
 
 __all__ = [
     "CD_ALIASES",
@@ -43,4 +46,5 @@ __all__ = [
     "read_bed",
     "read_gtf",
     "transport_batches",
+    "unintegrated_embedding",
 ]

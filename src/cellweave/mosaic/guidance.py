@@ -45,6 +45,7 @@ from ..errors import (
     NoSharedFeaturesError,
 )
 from ..links import CD_ALIASES, empty_links, gene_protein_links
+from ..nn import take_rows
 
 __all__ = [
     "CD_ALIASES",
@@ -408,12 +409,12 @@ class GraphEncoder(nn.Module):
             return torch.zeros((), device=v.device)
         pick = torch.multinomial(self.edge_prob, n_samples, replacement=True)
         src, dst, sign = self.src[pick], self.dst[pick], self.sign[pick]
-        pos = (v[src] * v[dst]).sum(1)
+        pos = (take_rows(v, src) * take_rows(v, dst)).sum(1)  # fixed-order backward
         if negatives <= 0:
             return F.softplus(-sign * pos).mean()
         neg_src = src.repeat(negatives)
         neg_dst = self.linked[
             torch.randint(0, self.linked.numel(), (neg_src.numel(),), device=v.device)
         ]
-        neg = (v[neg_src] * v[neg_dst]).sum(1)
+        neg = (take_rows(v, neg_src) * take_rows(v, neg_dst)).sum(1)
         return F.softplus(-sign * pos).mean() + F.softplus(neg).mean()

@@ -218,6 +218,7 @@ class MosaicModel:
         validation_fraction: float = 0.1,
         early_stopping: bool = True,
         patience: int = 8,
+        min_delta: float = 0.0,
         labelled_per_batch: int = 32,
         balance_batches: bool = True,
         checkpoint_dir: str | Path | None = None,
@@ -248,6 +249,8 @@ class MosaicModel:
         early_stopping, patience
             Stop when the validation ELBO has not improved for ``patience`` epochs; the best
             weights are kept.
+        min_delta
+            Smaller improvements of the validation ELBO do not count (``train_query`` sets it).
         labelled_per_batch
             Labelled cells added to every step (semi-supervised mode).
         balance_batches
@@ -289,6 +292,7 @@ class MosaicModel:
             max_epochs=int(max_epochs),
             early_stopping=bool(early_stopping),
             patience=int(patience),
+            min_delta=float(min_delta),
             **hardware,
             seed=seed,
             checkpoint_dir=checkpoint_dir,
@@ -309,6 +313,7 @@ class MosaicModel:
                 "validation_fraction": validation_fraction,
                 "early_stopping": early_stopping,
                 "patience": patience,
+                "min_delta": min_delta,
                 "labelled_per_batch": labelled_per_batch,
                 "balance_batches": balance_batches,
                 "device": result.device,

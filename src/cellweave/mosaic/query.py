@@ -43,7 +43,7 @@ from .data import ModalityData, MosaicData
 from .kinds import get_kind
 from .persist import load_state, read_model
 from .represent import Representation
-from .surgery import add_input_shift, freeze, mask_features, merge_state
+from .surgery import add_input_shift, freeze, mask_features, merge_state, start_from_measured
 
 __all__ = [
     "MAX_REFERENCE_CELLS",
@@ -53,6 +53,7 @@ __all__ = [
     "load_saved_query",
     "reference_cells",
     "train_query",
+    "validation_noise",
 ]
 
 #: Labelled reference cells kept (a seeded subsample above it) for :func:`knn_labels`.
@@ -333,6 +334,7 @@ def load_query_data(
     n_ref = len(ref.batch_names)
     module = model.module
     masks = merge_state(module, ref.state)
+    start_from_measured(module, ref.state, n_ref)
     masks.update(add_input_shift(module, [m.n_inputs for m in data.modalities], n_ref))
     fixed = mask_features(module, _observed_by_index(data, observed), n_ref)
     model.query_info = {
@@ -368,16 +370,100 @@ def load_saved_query(cls: type, path: str | Path, mdata: Any):
     return model
 
 
-def train_query(model: Any, *, max_epochs: int = 100, lr: float = 2e-3, **train_kwargs: Any):
+#: Cells per group of :func:`validation_noise` and the most groups it draws.
+NOISE_GROUP, NOISE_GROUPS = 64, 64
+
+
+@torch.no_grad()
+def validation_noise(model: Any, n_validation: int, *, seed: int = 0) -> float:
+    """Standard error of the model's validation loss over ``n_validation`` query cells.
+
+    The loss (the ELBO per cell over the model's baseline NLL, what early stopping
+    monitors) of disjoint random groups of :data:`NOISE_GROUP` cells (at most
+    :data:`NOISE_GROUPS` groups), their spread scaled to ``n_validation`` cells:
+    ``sd(group means) * sqrt(NOISE_GROUP / n_validation)``.
+    """
+    module = model.module
+    rng = np.random.default_rng(seed)
+    n_groups = min(NOISE_GROUPS, model.data.n_cells // NOISE_GROUP)
+    if n_groups < 2 or n_validation < 1:
+        return 0.0
+    cells = rng.permutation(model.data.n_cells)[: n_groups * NOISE_GROUP]
+    was = module.training
+    module.eval()
+    means = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for group in np.sort(cells.reshape(n_groups, NOISE_GROUP), axis=1):
+            b = model.datamodule.batch(torch.as_tensor(group, device=module.device), sort=True)
+            means.append(float(module.objective(b, train=False)["loss"]))
+    module.train(was)
+    return float(np.std(means, ddof=1) * np.sqrt(NOISE_GROUP / n_validation))
+
+
+def train_query(
+    model: Any,
+    *,
+    max_epochs: int = 100,
+    lr: float = 2e-3,
+    min_delta: float | None = None,
+    **train_kwargs: Any,
+):
     """Train a model of :func:`load_query_data` on its query cells (the options of
-    :meth:`~.model.MosaicModel.train`: checkpoints, resume, early stopping, device)."""
+    :meth:`~.model.MosaicModel.train`: checkpoints, resume, early stopping, device).
+
+    ``min_delta`` (default: one standard error of the validation loss at the start,
+    :func:`validation_noise`): an improvement of the validation ELBO smaller than that is
+    not an improvement for early stopping. The query's few free parameters (its decoder rows
+    and input shift) keep lowering the ELBO by amounts far below what another draw of
+    validation cells would change (MOp: 0.0003 per epoch against a standard error of
+    0.010), so without it the query trained 92 epochs for no measurable gain. With the
+    default, the weights the query started from are kept when the trained ones do not beat
+    them on the validation cells by that much (``model.query_info["kept_start"]``).
+    """
     if getattr(model, "query_info", None) is None:
         raise InputError(
             "train_query is for a model of MosaicModel.load_query_data(reference, query): "
             "call model.train() to train a model"
         )
+    seed = train_kwargs.get("random_state")
+    seed = int(model.init_params["random_state"] if seed is None else seed)
+    auto = min_delta is None
+    if auto:
+        fraction = float(train_kwargs.get("validation_fraction", 0.1))
+        min_delta = validation_noise(model, round(fraction * model.data.n_cells), seed=seed)
+    model.query_info["min_delta"] = float(min_delta)
+    start = {k: v.detach().clone() for k, v in model.module.state_dict().items()}
     model.module.train()
-    return model.train(max_epochs=max_epochs, lr=lr, **train_kwargs)
+    result = model.train(max_epochs=max_epochs, lr=lr, min_delta=min_delta, **train_kwargs)
+    model.query_info["kept_start"] = False
+    if auto and result.best_score is not None:
+        _keep_start_unless_better(model, start, float(result.best_score), min_delta, seed)
+    return result
+
+
+def _keep_start_unless_better(
+    model: Any, start: Mapping[str, torch.Tensor], best: float, min_delta: float, seed: int
+) -> None:
+    """Go back to the weights the query started from (the reference's, the new rows at
+    their start) unless training lowered the validation loss by more than ``min_delta``
+    (one standard error): on MOp the trained input shift moved small classes (kNN balanced
+    accuracy 0.58 against the start's 0.62) for an ELBO gain within the noise."""
+    module, dm = model.module, model.datamodule
+    trained = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    module.load_state_dict(start)
+    module.eval()
+    loss = 0.0
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for units in dm.val_dataloader():
+            b = dm.transfer_batch_to_device(units, module.device, 0)
+            loss += float(module.validation_loss(b))
+    if best < loss - min_delta:
+        module.load_state_dict(trained)
+    else:
+        model.query_info["kept_start"] = True
+    model.query_info["start_val_loss"] = loss
 
 
 def knn_labels(model: Any, *, k: int = 15) -> tuple[pd.Series, pd.DataFrame]:

@@ -17,7 +17,14 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["add_input_shift", "freeze", "mask_features", "merge_state"]
+__all__ = [
+    "add_input_shift",
+    "freeze",
+    "mask_features",
+    "measured_batches",
+    "merge_state",
+    "start_from_measured",
+]
 
 #: Decoder bias of a feature the query did not measure (``sigmoid``/``softmax`` mass ~0).
 MASKED_BIAS = -30.0
@@ -127,3 +134,37 @@ def freeze(
             p.register_hook(lambda g, w=weight: g * w.to(g.device))
         n += count
     return n
+
+
+def measured_batches(reference: Mapping[str, torch.Tensor], n_decoders: int) -> list[np.ndarray]:
+    """Per decoder (modality), which reference batches measured it, read from the weights: a
+    batch that never measured a modality never trained its decoder rows, so its ``scale`` row
+    is still the constant it started at (:class:`~.modules.HybridDecoder`); a trained row is
+    not constant. A decoder with a single feature counts every batch as measured."""
+    out = []
+    for i in range(n_decoders):
+        scale = reference[f"decoders.{i}.scale"]
+        varied = (scale.amax(1) > scale.amin(1)).cpu().numpy()
+        out.append(varied if scale.shape[1] > 1 and varied.any() else np.ones_like(varied))
+    return out
+
+
+def start_from_measured(
+    module: nn.Module, reference: Mapping[str, torch.Tensor], n_reference: int
+) -> None:
+    """Start the query batches' decoder rows at the mean of the rows of the reference batches
+    that measured the modality (:func:`measured_batches`) instead of all reference rows: a
+    batch that lacked the modality holds untrained rows (e.g. an RNA-only query of a
+    reference with an ATAC-only batch), which pull the start off the trained ones."""
+    measured = measured_batches(reference, len(module.decoders))
+    with torch.no_grad():
+        for i, rows in enumerate(measured):
+            if rows.all():
+                continue
+            keep = torch.as_tensor(np.flatnonzero(rows))
+            for name, p in module.decoders[i].named_parameters():
+                ref = reference.get(f"decoders.{i}.{name}")
+                if ref is None or ref.dim() != 2 or ref.shape[0] != n_reference:
+                    continue
+                if p.shape[0] > n_reference and p.shape[1:] == ref.shape[1:]:
+                    p[n_reference:] = ref[keep].to(p.dtype).mean(0, keepdim=True)
