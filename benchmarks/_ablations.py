@@ -4,13 +4,17 @@ sizes, on leave-gene-out gene prediction and on simulated cell-type fractions.""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import replace
 
 import pandas as pd
 
-from _report import markdown_table
+from _report import header, markdown_table
+
+#: Packages whose versions the section states.
+PACKAGES = ("cellweave", "numpy", "scipy", "torch", "anndata", "POT")
 
 #: Variant name -> the options it changes from the default ``attention``.
 ABLATIONS: dict[str, dict] = {
@@ -76,8 +80,21 @@ def fraction_ablations(seeds: tuple[int, ...], n_spots: int = 500, n_genes: int 
     return pd.DataFrame({n: pd.DataFrame(r).mean() for n, r in rows.items()}).T
 
 
-def ablation_report(data: str, genes, fractions: pd.DataFrame | None, seeds) -> list[str]:
-    """Markdown: one row per variant, gene medians (both schemes) and fraction scores."""
+def run_lines(load_start: float | None = None) -> list[str]:
+    """Command, machine (load when written, and at the start when given), versions and
+    threads of this run, as the section's first lines."""
+    lines = header("", PACKAGES)[2:]
+    if load_start is not None:
+        lines[1] += f" (load average {load_start:.1f} when the run started)"
+    lines.append(f"- threads: OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+    return lines
+
+
+def ablation_report(
+    data: str, genes, fractions: pd.DataFrame | None, seeds, load_start: float | None = None
+) -> list[str]:
+    """Markdown: one row per variant, gene medians (both schemes) and fraction scores,
+    after the run's command, machine, versions and load."""
     table = pd.DataFrame(index=pd.Index(list(ABLATIONS), name="variant"))
     table["options"] = [
         ", ".join(f"{k}={v}" for k, v in o.items()) or "(default)" for o in ABLATIONS.values()
@@ -95,6 +112,7 @@ def ablation_report(data: str, genes, fractions: pd.DataFrame | None, seeds) -> 
     md = [
         "## Ablations of `attention`",
         "",
+        *run_lines(load_start),
         f"- genes: leave-gene-out on {data}, the folds above (5, rng 0), per-gene medians "
         "(normalized scheme primary)",
     ]
@@ -154,12 +172,14 @@ def run_ablations(sc_path, sp_path, data: str, folds: int, cache, cached: bool) 
 
     seeds = (0, 1, 2)
     path = None if cache is None else cache / f"{data}_ablations.pkl"
+    load_start = None
     if cached and path is not None and path.exists():
         genes, fractions = pickle.loads(path.read_bytes())
     else:
+        load_start = os.getloadavg()[0]
         genes = gene_ablations(ad.read_h5ad(sc_path), ad.read_h5ad(sp_path), folds)
         fractions = fraction_ablations(seeds)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(pickle.dumps((genes, fractions)))
-    return ablation_report(data, genes, fractions, seeds)
+    return ablation_report(data, genes, fractions, seeds, load_start)
