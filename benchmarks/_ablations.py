@@ -90,6 +90,38 @@ def run_lines(load_start: float | None = None) -> list[str]:
     return lines
 
 
+def deconv_ablations(name: str, seeds, data_dir) -> pd.DataFrame:
+    """RMSE, per-type Pearson, JS and CPU seconds of every variant on one truth set of
+    ``bench_deconv.py`` (``"mop"``: pseudo-spots of real cells), mean over ``seeds``."""
+    from bench_deconv import run_method, score_fractions, truth_set
+
+    rows: dict[str, list[dict]] = {n: [] for n in ABLATIONS}
+    for seed in seeds:
+        reference, spots, truth, n_cells = truth_set(name, seed, data_dir)
+        for variant in ABLATIONS:
+            c0 = time.process_time()
+            pred = run_method(
+                variant, reference, spots, seed=seed, cells_per_spot=n_cells, c2l_epochs=0
+            )
+            score = score_fractions(truth, pred)
+            rows[variant].append({**score, "cpu_seconds": time.process_time() - c0})
+            print(f"{name} seed {seed} {variant}: {score}", file=sys.stderr, flush=True)
+    return pd.DataFrame({n: pd.DataFrame(r).mean() for n, r in rows.items()}).T
+
+
+def deconv_lines(name: str, table: pd.DataFrame, seeds) -> list[str]:
+    """Markdown of :func:`deconv_ablations`' table, its RMSE differences to the default."""
+    table = table.copy()
+    table["rmse - attention"] = table["rmse"] - table.loc["attention", "rmse"]
+    return [
+        f"### Fractions on `{name}` (`bench_deconv.py`'s truth set), seeds "
+        f"{', '.join(map(str, seeds))}",
+        "",
+        *markdown_table(table, digits=3, index_name="variant"),
+        "",
+    ]
+
+
 def ablation_report(
     data: str, genes, fractions: pd.DataFrame | None, seeds, load_start: float | None = None
 ) -> list[str]:
@@ -183,3 +215,23 @@ def run_ablations(sc_path, sp_path, data: str, folds: int, cache, cached: bool) 
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(pickle.dumps((genes, fractions)))
     return ablation_report(data, genes, fractions, seeds, load_start)
+
+
+if __name__ == "__main__":  # the fraction ablations on a deconvolution truth set, as JSON
+    import argparse
+    import json
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(description="attention's ablations on a truth set")
+    parser.add_argument("--set", default="mop")
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--data-dir", type=Path, default=Path(__file__).parents[2] / "shared/data")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    load = os.getloadavg()[0]
+    result = deconv_ablations(args.set, seeds, args.data_dir)
+    payload = {"set": args.set, "seeds": seeds, "load_start": load, "lines": run_lines(load)}
+    payload["table"] = result.to_dict(orient="index")
+    args.out.write_text(json.dumps(payload, indent=1) + "\n")
+    print("\n".join(deconv_lines(args.set, result, seeds)))
