@@ -63,3 +63,26 @@ def test_ablation_section_states_the_run(monkeypatch):
     assert "load average" in lines[1] and "7.2 when the run started" in lines[1]
     assert lines[2].startswith("- versions: Python") and "cellweave" in lines[2]
     assert lines[-1] == "- threads: OMP_NUM_THREADS=1"
+
+
+def test_deconv_ablations_run_every_variant_and_report_the_differences(monkeypatch):
+    import pandas as pd
+
+    import _ablations
+
+    truth = pd.DataFrame({"a": [0.5, 1.0], "b": [0.5, 0.0]}, index=["s0", "s1"])
+    seen = []
+
+    def fake_run(variant, reference, spots, **kwargs):
+        seen.append((variant, kwargs["seed"]))
+        return truth if variant == "attention" else truth[["b", "a"]].set_axis(["a", "b"], axis=1)
+
+    monkeypatch.setattr(bench_deconv, "truth_set", lambda *a: (None, None, truth, 2.0))
+    monkeypatch.setattr(bench_deconv, "run_method", fake_run)
+    table = _ablations.deconv_ablations("mop", [0, 1], Path("."))
+    assert seen == [(v, s) for s in (0, 1) for v in _ablations.ABLATIONS]
+    assert table.loc["attention", "rmse"] == pytest.approx(0.0)
+    assert table.loc["attention_no_platform", "rmse"] > 0.3
+    lines = _ablations.deconv_lines("mop", table, [0, 1])
+    assert lines[0].startswith("### Fractions on `mop`") and "seeds 0, 1" in lines[0]
+    assert "rmse - attention" in lines[2]
