@@ -4,13 +4,17 @@ sizes, on leave-gene-out gene prediction and on simulated cell-type fractions.""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import replace
 
 import pandas as pd
 
-from _report import markdown_table
+from _report import header, markdown_table
+
+#: Packages whose versions the section states.
+PACKAGES = ("cellweave", "numpy", "scipy", "torch", "anndata", "POT")
 
 #: Variant name -> the options it changes from the default ``attention``.
 ABLATIONS: dict[str, dict] = {
@@ -76,8 +80,53 @@ def fraction_ablations(seeds: tuple[int, ...], n_spots: int = 500, n_genes: int 
     return pd.DataFrame({n: pd.DataFrame(r).mean() for n, r in rows.items()}).T
 
 
-def ablation_report(data: str, genes, fractions: pd.DataFrame | None, seeds) -> list[str]:
-    """Markdown: one row per variant, gene medians (both schemes) and fraction scores."""
+def run_lines(load_start: float | None = None) -> list[str]:
+    """Command, machine (load when written, and at the start when given), versions and
+    threads of this run, as the section's first lines."""
+    lines = header("", PACKAGES)[2:]
+    if load_start is not None:
+        lines[1] += f" (load average {load_start:.1f} when the run started)"
+    lines.append(f"- threads: OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+    return lines
+
+
+def deconv_ablations(name: str, seeds, data_dir) -> pd.DataFrame:
+    """RMSE, per-type Pearson, JS and CPU seconds of every variant on one truth set of
+    ``bench_deconv.py`` (``"mop"``: pseudo-spots of real cells), mean over ``seeds``."""
+    from bench_deconv import run_method, score_fractions, truth_set
+
+    rows: dict[str, list[dict]] = {n: [] for n in ABLATIONS}
+    for seed in seeds:
+        reference, spots, truth, n_cells = truth_set(name, seed, data_dir)
+        for variant in ABLATIONS:
+            c0 = time.process_time()
+            pred = run_method(
+                variant, reference, spots, seed=seed, cells_per_spot=n_cells, c2l_epochs=0
+            )
+            score = score_fractions(truth, pred)
+            rows[variant].append({**score, "cpu_seconds": time.process_time() - c0})
+            print(f"{name} seed {seed} {variant}: {score}", file=sys.stderr, flush=True)
+    return pd.DataFrame({n: pd.DataFrame(r).mean() for n, r in rows.items()}).T
+
+
+def deconv_lines(name: str, table: pd.DataFrame, seeds) -> list[str]:
+    """Markdown of :func:`deconv_ablations`' table, its RMSE differences to the default."""
+    table = table.copy()
+    table["rmse - attention"] = table["rmse"] - table.loc["attention", "rmse"]
+    return [
+        f"### Fractions on `{name}` (`bench_deconv.py`'s truth set), seeds "
+        f"{', '.join(map(str, seeds))}",
+        "",
+        *markdown_table(table, digits=3, index_name="variant"),
+        "",
+    ]
+
+
+def ablation_report(
+    data: str, genes, fractions: pd.DataFrame | None, seeds, load_start: float | None = None
+) -> list[str]:
+    """Markdown: one row per variant, gene medians (both schemes) and fraction scores,
+    after the run's command, machine, versions and load."""
     table = pd.DataFrame(index=pd.Index(list(ABLATIONS), name="variant"))
     table["options"] = [
         ", ".join(f"{k}={v}" for k, v in o.items()) or "(default)" for o in ABLATIONS.values()
@@ -95,6 +144,7 @@ def ablation_report(data: str, genes, fractions: pd.DataFrame | None, seeds) -> 
     md = [
         "## Ablations of `attention`",
         "",
+        *run_lines(load_start),
         f"- genes: leave-gene-out on {data}, the folds above (5, rng 0), per-gene medians "
         "(normalized scheme primary)",
     ]
@@ -154,12 +204,34 @@ def run_ablations(sc_path, sp_path, data: str, folds: int, cache, cached: bool) 
 
     seeds = (0, 1, 2)
     path = None if cache is None else cache / f"{data}_ablations.pkl"
+    load_start = None
     if cached and path is not None and path.exists():
         genes, fractions = pickle.loads(path.read_bytes())
     else:
+        load_start = os.getloadavg()[0]
         genes = gene_ablations(ad.read_h5ad(sc_path), ad.read_h5ad(sp_path), folds)
         fractions = fraction_ablations(seeds)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(pickle.dumps((genes, fractions)))
-    return ablation_report(data, genes, fractions, seeds)
+    return ablation_report(data, genes, fractions, seeds, load_start)
+
+
+if __name__ == "__main__":  # the fraction ablations on a deconvolution truth set, as JSON
+    import argparse
+    import json
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(description="attention's ablations on a truth set")
+    parser.add_argument("--set", default="mop")
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--data-dir", type=Path, default=Path(__file__).parents[2] / "shared/data")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    load = os.getloadavg()[0]
+    result = deconv_ablations(args.set, seeds, args.data_dir)
+    payload = {"set": args.set, "seeds": seeds, "load_start": load, "lines": run_lines(load)}
+    payload["table"] = result.to_dict(orient="index")
+    args.out.write_text(json.dumps(payload, indent=1) + "\n")
+    print("\n".join(deconv_lines(args.set, result, seeds)))

@@ -201,6 +201,9 @@ def load_cache(name: str) -> dict:
     out = {}
     for path in sorted((RESULTS / "deconv").glob(f"{name}_seed*.json")):
         out[path.stem.split("_seed")[-1]] = json.loads(path.read_text())
+    # rows run apart (bench_destvi.py: results/deconv/<peer>_<set>_seed<seed>.json) join them
+    for path in sorted((RESULTS / "deconv").glob(f"*_{name}_seed*.json")):
+        out.setdefault(path.stem.split("_seed")[-1], {}).update(json.loads(path.read_text()))
     return out
 
 

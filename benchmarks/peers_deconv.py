@@ -117,6 +117,12 @@ def _vamp_prior_as_tensors(sc_model) -> None:
     sc_model.get_vamp_prior = as_tensors
 
 
+def _elbo(model) -> list[float]:
+    """The per-epoch training ELBO of a trained scvi-tools model (its ``history``)."""
+    frame = model.history.get("elbo_train")
+    return [] if frame is None else [float(v) for v in np.asarray(frame).ravel()]
+
+
 def destvi_fractions(
     reference: AnnData,
     spots: AnnData,
@@ -124,8 +130,17 @@ def destvi_fractions(
     cell_type_key: str,
     random_state: int = 0,
     cells_per_spot: float = 1.0,
+    sc_epochs: int | None = None,
+    st_epochs: int = DESTVI_EPOCHS,
+    history: dict | None = None,
 ) -> pd.DataFrame:
-    """DestVI proportions (CondSCVI on the reference, DestVI on the spots; tutorial)."""
+    """DestVI proportions (CondSCVI on the reference, DestVI on the spots; tutorial).
+
+    ``sc_epochs`` (None: CondSCVI's default, 300) and ``st_epochs`` (the tutorial's
+    :data:`DESTVI_EPOCHS`) lower the epochs where the CPU time does not allow the tutorial's;
+    ``history``, a dict, receives both models' per-epoch training ELBO and CPU seconds
+    (``condscvi_elbo``, ``destvi_elbo``, ``condscvi_cpu_seconds``, ``destvi_cpu_seconds``)
+    so that convergence can be shown."""
     import scvi
     from scvi.model import CondSCVI, DestVI
 
@@ -138,11 +153,21 @@ def destvi_fractions(
     # prior="normal" is CondSCVI's own default, passed explicitly: scvi-tools 1.4.2's
     # DestVI.from_rna_model reads it from the model's init kwargs (KeyError 'prior' otherwise)
     sc_model = CondSCVI(sc, weight_obs=False, prior="normal")
-    sc_model.train(accelerator="cpu", enable_progress_bar=False)
+    sc_kwargs = {} if sc_epochs is None else {"max_epochs": int(sc_epochs)}
+    c0 = time.process_time()
+    sc_model.train(accelerator="cpu", enable_progress_bar=False, **sc_kwargs)
+    c1 = time.process_time()
     _vamp_prior_as_tensors(sc_model)
     DestVI.setup_anndata(st)
     st_model = DestVI.from_rna_model(st, sc_model)
-    st_model.train(max_epochs=DESTVI_EPOCHS, accelerator="cpu", enable_progress_bar=False)
+    st_model.train(max_epochs=int(st_epochs), accelerator="cpu", enable_progress_bar=False)
+    if history is not None:
+        history.update(
+            condscvi_elbo=_elbo(sc_model),
+            destvi_elbo=_elbo(st_model),
+            condscvi_cpu_seconds=c1 - c0,
+            destvi_cpu_seconds=time.process_time() - c1,
+        )
     props = st_model.get_proportions()
     props.index = spots.obs_names
     return props

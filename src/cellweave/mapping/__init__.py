@@ -19,7 +19,7 @@ from .api import (
 )
 from .features import prepare_features, shared_genes
 from .gene_case import GENE_CASES, match_gene_case
-from .result import Mapping
+from .result import Mapping, output_keys
 
 if __doc__:  # the default and the solvers named from the registry (no drift)
     __doc__ += (
@@ -41,6 +41,7 @@ __all__ = [
     "get_method",
     "map_cells",
     "match_gene_case",
+    "output_keys",
     "predict_genes",
     "prepare_features",
     "project_genes",

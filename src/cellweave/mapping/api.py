@@ -46,7 +46,7 @@ from .methods import (
     resolve_method,
 )
 from .methods import compute_mapping as _compute_mapping
-from .result import FRACTIONS_KEY, Mapping, result_keys
+from .result import FRACTIONS_KEY, Mapping, output_keys, result_keys
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -508,7 +508,6 @@ def _write_outputs(
     if "view_weights" in outputs:
         frame = outputs["view_weights"].copy()
         frame.index = target.obs_names
-        key = "view_weights" if key_added is None else f"{key_added}_view_weights"
-        target.obsm[key] = frame
+        target.obsm[output_keys(key_added)["views_key"]] = frame
     if "cell_latent" in outputs:
         adata_sc.obsm[LATENT_KEY] = np.asarray(outputs["cell_latent"])

@@ -14,12 +14,16 @@ from scipy import sparse
 from .._params import jsonable
 from ..errors import InputError, InvalidOptionError, MissingKeyError
 
-__all__ = ["FRACTIONS_KEY", "UNS_KEY", "Mapping", "result_keys"]
+__all__ = ["FRACTIONS_KEY", "UNS_KEY", "VIEWS_KEY", "Mapping", "output_keys", "result_keys"]
 
 #: Key of the mapping in ``adata_sp.uns`` when ``map_cells`` gets no ``key_added``.
 UNS_KEY = "mapping"
 #: Key of the fractions in ``adata_sp.obsm`` when ``map_cells`` gets no ``key_added``.
 FRACTIONS_KEY = "cell_type_fractions"
+
+
+#: Key of a model solver's per-spot view weights in ``adata_sp.obsm`` without ``key_added``.
+VIEWS_KEY = "view_weights"
 
 
 def result_keys(key_added: str | None) -> tuple[str, str]:
@@ -29,6 +33,20 @@ def result_keys(key_added: str | None) -> tuple[str, str]:
     if not isinstance(key_added, str) or not key_added:
         raise InvalidOptionError(f"key_added={key_added!r} is invalid; pass a non-empty string")
     return key_added, f"{key_added}_fractions"
+
+
+def output_keys(key_added: str | None) -> dict[str, str]:
+    """The ``obsm`` keys ``map_cells(..., key_added=key_added)`` writes its per-spot outputs
+    under: ``{"fractions_key": ..., "views_key": ...}`` (``cell_type_fractions`` /
+    ``view_weights``, or ``f"{key_added}_fractions"`` / ``f"{key_added}_view_weights"``).
+
+    The one rule from ``key_added`` to these names; its keys are the keyword arguments of
+    :func:`cellweave.plotting.mapping_plots`, so ``mapping_plots(adata, path,
+    **output_keys(key_added))`` draws what that call wrote.
+    """
+    _, fractions_key = result_keys(key_added)
+    views_key = VIEWS_KEY if key_added is None else f"{key_added}_{VIEWS_KEY}"
+    return {"fractions_key": fractions_key, "views_key": views_key}
 
 
 @dataclass

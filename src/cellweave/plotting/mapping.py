@@ -476,7 +476,8 @@ def mapping_plots(
     adata: AnnData,
     path: str | Path,
     *,
-    key_added: str | None = None,
+    fractions_key: str = "cell_type_fractions",
+    views_key: str = "view_weights",
     genes_key: str = "predicted_genes",
     truth_key: str = "true_fractions",
     spatial_key: str = "spatial",
@@ -494,9 +495,10 @@ def mapping_plots(
         The spatial data ``map_cells`` (and ``project_genes``) wrote into.
     path
         ``PLOT.png``: the figures are written next to it as ``PLOT_<kind>.png``.
-    key_added
-        As given to ``map_cells``: fractions in ``obsm[f"{key_added}_fractions"]`` and view
-        weights in ``obsm[f"{key_added}_view_weights"]`` (default keys when ``None``).
+    fractions_key, views_key
+        ``obsm`` keys of the fractions and the view weights: ``map_cells``' defaults; after
+        ``map_cells(..., key_added=K)`` pass ``**cellweave.mapping.output_keys(K)`` (the
+        mapping owns the rule that names them).
     genes_key, truth_key, spatial_key
         ``obsm`` keys of the predicted genes, the true fractions and the coordinates.
     img_key, library_id
@@ -506,8 +508,6 @@ def mapping_plots(
     -------
     ``{kind: path}`` of the figures written (kinds whose data are absent are skipped).
     """
-    fractions_key = "cell_type_fractions" if key_added is None else f"{key_added}_fractions"
-    views_key = "view_weights" if key_added is None else f"{key_added}_view_weights"
     where = dict(spatial_key=spatial_key, img_key=img_key, library_id=library_id)
     drawers = {
         "fractions": (
