@@ -72,3 +72,17 @@ def existing_section(path: Path, heading: str) -> list[str]:
         return []
     end = next((i for i in range(start + 1, len(old)) if old[i].startswith("## ")), len(old))
     return old[start:end]
+
+
+def write_report(path: Path, lines: list[str], kept: tuple[str, ...] = ()) -> None:
+    """Write ``lines`` plus the sections of the current ``path`` whose headings start with one
+    of ``kept`` (hand-written or written by other runs) to ``path`` atomically (temp + rename),
+    and print the report."""
+    for heading in kept:
+        lines = [*lines, *existing_section(path, heading)]
+    text = "\n".join(lines)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    print(text)

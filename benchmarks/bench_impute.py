@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from _report import existing_section, header, markdown_table, replace_section
+from _report import header, markdown_table, replace_section, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = {
@@ -217,8 +217,9 @@ def ablation_inputs(adata):
     return X[:, gene_filter(X, 0.1)], np.asarray(adata.obsm["spatial"], dtype=np.float64)
 
 
-def run_dropout(sim_seeds: list[int]) -> list[str]:
-    """Markdown lines: error to the truth of every :data:`DROPOUT_RUNS` entry fitted on all
+def run_dropout(sim_seeds: list[int], runs: dict | None = None) -> list[str]:
+    """Markdown lines: error to the truth of every ``runs`` entry (label -> (method, options);
+    default :data:`DROPOUT_RUNS`) fitted on all
     observed counts of the CLI's simulator (dropout 0.3), on all entries and on the entries
     dropout zeroed; mean over simulator seeds."""
     import numpy as np
@@ -236,7 +237,7 @@ def run_dropout(sim_seeds: list[int]) -> list[str]:
         truth = np.asarray(spatial.layers["true_expression"], dtype=np.float64)
         truth /= truth.sum(axis=1, keepdims=True)
         coords = np.asarray(spatial.obsm["spatial"], dtype=np.float64)
-        for label, (method, params) in DROPOUT_RUNS.items():
+        for label, (method, params) in (runs or DROPOUT_RUNS).items():
             t0 = time.perf_counter()
             P = METHODS[method].fn(X, coords=coords, random_state=0, **params)
             diff = np.log1p(1e4 * P) - np.log1p(1e4 * truth)
@@ -264,15 +265,16 @@ def run_dropout(sim_seeds: list[int]) -> list[str]:
     ]
 
 
-def run_dropout_mcv(seeds: list[int]) -> list[str]:
+def run_dropout_mcv(seeds: list[int], runs: dict | None = None) -> list[str]:
     """Markdown lines: molecular cross-validation on the dropout simulator (seed 0) next to
-    the error to the truth, for the models with and without the dropout likelihood."""
+    the error to the truth, for the models with and without the dropout likelihood (``runs``:
+    label -> (method, options); default :data:`DROPOUT_MCV_RUNS`)."""
     import cellweave as cw
     from cellweave.impute import evaluate
 
     spatial, _ = cw.sim.simulate_spatial(random_state=0)
     rows = {}
-    for label, (method, params) in DROPOUT_MCV_RUNS.items():
+    for label, (method, params) in (runs or DROPOUT_MCV_RUNS).items():
         r = evaluate(
             spatial, methods=[method], seeds=seeds, method_params={method: params},
             truth_layer="true_expression", masked_fraction=None,
@@ -433,11 +435,7 @@ def main() -> None:
                 f"{r['peak_rss_gb']:.2f} |"
             )
         md.append("")
-    for heading in KEPT_SECTIONS:  # written by --ablation / --dropout: kept as they are
-        md += existing_section(args.out, heading)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(md))
-    print("\n".join(md))
+    write_report(args.out, md, KEPT_SECTIONS)  # --ablation / --dropout sections kept as they are
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 import bench_impute
-from _report import existing_section, header, markdown_table
+from _report import header, markdown_table, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("cellweave", "numpy", "scipy", "scikit-learn", "torch", "anndata")
@@ -171,20 +171,13 @@ def main() -> None:
             *markdown_table(rate_table(rate_rows(seeds))),
             "",
         ]
+    poisson_auto = {"auto poisson": ("auto", {"likelihood": "poisson"})}
     if "truth" not in skip:
-        runs = bench_impute.DROPOUT_RUNS
-        for label in ("ae", "ae zinb"):
-            runs.pop(label, None)
-        runs["auto poisson"] = ("auto", {"likelihood": "poisson"})
-        md += bench_impute.run_dropout(seeds)
+        runs = {k: v for k, v in bench_impute.DROPOUT_RUNS.items() if k not in ("ae", "ae zinb")}
+        md += bench_impute.run_dropout(seeds, {**runs, **poisson_auto})
     if "mcv" not in skip:
-        bench_impute.DROPOUT_MCV_RUNS["auto poisson"] = ("auto", {"likelihood": "poisson"})
-        md += bench_impute.run_dropout_mcv(seeds)
-    for heading in KEPT_SECTIONS:
-        md += existing_section(args.out, heading)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(md))
-    print("\n".join(md))
+        md += bench_impute.run_dropout_mcv(seeds, {**bench_impute.DROPOUT_MCV_RUNS, **poisson_auto})
+    write_report(args.out, md, KEPT_SECTIONS)
 
 
 if __name__ == "__main__":
