@@ -13,6 +13,7 @@ candidate cells in :mod:`.reference`.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -413,12 +414,17 @@ class AttentionMapper:
             refine_cells=self.options["refine_cells"],
         )
         if self.options["reliability"] and self.ref.n_types > 1:
-            recall = type_recall(self.ref_counts, self.ref.codes, self.ref.n_types)
             codes = self.ref.codes[section.cand]
-            out["a"], out["pi"] = shrink_fractions(out["a"], out["pi"], codes, recall)
+            out["a"], out["pi"] = shrink_fractions(out["a"], out["pi"], codes, self._recall)
         if self.options["transport"]:
             out["a"] = mix_transport(out["a"], self._target(section), self.options["transport"])
         return section, out
+
+    @functools.cached_property
+    def _recall(self) -> np.ndarray:
+        """Leave-one-out recall of every reference type (``reliability``): it depends on the
+        reference only, so it is computed once, not on every inference."""
+        return type_recall(self.ref_counts, self.ref.codes, self.ref.n_types)
 
     def map(self, adata_sp_new: AnnData | None = None) -> Mapping:
         """The :class:`~cellweave.mapping.result.Mapping` of the training section, or of
