@@ -54,7 +54,6 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from ..errors import InputError
 from .distributions import as_label_array
 from .inputs import label_codes, scored_inputs
-from .kbet import _kbet_acceptance as _kbet_acceptance
 from .kbet import kbet_from_graph
 from .label_transfer import label_transfer_balanced_accuracy, labelled_split
 from .lisi import lisi_from_knn, scaled_clisi, scaled_ilisi

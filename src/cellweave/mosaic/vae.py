@@ -149,7 +149,6 @@ class MosaicModule(CellweaveModule):
         self.fit_mixture = cfg.cluster_warmup > 0 and cfg.mixture == "marginal"
         self.choose_clusters = False
         self.seed = 0
-        self.chosen_clusters: int | None = None
 
     # ------------------------------------------------------------------ setup
     @torch.no_grad()
@@ -354,7 +353,6 @@ class MosaicModule(CellweaveModule):
             z, noise, k, n_slots=slots, labels=labels, random_state=self.seed
         )
         self.prior.set_mixture(means, variances, weights)
-        self.chosen_clusters = int(k)
 
     def on_train_epoch_end(self) -> None:
         metrics = self.trainer.callback_metrics if self._trainer is not None else {}
