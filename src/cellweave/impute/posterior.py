@@ -172,7 +172,7 @@ def choose_posterior(
 
     def score(u: float, f: float, b: float) -> float:
         if (u, f, b) not in scores:
-            P = (1.0 - u) * prior + u * shrunk if u > 0 else prior.copy()
+            P = (1.0 - u) * prior + u * shrunk if u > 0 else prior  # read only: no out=
             extra = neighbours * b if b > 0 else None
             scores[u, f, b] = poisson_deviance(posterior_mean(A, P, floor=f, evidence=extra), B)
         return scores[u, f, b]
