@@ -142,3 +142,19 @@ def test_bad_data_is_refused(cells):
         _spots(logged)
     with pytest.raises(InputError, match="fraction"):
         cw.sim.split_reference(cells, "cell_type", fraction=1.0)
+
+
+def test_thin_counts_per_row_depth_never_upwards_and_dense_or_sparse_alike():
+    rng = np.random.default_rng(0)
+    counts = rng.poisson(3.0, size=(400, 50)) * (rng.random((400, 50)) < 0.4)
+    depth = np.where(np.arange(400) % 2 == 0, 20.0, 1e6)  # even rows thinned, odd kept
+    dense = cw.sim.thin_counts(counts, depth, np.random.default_rng(5))
+    csr = cw.sim.thin_counts(sparse.csr_matrix(counts), depth, np.random.default_rng(5))
+    assert sparse.issparse(dense) and dense.dtype == np.float32
+    np.testing.assert_array_equal(dense.toarray(), csr.toarray())  # same draws either way
+    out = dense.toarray()
+    assert (out <= counts).all() and (out == np.round(out)).all()
+    np.testing.assert_array_equal(out[1::2], counts[1::2])  # depth above the total: kept
+    assert abs(out[::2].sum(1).mean() - 20.0) < 1.0
+    kept = cw.sim.thin_counts(counts, None, np.random.default_rng(5))
+    np.testing.assert_array_equal(kept.toarray(), counts)

@@ -1,10 +1,11 @@
-"""Count sampling shared by the simulators (NB counts, dropout, Bernoulli)."""
+"""Count sampling shared by the simulators (NB counts, dropout, Bernoulli, thinning)."""
 
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 
-__all__ = ["apply_dropout", "sample_nb"]
+__all__ = ["apply_dropout", "sample_nb", "thin_counts"]
 
 
 def sample_nb(
@@ -48,3 +49,45 @@ def apply_dropout(
         raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
     keep = rng.random(counts.shape) >= rate
     return np.where(keep, counts, 0).astype(counts.dtype), keep
+
+
+def thin_counts(
+    pooled: sp.csr_matrix | np.ndarray,
+    depth: float | np.ndarray | None,
+    rng: np.random.Generator,
+    *,
+    totals: np.ndarray | None = None,
+) -> sp.csr_matrix:
+    """Binomial thinning of every row of ``pooled`` to ``depth`` expected counts (never
+    upwards): each count of a row kept with probability ``min(1, depth / row total)``.
+
+    Parameters
+    ----------
+    pooled
+        Counts (CSR or dense, integer values), rows thinned independently.
+    depth
+        Expected counts per row after thinning: one value, or one per row; ``None`` keeps
+        the counts.
+    rng
+        Random generator; the draws go over the stored entries in row-major order (entries
+        of 0 draw nothing), so the same counts dense or sparse thin alike.
+    totals
+        Row totals of ``pooled`` when already known.
+
+    Returns
+    -------
+    The thinned counts (CSR, float32, explicit zeros removed).
+    """
+    pooled = sp.csr_matrix(pooled)
+    out = pooled.astype(np.float32)
+    if depth is None:
+        return out
+    if totals is None:
+        totals = np.asarray(pooled.sum(axis=1), dtype=np.float64).ravel()
+    depth = np.broadcast_to(np.asarray(depth, dtype=np.float64), totals.shape)
+    keep = np.minimum(1.0, depth / np.where(totals > 0, totals, 1.0))
+    rows = np.repeat(np.arange(pooled.shape[0]), np.diff(pooled.indptr))
+    n = np.rint(pooled.data).astype(np.int64)
+    out.data = rng.binomial(n, keep[rows]).astype(np.float32)
+    out.eliminate_zeros()
+    return out

@@ -20,6 +20,7 @@ from anndata import AnnData
 from ..errors import EmptyDataError, InputError
 from ..graph import nearest_neighbors
 from ..validate import check_counts, check_labels, check_layer, check_obs_key, check_seed
+from ._counts import thin_counts
 from .spatial import GRIDS, _check_int, _check_real
 from .tissue import _assign_domains, _spot_grid
 
@@ -153,7 +154,7 @@ def pseudo_spots(
     )
     pooled = sp.csr_matrix(membership @ sp.csr_matrix(X, dtype=np.float64))
     totals = np.asarray(pooled.sum(axis=1)).ravel()
-    counts = _thin(pooled, totals, params["depth"], rng_depth)
+    counts = thin_counts(pooled, params["depth"], rng_depth, totals=totals)
     spots = pd.Index([f"spot_{i:04d}" for i in range(params["n_spots"])])
     domains = [f"domain_{d}" for d in range(params["n_domains"])]
     obs = pd.DataFrame(
@@ -260,18 +261,3 @@ def _draw_cells(
     spot, cell = np.concatenate(spot_of), np.concatenate(cell_of)
     order = np.argsort(spot, kind="stable")
     return spot[order], cell[order]
-
-
-def _thin(
-    pooled: sp.csr_matrix, totals: np.ndarray, depth: float | None, rng: np.random.Generator
-) -> sp.csr_matrix:
-    """Binomial thinning of every spot to ``depth`` expected counts (never upwards)."""
-    out = pooled.astype(np.float32)
-    if depth is None:
-        return out
-    keep = np.minimum(1.0, depth / np.where(totals > 0, totals, 1.0))
-    rows = np.repeat(np.arange(pooled.shape[0]), np.diff(pooled.indptr))
-    n = np.rint(pooled.data).astype(np.int64)
-    out.data = rng.binomial(n, keep[rows]).astype(np.float32)
-    out.eliminate_zeros()
-    return out

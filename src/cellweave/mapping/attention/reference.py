@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...ot import topk_similar, unit_rows
+from ...sim import thin_counts
 from .views import log_panel, zscore
 
 __all__ = ["Reference", "candidates", "principal_axes", "pseudo_spots", "reference_cells"]
@@ -139,8 +140,9 @@ def pseudo_spots(
 
     Each pools 1 to ``max_cells`` cells (uniform), each cell of a type drawn uniformly
     among the types present (so the reference's type frequencies do not become a prior),
-    its counts summed and binomially thinned to a depth drawn from the spots' totals
-    ``depths``. Returns ``(pooled counts (n, n_genes), fractions (n, n_types))``.
+    its counts summed and binomially thinned (:func:`cellweave.sim.thin_counts`, as the
+    simulator's pseudo-spots) to a depth drawn from the spots' totals ``depths``. Returns
+    ``(pooled counts (n, n_genes), fractions (n, n_types))``.
     """
     rng = np.random.default_rng(seed)
     counts = np.asarray(counts)
@@ -154,8 +156,6 @@ def pseudo_spots(
         cells = np.array([rng.choice(members[t]) for t in types])
         pooled[i] = counts[cells].sum(axis=0)
         np.add.at(fractions[i], types, 1.0 / size)
-    totals = pooled.sum(axis=1, keepdims=True)
-    target = rng.choice(np.asarray(depths, dtype=np.float64), size=(n, 1))
-    keep = np.minimum(1.0, target / np.maximum(totals, 1e-12))
-    pooled = rng.binomial(np.rint(pooled).astype(np.int64), keep).astype(np.float64)
-    return pooled, fractions
+    target = rng.choice(np.asarray(depths, dtype=np.float64), size=n)
+    thinned = thin_counts(pooled, target, rng, totals=pooled.sum(axis=1))
+    return thinned.toarray().astype(np.float64), fractions
