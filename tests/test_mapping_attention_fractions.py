@@ -49,6 +49,21 @@ def test_type_profiles_pool_counts_and_keep_type_libraries():
     np.testing.assert_allclose(ref.profiles, counts / counts.sum(1, keepdims=True) * 45.5)
 
 
+def test_the_reference_pools_each_type_once_for_means_recall_and_depth():
+    from cellweave.mapping.attention.reliability import type_recall
+
+    rng = np.random.default_rng(2)
+    codes = np.repeat([0, 1, 2], [30, 20, 10])
+    counts = rng.poisson(np.repeat(rng.gamma(2.0, 2.0, size=(3, 25)), [30, 20, 10], axis=0))
+    ref = reference_cells(counts.astype(np.float32), codes, ["a", "b", "c"], shrink=0.5)
+    for t in range(3):
+        np.testing.assert_array_equal(ref.pooled[t], counts[codes == t].sum(0))
+    np.testing.assert_array_equal(ref.type_totals, [counts[codes == t].sum() for t in range(3)])
+    np.testing.assert_array_equal(
+        type_recall(counts, codes, 3, pooled=ref.pooled), type_recall(counts, codes, 3)
+    )
+
+
 @pytest.fixture(scope="module")
 def data():
     return simulate_spatial(n_spots=200, n_genes=60, n_ref_cells=300, random_state=0)
@@ -99,7 +114,21 @@ def test_pseudo_spots_by_default_only_when_a_type_is_shallow(data):
     model = AttentionMapper(shallow, sp, cell_type_key="cell_type", pseudo_spots=0, lambda_cells=1)
     assert model.options["pseudo_spots"] == 0
     model.train(max_epochs=1, device="cpu")
-    assert model.module.lab_counts is None and model.module.n_cells_labelled == shallow.n_obs
+    module = model.module
+    assert module.lab_counts is None and module.n_cells_labelled == shallow.n_obs
+    # the cells' panel is the reference's own: no second copy of it to move to a device
+    module.move_data(torch.device("cpu"))
+    copies = [
+        name
+        for name, value in vars(module).items()
+        if name != "ref_panel"
+        and isinstance(value, torch.Tensor)
+        and value.shape == module.ref_panel.shape
+        and torch.equal(value, module.ref_panel)
+    ]
+    assert copies == []
+    rows = torch.arange(5)
+    assert torch.equal(module.labelled_panel(rows), module.ref_panel[rows])
     # without types: no type loss, no pseudo-spots
     plain = AttentionMapper(shallow, sp)
     assert plain.options["pseudo_spots"] == 0 and plain.options["lambda_cells"] == 0.0

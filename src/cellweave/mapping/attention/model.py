@@ -256,13 +256,10 @@ class AttentionMapper:
             self.stats = views.statistics()
         return _Section(adata_sp, rows, counts[rows], views.standardize(self.stats))
 
-    def _candidates(self, section: _Section, device: str = "cpu") -> np.ndarray:
+    def _candidates(self, section: _Section) -> np.ndarray:
+        """The section's candidate cells (on the CPU, as the rest of the inference)."""
         return candidates(
-            section.views.inputs["panel"],
-            self.ref,
-            self.axes,
-            top_k=self.options["top_k"],
-            device=device,
+            section.views.inputs["panel"], self.ref, self.axes, top_k=self.options["top_k"]
         )
 
     def _target(self, section: _Section) -> np.ndarray:
@@ -363,9 +360,8 @@ class AttentionMapper:
         ``lambda_cells=None``: 1 with pseudo-spots, else 0 (the likelihood alone)."""
         n = self.options["pseudo_spots"]
         if n is None:
-            pooled = np.bincount(self.ref.codes, weights=self.ref_counts.sum(axis=1))
             depth = float(np.median(self.section.counts.sum(axis=1)))
-            shallow = self.ref.n_types > 1 and pooled.min() < PSEUDO_DEPTHS * depth
+            shallow = self.ref.n_types > 1 and self.ref.type_totals.min() < PSEUDO_DEPTHS * depth
             n = self.options["pseudo_spots"] = PSEUDO_SPOTS if shallow else 0
         if self.options["lambda_cells"] is None:
             self.options["lambda_cells"] = 1.0 if n else 0.0
@@ -424,7 +420,8 @@ class AttentionMapper:
     def _recall(self) -> np.ndarray:
         """Leave-one-out recall of every reference type (``reliability``): it depends on the
         reference only, so it is computed once, not on every inference."""
-        return type_recall(self.ref_counts, self.ref.codes, self.ref.n_types)
+        ref = self.ref
+        return type_recall(self.ref_counts, ref.codes, ref.n_types, pooled=ref.pooled)
 
     def map(self, adata_sp_new: AnnData | None = None) -> Mapping:
         """The :class:`~cellweave.mapping.result.Mapping` of the training section, or of

@@ -155,19 +155,17 @@ class AttentionModule(CellweaveModule):
         self.val_spots = torch.as_tensor(np.flatnonzero(held), dtype=torch.long)
         self.n_spots = int(self.train_spots.numel())
         self.lab_counts = None
-        if pseudo is None:
-            self.lab_panel = self.ref_panel
+        if pseudo is None:  # the reference cells: their panel is ref_panel (no second copy)
             self.lab_targets = F.one_hot(self.ref_codes, self.n_types).float()
         else:
             t = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in pseudo.items()}
             self.lab_counts, self.lab_targets = t["counts"], t["fractions"]
-            self.lab_panel = self.lab_counts  # rows counted below; panels made per batch
             self.lab_mean, self.lab_sd = t["mean"], t["sd"]
-        self.n_cells_labelled = int(self.lab_panel.shape[0]) if labelled else 0
+        self.n_cells_labelled = int(self.lab_targets.shape[0]) if labelled else 0
 
     def move_data(self, device: torch.device) -> None:
         names = ("axes", "ref_unit", "ref_panel", "ref_profiles", "ref_codes", "mask", "counts")
-        labelled = ("lab_panel", "lab_targets", "lab_counts", "lab_mean", "lab_sd")
+        labelled = ("lab_targets", "lab_counts", "lab_mean", "lab_sd")
         for name in (*names, "cand", "train_spots", "val_spots", "log_target", *labelled):
             if getattr(self, name, None) is not None:
                 setattr(self, name, getattr(self, name).to(device))
@@ -330,7 +328,7 @@ class AttentionModule(CellweaveModule):
         counts seen through the platform factor (as the spots' panel: scaled to a mean of 1
         per gene, ``log1p``, z-scored with the spots' statistics)."""
         if self.lab_counts is None:
-            return self.lab_panel[rows]
+            return self.ref_panel[rows]
         x = self.lab_counts[rows] * torch.exp(self.log_r.detach())
         scaled = x * x.shape[1] / x.sum(1, keepdim=True).clamp_min(1e-12)
         sd = self.lab_sd

@@ -18,7 +18,14 @@ from ...ot import topk_similar, unit_rows
 from ...sim import thin_counts
 from .views import log_panel, zscore
 
-__all__ = ["Reference", "candidates", "principal_axes", "pseudo_spots", "reference_cells"]
+__all__ = [
+    "Reference",
+    "candidates",
+    "pooled_counts",
+    "principal_axes",
+    "pseudo_spots",
+    "reference_cells",
+]
 
 #: Principal axes of the candidate search.
 N_AXES = 30
@@ -38,12 +45,22 @@ class Reference:
         ``(n_cells,)`` type code of every cell (all 0 without types).
     types
         Type names (``["all"]`` without types).
+    pooled
+        ``(n_types, n_genes)`` every type's pooled counts (float64): the one per-type sum of
+        the reference, read by the type means, the reliability's leave-one-out recall and
+        the choice of pseudo-spots.
     """
 
     panel: np.ndarray
     profiles: np.ndarray
     codes: np.ndarray
     types: list[str]
+    pooled: np.ndarray
+
+    @property
+    def type_totals(self) -> np.ndarray:
+        """``(n_types,)`` every type's pooled total counts."""
+        return self.pooled.sum(axis=1)
 
     @property
     def n_types(self) -> int:
@@ -76,16 +93,24 @@ def reference_cells(
     type_totals = np.bincount(codes, weights=totals[:, 0], minlength=n_types)
     if profiles == "normalized":
         totals = (type_totals / n_cells)[codes][:, None]
-    means = np.zeros((n_types, counts.shape[1]))
-    np.add.at(means, codes, counts)
-    means /= np.maximum(type_totals, 1e-12)[:, None]
+    pooled = pooled_counts(counts, codes, n_types)
+    means = pooled / np.maximum(type_totals, 1e-12)[:, None]
     profiles = totals * ((1.0 - shrink) * comp + shrink * means[codes])
     return Reference(
         panel=zscore(log_panel(counts)),
         profiles=profiles.astype(np.float32),
         codes=np.asarray(codes, dtype=np.int64),
         types=list(types),
+        pooled=pooled,
     )
+
+
+def pooled_counts(counts: np.ndarray, codes: np.ndarray, n_types: int) -> np.ndarray:
+    """``(n_types, n_genes)`` the summed ``counts`` (cells x genes) of every type ``codes``
+    (float64)."""
+    pooled = np.zeros((n_types, counts.shape[1]))
+    np.add.at(pooled, codes, np.asarray(counts, dtype=np.float64))
+    return pooled
 
 
 def principal_axes(*panels: np.ndarray, n_axes: int = N_AXES) -> np.ndarray:

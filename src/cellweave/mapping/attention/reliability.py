@@ -19,20 +19,25 @@ from __future__ import annotations
 
 import numpy as np
 
+from .reference import pooled_counts
+
 __all__ = ["PSEUDO_COUNT", "shrink_fractions", "type_recall"]
 
 #: Pseudo-count added to every gene of a type's pooled counts (genes a type has not shown).
 PSEUDO_COUNT = 0.1
 
 
-def type_recall(counts: np.ndarray, codes: np.ndarray, n_types: int) -> np.ndarray:
+def type_recall(
+    counts: np.ndarray, codes: np.ndarray, n_types: int, *, pooled: np.ndarray | None = None
+) -> np.ndarray:
     """``(n_types,)`` leave-one-out recall of every type among the reference ``counts``
     (cells x genes) typed ``codes``: the share of its cells whose counts are most likely
     (Poisson, compositions from pooled counts plus :data:`PSEUDO_COUNT`) under their own
-    type's pooled composition without them. A type without cells gets 1 (nothing to shrink)."""
+    type's pooled composition without them. A type without cells gets 1 (nothing to shrink).
+    ``pooled``: the types' pooled counts when known (:attr:`.reference.Reference.pooled`)."""
     counts = np.asarray(counts, dtype=np.float64)
-    pooled = np.zeros((n_types, counts.shape[1]))
-    np.add.at(pooled, codes, counts)
+    if pooled is None:
+        pooled = pooled_counts(counts, codes, n_types)
     P = pooled + PSEUDO_COUNT
     ll = counts @ np.log(P / P.sum(axis=1, keepdims=True)).T
     own = pooled[codes] - counts + PSEUDO_COUNT
