@@ -181,3 +181,49 @@ def test_save_model_refused_where_there_is_no_model(saved, tmp_path, capsys, ext
     err = _bad(saved, tmp_path, capsys, sc, sp, "-o", str(tmp_path / "o.h5ad"), *extra)
     assert all(w in err for w in words)
     assert not (tmp_path / "m").exists()
+
+
+def test_model_maps_without_the_reference_exactly_as_with_it(saved):
+    """The model folder carries its reference cells: `--model DIR SP` writes the same
+    mapping, fractions, latent and predicted genes as `--model DIR SC SP`."""
+    model, sc, second = str(saved / "model"), str(saved / "sc.h5ad"), str(saved / "second.h5ad")
+    with_sc, without = saved / "with_sc.h5ad", saved / "without_sc.h5ad"
+    assert invoke(sc, second, "-o", str(with_sc), "--model", model, "--genes", "all") == 0
+    assert invoke(second, "-o", str(without), "--model", model, "--genes", "all") == 0
+    a, b = ad.read_h5ad(with_sc), ad.read_h5ad(without)
+    for key in ("cell_type_fractions", "X_cellweave", "predicted_genes"):
+        np.testing.assert_array_equal(np.asarray(b.obsm[key]), np.asarray(a.obsm[key]))
+    plan_a, plan_b = a.uns["mapping"]["plan"], b.uns["mapping"]["plan"]
+    assert (plan_a != plan_b).nnz == 0 and plan_a.nnz > 0
+    assert list(a.uns["mapping"]["cell_names"]) == list(b.uns["mapping"]["cell_names"])
+    np.testing.assert_array_equal(b.uns["mapping"]["cell_totals"], a.uns["mapping"]["cell_totals"])
+
+
+def test_loaded_without_reference_the_api_maps_as_with_it(saved):
+    from cellweave.mapping.attention import AttentionMapper
+
+    ref, section = ad.read_h5ad(saved / "sc.h5ad"), ad.read_h5ad(saved / "second.h5ad")
+    alone = AttentionMapper.load(saved / "model")
+    assert list(alone.adata_sc.obs_names) == list(ref.obs_names)
+    assert list(alone.adata_sc.obs["cell_type"]) == list(ref.obs["cell_type"])
+    with_ref = AttentionMapper.load(saved / "model", ref)
+    np.testing.assert_array_equal(
+        alone.map(section).plan.toarray(), with_ref.map(section).plan.toarray()
+    )
+
+
+def test_model_without_its_reference_cells_needs_sc(saved, tmp_path, capsys):
+    from cellweave.mapping.attention import AttentionMapper
+
+    ref = ad.read_h5ad(saved / "sc.h5ad")
+    AttentionMapper.load(saved / "model", ref).save(tmp_path / "bare", reference=False)
+    sp, out = str(saved / "second.h5ad"), str(tmp_path / "o.h5ad")
+    err = _bad(saved, tmp_path, capsys, sp, "-o", out, "--model", str(tmp_path / "bare"))
+    assert "without its reference cells" in err and "pass the reference" in err
+    err = _bad(saved, tmp_path, capsys, sp, "-o", out, "--model", str(saved / "model"),
+               "--cell-type-key", "other")  # fmt: skip
+    assert "'cell_type'" in err and "pass the reference" in err
+    err = _bad(saved, tmp_path, capsys, sp, "-o", out, "--model", str(saved / "model"),
+               "--genes", "NOT_A_GENE")  # fmt: skip
+    assert "absent from the model's reference" in err
+    assert not (tmp_path / "o.h5ad").exists()

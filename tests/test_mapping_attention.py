@@ -163,6 +163,27 @@ def test_save_load_round_trip(tmp_path, data, trained):
         loaded.map()
 
 
+def test_saved_reference_stands_for_the_reference(tmp_path, data, trained):
+    """A model saved with its reference cells loads without the reference and maps as with
+    it: with cell types, and without types from a layer (the counts come back in X)."""
+    sp, sc = data
+    loaded = AttentionMapper.load(trained.save(tmp_path / "typed"))
+    np.testing.assert_array_equal(loaded.map(sp).plan.toarray(), trained.map(sp).plan.toarray())
+    layered = sc.copy()
+    layered.layers["counts"] = layered.X.copy()
+    layered.X = layered.X * 0.5  # not counts: the model must read the layer
+    model = AttentionMapper(layered, sp, layer_sc="counts").train(max_epochs=1, device="cpu")
+    loaded = AttentionMapper.load(model.save(tmp_path / "plain"))
+    assert loaded.layer_sc is None and loaded.cell_type_key is None
+    a, b = model.map(sp), loaded.map(sp)
+    np.testing.assert_array_equal(b.plan.toarray(), a.plan.toarray())
+    np.testing.assert_array_equal(b.cell_totals, a.cell_totals)
+    bare = AttentionMapper.load(model.save(tmp_path / "bare", reference=False), layered)
+    with pytest.raises(InputError, match="without its reference cells"):
+        AttentionMapper.load(tmp_path / "bare")
+    np.testing.assert_array_equal(bare.map(sp).plan.toarray(), a.plan.toarray())
+
+
 def test_same_seed_same_mapping(data):
     sp, sc = data
     runs = [

@@ -30,7 +30,7 @@ from ._common import (
     use_agg_backend,
 )
 from ._inputs import read_input, require_inputs
-from .map_model import check_model_flags, check_save_model, map_saved, model_info
+from .map_model import check_model_flags, check_save_model, map_saved, model_info, model_reference
 
 
 @click.command("map")
@@ -99,8 +99,10 @@ from .map_model import check_model_flags, check_save_model, map_saved, model_inf
 )
 @path_option(
     "--model",
-    "Map SP with a model saved by --save-model, by inference only (no training): SC must be "
-    "the reference it was trained on and SP must measure its genes.",
+    "Map SP with a model saved by --save-model, by inference only (no training): "
+    "`cellweave map --model DIR SP -o OUT`. SP must measure the model's genes; SC is "
+    "optional (the model carries its reference cells on its genes): pass the reference it "
+    "was trained on to predict genes outside the model's or fractions of another column.",
 )
 @checkpoint_options
 @seed_option
@@ -132,14 +134,20 @@ def map_cmd(
 ) -> None:
     """Map the cells of a scRNA-seq reference SC onto spatial data SP (.h5ad files sharing
     genes), predict genes at every spot and, with --cell-type-key, estimate cell-type
-    fractions; or, with --evaluate, score methods on held-out genes."""
+    fractions; or, with --evaluate, score methods on held-out genes. With --model DIR: map
+    SP (SC optional) with a saved attention model."""
     from ..mapping.api import METHODS, check_params, resolve_method
 
     if list_methods:
         print_methods(METHODS, "mapping methods (options with their defaults)")
         return
-    if sc_path is None or sp_path is None:
-        raise click.UsageError("missing the input files SC and SP (.h5ad sharing genes)")
+    if model is not None and sp_path is None:  # `--model DIR SP`: the model holds SC's cells
+        sc_path, sp_path = None, sc_path
+    if sp_path is None or (sc_path is None and model is None):
+        raise click.UsageError(
+            "missing the input files SC and SP (.h5ad sharing genes; with --model, SP alone)"
+        )
+    inputs = [p for p in (sc_path, sp_path) if p is not None]
     method_params = dict(params)
     check_model_flags(
         model=model,
@@ -152,7 +160,7 @@ def map_cmd(
     solver = "attention" if model is not None else method
     solver = resolve_method(solver, cell_type_key=cell_type_key, params=method_params)
     check_params(solver, method_params)  # before anything is read or written
-    check_save_model(save_model, solver, inputs=[sc_path, sp_path], overwrite=overwrite)
+    check_save_model(save_model, solver, inputs=inputs, overwrite=overwrite)
     if evaluate:
         if plot is not None:
             raise click.UsageError("--plot draws a mapping: drop it with --evaluate")
@@ -173,15 +181,20 @@ def map_cmd(
         )
         return
     require_inputs(sc_path, sp_path, coords)
-    evaluated_output(out, inputs=[sc_path, sp_path], overwrite=overwrite)
-    _check_plot(plot, out=out, inputs=[sc_path, sp_path], overwrite=overwrite)
+    evaluated_output(out, inputs=inputs, overwrite=overwrite)
+    _check_plot(plot, out=out, inputs=inputs, overwrite=overwrite)
     if model is not None:
         model_info(model)  # not a saved model: refused before reading the data
     from ..mapping.api import map_cells, project_genes
     from ..train import is_global_zero, training_options
 
-    adata_sc, adata_sp = read_input(sc_path), read_input(sp_path, coords=coords)
-    genes = _genes_to_predict(predict, adata_sc, adata_sp, gene_case)  # typos before mapping
+    if sc_path is None:
+        adata_sc = model_reference(model, cell_type_key)
+    else:
+        adata_sc = read_input(sc_path)
+    adata_sp = read_input(sp_path, coords=coords)
+    sc_name = "SC" if sc_path is not None else "the model's reference (pass SC for other genes)"
+    genes = _genes_to_predict(predict, adata_sc, adata_sp, gene_case, sc_name)  # before mapping
     if plot is not None:
         from ..validate import check_spatial
 
@@ -219,7 +232,7 @@ def map_cmd(
     console.print(f"wrote {out}: " + ", ".join(parts))
     if save_model is not None:
         mapping.outputs["model"].save(save_model, overwrite=overwrite)
-        console.print(f"wrote {save_model}/ (cellweave map --model {save_model} SC SP -o OUT)")
+        console.print(f"wrote {save_model}/ (cellweave map --model {save_model} SP -o OUT)")
     if plot is not None:
         from ..plotting import mapping_plots
 
@@ -253,9 +266,12 @@ def _check_plot(plot: Path | None, *, out: Path, inputs: list[Path], overwrite: 
     check_outputs({"--out": (out, "h5ad"), **outputs}, inputs=inputs, overwrite=overwrite)
 
 
-def _genes_to_predict(spec: str, adata_sc, adata_sp, gene_case: str = "exact") -> list[str]:
+def _genes_to_predict(
+    spec: str, adata_sc, adata_sp, gene_case: str = "exact", sc_name: str = "SC"
+) -> list[str]:
     """The genes ``--genes`` asks for (checked before mapping; ``missing``: SC's genes
-    that SP lacks, names compared as ``--gene-case`` compares them)."""
+    that SP lacks, names compared as ``--gene-case`` compares them; ``sc_name`` names the
+    reference in the error)."""
     import pandas as pd
 
     from ..errors import MissingKeyError
@@ -273,7 +289,7 @@ def _genes_to_predict(spec: str, adata_sc, adata_sp, gene_case: str = "exact") -
     absent = pd.Index(genes).difference(adata_sc.var_names)
     if len(absent):
         raise MissingKeyError(
-            f"--genes {spec!r} names {len(absent)} gene(s) absent from SC (e.g. "
+            f"--genes {spec!r} names {len(absent)} gene(s) absent from {sc_name} (e.g. "
             f"{list(absent[:3])}): pass genes of the reference, or 'missing'/'all'/'none'"
         )
     return genes

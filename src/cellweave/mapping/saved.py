@@ -1,6 +1,8 @@
 """Mapping a new section with a saved attention mapper, by inference only (``cellweave map
 --model DIR``): the model folder checked up front, its reference checked against the genes
 and cell types it was trained on, the result written as :func:`~.api.map_cells` writes it.
+A model saved with its reference cells (the default) needs no reference: :func:`model_reference`
+rebuilds it from the folder.
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ from anndata import AnnData
 
 from ..errors import FileFormatError, InputError, MissingKeyError
 from .api import reference_labels, store_mapping
-from .attention.persist import read_model
+from .attention.persist import read_model, saved_reference
 from .gene_case import check_gene_case, match_gene_case
 from .result import Mapping, result_keys
 
-__all__ = ["map_with_model", "model_info"]
+__all__ = ["map_with_model", "model_info", "model_reference"]
 
 
 def model_info(path: str | Path) -> dict[str, Any]:
@@ -32,9 +34,24 @@ def model_info(path: str | Path) -> dict[str, Any]:
     return read_model(folder)[0]
 
 
+def model_reference(path: str | Path, cell_type_key: str | None = None) -> AnnData:
+    """The reference cells saved in the model folder ``path``: counts on the model's genes,
+    names and (``obs[<the model's key>]``) cell types. A model saved without them, or a
+    ``cell_type_key`` other than the model's own, is one
+    :class:`~cellweave.errors.InputError` naming the fix (pass the reference)."""
+    meta, arrays, _ = read_model(Path(path).expanduser())
+    own = meta["cell_type_key"]
+    if cell_type_key is not None and cell_type_key != own:
+        raise InputError(
+            f"the model's saved reference has cell types in {own!r} only, not "
+            f"{cell_type_key!r}: pass the reference (SC) to write the fractions of another column"
+        )
+    return saved_reference(path, meta, arrays)
+
+
 def map_with_model(
     path: str | Path,
-    adata_sc: AnnData,
+    adata_sc: AnnData | None,
     adata_sp: AnnData,
     *,
     cell_type_key: str | None = None,
@@ -52,6 +69,8 @@ def map_with_model(
     adata_sc
         The reference the model was trained on (its genes, and its cell types when the model
         has a type level); cells are encoded again, so the reference may hold other cells.
+        ``None``: the reference cells saved with the model (:func:`model_reference`; the
+        same mapping as with the original reference).
     adata_sp
         The section to map: it must measure the model's genes.
     cell_type_key
@@ -69,6 +88,8 @@ def map_with_model(
     result_keys(key_added)
     check_gene_case(gene_case)
     meta = model_info(path)
+    if adata_sc is None:
+        adata_sc = model_reference(path, cell_type_key)
     matched_sc, matched_sp = match_gene_case(adata_sc, adata_sp, gene_case)
     for name, adata in (("the reference SC", matched_sc), ("the section SP", matched_sp)):
         _check_genes(adata, meta["genes"], name)

@@ -5,7 +5,7 @@
 >>> mapping = model.map()               # the training section: a Mapping    # doctest: +SKIP
 >>> other = model.map(adata_sp_new)     # a new section, inference only      # doctest: +SKIP
 >>> z = model.get_latent_representation(kind="cells")                       # doctest: +SKIP
->>> model.save("model_dir"); model = AttentionMapper.load("model_dir", adata_sc)  # doctest: +SKIP
+>>> model.save("model_dir"); model = AttentionMapper.load("model_dir")  # doctest: +SKIP
 
 The model is described in :mod:`.module`; the views in :mod:`.views`; the reference and its
 candidate cells in :mod:`.reference`.
@@ -46,7 +46,7 @@ from .options import (
     PSEUDO_EPOCHS,
     PSEUDO_SPOTS,
 )
-from .persist import read_model, write_model
+from .persist import read_model, reference_arrays, saved_reference, write_model
 from .reference import Reference, candidates, principal_axes, pseudo_spots, reference_cells
 from .reliability import shrink_fractions, type_recall
 from .transport import mix_transport, plan_panel, resolve_transport, transport_target
@@ -490,9 +490,11 @@ class AttentionMapper:
         return self._view_frame(out["view_weights"], section)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+    def save(self, path: str | Path, *, overwrite: bool = False, reference: bool = True) -> Path:
         """Write the model to the folder ``path`` (``model.json``, ``arrays.npz``,
-        ``weights.pt``; atomic)."""
+        ``weights.pt``; atomic); ``reference``: with the reference cells' counts on the
+        model's genes, names and types, so that :meth:`load` needs no reference
+        (:mod:`.persist`)."""
         self._require_trained()
         meta = {
             "options": jsonable(self.options),
@@ -507,13 +509,20 @@ class AttentionMapper:
         }
         state = self.module.state_dict()
         arrays = {"axes": self.axes, **self.stats}
+        if reference:
+            keys = {"layer": self.layer_sc, "cell_type_key": self.cell_type_key}
+            arrays.update(reference_arrays(self.adata_sc, self.genes, self.ref.types, **keys))
         return write_model(path, meta, arrays, state, overwrite=overwrite)
 
     @classmethod
-    def load(cls, path: str | Path, adata_sc: AnnData) -> AttentionMapper:
-        """A model saved with :meth:`save`, on its reference ``adata_sc``; it maps new
-        sections with :meth:`map` (``adata_sp_new``)."""
+    def load(cls, path: str | Path, adata_sc: AnnData | None = None) -> AttentionMapper:
+        """A model saved with :meth:`save`, on its reference ``adata_sc`` (``None``: the
+        reference cells saved with the model); it maps new sections with :meth:`map`
+        (``adata_sp_new``)."""
         meta, arrays, state = read_model(path)
+        layer_sc = meta["layer_sc"]
+        if adata_sc is None:
+            adata_sc, layer_sc = saved_reference(path, meta, arrays), None
         saved = {**meta, "axes": arrays["axes"], "arrays": arrays}
         options = dict(meta["options"])
         options["ring_weights"] = tuple(options["ring_weights"])
@@ -521,7 +530,7 @@ class AttentionMapper:
             adata_sc,
             None,
             cell_type_key=meta["cell_type_key"],
-            layer_sc=meta["layer_sc"],
+            layer_sc=layer_sc,
             layer_sp=meta["layer_sp"],
             require_counts=meta["require_counts"],
             _saved=saved,
