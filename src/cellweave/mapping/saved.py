@@ -42,9 +42,10 @@ def model_reference(path: str | Path, cell_type_key: str | None = None) -> AnnDa
     meta, arrays, _ = read_model(Path(path).expanduser())
     own = meta["cell_type_key"]
     if cell_type_key is not None and cell_type_key != own:
+        held = "no cell types" if own is None else f"cell types in {own!r} only"
         raise InputError(
-            f"the model's saved reference has cell types in {own!r} only, not "
-            f"{cell_type_key!r}: pass the reference (SC) to write the fractions of another column"
+            f"the model's saved reference has {held}, not {cell_type_key!r}: pass the "
+            "reference (SC) to write the fractions of another column"
         )
     return saved_reference(path, meta, arrays)
 
