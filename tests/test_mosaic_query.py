@@ -325,6 +325,37 @@ def test_query_rows_start_from_the_batches_that_measured_the_modality(reference,
                 assert not torch.allclose(start, ref_rows.mean(0))
 
 
+def test_validation_losses_is_the_one_seeded_evaluation_loop(reference, split):
+    """validation_noise and train_query's start score share validation_losses: the module's
+    validation loss per batch, seeded, the module's mode and torch's random stream kept."""
+    from cellweave.mosaic.query import validation_losses
+
+    _, query = split
+    model = MosaicModel.load_query_data(reference, query, batch_key="batch")
+    module = model.module
+    module.train()
+    state = torch.get_rng_state()
+    groups = [np.arange(0, 40), np.arange(40, 100)]
+
+    def batches():
+        for cells in groups:
+            b = model.datamodule.batch(torch.as_tensor(cells), sort=True)
+            b.total = 100
+            yield b
+
+    losses = validation_losses(model, batches(), seed=3)
+    assert module.training and torch.equal(torch.get_rng_state(), state)
+    assert losses == validation_losses(model, batches(), seed=3)
+    assert losses != validation_losses(model, batches(), seed=4)  # sampled latents
+    module.eval()
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        by_hand = [float(module.objective(b, train=False)["loss"]) for b in batches()]
+    # each batch's share of the 100 cells: the shares add up to the mean over all of them
+    shares = [x * len(c) / 100 for x, c in zip(by_hand, groups, strict=True)]
+    assert losses == pytest.approx(shares, rel=1e-6)
+
+
 def test_query_early_stopping_ignores_changes_within_the_validation_noise(reference, split):
     from cellweave.mosaic.query import validation_noise
 
