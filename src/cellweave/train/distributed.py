@@ -44,6 +44,7 @@ __all__ = [
     "training_options",
 ]
 
+_STEP_STREAM = 1 << 40  # step seeds (seed, rank, 2**40 + step) apart from epoch seeds
 _SUMMARY = "cellweave_fit/"  # callback_metrics keys a spawned worker reports through
 _OPTIONS: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "cellweave_training_options", default=None
@@ -216,8 +217,20 @@ class Distributed(Callback):
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         rank, world = shard_of(trainer)
-        if world > 1:  # each process its own noise (dropout, sampled latents), resumable
+        if world > 1:  # each process its own noise (the module's epoch hooks), resumable
             torch.manual_seed(rank_seed(self.seed, rank, trainer.current_epoch))
+
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        """Each process its own noise (dropout, sampled latents) from a stream seeded by the
+        step: Lightning draws a seed from torch's global generator whenever it makes a loader
+        iterator, and a resumed run makes the first epoch's iterator before the epoch's
+        reseed (an uninterrupted one after it), so an epoch seed alone left a resumed DDP
+        run on other draws (latent max abs diff 0.18 on the test's mosaic)."""
+        rank, world = shard_of(trainer)
+        if world > 1:
+            torch.manual_seed(rank_seed(self.seed, rank, _STEP_STREAM + trainer.global_step))
 
 
 def report(trainer: Trainer, summary: dict[str, float]) -> None:
