@@ -22,7 +22,6 @@ BATCHES = {
     "atac_only": ("atac",),
     "held": ("rna", "atac"),
 }
-FAST = {"encoder_hidden": (64,), "n_embedding": 32, "decoder_hidden": (32,), "n_latent": 8}
 TRAIN = {"max_epochs": 40, "batch_size": 128, "progress": False}
 
 
@@ -64,9 +63,11 @@ def split(sim):
 
 
 @pytest.fixture(scope="module")
-def reference(split):
+def reference(split, fast_mosaic):
     ref, _ = split
-    model = MosaicModel(ref, batch_key="batch", label_key="cell_type", random_state=0, **FAST)
+    model = MosaicModel(
+        ref, batch_key="batch", label_key="cell_type", random_state=0, **fast_mosaic
+    )
     model.train(**TRAIN)
     return model
 
@@ -85,7 +86,9 @@ def _knn_accuracy(z_ref, y_ref, z_query, y_query) -> float:
     return float((clf.predict(z_query) == y_query).mean())
 
 
-def test_query_latent_mixes_with_the_reference_of_the_same_types(sim, split, reference, mapped):
+def test_query_latent_mixes_with_the_reference_of_the_same_types(
+    sim, split, reference, mapped, fast_mosaic
+):
     ref, query = split
     model, _ = mapped
     truth = query.obs["cell_type"].astype(str).to_numpy()
@@ -97,7 +100,7 @@ def test_query_latent_mixes_with_the_reference_of_the_same_types(sim, split, ref
     # the same design trained on every batch together (the held-out batch unlabelled)
     full_data = sim.copy()
     labels = sim.obs["cell_type"].astype(str).where(sim.obs["batch"] != "held", None)
-    full = MosaicModel(full_data, batch_key="batch", label_key=labels.to_numpy(), **FAST)
+    full = MosaicModel(full_data, batch_key="batch", label_key=labels.to_numpy(), **fast_mosaic)
     full.train(**TRAIN)
     z = full.get_latent_representation()
     held = (sim.obs["batch"] == "held").to_numpy()
@@ -248,9 +251,11 @@ def test_cli_reference_model(tmp_path, reference, split):
         assert main(["integrate", *map(str, args)]) == 2, args
 
 
-def test_one_modality_reference_takes_an_anndata_query(split):
+def test_one_modality_reference_takes_an_anndata_query(split, fast_mosaic):
     ref, query = split
-    model = MosaicModel(ref["rna"], modality="rna", batch_key="batch", random_state=0, **FAST)
+    model = MosaicModel(
+        ref["rna"], modality="rna", batch_key="batch", random_state=0, **fast_mosaic
+    )
     model.train(max_epochs=3, batch_size=128, progress=False)
     rna = query["rna"].copy()
     rna.obs["batch"] = "held"
