@@ -5,7 +5,8 @@
   graph's edges: nothing to send);
 * :class:`Distributed`: a callback that, in every process, shards the row-index loaders
   (:meth:`~.data.IndexBatches.shard`), gives each process its own CPU threads and a random
-  stream per rank and epoch (so a resumed run draws the same numbers), silences Lightning in
+  stream per rank, reseeded at every epoch and every step (so a run resumed from an epoch's
+  checkpoint draws the same numbers: bit-identical), silences Lightning in
   spawned workers, and sends what :class:`~cellweave.train.FitResult` reports back from a
   spawned worker to the main process;
 * :func:`shard_of`: the (rank, world size) a ``LightningDataModule`` shards its samplers by;
@@ -168,8 +169,8 @@ class Distributed(Callback):
     loaders
         The row-index loaders ``fit`` built (their :class:`~.data.IndexBatches` are sharded).
     seed
-        The run's seed (the random stream of rank ``r`` in epoch ``e`` is seeded by
-        ``(seed, r, e)``).
+        The run's seed (the random stream of rank ``r`` is seeded by ``(seed, r, e)`` when
+        epoch ``e`` starts and by ``(seed, r, 2**40 + s)`` before optimisation step ``s``).
     num_threads
         CPU threads per process (default: the cores shared out among the processes).
     deterministic
