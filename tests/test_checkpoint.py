@@ -293,9 +293,10 @@ def test_fit_leaves_no_folder_and_clears_empty_leftovers(tmp_path, monkeypatch):
     busy = tmp_path / "cellweave-train-busy0000"
     busy.mkdir()
     (busy / "hpc_ckpt_1.ckpt").write_text("x")  # not empty: kept
-    (tmp_path / "cellweave-train-file").write_text("x")  # a file: kept
-    (tmp_path / "cellweave-train-link").symlink_to(tmp_path / "elsewhere", True)  # kept
+    (tmp_path / "cellweave-train-file0000").write_text("x")  # a file: kept
+    (tmp_path / "cellweave-train-link0000").symlink_to(tmp_path / "elsewhere", True)  # kept
     (tmp_path / "other").mkdir()  # not ours: kept
+    (tmp_path / "cellweave-train-123-abcd0123").mkdir()  # this version's name: kept
     seen = []
 
     class Watch(Noisy):
@@ -307,8 +308,8 @@ def test_fit_leaves_no_folder_and_clears_empty_leftovers(tmp_path, monkeypatch):
     assert seen and all(Path(p).parent == tmp_path for p in seen)
     assert Path(seen[0]).name.startswith(f"cellweave-train-{os.getpid()}-")
     left = sorted(p.name for p in tmp_path.iterdir())
-    assert left == ["cellweave-train-busy0000", "cellweave-train-file", "cellweave-train-link",
-                    "other"]  # fmt: skip
+    assert left == ["cellweave-train-123-abcd0123", "cellweave-train-busy0000",
+                    "cellweave-train-file0000", "cellweave-train-link0000", "other"]  # fmt: skip
     assert not Path(seen[0]).exists()
     # something written there (SLURM's requeue checkpoint) is removed when fit ends
     with scratch.scratch_dir() as root:

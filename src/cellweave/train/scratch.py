@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -26,21 +27,25 @@ __all__ = ["PREFIX", "remove_empty_leftovers", "scratch_dir"]
 #: Name prefix of the folders in the temporary folder.
 PREFIX = "cellweave-train-"
 
+_LEGACY = re.compile(re.escape(PREFIX) + r"[a-z0-9_]{8}")  # tempfile.mkdtemp's names
 _CLEANED: set[str] = set()  # temporary folders already cleaned by this process
 
 
 def remove_empty_leftovers(folder: str | Path | None = None) -> list[Path]:
-    """Remove the *empty* ``cellweave-train-*`` folders of this user in ``folder`` (default:
-    the temporary folder); return what was removed.
+    """Remove the *empty* folders earlier versions named ``cellweave-train-XXXXXXXX``
+    (``tempfile``'s 8 random characters) of this user in ``folder`` (default: the
+    temporary folder); return what was removed.
 
-    Only empty real folders go (``os.rmdir`` refuses a non-empty one, atomically), so a
-    live run's files are never touched; an empty one of a live older-version run is
-    harmless to remove (Lightning writes nothing there, and its cleanup ignores a missing
-    folder).
+    Only empty real folders of that name go (``os.rmdir`` refuses a non-empty one,
+    atomically), so a live run's files are never touched; an empty one of a live
+    older-version run is harmless to remove (Lightning writes nothing there, and its
+    cleanup ignores a missing folder). This version's names (with the pid) are not.
     """
     root = Path(tempfile.gettempdir() if folder is None else folder)
     removed = []
     for path in root.glob(PREFIX + "*"):
+        if _LEGACY.fullmatch(path.name) is None:
+            continue
         with contextlib.suppress(OSError):
             info = path.lstat()
             if not path.is_symlink() and path.is_dir() and info.st_uid == os.getuid():
