@@ -294,7 +294,7 @@ def test_fit_leaves_no_folder_and_clears_empty_leftovers(tmp_path, monkeypatch):
     busy.mkdir()
     (busy / "hpc_ckpt_1.ckpt").write_text("x")  # not empty: kept
     (tmp_path / "cellweave-train-file0000").write_text("x")  # a file: kept
-    (tmp_path / "cellweave-train-link0000").symlink_to(tmp_path / "elsewhere", True)  # kept
+    (tmp_path / "cellweave-train-link0000").symlink_to(tmp_path / "other", True)  # kept
     (tmp_path / "other").mkdir()  # not ours: kept
     (tmp_path / "cellweave-train-123-abcd0123").mkdir()  # this version's name: kept
     seen = []
