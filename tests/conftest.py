@@ -88,3 +88,14 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def fast_mosaic():
+    """A small mosaic model (``MosaicModel`` / ``integrate`` keywords) for the simulator's
+    tests: quick to train, as accurate there as the defaults; read-only."""
+    from types import MappingProxyType
+
+    return MappingProxyType(
+        {"encoder_hidden": (64,), "n_embedding": 32, "decoder_hidden": (32,), "n_latent": 8}
+    )

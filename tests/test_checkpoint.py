@@ -241,6 +241,83 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, capfd, kind):
         assert read_checkpoint(path)["cellweave"]["finished"]
 
 
+def _ddp_worker(out: Path, folder: str, *flags: str, tmp: Path) -> subprocess.CompletedProcess:
+    """``ckpt_worker.py ddp``: integrate on 2 CPU processes in a session of its own (so that
+    ``kill=E`` kills the run's process group, not pytest), ``TMPDIR`` set to ``tmp``."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(SRC), str(HERE)]),
+        "OMP_NUM_THREADS": "1",
+        "TMPDIR": str(tmp),
+    }
+    cmd = [sys.executable, str(HERE / "ckpt_worker.py"), "ddp", str(out), folder, *flags]
+    return subprocess.run(
+        cmd, env=env, capture_output=True, text=True, timeout=600, start_new_session=True
+    )
+
+
+@pytest.mark.slow
+def test_ddp_run_killed_after_an_epoch_resumes_bit_identical(tmp_path):
+    """2 gloo processes, both SIGKILLed when epoch 3 starts, resumed on 2 processes: the
+    latent is bit-identical to an uninterrupted 2-process run (every process reseeds its
+    random stream per rank and epoch, the samplers' generators are every process's, so
+    rank 0's checkpoint restores both), and no training folder is left in the temp folder."""
+    folder, tmp = tmp_path / "ckpt", tmp_path / "tmp"
+    tmp.mkdir()
+    killed = _ddp_worker(tmp_path / "killed.npy", str(folder), "kill=3", tmp=tmp)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert not (tmp_path / "killed.npy").exists()
+    ours = read_checkpoint(folder / CHECKPOINT_NAME)
+    assert _done_epochs(folder / CHECKPOINT_NAME) == 3 and not ours["cellweave"]["finished"]
+    assert not list(tmp.iterdir())  # the killed processes left nothing in TMPDIR
+    resumed = _ddp_worker(tmp_path / "resumed.npy", str(folder), "resume", tmp=tmp)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "cellweave: resuming from" in resumed.stderr
+    assert read_checkpoint(folder / CHECKPOINT_NAME)["cellweave"]["finished"]
+    full = _ddp_worker(tmp_path / "full.npy", "-", tmp=tmp)
+    assert full.returncode == 0, full.stderr[-2000:]
+    a, b = np.load(tmp_path / "resumed.npy"), np.load(tmp_path / "full.npy")
+    assert a.shape == (160, 4) and np.isfinite(a).all()
+    np.testing.assert_array_equal(a, b)
+    assert not list(tmp.iterdir())
+
+
+def test_fit_leaves_no_folder_and_clears_empty_leftovers(tmp_path, monkeypatch):
+    """fit's Lightning root is a path it never creates; the empty cellweave-train-* folders
+    earlier versions left after a kill -9 go at a process's first fit, nothing else does."""
+    from cellweave.train import scratch
+
+    monkeypatch.setattr(scratch.tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(scratch, "_CLEANED", set())
+    (tmp_path / "cellweave-train-abc12345").mkdir()  # an old version's, empty
+    busy = tmp_path / "cellweave-train-busy0000"
+    busy.mkdir()
+    (busy / "hpc_ckpt_1.ckpt").write_text("x")  # not empty: kept
+    (tmp_path / "cellweave-train-file0000").write_text("x")  # a file: kept
+    (tmp_path / "cellweave-train-link0000").symlink_to(tmp_path / "other", True)  # kept
+    (tmp_path / "other").mkdir()  # not ours: kept
+    (tmp_path / "cellweave-train-123-abcd0123").mkdir()  # this version's name: kept
+    seen = []
+
+    class Watch(Noisy):
+        def on_train_epoch_start(self):
+            super().on_train_epoch_start()
+            seen.append(self.trainer.default_root_dir)
+
+    _fit(Watch(), epochs=2)
+    assert seen and all(Path(p).parent == tmp_path for p in seen)
+    assert Path(seen[0]).name.startswith(f"cellweave-train-{os.getpid()}-")
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == ["cellweave-train-123-abcd0123", "cellweave-train-busy0000",
+                    "cellweave-train-file0000", "cellweave-train-link0000", "other"]  # fmt: skip
+    assert not Path(seen[0]).exists()
+    # something written there (SLURM's requeue checkpoint) is removed when fit ends
+    with scratch.scratch_dir() as root:
+        Path(root).mkdir()
+        (Path(root) / "hpc_ckpt_1.ckpt").write_text("x")
+    assert not Path(root).exists()
+
+
 def test_gradient_mapping_checkpoints_and_resumes(tmp_path, capfd):
     from cellweave import tl
     from cellweave.sim import simulate_spatial

@@ -114,6 +114,34 @@ def test_labelled_draws_are_seeded_per_rank_and_step():
     assert set(other[4:].tolist()) <= set(labelled.tolist())
 
 
+def test_each_process_reseeds_its_stream_at_every_step():
+    """Under DDP the draws of a step depend on (seed, rank, step) only, not on what drew
+    from torch's generator before (a resumed run's loader draws at other times)."""
+    from types import SimpleNamespace
+
+    from cellweave.train.distributed import Distributed
+
+    callback = Distributed([], seed=3)
+
+    def draws(rank, step, world=2):
+        torch.manual_seed(rank * 100 + step + 7)  # whatever state came before
+        torch.rand(5)
+        trainer = SimpleNamespace(global_rank=rank, world_size=world, global_step=step)
+        callback.on_train_batch_start(trainer, None, None, 0)
+        return torch.rand(3)
+
+    assert torch.equal(draws(0, 4), draws(0, 4))
+    assert not torch.equal(draws(0, 4), draws(1, 4))  # each process its own noise
+    assert not torch.equal(draws(0, 4), draws(0, 5))
+    # one process: the global stream is left alone (single-process runs as before)
+    torch.manual_seed(11)
+    expected = torch.rand(3)
+    trainer = SimpleNamespace(global_rank=0, world_size=1, global_step=4)
+    torch.manual_seed(11)
+    callback.on_train_batch_start(trainer, None, None, 0)
+    assert torch.equal(torch.rand(3), expected)
+
+
 # ---------------------------------------------------------------------------- buffers
 
 

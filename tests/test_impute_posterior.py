@@ -243,3 +243,46 @@ def test_choose_on_split_scores_the_inner_half_and_records_its_depth():
     np.testing.assert_allclose(P.sum(axis=1), 1.0)
     error = lambda M: np.abs(np.log(M) - np.log(truth)).mean()  # noqa: E731
     assert error(P) < 0.8 * error(flat)
+
+
+def test_auto_computes_the_smoother_shrinkage_prior_and_knn_graph_once(sim, monkeypatch):
+    """The zero test's smooth mean is the diffusion auto blends in (one diffusion of X1,
+    one of the inner half), and the posterior step chooses the shrinkage baseline's prior
+    strength and builds the spots' kNN graph once, on the inner half, for its choice and
+    its application to all counts; the result is the one of computing them again."""
+    from cellweave.impute import baselines, posterior, zeros
+
+    calls: dict[str, int] = {}
+
+    def counted(module, name):
+        original = getattr(module, name)
+
+        def call(*args, **kwargs):
+            calls[name] = calls.get(name, 0) + 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, call)
+
+    for module, name in [(auto, "diffusion"), (zeros, "diffusion"), (posterior, "knn_graph"),
+                         (baselines.reference, "shrinkage_prior"),
+                         (posterior, "shrinkage_prior")]:  # fmt: skip
+        counted(module, name)
+    monkeypatch.setattr(posterior, "SHRINK_GRID", (0.3,))  # the shrinkage share is used
+    monkeypatch.setattr(posterior, "NEIGHBOUR_GRID", (0.5,))  # and the neighbours
+    _, info = auto.auto_predict(
+        sim["X1"], coords=sim["coords"], random_state=0, return_info=True, smooth=0.2, **FAST
+    )
+    assert (info["chosen"]["shrink"], info["chosen"]["neighbours"]) == (0.3, 0.5)
+    assert "likelihood" in info["chosen"]  # the zero test ran
+    assert calls == {"diffusion": 2, "knn_graph": 1, "shrinkage_prior": 1}
+    # what the step computed again on all counts would give: the same strength there
+    X1 = sparse.csr_matrix(sim["X1"], dtype=np.float64)
+    strength = baselines.reference.shrinkage_prior(X1, random_state=0)
+    split = auto.inner_split(X1, random_state=0)
+    assert strength == baselines.reference.shrinkage_prior(split[0], random_state=0)
+    np.testing.assert_array_equal(
+        posterior.neighbour_mean(X1, sim["coords"]).toarray(),
+        posterior.neighbour_mean(
+            X1, operator=posterior.neighbour_operator(sim["coords"])
+        ).toarray(),
+    )

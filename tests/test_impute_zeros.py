@@ -134,6 +134,19 @@ def test_user_likelihood_overrides_the_test(dropout_sim, likelihood):
     assert params == {"likelihood": "zinb", "lr": 0.1} and recorded["likelihood"] == "zinb"
 
 
+def test_the_caller_s_smoother_is_the_test_s_mean(dropout_sim, monkeypatch):
+    """auto passes the diffusion it blends in later: the test uses it, computes none."""
+    from cellweave.impute import zeros
+    from cellweave.impute.baselines.neighbours import diffusion
+
+    X = dropout_sim["X"]
+    expected = choose_likelihood(X, {})
+    smooth = diffusion(X, random_state=0)
+    monkeypatch.setattr(zeros, "diffusion", None)  # not called
+    assert choose_likelihood(X, {}, smooth=smooth) == expected
+    assert expected[1]["likelihood"] == "zinb"
+
+
 def test_user_likelihood_overrides_in_tl_impute(dropout_sim, clean_sim):
     fast = {"max_epochs": 3, "n_latent": 8}
     adata = dropout_sim["adata"].copy()

@@ -22,7 +22,6 @@ from cellweave.mosaic.vae import _batch_mmd
 from cellweave.sim import simulate_mosaic
 
 BATCHES = {"cite": ("rna", "protein"), "multiome": ("rna", "atac"), "asap": ("atac", "protein")}
-FAST = {"encoder_hidden": (64,), "n_embedding": 32, "decoder_hidden": (32,), "n_latent": 8}
 
 
 def _blobs(k: int, n: int = 600, d: int = 8, seed: int = 0):
@@ -121,6 +120,28 @@ def test_choose_k_finds_the_number_of_blobs(k):
     assert choose_k(x, 12) == k
 
 
+def test_the_mixture_starts_from_the_k_means_the_gap_statistic_fitted(monkeypatch):
+    """choose_k keeps the k-means centres of the latent it fitted; fit_components started
+    from the chosen k's fits no k-means again and gives what its own fit gives."""
+    from sklearn.cluster import KMeans
+
+    from cellweave.mosaic import clusters
+
+    x, _ = _blobs(4, seed=2)
+    centres: dict[int, np.ndarray] = {}
+    k = choose_k(x, 12, random_state=3, centres=centres)
+    assert k == 4 and set(centres) == set(range(2, k + 2))  # every k scored, k + 1 included
+    own = KMeans(n_clusters=k, n_init=clusters.KMEANS_INIT, random_state=3).fit(x)
+    np.testing.assert_array_equal(centres[k], own.cluster_centers_)
+    refit = fit_components(x, np.full(8, 0.01), k, n_slots=6, random_state=3)
+    fits = []
+    monkeypatch.setattr(clusters, "_kmeans", lambda *a: fits.append(a))  # must not run
+    shared = fit_components(x, np.full(8, 0.01), k, n_slots=6, random_state=3, centres=centres[k])
+    assert not fits
+    for a, b in zip(shared, refit, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_gap_statistic_finds_small_clusters_beside_large_ones():
     # seven blobs of 700 down to 15 points (MOp's types range from 1,143 to 6 cells)
     sizes = [700, 300, 120, 60, 40, 25, 15]
@@ -135,12 +156,12 @@ def test_gap_statistic_finds_small_clusters_beside_large_ones():
     assert choose_k(rng.normal(size=(400, 5)), 10) == 2
 
 
-def test_mixture_clusters_the_simulator(sim):
+def test_mixture_clusters_the_simulator(sim, fast_mosaic):
     data = sim.copy()
     truth = data.obs["cell_type"].astype(str).to_numpy()
     model = integrate(
         data, batch_key="batch", n_clusters=5, max_epochs=40, random_state=0, mixture="marginal",
-        return_model=True, **FAST,
+        return_model=True, **fast_mosaic,
     )  # fmt: skip
     cluster = data.obs["cellweave_cluster"]
     assert isinstance(cluster.dtype, pd.CategoricalDtype)
@@ -155,10 +176,10 @@ def test_mixture_clusters_the_simulator(sim):
     assert model.get_cluster_probabilities().shape == (data.n_obs, 5)
 
 
-def test_cluster_count_criterion_finds_the_true_number(sim):
+def test_cluster_count_criterion_finds_the_true_number(sim, fast_mosaic):
     # the defaults without labels: the marginal mixture, k by the gap statistic
     data = sim.copy()
-    integrate(data, batch_key="batch", max_epochs=40, random_state=0, **FAST)
+    integrate(data, batch_key="batch", max_epochs=40, random_state=0, **fast_mosaic)
     params = data.uns["cellweave"]["params"]["train"]
     assert params["mixture"] == "marginal"
     assert params["n_clusters_criterion"] == "gap_statistic"
@@ -169,25 +190,29 @@ def test_cluster_count_criterion_finds_the_true_number(sim):
     assert ari(truth, data.obs["cellweave_cluster"].to_numpy()) >= 0.8
 
 
-def test_auto_mixture_is_marginal_without_labels_and_exact_with_them(sim):
+def test_auto_mixture_is_marginal_without_labels_and_exact_with_them(sim, fast_mosaic):
     data = sim.copy()
-    assert MosaicModel(data, batch_key="batch", **FAST).config.mixture == "marginal"
+    assert MosaicModel(data, batch_key="batch", **fast_mosaic).config.mixture == "marginal"
     data.obs["some"] = data.obs["cell_type"].astype(str).where(data.obs_names.str.endswith("1"))
-    labelled = MosaicModel(data, batch_key="batch", label_key="some", **FAST)
+    labelled = MosaicModel(data, batch_key="batch", label_key="some", **fast_mosaic)
     assert labelled.config.mixture == "exact" and labelled.config.n_clusters == 5
-    given = MosaicModel(data, batch_key="batch", label_key="some", mixture="marginal", **FAST)
+    given = MosaicModel(
+        data, batch_key="batch", label_key="some", mixture="marginal", **fast_mosaic
+    )
     assert given.config.mixture == "marginal"
-    assert not MosaicModel(data, batch_key="batch", mixture="exact", **FAST).module.fit_mixture
+    assert not MosaicModel(
+        data, batch_key="batch", mixture="exact", **fast_mosaic
+    ).module.fit_mixture
 
 
-def test_marginal_mixture_predicts_labels_from_few_labelled_cells(sim):
+def test_marginal_mixture_predicts_labels_from_few_labelled_cells(sim, fast_mosaic):
     data = sim.copy()
     truth = data.obs["cell_type"].astype(str).to_numpy()
     keep = np.random.default_rng(0).random(data.n_obs) < 0.05
     data.obs["some"] = pd.Series(truth).where(keep, None).to_numpy()
     integrate(
         data, batch_key="batch", label_key="some", mixture="marginal", max_epochs=40,
-        random_state=0, **FAST,
+        random_state=0, **fast_mosaic,
     )  # fmt: skip
     predicted = data.obs["cellweave_label"].astype(str).to_numpy()
     probs = data.obsm["cellweave_label_probabilities"].to_numpy()

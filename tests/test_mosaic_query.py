@@ -22,7 +22,6 @@ BATCHES = {
     "atac_only": ("atac",),
     "held": ("rna", "atac"),
 }
-FAST = {"encoder_hidden": (64,), "n_embedding": 32, "decoder_hidden": (32,), "n_latent": 8}
 TRAIN = {"max_epochs": 40, "batch_size": 128, "progress": False}
 
 
@@ -64,9 +63,11 @@ def split(sim):
 
 
 @pytest.fixture(scope="module")
-def reference(split):
+def reference(split, fast_mosaic):
     ref, _ = split
-    model = MosaicModel(ref, batch_key="batch", label_key="cell_type", random_state=0, **FAST)
+    model = MosaicModel(
+        ref, batch_key="batch", label_key="cell_type", random_state=0, **fast_mosaic
+    )
     model.train(**TRAIN)
     return model
 
@@ -85,7 +86,9 @@ def _knn_accuracy(z_ref, y_ref, z_query, y_query) -> float:
     return float((clf.predict(z_query) == y_query).mean())
 
 
-def test_query_latent_mixes_with_the_reference_of_the_same_types(sim, split, reference, mapped):
+def test_query_latent_mixes_with_the_reference_of_the_same_types(
+    sim, split, reference, mapped, fast_mosaic
+):
     ref, query = split
     model, _ = mapped
     truth = query.obs["cell_type"].astype(str).to_numpy()
@@ -97,7 +100,7 @@ def test_query_latent_mixes_with_the_reference_of_the_same_types(sim, split, ref
     # the same design trained on every batch together (the held-out batch unlabelled)
     full_data = sim.copy()
     labels = sim.obs["cell_type"].astype(str).where(sim.obs["batch"] != "held", None)
-    full = MosaicModel(full_data, batch_key="batch", label_key=labels.to_numpy(), **FAST)
+    full = MosaicModel(full_data, batch_key="batch", label_key=labels.to_numpy(), **fast_mosaic)
     full.train(**TRAIN)
     z = full.get_latent_representation()
     held = (sim.obs["batch"] == "held").to_numpy()
@@ -248,9 +251,11 @@ def test_cli_reference_model(tmp_path, reference, split):
         assert main(["integrate", *map(str, args)]) == 2, args
 
 
-def test_one_modality_reference_takes_an_anndata_query(split):
+def test_one_modality_reference_takes_an_anndata_query(split, fast_mosaic):
     ref, query = split
-    model = MosaicModel(ref["rna"], modality="rna", batch_key="batch", random_state=0, **FAST)
+    model = MosaicModel(
+        ref["rna"], modality="rna", batch_key="batch", random_state=0, **fast_mosaic
+    )
     model.train(max_epochs=3, batch_size=128, progress=False)
     rna = query["rna"].copy()
     rna.obs["batch"] = "held"
@@ -323,6 +328,37 @@ def test_query_rows_start_from_the_batches_that_measured_the_modality(reference,
             torch.testing.assert_close(start, ref_rows[torch.as_tensor(rows)].mean(0))
             if not rows.all():  # an untrained row would have pulled the mean away
                 assert not torch.allclose(start, ref_rows.mean(0))
+
+
+def test_validation_losses_is_the_one_seeded_evaluation_loop(reference, split):
+    """validation_noise and train_query's start score share validation_losses: the module's
+    validation loss per batch, seeded, the module's mode and torch's random stream kept."""
+    from cellweave.mosaic.query import validation_losses
+
+    _, query = split
+    model = MosaicModel.load_query_data(reference, query, batch_key="batch")
+    module = model.module
+    module.train()
+    state = torch.get_rng_state()
+    groups = [np.arange(0, 40), np.arange(40, 100)]
+
+    def batches():
+        for cells in groups:
+            b = model.datamodule.batch(torch.as_tensor(cells), sort=True)
+            b.total = 100
+            yield b
+
+    losses = validation_losses(model, batches(), seed=3)
+    assert module.training and torch.equal(torch.get_rng_state(), state)
+    assert losses == validation_losses(model, batches(), seed=3)
+    assert losses != validation_losses(model, batches(), seed=4)  # sampled latents
+    module.eval()
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        by_hand = [float(module.objective(b, train=False)["loss"]) for b in batches()]
+    # each batch's share of the 100 cells: the shares add up to the mean over all of them
+    shares = [x * len(c) / 100 for x, c in zip(by_hand, groups, strict=True)]
+    assert losses == pytest.approx(shares, rel=1e-6)
 
 
 def test_query_early_stopping_ignores_changes_within_the_validation_noise(reference, split):

@@ -8,7 +8,10 @@ containers: Lightning's own state (weights, optimisers, epoch and global step, l
 early stopping and best-weights callbacks) plus the random states (torch, CUDA, NumPy,
 Python, the generators of the training samplers) and a *fingerprint* of the model and data.
 With several processes (DDP) every process takes part in the save and the first one writes
-(its sampler generators are every process's: they share one seed and order).
+(its sampler generators are every process's: they share one seed and order; each process's
+own random stream is reseeded per rank at every epoch and step by
+:class:`~.train.Distributed`, so the first one's random states resume all of them: a DDP run
+killed after an epoch ends bit-identical to an uninterrupted one).
 
 :func:`read_checkpoint` loads one with ``torch.load(..., weights_only=True)`` stated
 explicitly (``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` cannot turn it off), so a crafted file cannot

@@ -36,7 +36,7 @@ from .mf import mf_refit, mf_select
 from .mixture import mixture_refit, mixture_select
 from .posterior import PosteriorChoice, apply_posterior, choose_on_split
 from .selection import blend_deviance, heldout_values, inner_split
-from .zeros import choose_likelihood
+from .zeros import choose_likelihood, tests_zeros
 
 __all__ = ["BLEND_GRID", "DROPOUT_LIKELIHOODS", "SMOOTH_GRID", "auto", "auto_predict"]
 
@@ -95,7 +95,11 @@ def auto_predict(
     (:func:`.mf.mf_refit`): at 4,000 x 2,000 about the Poisson ``auto``'s CPU time instead
     of 3.3x, and as accurate (``benchmarks/results/impute_dropout.md``).
     """
-    params, zero_choice = choose_likelihood(X1, params, random_state=random_state)
+    # the diffusion of X1, computed once: the zero test's smooth mean, then the smoother
+    full_smooth = diffusion(X1, random_state=random_state) if tests_zeros(params) else None
+    params, zero_choice = choose_likelihood(
+        X1, params, random_state=random_state, smooth=full_smooth
+    )
     if smooth == "auto":
         smooth = SMOOTH_GRID if blend == "auto" else 0.0
     posterior = blend == "auto" if posterior == "auto" else posterior in ("on", True)
@@ -106,6 +110,8 @@ def auto_predict(
         blend, smooth, posterior = 1.0, 0.0, False
     grid = _blend_grid(blend)
     smooth_grid = _blend_grid(smooth, name="smooth")
+    if max(smooth_grid) == 0:
+        full_smooth = None  # not blended in: not kept through the fits
     mixture_params = {k: params.pop(k) for k in _MIXTURE_PARAMS if k in params}
     if coords is None:
         params.setdefault("spatial_weight", 0.0)
@@ -155,7 +161,11 @@ def auto_predict(
         del Q
     if v > 0:
         P *= 1.0 - v
-        P += v * diffusion(X1, coords=coords, random_state=random_state)
+        if full_smooth is None:
+            full_smooth = diffusion(X1, coords=coords, random_state=random_state)
+        full_smooth *= v
+        P += full_smooth
+    del full_smooth
     if posterior:
         P = apply_posterior(X1, P, choice, coords=coords, random_state=random_state)
     if not return_info:

@@ -50,6 +50,7 @@ __all__ = [
     "choose_posterior",
     "extra_poisson_variance",
     "neighbour_mean",
+    "neighbour_operator",
     "posterior_mean",
 ]
 
@@ -110,16 +111,31 @@ def posterior_mean(
     return Q
 
 
-def neighbour_mean(X, coords, *, n_neighbors: int = N_NEIGHBORS) -> sparse.csr_matrix:
-    """Mean counts of each spot's ``n_neighbors`` nearest spots (by ``coords``; fewer
-    spots than that: all others)."""
-    X = sparse.csr_matrix(X, dtype=np.float64)
-    k = min(int(n_neighbors), X.shape[0] - 1)
+def neighbour_operator(coords, *, n_neighbors: int = N_NEIGHBORS) -> sparse.csr_matrix | None:
+    """The row-normalised kNN graph of the spots (by ``coords``; fewer spots than
+    ``n_neighbors``: all others): ``operator @ X`` is :func:`neighbour_mean` (``None``
+    with a single spot)."""
+    coords = np.asarray(coords, dtype=np.float64)
+    k = min(int(n_neighbors), coords.shape[0] - 1)
     if k < 1:
-        return sparse.csr_matrix(X.shape)
-    A = knn_graph(np.asarray(coords, dtype=np.float64), n_neighbors=k)[0]
+        return None
+    A = knn_graph(coords, n_neighbors=k)[0]
     degree = np.asarray(A.sum(axis=1)).ravel()
-    return sparse.csr_matrix(sparse.diags(1.0 / np.maximum(degree, 1.0)) @ A @ X)
+    return sparse.diags(1.0 / np.maximum(degree, 1.0)) @ A
+
+
+def neighbour_mean(
+    X, coords=None, *, n_neighbors: int = N_NEIGHBORS, operator=None
+) -> sparse.csr_matrix:
+    """Mean counts of each spot's ``n_neighbors`` nearest spots (by ``coords``; fewer
+    spots than that: all others); ``operator``: :func:`neighbour_operator` of the
+    coordinates when the caller has it (then ``coords`` is not read)."""
+    X = sparse.csr_matrix(X, dtype=np.float64)
+    if operator is None:
+        operator = neighbour_operator(coords, n_neighbors=n_neighbors)
+    if operator is None:
+        return sparse.csr_matrix(X.shape)
+    return sparse.csr_matrix(operator @ X)
 
 
 @dataclass(frozen=True)
@@ -127,13 +143,19 @@ class PosteriorChoice:
     """The posterior step's knobs chosen by :func:`choose_posterior`, with the inner
     deviance of every candidate tried (``(shrink, floor, neighbours) -> deviance``);
     ``depth_ratio``: molecules of the half they were chosen on over those of all counts
-    (:func:`choose_on_split` sets it; see the module docstring)."""
+    (:func:`choose_on_split` sets it; see the module docstring); ``prior_strength``: the
+    ``shrinkage`` baseline's prior strength chosen on that half and ``operator``: the
+    :func:`neighbour_operator` of the spots, both reused by :func:`apply_posterior`
+    (``None``: computed there).
+    """
 
     shrink: float = 0.0
     floor: float = MIN_INVERSE_SHAPE
     neighbours: float = 0.0
     scores: dict[tuple[float, float, float], float] = field(default_factory=dict)
     depth_ratio: float = 1.0
+    prior_strength: float | None = None
+    operator: sparse.csr_matrix | None = field(default=None, repr=False, compare=False)
 
 
 def choose_posterior(
@@ -169,10 +191,13 @@ def choose_posterior(
         A, B = A[rows], B[rows]
         neighbours = None if neighbours is None else sparse.csr_matrix(neighbours)[rows]
     scores: dict[tuple[float, float, float], float] = {}
+    priors: dict[float, np.ndarray] = {}  # the blended prior of each share, built once
 
     def score(u: float, f: float, b: float) -> float:
         if (u, f, b) not in scores:
-            P = (1.0 - u) * prior + u * shrunk if u > 0 else prior  # read only: no out=
+            if u not in priors:
+                priors[u] = (1.0 - u) * prior + u * shrunk if u > 0 else prior
+            P = priors[u]  # read only: no out=
             extra = neighbours * b if b > 0 else None
             scores[u, f, b] = poisson_deviance(posterior_mean(A, P, floor=f, evidence=extra), B)
         return scores[u, f, b]
@@ -204,10 +229,12 @@ def choose_on_split(
     shrunk_rows = np.tile(profile, (len(rows), 1))
     if np.isfinite(a):
         shrunk_rows = shrunk(part.toarray(), library(part), prior=a, profile=profile)
-    neighbours = None if coords is None else neighbour_mean(X1a, coords)
+    operator = None if coords is None else neighbour_operator(coords)
+    neighbours = None if coords is None else neighbour_mean(X1a, operator=operator)
     choice = choose_posterior(X1a, X1b, prior, shrunk_rows, rows=rows, neighbours=neighbours)
     total = float(X1a.sum() + X1b.sum())
-    return replace(choice, depth_ratio=float(X1a.sum()) / total if total > 0 else 1.0)
+    depth = float(X1a.sum()) / total if total > 0 else 1.0
+    return replace(choice, depth_ratio=depth, prior_strength=a, operator=operator)
 
 
 def apply_posterior(
@@ -215,11 +242,18 @@ def apply_posterior(
 ) -> np.ndarray:
     """The posterior step with ``choice``'s knobs on all counts ``X1``, in place of ``P``:
     the ``shrinkage`` share blended into the prior, then :func:`posterior_mean` with the
-    floor and the neighbours' mean counts (as many molecules as on the inner half)."""
+    floor and the neighbours' mean counts (as many molecules as on the inner half).
+
+    The ``shrinkage`` baseline keeps the prior strength chosen on the inner half (it does
+    not depend on the depth, see :func:`.baselines.reference.shrinkage_prior`; the same
+    value as a choice on ``X1`` on the benchmark's six data sets) and the neighbours the
+    graph of :func:`choose_on_split` (the same ``coords``)."""
     if choice.shrink > 0:
         P *= 1.0 - choice.shrink
-        P += choice.shrink * shrinkage(X1, random_state=random_state)
+        strength = choice.prior_strength
+        P += choice.shrink * shrinkage(X1, random_state=random_state, prior=strength)
     extra = None
     if choice.neighbours > 0 and coords is not None:
-        extra = neighbour_mean(X1, coords) * (choice.neighbours * choice.depth_ratio)
+        means = neighbour_mean(X1, coords, operator=choice.operator)
+        extra = means * (choice.neighbours * choice.depth_ratio)
     return posterior_mean(X1, P, out=P, floor=choice.floor, evidence=extra)

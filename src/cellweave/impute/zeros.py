@@ -46,6 +46,7 @@ __all__ = [
     "choose_likelihood",
     "excess_zeros",
     "nb_zero_probability",
+    "tests_zeros",
 ]
 
 #: Entries tested: those where the NB gives a zero less than this probability; dropout is
@@ -124,20 +125,29 @@ def excess_zeros(X, P: np.ndarray | None = None, *, random_state: int = 0) -> Ze
     return ZeroTest(float((observed - expected) / bearing), float(se), n / p0.size)
 
 
+def tests_zeros(params: dict[str, Any]) -> bool:
+    """Whether :func:`choose_likelihood` runs the test for ``params`` (``likelihood`` is
+    ``"auto"`` or absent)."""
+    return params.get("likelihood", "auto") == "auto"
+
+
 def choose_likelihood(
-    X, params: dict[str, Any], *, random_state: int = 0
+    X, params: dict[str, Any], *, random_state: int = 0, smooth: np.ndarray | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """``likelihood="auto"`` (or absent) resolved by :func:`excess_zeros`: ``"zinb"`` where
     the counts show technical dropout, else left out (the Poisson default). Any other
     value is the user's and stands, untested.
 
+    ``smooth``: the diffusion of ``X`` when the caller has it (``auto`` blends the same
+    smoother in later), else computed here.
+
     Returns the options to fit with and what to record in ``chosen`` (``{}`` when the
     user chose).
     """
-    if params.get("likelihood", "auto") != "auto":
+    if not tests_zeros(params):
         return params, {}
     params = {k: v for k, v in params.items() if k != "likelihood"}
-    test = excess_zeros(X, random_state=random_state)
+    test = excess_zeros(X, smooth, random_state=random_state)
     if test.dropout:
         params["likelihood"] = "zinb"
     return params, {"likelihood": params.get("likelihood", "poisson"), **test.summary()}

@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
+    "KMEANS_INIT",
     "K_MAX",
     "K_MIN",
     "best_kmeans_k",
@@ -41,15 +42,23 @@ __all__ = [
 #: Fewest and most clusters :func:`choose_k` considers (``K_MAX``: the prior's slots when
 #: the number of clusters is chosen).
 K_MIN, K_MAX = 2, 30
+#: k-means restarts on the latent (the gap statistic's and the mixture's start: one fit).
+KMEANS_INIT = 3
 
 
 def choose_k(
-    latent: np.ndarray, k_max: int, *, n_references: int = 5, random_state: int = 0
+    latent: np.ndarray,
+    k_max: int,
+    *,
+    n_references: int = 5,
+    random_state: int = 0,
+    centres: dict[int, np.ndarray] | None = None,
 ) -> int:
     """The number of clusters of ``latent`` ``(n, d)`` between :data:`K_MIN` and ``k_max``
     by the gap statistic (Tibshirani, Walther & Hastie 2001; see the module docstring):
     the smallest ``k`` with ``gap(k) >= gap(k + 1) - s(k + 1)``, else the ``k`` of the
-    largest gap."""
+    largest gap. ``centres``: filled with the k-means centres of ``latent`` of every ``k``
+    scored (:func:`fit_components` starts from the chosen one's)."""
     x = np.asarray(latent, dtype=np.float64)
     k_max = min(int(k_max), x.shape[0] - 1)
     if k_max <= K_MIN:
@@ -57,7 +66,7 @@ def choose_k(
     references = uniform_references(x, n_references, random_state)
     gaps: dict[int, tuple[float, float]] = {}
     for k in range(K_MIN, k_max + 1):
-        gaps[k] = gap_statistic(x, k, references, random_state=random_state)
+        gaps[k] = gap_statistic(x, k, references, random_state=random_state, centres=centres)
         previous = gaps.get(k - 1)
         if previous is not None and previous[0] >= gaps[k][0] - gaps[k][1]:
             return k - 1
@@ -65,20 +74,34 @@ def choose_k(
 
 
 def gap_statistic(
-    x: np.ndarray, k: int, references: list[np.ndarray], *, random_state: int = 0
+    x: np.ndarray,
+    k: int,
+    references: list[np.ndarray],
+    *,
+    random_state: int = 0,
+    centres: dict[int, np.ndarray] | None = None,
 ) -> tuple[float, float]:
     """``gap(k)`` = mean over ``references`` of ``log W_k`` minus ``log W_k`` of ``x``
     (``W_k`` the within-cluster sum of squares of k-means), and its standard error
-    ``s(k)`` = the references' s.d. times ``sqrt(1 + 1 / B)``."""
-    from sklearn.cluster import KMeans
+    ``s(k)`` = the references' s.d. times ``sqrt(1 + 1 / B)``; ``centres[k]``: the
+    k-means centres of ``x`` (when a dict is given)."""
 
-    def log_w(data: np.ndarray, n_init: int) -> float:
-        fit = KMeans(n_clusters=int(k), n_init=n_init, random_state=random_state).fit(data)
+    def log_w(fit) -> float:
         return float(np.log(max(fit.inertia_, 1e-300)))
 
-    ref = np.array([log_w(r, 1) for r in references])
-    gap = float(ref.mean() - log_w(x, 3))
+    ref = np.array([log_w(_kmeans(r, k, 1, random_state)) for r in references])
+    own = _kmeans(x, k, KMEANS_INIT, random_state)
+    if centres is not None:
+        centres[int(k)] = own.cluster_centers_
+    gap = float(ref.mean() - log_w(own))
     return gap, float(ref.std() * np.sqrt(1.0 + 1.0 / len(references)))
+
+
+def _kmeans(x: np.ndarray, k: int, n_init: int, random_state: int):
+    """sklearn's ``KMeans`` with ``k`` clusters fitted to ``x``."""
+    from sklearn.cluster import KMeans
+
+    return KMeans(n_clusters=int(k), n_init=n_init, random_state=random_state).fit(x)
 
 
 def uniform_references(x: np.ndarray, n: int, random_state: int) -> list[np.ndarray]:
@@ -116,19 +139,23 @@ def fit_components(
     n_slots: int,
     labels: np.ndarray | None = None,
     random_state: int = 0,
+    centres: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Means, variances ``(n_slots, d)`` and weights ``(n_slots,)`` of a diagonal Gaussian
     mixture with ``k`` components fitted to ``latent`` ``(n, d)`` (posterior means);
     ``noise`` ``(d,)`` (mean posterior variance) is added to the variances; slots above
     ``k`` get weight 0 (pruned). ``labels`` (codes, ``-1`` unlabelled): class ``c`` is
     component ``c``, fitted by semi-supervised EM (:func:`semi_supervised_em`: a labelled
-    cell belongs to its class's component in every E-step)."""
+    cell belongs to its class's component in every E-step). Without labels the mixture
+    starts at the k-means centres of ``latent``: ``centres`` when given (those
+    :func:`choose_k` fitted for ``k``, the same fit), else fitted here."""
     x = np.asarray(latent, dtype=np.float64)
     if labels is None or not (np.asarray(labels) >= 0).any():
-        from sklearn.cluster import KMeans
         from sklearn.mixture import GaussianMixture
 
-        init = KMeans(n_clusters=k, n_init=3, random_state=random_state).fit(x).cluster_centers_
+        init = centres
+        if init is None:
+            init = _kmeans(x, k, KMEANS_INIT, random_state).cluster_centers_
         gmm = GaussianMixture(
             k, covariance_type="diag", means_init=init, reg_covar=1e-6, random_state=random_state
         ).fit(x)

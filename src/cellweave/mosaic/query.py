@@ -28,7 +28,7 @@ among the reference's labelled cells (kept with the saved model, at most
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,7 @@ __all__ = [
     "load_saved_query",
     "reference_cells",
     "train_query",
+    "validation_losses",
     "validation_noise",
 ]
 
@@ -375,6 +376,40 @@ NOISE_GROUP, NOISE_GROUPS = 64, 64
 
 
 @torch.no_grad()
+def validation_losses(model: Any, batches: Iterable[Any], *, seed: int) -> list[float]:
+    """The module's validation loss of each of ``batches`` (each a share of its
+    ``total`` cells, see ``MosaicModule.validation_loss``): in eval mode, with torch's random
+    stream (the sampled latents) forked and seeded ``seed``; the module's mode restored.
+
+    The one evaluation loop of the query: :func:`validation_noise` scores random groups of
+    cells with it, :func:`train_query` the validation cells at the start.
+    """
+    module = model.module
+    was = module.training
+    module.eval()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return [float(module.validation_loss(b)) for b in batches]
+    finally:
+        module.train(was)
+
+
+def _group_batches(model: Any, groups: np.ndarray) -> Iterator[Any]:
+    """One batch per row of ``groups`` (cell indices), its loss the group's mean."""
+    for group in groups:
+        b = model.datamodule.batch(torch.as_tensor(group, device=model.module.device), sort=True)
+        b.total = b.cells.numel()
+        yield b
+
+
+def _validation_batches(model: Any) -> Iterator[Any]:
+    """The batches of the datamodule's validation cells, as training validates them."""
+    dm = model.datamodule
+    for units in dm.val_dataloader():
+        yield dm.transfer_batch_to_device(units, model.module.device, 0)
+
+
 def validation_noise(model: Any, n_validation: int, *, seed: int = 0) -> float:
     """Standard error of the model's validation loss over ``n_validation`` query cells.
 
@@ -383,21 +418,13 @@ def validation_noise(model: Any, n_validation: int, *, seed: int = 0) -> float:
     :data:`NOISE_GROUPS` groups), their spread scaled to ``n_validation`` cells:
     ``sd(group means) * sqrt(NOISE_GROUP / n_validation)``.
     """
-    module = model.module
     rng = np.random.default_rng(seed)
     n_groups = min(NOISE_GROUPS, model.data.n_cells // NOISE_GROUP)
     if n_groups < 2 or n_validation < 1:
         return 0.0
     cells = rng.permutation(model.data.n_cells)[: n_groups * NOISE_GROUP]
-    was = module.training
-    module.eval()
-    means = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for group in np.sort(cells.reshape(n_groups, NOISE_GROUP), axis=1):
-            b = model.datamodule.batch(torch.as_tensor(group, device=module.device), sort=True)
-            means.append(float(module.objective(b, train=False)["loss"]))
-    module.train(was)
+    groups = np.sort(cells.reshape(n_groups, NOISE_GROUP), axis=1)
+    means = validation_losses(model, _group_batches(model, groups), seed=seed)
     return float(np.std(means, ddof=1) * np.sqrt(NOISE_GROUP / n_validation))
 
 
@@ -449,16 +476,13 @@ def _keep_start_unless_better(
     their start) unless training lowered the validation loss by more than ``min_delta``
     (one standard error): on MOp the trained input shift moved small classes (kNN balanced
     accuracy 0.58 against the start's 0.62) for an ELBO gain within the noise."""
-    module, dm = model.module, model.datamodule
+    module = model.module
     trained = {k: v.detach().clone() for k, v in module.state_dict().items()}
     module.load_state_dict(start)
     module.eval()
     loss = 0.0
-    with torch.no_grad(), torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for units in dm.val_dataloader():
-            b = dm.transfer_batch_to_device(units, module.device, 0)
-            loss += float(module.validation_loss(b))
+    for part in validation_losses(model, _validation_batches(model), seed=seed):
+        loss += part  # in order (Python >= 3.12's sum() compensates: other last bits)
     if best < loss - min_delta:
         module.load_state_dict(trained)
     else:

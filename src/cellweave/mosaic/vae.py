@@ -346,12 +346,14 @@ class MosaicModule(CellweaveModule):
         noise = torch.exp(log_var).mean(0).cpu().numpy()
         slots = self.prior.k
         k = int(self.prior.active().sum())  # all slots, or those a choice kept
+        centres: dict[int, np.ndarray] = {}  # k-means of z per k the choice fitted
         if choose:
-            k = choose_k(z, slots, random_state=self.seed)
+            k = choose_k(z, slots, random_state=self.seed, centres=centres)
         labels = b.label.cpu().numpy() if self.n_classes else None
         means, variances, weights = fit_components(
-            z, noise, k, n_slots=slots, labels=labels, random_state=self.seed
-        )
+            z, noise, k, n_slots=slots, labels=labels, random_state=self.seed,
+            centres=centres.get(k),
+        )  # fmt: skip
         self.prior.set_mixture(means, variances, weights)
 
     def on_train_epoch_end(self) -> None:

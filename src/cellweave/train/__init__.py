@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Mapping
@@ -71,6 +70,7 @@ from .distributed import (
     training_options,
 )
 from .module import CellweaveModule
+from .scratch import scratch_dir
 
 __all__ = [
     "CellweaveModule",
@@ -395,7 +395,7 @@ def fit(
 
     with _quiet(), _torch_settings(num_threads, deterministic and cpu):
         seed_everything(int(seed), workers=False, verbose=False)
-        with tempfile.TemporaryDirectory(prefix="cellweave-train-") as root:
+        with scratch_dir() as root:  # never created: nothing to leak
             trainer = Trainer(
                 accelerator=plan.accelerator,
                 devices=plan.devices,

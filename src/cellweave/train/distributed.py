@@ -5,7 +5,8 @@
   graph's edges: nothing to send);
 * :class:`Distributed`: a callback that, in every process, shards the row-index loaders
   (:meth:`~.data.IndexBatches.shard`), gives each process its own CPU threads and a random
-  stream per rank and epoch (so a resumed run draws the same numbers), silences Lightning in
+  stream per rank, reseeded at every epoch and every step (so a run resumed from an epoch's
+  checkpoint draws the same numbers: bit-identical), silences Lightning in
   spawned workers, and sends what :class:`~cellweave.train.FitResult` reports back from a
   spawned worker to the main process;
 * :func:`shard_of`: the (rank, world size) a ``LightningDataModule`` shards its samplers by;
@@ -44,6 +45,7 @@ __all__ = [
     "training_options",
 ]
 
+_STEP_STREAM = 1 << 40  # step seeds (seed, rank, 2**40 + step) apart from epoch seeds
 _SUMMARY = "cellweave_fit/"  # callback_metrics keys a spawned worker reports through
 _OPTIONS: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "cellweave_training_options", default=None
@@ -167,8 +169,8 @@ class Distributed(Callback):
     loaders
         The row-index loaders ``fit`` built (their :class:`~.data.IndexBatches` are sharded).
     seed
-        The run's seed (the random stream of rank ``r`` in epoch ``e`` is seeded by
-        ``(seed, r, e)``).
+        The run's seed (the random stream of rank ``r`` is seeded by ``(seed, r, e)`` when
+        epoch ``e`` starts and by ``(seed, r, 2**40 + s)`` before optimisation step ``s``).
     num_threads
         CPU threads per process (default: the cores shared out among the processes).
     deterministic
@@ -216,8 +218,20 @@ class Distributed(Callback):
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         rank, world = shard_of(trainer)
-        if world > 1:  # each process its own noise (dropout, sampled latents), resumable
+        if world > 1:  # each process its own noise (the module's epoch hooks), resumable
             torch.manual_seed(rank_seed(self.seed, rank, trainer.current_epoch))
+
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        """Each process its own noise (dropout, sampled latents) from a stream seeded by the
+        step: Lightning draws a seed from torch's global generator whenever it makes a loader
+        iterator, and a resumed run makes the first epoch's iterator before the epoch's
+        reseed (an uninterrupted one after it), so an epoch seed alone left a resumed DDP
+        run on other draws (latent max abs diff 0.18 on the test's mosaic)."""
+        rank, world = shard_of(trainer)
+        if world > 1:
+            torch.manual_seed(rank_seed(self.seed, rank, _STEP_STREAM + trainer.global_step))
 
 
 def report(trainer: Trainer, summary: dict[str, float]) -> None:
