@@ -259,19 +259,27 @@ def _round(row: dict) -> dict:
 # --------------------------------------------------------------------------------------
 
 
+def per_protein_pearson(imputed: np.ndarray, truth: np.ndarray, names: pd.Index) -> pd.Series:
+    """Pearson correlation (log1p scale) between imputed and measured protein, per
+    non-control protein that varies in both (indexed by protein name)."""
+    keep = ~names.str.lower().str.contains("|".join(CONTROL_PROTEINS))
+    a, b = np.log1p(np.asarray(imputed)[:, keep]), np.log1p(np.asarray(truth)[:, keep])
+    out = {}
+    for j, name in enumerate(names[keep]):
+        if a[:, j].std() > 0 and b[:, j].std() > 0:
+            out[name] = np.corrcoef(a[:, j], b[:, j])[0, 1]
+    return pd.Series(out, dtype=float)
+
+
 def protein_scores(imputed: np.ndarray, truth: np.ndarray, names: pd.Index) -> dict:
     """Median over non-control proteins of the per-protein Pearson (log1p scale) and
     Spearman correlations between imputed and measured protein of the hidden cells."""
     from scipy.stats import spearmanr
 
-    keep = ~names.str.lower().str.contains("|".join(CONTROL_PROTEINS))
-    a, b = np.log1p(np.asarray(imputed)[:, keep]), np.log1p(np.asarray(truth)[:, keep])
-    pearson, spearman = [], []
-    for j in range(a.shape[1]):
-        if a[:, j].std() == 0 or b[:, j].std() == 0:
-            continue
-        pearson.append(np.corrcoef(a[:, j], b[:, j])[0, 1])
-        spearman.append(spearmanr(a[:, j], b[:, j]).statistic)
+    pearson = per_protein_pearson(imputed, truth, names)
+    cols = names.get_indexer(pearson.index)
+    imputed, truth = np.asarray(imputed), np.asarray(truth)
+    spearman = [spearmanr(imputed[:, j], truth[:, j]).statistic for j in cols]
     return {
         "pearson_median": float(np.median(pearson)),
         "spearman_median": float(np.median(spearman)),
