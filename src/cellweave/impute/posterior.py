@@ -230,7 +230,7 @@ def choose_on_split(
     if np.isfinite(a):
         shrunk_rows = shrunk(part.toarray(), library(part), prior=a, profile=profile)
     operator = None if coords is None else neighbour_operator(coords)
-    neighbours = None if coords is None else neighbour_mean(X1a, operator=operator)
+    neighbours = None if coords is None else neighbour_mean(X1a, coords, operator=operator)
     choice = choose_posterior(X1a, X1b, prior, shrunk_rows, rows=rows, neighbours=neighbours)
     total = float(X1a.sum() + X1b.sum())
     depth = float(X1a.sum()) / total if total > 0 else 1.0
