@@ -111,14 +111,14 @@ def posterior_mean(
     return Q
 
 
-def neighbour_operator(coords, *, n_neighbors: int = N_NEIGHBORS) -> sparse.csr_matrix | None:
+def neighbour_operator(coords, *, n_neighbors: int = N_NEIGHBORS) -> sparse.csr_matrix:
     """The row-normalised kNN graph of the spots (by ``coords``; fewer spots than
-    ``n_neighbors``: all others): ``operator @ X`` is :func:`neighbour_mean` (``None``
-    with a single spot)."""
+    ``n_neighbors``: all others): ``operator @ X`` is :func:`neighbour_mean` (all zero
+    with a single spot: no neighbours, no evidence)."""
     coords = np.asarray(coords, dtype=np.float64)
     k = min(int(n_neighbors), coords.shape[0] - 1)
     if k < 1:
-        return None
+        return sparse.csr_matrix((coords.shape[0], coords.shape[0]))
     A = knn_graph(coords, n_neighbors=k)[0]
     degree = np.asarray(A.sum(axis=1)).ravel()
     return sparse.diags(1.0 / np.maximum(degree, 1.0)) @ A
@@ -133,8 +133,6 @@ def neighbour_mean(
     X = sparse.csr_matrix(X, dtype=np.float64)
     if operator is None:
         operator = neighbour_operator(coords, n_neighbors=n_neighbors)
-    if operator is None:
-        return sparse.csr_matrix(X.shape)
     return sparse.csr_matrix(operator @ X)
 
 
@@ -230,7 +228,7 @@ def choose_on_split(
     if np.isfinite(a):
         shrunk_rows = shrunk(part.toarray(), library(part), prior=a, profile=profile)
     operator = None if coords is None else neighbour_operator(coords)
-    neighbours = None if coords is None else neighbour_mean(X1a, coords, operator=operator)
+    neighbours = None if operator is None else neighbour_mean(X1a, operator=operator)
     choice = choose_posterior(X1a, X1b, prior, shrunk_rows, rows=rows, neighbours=neighbours)
     total = float(X1a.sum() + X1b.sum())
     depth = float(X1a.sum()) / total if total > 0 else 1.0
