@@ -30,7 +30,7 @@ from ._common import (
     use_agg_backend,
 )
 from ._inputs import read_input, require_inputs
-from .map_model import check_model_flags, check_save_model, map_saved, model_info, model_reference
+from .map_model import check_model_flags, check_save_model, map_saved, model_info
 
 
 @click.command("map")
@@ -188,7 +188,9 @@ def map_cmd(
     from ..mapping.api import map_cells, project_genes
     from ..train import is_global_zero, training_options
 
-    if sc_path is None:
+    if sc_path is None:  # the reference cells saved with the model stand for SC
+        from ..mapping.saved import model_reference
+
         adata_sc = model_reference(model, cell_type_key)
     else:
         adata_sc = read_input(sc_path)

@@ -70,14 +70,6 @@ def model_info(model: Path) -> dict:
     return info(model)
 
 
-def model_reference(model: Path, cell_type_key: str | None):
-    """The reference cells saved with the model, standing for SC (``cellweave map --model
-    DIR SP``): a model saved without them, or another ``--cell-type-key``, is one line."""
-    from ..mapping.saved import model_reference as reference
-
-    return reference(model, cell_type_key)
-
-
 def map_saved(model: Path, adata_sc, adata_sp, cell_type_key: str | None, gene_case: str):
     """``(mapping, cell-type key used)``: ``adata_sp`` mapped by the saved model (inference
     only), written into ``adata_sp`` as ``map_cells`` writes; the fractions are those of
